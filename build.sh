@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# build.sh — builds and tests the ESXi rescue system.
+#
+#   ./build.sh          build the rescue system into out/ (kernel, initramfs, USB image, PXE tree)
+#   ./build.sh demo     build, then show the rescue system fixing a broken ESXi disk in QEMU
+#   ./build.sh test     the whole test suite: unit tests, short fuzzing, QEMU end-to-end
+#   ./build.sh deps     only install what is missing (Debian packages, Go modules)
+#   ./build.sh unit     unit tests and fuzzing only (no QEMU)
+#   ./build.sh e2e      QEMU end-to-end tests only (builds out/ first)
+#
+# Run as root on Debian: missing packages are installed with apt-get.
+set -euo pipefail
+cd "$(dirname "$(readlink -f "$0")")"
+export PATH="/usr/local/go/bin:$PATH:/usr/sbin:/sbin"
+export GOFLAGS="${GOFLAGS:--mod=mod}"
+
+# Debian packages the build and the tests need (command -> package).
+APT_PACKAGES=(
+	gdisk:sgdisk fdisk:sfdisk dosfstools:fsck.fat mtools:mdir
+	qemu-system-x86:qemu-system-x86_64 ovmf:/usr/share/ovmf/OVMF.fd ipxe-qemu:/usr/lib/ipxe/qemu/pxe-virtio.rom
+	zstd:zstd xz-utils:xz gzip:gzip bmap-tools:bmaptool cpio:cpio binutils:objcopy
+	systemd-boot-efi:/usr/lib/systemd/boot/efi/linuxx64.efi.stub
+	util-linux:losetup kmod:depmod ca-certificates:/etc/ssl/certs/ca-certificates.crt
+)
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'build.sh: %s\n' "$*" >&2; exit 2; }
+
+deps() {
+	command -v go >/dev/null || die "Go is not installed (expected /usr/local/go/bin/go, Go 1.26)"
+	local missing=() p pkg probe
+	for p in "${APT_PACKAGES[@]}"; do
+		pkg=${p%%:*} probe=${p#*:}
+		if [[ $probe == /* ]]; then [[ -e $probe ]] && continue
+		else command -v "$probe" >/dev/null && continue; fi
+		missing+=("$pkg")
+	done
+	if ((${#missing[@]})); then
+		[[ $(id -u) == 0 ]] || die "missing packages ${missing[*]}: run as root or install them"
+		log "installing Debian packages: ${missing[*]}"
+		apt-get update -qq
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+	fi
+	go mod download
+}
+
+build() {
+	deps
+	log "building the rescue system into out/"
+	mkdir -p out
+	./initramfs/build.sh out
+}
+
+# Fuzz targets run briefly by `./build.sh test` ("package target" per line).
+FUZZ_TARGETS=(
+)
+FUZZTIME=${FUZZTIME:-10s}
+
+unit() {
+	deps
+	log "go vet"
+	go vet ./...
+	log "unit tests"
+	go test -count=1 -timeout 20m $(go list ./... | grep -v /qemu-tests)
+	local t
+	for t in "${FUZZ_TARGETS[@]}"; do
+		log "fuzzing $t for $FUZZTIME"
+		set -- $t
+		go test -run '^$' -fuzz "^$2\$" -fuzztime "$FUZZTIME" "$1"
+	done
+}
+
+e2e() {
+	build
+	log "QEMU end-to-end tests (logs under out/qemu-tests/)"
+	go test -count=1 -v -timeout 40m ./qemu-tests/... 2>&1 | tee out/qemu-tests.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|SKIP|    )' || true
+	grep -qE '^(FAIL|--- FAIL)' out/qemu-tests.log && die "QEMU end-to-end tests failed (see out/qemu-tests.log)"
+	tail -n 3 out/qemu-tests.log
+}
+
+demo() {
+	build
+	log "demo: the incident, reproduced and fixed in QEMU"
+	go run ./qemu-tests/demo
+}
+
+case "${1:-build}" in
+build) build ;;
+deps) deps ;;
+unit) unit ;;
+e2e) e2e ;;
+test) unit; e2e ;;
+demo) demo ;;
+*) sed -n '2,12p' "$0"; exit 2 ;;
+esac
