@@ -69,7 +69,12 @@ type Table struct {
 	MBR        []byte // LBA 0, one sector
 	Primary    *Copy  // nil when no header was found at LBA 1
 	Backup     *Copy  // nil when no backup header was found
-	Problems   []Problem
+	// StrayBackup is a second valid backup header found at the other
+	// candidate place (the primary's AlternateLBA or the last LBA) when
+	// both hold one; Backup is then the one the primary points to. Nil
+	// in the usual case.
+	StrayBackup *Copy
+	Problems    []Problem
 }
 
 // LastLBA is the last addressable LBA of the disk.
