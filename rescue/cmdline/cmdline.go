@@ -1,0 +1,398 @@
+// Package cmdline parses the rescue system's hands-off settings from the
+// kernel command line (/proc/cmdline) and the optional text file on the USB
+// stick: rescue.action, rescue.image, rescue.sha256, rescue.target,
+// rescue.ref, rescue.done, rescue.report, rescue.testpause, ip=, BOOTIF= and
+// modules_load=. Parse validates everything up front so that a typo stops
+// the flow before it touches a disk.
+package cmdline
+
+import (
+	"encoding/hex"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+
+	"github.com/esxi-rescue/rescue/rescue/netup"
+)
+
+// Action is one step of the hands-off flow.
+type Action string
+
+// The actions rescue.action= accepts, in the order they run.
+const (
+	ActionRestore Action = "restore" // copy rescue.image onto the target
+	ActionFix     Action = "fix"     // put the GPT right slot for slot
+	ActionVerify  Action = "verify"  // re-read and compare with the reference
+	ActionBoot    Action = "boot"    // kexec into ESXi on the target (esxiboot)
+	ActionShell   Action = "shell"   // interactive shell (the default)
+)
+
+// Order lists the actions in the order the flow runs them, whatever order
+// the command line gives.
+var Order = []Action{ActionRestore, ActionFix, ActionVerify, ActionBoot, ActionShell}
+
+// Done says what happens after a successful flow.
+type Done string
+
+// The values of rescue.done=.
+const (
+	DoneShell    Done = "shell"
+	DoneReboot   Done = "reboot"
+	DonePoweroff Done = "poweroff"
+	DoneBoot     Done = "boot"
+)
+
+// Reference kinds for rescue.ref= (any other value is a path or URL of a
+// layout file).
+const (
+	RefImage = "image" // the GPT of rescue.image
+	RefESXi  = "esxi"  // the canonical ESXi layout recognised on the target
+)
+
+// TargetAuto asks for automatic target selection.
+const TargetAuto = "auto"
+
+// TestPauses lists the accepted rescue.testpause= values (hooks for the
+// crash-safety tests in QEMU).
+var TestPauses = []string{"between-backup-and-primary"}
+
+// Config is the validated hands-off configuration.
+type Config struct {
+	Actions   []Action         // in Order; [shell] when nothing was asked for
+	Image     string           // path or http(s) URL; "" if none
+	SHA256    []byte           // expected digest of the (decompressed) image, nil if none
+	Target    string           // /dev/... or "auto"; "" when no disk action
+	Ref       string           // "image", "esxi" or a path/URL of a layout file
+	Done      Done             // what to do after success
+	Report    string           // http(s) URL to POST the JSON report to, "" if none
+	IP        *netup.IPConfig  // nil: no network wanted
+	BootIF    net.HardwareAddr // PXE boot interface, nil if not given
+	Modules   []string         // modules_load=
+	TestPause string           // rescue.testpause=, "" normally
+	Debug     bool             // rescue.debug: verbose logs
+	// Source names each key's origin ("/proc/cmdline" or the stick file),
+	// for the report.
+	Source map[string]string
+}
+
+// Has reports whether a is among the configured actions.
+func (c *Config) Has(a Action) bool {
+	for _, x := range c.Actions {
+		if x == a {
+			return true
+		}
+	}
+	return false
+}
+
+// Interactive reports whether the only action is the shell.
+func (c *Config) Interactive() bool {
+	return len(c.Actions) == 1 && c.Actions[0] == ActionShell
+}
+
+// WritesDisk reports whether the flow writes to the target disk.
+func (c *Config) WritesDisk() bool { return c.Has(ActionRestore) || c.Has(ActionFix) }
+
+// IsURL reports whether s is an http or https URL.
+func IsURL(s string) bool {
+	return strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://")
+}
+
+// Arg is one key[=value] argument of a command line.
+type Arg struct {
+	Key, Value string
+	HasValue   bool
+	Source     string
+}
+
+// Split splits a kernel command line into arguments the way the kernel
+// does (lib/cmdline.c next_arg): space separated, double quotes group
+// spaces and are removed. In file mode, text from '#' to the end of a line
+// is a comment and newlines separate like spaces.
+func Split(text, source string, file bool) []Arg {
+	var args []Arg
+	var tok strings.Builder
+	inQuote, have := false, false
+	flush := func() {
+		if !have {
+			return
+		}
+		t := tok.String()
+		k, v, ok := strings.Cut(t, "=")
+		args = append(args, Arg{Key: k, Value: v, HasValue: ok, Source: source})
+		tok.Reset()
+		have = false
+	}
+	for i := 0; i < len(text); i++ {
+		ch := text[i]
+		switch {
+		case ch == '"':
+			inQuote = !inQuote
+			have = true
+		case file && ch == '#' && !inQuote:
+			for i < len(text) && text[i] != '\n' {
+				i++
+			}
+			flush()
+		case (ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r') && !inQuote:
+			flush()
+		default:
+			tok.WriteByte(ch)
+			have = true
+		}
+	}
+	flush()
+	return args
+}
+
+// rescueKeys are the rescue.* keys Parse knows; any other rescue.* key is a
+// typo and an error.
+var rescueKeys = map[string]bool{
+	"rescue.action": true, "rescue.image": true, "rescue.sha256": true,
+	"rescue.target": true, "rescue.ref": true, "rescue.done": true,
+	"rescue.report": true, "rescue.testpause": true, "rescue.debug": true,
+}
+
+// Parse validates the arguments of the kernel command line and, after
+// them, of the stick file (later keys win, so the stick file overrides
+// the built-in command line). Unrelated kernel arguments are ignored.
+func Parse(args []Arg) (*Config, error) {
+	vals := map[string]Arg{}
+	for _, a := range args {
+		switch {
+		case strings.HasPrefix(a.Key, "rescue."):
+			if !rescueKeys[a.Key] {
+				return nil, fmt.Errorf("%s: unknown setting %q (known: rescue.action, image, sha256, target, ref, done, report)", a.Source, a.Key)
+			}
+			if !a.HasValue && a.Key != "rescue.debug" {
+				return nil, fmt.Errorf("%s: %s needs a value (%s=...)", a.Source, a.Key, a.Key)
+			}
+		case a.Key == "ip", a.Key == "BOOTIF", a.Key == "modules_load":
+		default:
+			continue
+		}
+		vals[a.Key] = a
+	}
+	c := &Config{Source: map[string]string{}}
+	for k, a := range vals {
+		c.Source[k] = a.Source
+	}
+	get := func(k string) string { return vals[k].Value }
+	has := func(k string) bool { _, ok := vals[k]; return ok }
+
+	// Actions.
+	want := map[Action]bool{}
+	if v := get("rescue.action"); v != "" {
+		for _, s := range strings.Split(v, ",") {
+			a := Action(strings.TrimSpace(s))
+			known := false
+			for _, o := range Order {
+				known = known || o == a
+			}
+			if !known {
+				return nil, fmt.Errorf("rescue.action=%s: unknown action %q (want a comma list of restore, fix, verify, boot, shell)", v, a)
+			}
+			want[a] = true
+		}
+	} else if has("rescue.action") {
+		return nil, fmt.Errorf("rescue.action= is empty (want a comma list of restore, fix, verify, boot, shell)")
+	}
+	for _, a := range Order {
+		if want[a] {
+			c.Actions = append(c.Actions, a)
+		}
+	}
+	if len(c.Actions) == 0 {
+		c.Actions = []Action{ActionShell}
+	}
+
+	// Image and digest.
+	c.Image = get("rescue.image")
+	if has("rescue.image") {
+		if c.Image == "" {
+			return nil, fmt.Errorf("rescue.image= is empty (want a path or an http(s) URL)")
+		}
+		if err := checkLocation("rescue.image", c.Image); err != nil {
+			return nil, err
+		}
+	}
+	if v := get("rescue.sha256"); has("rescue.sha256") {
+		b, err := hex.DecodeString(strings.ToLower(v))
+		if err != nil || len(b) != 32 {
+			return nil, fmt.Errorf("rescue.sha256=%s: want 64 hex digits", v)
+		}
+		if c.Image == "" {
+			return nil, fmt.Errorf("rescue.sha256= given without rescue.image=")
+		}
+		c.SHA256 = b
+	}
+	if c.Has(ActionRestore) && c.Image == "" {
+		return nil, fmt.Errorf("rescue.action=restore needs rescue.image= (a path or an http(s) URL)")
+	}
+
+	// Target.
+	c.Target = get("rescue.target")
+	needsDisk := c.Has(ActionRestore) || c.Has(ActionFix) || c.Has(ActionVerify) || c.Has(ActionBoot)
+	if c.Target != "" && c.Target != TargetAuto && !strings.HasPrefix(c.Target, "/dev/") {
+		return nil, fmt.Errorf("rescue.target=%s: want a device under /dev/ (e.g. /dev/sda) or auto", c.Target)
+	}
+	if needsDisk && c.Target == "" {
+		return nil, fmt.Errorf("rescue.action=%s needs rescue.target= (a device such as /dev/sda, or auto)", joinActions(c.Actions))
+	}
+
+	// Reference.
+	c.Ref = get("rescue.ref")
+	switch {
+	case c.Ref == "" && c.Image != "" && c.Has(ActionRestore):
+		c.Ref = RefImage
+	case c.Ref == "":
+		c.Ref = RefESXi
+	case c.Ref == RefImage:
+		if c.Image == "" {
+			return nil, fmt.Errorf("rescue.ref=image needs rescue.image=")
+		}
+	case c.Ref == RefESXi:
+	default:
+		if err := checkLocation("rescue.ref", c.Ref); err != nil {
+			return nil, err
+		}
+	}
+
+	// Done.
+	switch d := Done(get("rescue.done")); d {
+	case "":
+		c.Done = DoneShell
+		if c.Has(ActionBoot) {
+			c.Done = DoneBoot
+		}
+	case DoneShell, DoneReboot, DonePoweroff, DoneBoot:
+		c.Done = d
+		if c.Has(ActionBoot) && d != DoneBoot {
+			return nil, fmt.Errorf("rescue.action=boot conflicts with rescue.done=%s", d)
+		}
+	default:
+		return nil, fmt.Errorf("rescue.done=%s: want reboot, poweroff, shell or boot", d)
+	}
+	if c.Done == DoneBoot && c.Target == "" {
+		return nil, fmt.Errorf("rescue.done=boot needs rescue.target= (the disk to boot)")
+	}
+	if c.Done == DoneBoot && !c.Has(ActionBoot) {
+		c.Actions = insertBefore(c.Actions, ActionBoot, ActionShell)
+	}
+
+	// Report.
+	if has("rescue.report") {
+		c.Report = get("rescue.report")
+		if !IsURL(c.Report) {
+			return nil, fmt.Errorf("rescue.report=%s: want an http:// or https:// URL", c.Report)
+		}
+		if _, err := url.Parse(c.Report); err != nil {
+			return nil, fmt.Errorf("rescue.report=%s: %w", c.Report, err)
+		}
+	}
+
+	// Test hook.
+	if has("rescue.testpause") {
+		c.TestPause = get("rescue.testpause")
+		ok := false
+		for _, p := range TestPauses {
+			ok = ok || p == c.TestPause
+		}
+		if !ok {
+			return nil, fmt.Errorf("rescue.testpause=%s: unknown pause point (known: %s)", c.TestPause, strings.Join(TestPauses, ", "))
+		}
+	}
+	if has("rescue.debug") {
+		c.Debug = get("rescue.debug") != "0"
+	}
+
+	// Network.
+	if has("ip") {
+		ip, err := netup.ParseIP(get("ip"))
+		if err != nil {
+			return nil, err
+		}
+		if ip.Mode != netup.ModeOff {
+			c.IP = ip
+		}
+	} else if IsURL(c.Image) || IsURL(c.Report) || IsURL(c.Ref) {
+		c.IP = &netup.IPConfig{Mode: netup.ModeDHCP}
+	}
+	if has("ip") && c.IP == nil && (IsURL(c.Image) || IsURL(c.Report) || IsURL(c.Ref)) {
+		return nil, fmt.Errorf("ip=%s but a URL is configured: the network is needed", get("ip"))
+	}
+	if has("BOOTIF") {
+		mac, err := netup.ParseBOOTIF(get("BOOTIF"))
+		if err != nil {
+			return nil, err
+		}
+		c.BootIF = mac
+	}
+	if v := get("modules_load"); v != "" {
+		for _, m := range strings.Split(v, ",") {
+			if m = strings.TrimSpace(m); m != "" {
+				c.Modules = append(c.Modules, m)
+			}
+		}
+	}
+	return c, nil
+}
+
+func checkLocation(key, v string) error {
+	if IsURL(v) {
+		u, err := url.Parse(v)
+		if err != nil {
+			return fmt.Errorf("%s=%s: %w", key, v, err)
+		}
+		if u.Host == "" {
+			return fmt.Errorf("%s=%s: URL without a host", key, v)
+		}
+		return nil
+	}
+	if strings.Contains(v, "://") {
+		return fmt.Errorf("%s=%s: only http:// and https:// URLs are supported", key, v)
+	}
+	if !strings.HasPrefix(v, "/") {
+		return fmt.Errorf("%s=%s: want an absolute path or an http(s) URL", key, v)
+	}
+	return nil
+}
+
+func joinActions(as []Action) string {
+	s := make([]string, len(as))
+	for i, a := range as {
+		s[i] = string(a)
+	}
+	return strings.Join(s, ",")
+}
+
+func insertBefore(as []Action, a, before Action) []Action {
+	for i, x := range as {
+		if x == before {
+			return append(as[:i:i], append([]Action{a}, as[i:]...)...)
+		}
+	}
+	return append(as, a)
+}
+
+// Read returns the arguments of the kernel command line file (normally
+// /proc/cmdline) followed by those of the optional stick file (kernel
+// command line syntax, several lines allowed, '#' comments); stick may be
+// "" when there is none.
+func Read(procCmdline, stick string) ([]Arg, error) {
+	b, err := os.ReadFile(procCmdline)
+	if err != nil {
+		return nil, fmt.Errorf("reading the kernel command line: %w", err)
+	}
+	args := Split(string(b), procCmdline, false)
+	if stick != "" {
+		b, err := os.ReadFile(stick)
+		if err != nil {
+			return nil, fmt.Errorf("reading the settings file on the stick: %w", err)
+		}
+		args = append(args, Split(string(b), stick, true)...)
+	}
+	return args, nil
+}

@@ -1,0 +1,206 @@
+package cmdline
+
+import (
+	"encoding/hex"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/esxi-rescue/rescue/rescue/netup"
+)
+
+func TestSplit(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		file bool
+		want []string // key=value or key
+	}{
+		{in: "console=ttyS0 quiet rescue.action=fix", want: []string{"console=ttyS0", "quiet", "rescue.action=fix"}},
+		{in: `a="b c" d`, want: []string{"a=b c", "d"}},
+		{in: `"rescue.image=/x y"`, want: []string{"rescue.image=/x y"}},
+		{in: "  lots   of\tspace\n", want: []string{"lots", "of", "space"}},
+		{in: "# comment\nrescue.action=fix # trailing\nrescue.target=auto\n", file: true,
+			want: []string{"rescue.action=fix", "rescue.target=auto"}},
+		{in: "# comment\nrescue.action=fix", want: []string{"#", "comment", "rescue.action=fix"}},
+		{in: "k=", want: []string{"k="}},
+		{in: "", want: nil},
+	} {
+		var got []string
+		for _, a := range Split(tc.in, "test", tc.file) {
+			if a.HasValue {
+				got = append(got, a.Key+"="+a.Value)
+			} else {
+				got = append(got, a.Key)
+			}
+		}
+		if !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("Split(%q, file=%v) = %q, want %q", tc.in, tc.file, got, tc.want)
+		}
+	}
+}
+
+const sum = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+
+func TestParse(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		line    string
+		stick   string
+		check   func(t *testing.T, c *Config)
+		wantErr string
+	}{
+		{name: "empty is the interactive shell", line: "console=ttyS0 panic=-1", check: func(t *testing.T, c *Config) {
+			if !c.Interactive() || c.Done != DoneShell || c.IP != nil || c.WritesDisk() || c.Ref != RefESXi {
+				t.Errorf("got %+v", c)
+			}
+		}},
+		{name: "hands-off restore over HTTP", line: "rescue.action=verify,fix,restore rescue.image=http://10.0.2.2:8080/esxi.img.zst rescue.sha256=" + sum +
+			" rescue.target=auto rescue.done=poweroff rescue.report=http://10.0.2.2:8080/report BOOTIF=01-52-54-00-12-34-56",
+			check: func(t *testing.T, c *Config) {
+				if !reflect.DeepEqual(c.Actions, []Action{ActionRestore, ActionFix, ActionVerify}) {
+					t.Errorf("actions %v", c.Actions)
+				}
+				if c.Ref != RefImage || c.Done != DonePoweroff || c.Target != "auto" || hex.EncodeToString(c.SHA256) != sum {
+					t.Errorf("got %+v", c)
+				}
+				if c.IP == nil || c.IP.Mode != netup.ModeDHCP {
+					t.Errorf("an image URL should default to ip=dhcp, got %+v", c.IP)
+				}
+				if c.BootIF.String() != "52:54:00:12:34:56" || !c.WritesDisk() {
+					t.Errorf("got %+v", c)
+				}
+			}},
+		{name: "fix defaults to the esxi reference", line: "rescue.action=fix,verify rescue.target=/dev/sda", check: func(t *testing.T, c *Config) {
+			if c.Ref != RefESXi || c.IP != nil || c.Target != "/dev/sda" {
+				t.Errorf("got %+v", c)
+			}
+		}},
+		{name: "fix with image ref", line: "rescue.action=fix rescue.target=/dev/sda rescue.image=/mnt/esxi.img rescue.ref=image", check: func(t *testing.T, c *Config) {
+			if c.Ref != RefImage {
+				t.Errorf("got %+v", c)
+			}
+		}},
+		{name: "layout URL ref brings the network up", line: "rescue.action=fix rescue.target=/dev/sda rescue.ref=http://h/layout.json", check: func(t *testing.T, c *Config) {
+			if c.Ref != "http://h/layout.json" || c.IP == nil {
+				t.Errorf("got %+v", c)
+			}
+		}},
+		{name: "static ip", line: "rescue.action=fix rescue.target=auto ip=10.0.2.15::10.0.2.2:255.255.255.0::eth0:off", check: func(t *testing.T, c *Config) {
+			if c.IP == nil || c.IP.Mode != netup.ModeStatic || c.IP.Device != "eth0" {
+				t.Errorf("got %+v", c.IP)
+			}
+		}},
+		{name: "done=boot adds the boot step", line: "rescue.action=fix rescue.target=auto rescue.done=boot", check: func(t *testing.T, c *Config) {
+			if !reflect.DeepEqual(c.Actions, []Action{ActionFix, ActionBoot}) {
+				t.Errorf("actions %v", c.Actions)
+			}
+		}},
+		{name: "boot action implies done=boot", line: "rescue.action=boot rescue.target=/dev/nvme0n1", check: func(t *testing.T, c *Config) {
+			if c.Done != DoneBoot {
+				t.Errorf("done %v", c.Done)
+			}
+		}},
+		{name: "stick file overrides the built-in line", line: "rescue.action=shell", stick: "# hands-off\nrescue.action=fix\nrescue.target=auto\n",
+			check: func(t *testing.T, c *Config) {
+				if !reflect.DeepEqual(c.Actions, []Action{ActionFix}) || c.Source["rescue.action"] != "stick" {
+					t.Errorf("got %+v", c)
+				}
+			}},
+		{name: "modules_load", line: "modules_load=e1000e,,igb", check: func(t *testing.T, c *Config) {
+			if !reflect.DeepEqual(c.Modules, []string{"e1000e", "igb"}) {
+				t.Errorf("modules %v", c.Modules)
+			}
+		}},
+		{name: "testpause", line: "rescue.action=fix rescue.target=auto rescue.testpause=between-backup-and-primary", check: func(t *testing.T, c *Config) {
+			if c.TestPause != "between-backup-and-primary" {
+				t.Errorf("got %q", c.TestPause)
+			}
+		}},
+		{name: "quoted image path", line: `rescue.action=restore "rescue.image=/mnt/my image.img" rescue.target=auto`, check: func(t *testing.T, c *Config) {
+			if c.Image != "/mnt/my image.img" {
+				t.Errorf("image %q", c.Image)
+			}
+		}},
+		{name: "unknown action", line: "rescue.action=restor", wantErr: `unknown action "restor"`},
+		{name: "empty action", line: "rescue.action=", wantErr: "rescue.action= is empty"},
+		{name: "typo key", line: "rescue.targt=/dev/sda", wantErr: `unknown setting "rescue.targt"`},
+		{name: "key without value", line: "rescue.image", wantErr: "needs a value"},
+		{name: "restore without image", line: "rescue.action=restore rescue.target=auto", wantErr: "needs rescue.image="},
+		{name: "fix without target", line: "rescue.action=fix", wantErr: "needs rescue.target="},
+		{name: "bad target", line: "rescue.action=fix rescue.target=sda", wantErr: "want a device under /dev/"},
+		{name: "bad sha", line: "rescue.image=/x rescue.sha256=abc", wantErr: "64 hex digits"},
+		{name: "sha without image", line: "rescue.sha256=" + sum, wantErr: "without rescue.image="},
+		{name: "relative image", line: "rescue.image=esxi.img", wantErr: "absolute path"},
+		{name: "ftp image", line: "rescue.image=ftp://h/x", wantErr: "only http:// and https://"},
+		{name: "URL without host", line: "rescue.image=http:///x", wantErr: "without a host"},
+		{name: "ref image without image", line: "rescue.action=fix rescue.target=auto rescue.ref=image", wantErr: "rescue.ref=image needs rescue.image="},
+		{name: "bad done", line: "rescue.done=halt", wantErr: "want reboot, poweroff, shell or boot"},
+		{name: "boot conflicts with done", line: "rescue.action=boot rescue.target=auto rescue.done=poweroff", wantErr: "conflicts"},
+		{name: "done=boot without target", line: "rescue.done=boot", wantErr: "needs rescue.target="},
+		{name: "report not a URL", line: "rescue.report=/tmp/r.json", wantErr: "want an http:// or https:// URL"},
+		{name: "bad testpause", line: "rescue.testpause=later", wantErr: "unknown pause point"},
+		{name: "bad ip", line: "ip=10.0.0.1", wantErr: "unknown mode"},
+		{name: "ip=off with URL", line: "ip=off rescue.action=restore rescue.target=auto rescue.image=http://h/i", wantErr: "network is needed"},
+		{name: "bad BOOTIF", line: "BOOTIF=02-52-54-00-12-34-56", wantErr: "not Ethernet"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			args := Split(tc.line, "/proc/cmdline", false)
+			args = append(args, Split(tc.stick, "stick", true)...)
+			c, err := Parse(args)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("Parse(%q) = %+v, %v; want error containing %q", tc.line, c, err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Parse(%q): %v", tc.line, err)
+			}
+			tc.check(t, c)
+		})
+	}
+}
+
+func TestRead(t *testing.T) {
+	dir := t.TempDir()
+	proc := filepath.Join(dir, "cmdline")
+	stick := filepath.Join(dir, "rescue.txt")
+	os.WriteFile(proc, []byte("BOOT_IMAGE=/vmlinuz console=ttyS0 rescue.action=shell\n"), 0o644)
+	os.WriteFile(stick, []byte("# edit me\r\nrescue.action=fix,verify\r\nrescue.target=auto\r\n"), 0o644)
+	args, err := Read(proc, stick)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Parse(args)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(c.Actions, []Action{ActionFix, ActionVerify}) || c.Target != "auto" || c.Source["rescue.target"] != stick {
+		t.Errorf("got %+v", c)
+	}
+	if _, err := Read(filepath.Join(dir, "missing"), ""); err == nil {
+		t.Error("Read of a missing file succeeded")
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add("rescue.action=restore,fix rescue.image=http://h/x rescue.target=auto ip=dhcp BOOTIF=01-52-54-00-12-34-56")
+	f.Add(`rescue.action="fix verify" rescue.target=/dev/sda rescue.done=boot`)
+	f.Fuzz(func(t *testing.T, s string) {
+		c, err := Parse(Split(s, "fuzz", true))
+		if err != nil {
+			return
+		}
+		if len(c.Actions) == 0 {
+			t.Fatalf("Parse(%q): no actions", s)
+		}
+		if c.WritesDisk() && c.Target == "" {
+			t.Fatalf("Parse(%q): disk action without target", s)
+		}
+		if c.Has(ActionRestore) && c.Image == "" {
+			t.Fatalf("Parse(%q): restore without image", s)
+		}
+	})
+}
