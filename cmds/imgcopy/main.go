@@ -1,0 +1,190 @@
+// imgcopy restores a disk image onto a disk (or file), or backs a disk up
+// into an image, fast and verified, keeping an ESXi-style GPT slot-exact.
+//
+// Synopsis:
+//
+//	imgcopy [flags] SRC DST
+//
+// SRC is a file, a block device, "-" (stdin) or an http(s) URL (resumed
+// after dropped connections); gzip, zstd and xz images are recognised by
+// their magic bytes. DST is a block device or a file. With -compress the
+// copy is a backup: DST is an image file, written with a GPT layout file
+// (DST.gpt.json) and a SHA-256 manifest (DST.sha256) next to it.
+//
+// Exit status: 0 success, 1 checksum or verification mismatch, 2 any
+// other trouble (refused target, read/write error, network error).
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/esxi-rescue/rescue/imaging"
+	"golang.org/x/sys/unix"
+)
+
+const usage = `Usage: imgcopy [flags] SRC DST
+
+Restore a disk image onto a disk, or back a disk up into an image.
+
+SRC  an image file, a block device, - (stdin) or an http:// / https:// URL
+     (a dropped connection is resumed with a Range request). gzip, zstd and
+     xz images are decompressed on the fly (recognised by their magic bytes).
+DST  a block device or a file. A new or empty file is created with holes
+     where the image has zeros; an existing file or a disk keeps its size.
+
+Restoring refuses a DST that is mounted (or has a mounted partition), holds
+the running system, is smaller than the image's last partition, or already
+holds a partition table (unless -yes; what is on it is printed first). The
+image's partition table is written last, only when the whole image arrived
+and matched -sha256. On a larger (or smaller) disk the backup GPT is moved
+to the disk's end, keeping every partition entry in its slot.
+
+Backing up (-compress zstd|gzip|none) writes DST plus DST.gpt.json (GPT
+layout) and DST.sha256 (sha256sum manifest: the file's hash, and the hash
+of the uncompressed image under the name without .zst/.gz).
+
+Exit status: 0 done, 1 checksum or verification mismatch, 2 other trouble.
+
+Examples:
+  imgcopy -sha256 3a7b... http://10.0.0.1/esxi.img.zst /dev/sda
+  imgcopy -verify esxi.img /dev/sdb
+  imgcopy -compress zstd /dev/sda /mnt/backup/esxi.img.zst
+
+Flags:
+`
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("imgcopy", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		opt      imaging.Options
+		progress = fs.String("progress", "auto", "progress display: auto (a bar on a terminal, else none), bar, plain (a line every few seconds), none")
+		interval = fs.Duration("progress-interval", 5*time.Second, "period of -progress=plain lines")
+		jsonOut  = fs.Bool("json", false, "print the result as JSON on stdout")
+		refuse   = fs.String("refuse", "", "comma-separated extra devices never to write (e.g. the boot medium)")
+		quiet    = fs.Bool("q", false, "no log lines on stderr (errors are still printed)")
+	)
+	fs.StringVar(&opt.SHA256, "sha256", "", "expected SHA-256 (hex) of the uncompressed image; checked before the partition table is written")
+	fs.BoolVar(&opt.Verify, "verify", false, "read back what was written and compare SHA-256")
+	fs.BoolVar(&opt.Yes, "yes", false, "overwrite a disk that holds a partition table (or an existing backup file)")
+	fs.BoolVar(&opt.NoGPTFixup, "no-gpt-fixup", false, "leave the GPT exactly as in the image, even on a disk of another size")
+	fs.BoolVar(&opt.AssumeZeroed, "assume-zeroed", false, "the target disk was just zeroed/discarded: skip the image's zero regions instead of zeroing them")
+	fs.BoolVar(&opt.SkipBad, "skip-bad", false, "on read errors of the source, fill unreadable sectors with zeros, continue, and list them")
+	fs.StringVar(&opt.Compress, "compress", "", "back up: write DST compressed with zstd, gzip or none, plus layout and manifest files")
+	fs.IntVar(&opt.SectorSize, "sector-size", 0, "the image's sector size, 512 or 4096 (default: detected)")
+	fs.StringVar(&opt.UndoPath, "undo", "", "file for the GPT fix-up's undo copy (default: in $TMPDIR)")
+	fs.IntVar(&opt.Retries, "retries", 5, "HTTP retries after errors and dropped connections")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usage)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() != 2 {
+		fs.Usage()
+		return 2
+	}
+	opt.Src, opt.Dst = fs.Arg(0), fs.Arg(1)
+	if *refuse != "" {
+		opt.Refuse = strings.Split(*refuse, ",")
+	}
+	opt.ProgressInterval = *interval
+	switch *progress {
+	case "auto":
+		if isTerminal(os.Stderr) {
+			opt.ProgressMode = imaging.ProgressBar
+		}
+	case "bar":
+		opt.ProgressMode = imaging.ProgressBar
+	case "plain":
+		opt.ProgressMode = imaging.ProgressPlain
+	case "none":
+	default:
+		fmt.Fprintf(stderr, "imgcopy: -progress %q: use auto, bar, plain or none\n", *progress)
+		return 2
+	}
+	opt.Progress = stderr
+	if !*quiet {
+		opt.Log = func(format string, a ...any) { fmt.Fprintf(stderr, "imgcopy: "+format+"\n", a...) }
+	}
+
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	res, err := imaging.Copy(ctx, opt)
+	if *jsonOut {
+		out := struct {
+			*imaging.Result
+			Error string `json:",omitempty"`
+		}{Result: res}
+		if err != nil {
+			out.Error = err.Error()
+		}
+		if out.Result == nil {
+			out.Result = &imaging.Result{}
+		}
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(out)
+	} else if res != nil {
+		report(stdout, res, err == nil)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "imgcopy: %v\n", err)
+		if errors.Is(err, imaging.ErrChecksum) || errors.Is(err, imaging.ErrVerify) {
+			return 1
+		}
+		return 2
+	}
+	return 0
+}
+
+func report(w io.Writer, r *imaging.Result, ok bool) {
+	if ok {
+		rate := float64(r.Bytes) / max(r.Duration.Seconds(), 1e-9)
+		fmt.Fprintf(w, "copied %d bytes (%s data, %s zero regions) in %v, %.1f MiB/s\n",
+			r.Bytes, mib(r.DataBytes), mib(r.ZeroBytes), r.Duration.Round(time.Millisecond), rate/(1<<20))
+	}
+	if r.SHA256 != "" {
+		fmt.Fprintf(w, "SHA-256 %s\n", r.SHA256)
+	}
+	if r.Verified {
+		fmt.Fprintln(w, "verified: read back and matched")
+	}
+	if r.GPTFixup != "" {
+		fmt.Fprintln(w, r.GPTFixup)
+	}
+	for _, b := range r.BadRanges {
+		fmt.Fprintf(w, "bad range: bytes %d-%d (%d bytes) filled with zeros\n", b.Start, b.Start+b.Length-1, b.Length)
+	}
+	if r.LayoutPath != "" {
+		fmt.Fprintf(w, "layout %s\n", r.LayoutPath)
+	}
+	if r.ManifestPath != "" {
+		fmt.Fprintf(w, "manifest %s\n", r.ManifestPath)
+	}
+}
+
+func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }
+
+func isTerminal(f *os.File) bool {
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
+}

@@ -1,0 +1,267 @@
+package imaging
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/klauspost/pgzip"
+)
+
+// backup copies a disk (or raw image) into an image file, compressed as
+// opt.Compress says, and writes DST.gpt.json (the GPT layout) and
+// DST.sha256 (a sha256sum manifest) next to it.
+func backup(ctx context.Context, opt *Options) (*Result, error) {
+	switch opt.Compress {
+	case "zstd", "gzip", "none":
+	default:
+		return nil, fmt.Errorf("-compress %q: use zstd, gzip or none", opt.Compress)
+	}
+	if opt.SHA256 != "" {
+		return nil, errors.New("-sha256 checks an image being restored; it does not apply to a backup")
+	}
+	res := &Result{Compression: opt.Compress}
+	src, err := openSource(ctx, opt)
+	if err != nil {
+		return nil, err
+	}
+	defer src.Close()
+
+	toStdout := opt.Dst == "-"
+	var out *os.File
+	if toStdout {
+		out = os.Stdout
+	} else {
+		fi, err := os.Stat(opt.Dst)
+		switch {
+		case err == nil && !fi.Mode().IsRegular():
+			return nil, refused("%s is not a regular file: a backup writes an image file (to copy onto a disk, leave out -compress)", opt.Dst)
+		case err == nil && src.file != nil:
+			if sfi, serr := src.file.Stat(); serr == nil && os.SameFile(fi, sfi) {
+				return nil, refused("%s is the source itself", opt.Dst)
+			}
+			if fi.Size() > 0 && !opt.Yes {
+				return nil, refused("%s exists (%s); use -yes to overwrite it", opt.Dst, humanSize(fi.Size()))
+			}
+		case err != nil && !errors.Is(err, fs.ErrNotExist):
+			return nil, fmt.Errorf("backup target: %w", err)
+		}
+		if out, err = os.OpenFile(opt.Dst, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644); err != nil {
+			return nil, fmt.Errorf("creating %s: %w", opt.Dst, err)
+		}
+		defer out.Close()
+	}
+
+	// The GPT layout, read from the source before copying it.
+	var layout func(io.Writer) error
+	if src.file != nil && src.size > 0 {
+		ss := opt.SectorSize
+		if src.dev != nil && src.isBlock {
+			ss = src.dev.sector
+		}
+		if ss == 0 {
+			head := make([]byte, 4096+8)
+			n, _ := src.file.ReadAt(head, 0)
+			ss, _ = chooseSectorSize(0, head[:n], 0)
+		}
+		res.SectorSize = ss
+		layout, res.LastUsedLBA = gptLayout(src.file, src.size, ss)
+		res.HasGPT = layout != nil
+	}
+
+	fileHash := sha256.New()
+	var write func(b []byte, off int64) error
+	var finish func(total int64) error
+	switch opt.Compress {
+	case "none":
+		if toStdout {
+			write = func(b []byte, _ int64) error { _, err := out.Write(b); return err }
+			finish = func(int64) error { return nil }
+			break
+		}
+		sink := &rawSink{f: out, name: opt.Dst, limit: -1, gran: 4096, minZero: 4096, mode: zeroSkip}
+		write = sink.write
+		finish = func(total int64) error {
+			res.DataBytes, res.ZeroBytes = sink.data, sink.zero
+			if err := out.Truncate(total); err != nil {
+				return fmt.Errorf("setting the size of %s: %w", opt.Dst, err)
+			}
+			return nil
+		}
+	default:
+		bw := bufio.NewWriterSize(io.MultiWriter(out, fileHash), 1<<20)
+		var enc io.WriteCloser
+		if opt.Compress == "zstd" {
+			enc, err = zstd.NewWriter(bw, zstd.WithEncoderConcurrency(runtime.NumCPU()), zstd.WithEncoderLevel(zstd.SpeedDefault))
+		} else {
+			var gz *pgzip.Writer
+			gz, err = pgzip.NewWriterLevel(bw, pgzip.DefaultCompression)
+			if err == nil {
+				err = gz.SetConcurrency(1<<20, 2*runtime.NumCPU())
+			}
+			enc = gz
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s encoder: %w", opt.Compress, err)
+		}
+		write = func(b []byte, _ int64) error {
+			if _, err := enc.Write(b); err != nil {
+				return fmt.Errorf("writing %s: %w", opt.Dst, unwrapPath(err))
+			}
+			res.DataBytes += int64(len(b))
+			return nil
+		}
+		finish = func(int64) error {
+			if err := enc.Close(); err != nil {
+				return fmt.Errorf("writing %s: %w", opt.Dst, unwrapPath(err))
+			}
+			if err := bw.Flush(); err != nil {
+				return fmt.Errorf("writing %s: %w", opt.Dst, unwrapPath(err))
+			}
+			return nil
+		}
+	}
+
+	opt.logf("backing up %s to %s (%s)", opt.Src, opt.Dst, opt.Compress)
+	pool := newPool(opt.Buffers, opt.BufferSize)
+	stop := startProgress(opt, "backup", src.size, src.count.Load)
+	pr, err := runPipeline(ctx, src, pool, nil, false, write, -1)
+	stop()
+	res.Bytes, res.SourceBytes = pr.total, src.count.Load()
+	if src.dev != nil {
+		res.BadRanges = src.dev.bad
+	}
+	if err != nil {
+		return res, fmt.Errorf("backup failed after %s: %w", humanSize(pr.total), err)
+	}
+	res.SHA256 = hex.EncodeToString(pr.sum)
+	if err := finish(pr.total); err != nil {
+		return res, err
+	}
+	if !toStdout {
+		if err := out.Sync(); err != nil {
+			return res, fmt.Errorf("flushing %s: %w", opt.Dst, err)
+		}
+		fi, err := out.Stat()
+		if err != nil {
+			return res, err
+		}
+		res.TargetSize = fi.Size()
+	}
+	if len(res.BadRanges) > 0 {
+		opt.logf("%d unreadable ranges were filled with zeros", len(res.BadRanges))
+	}
+	if toStdout {
+		opt.logf("backup written to stdout: no layout file or manifest")
+		return res, nil
+	}
+
+	if layout != nil {
+		res.LayoutPath = opt.Dst + ".gpt.json"
+		if err := writeFileSync(res.LayoutPath, layout); err != nil {
+			return res, fmt.Errorf("writing the GPT layout file: %w", err)
+		}
+	} else {
+		opt.logf("%s has no GPT: no layout file written", opt.Src)
+	}
+	res.ManifestPath = opt.Dst + ".sha256"
+	base := filepath.Base(opt.Dst)
+	var m strings.Builder
+	if opt.Compress == "none" {
+		fmt.Fprintf(&m, "%s  %s\n", res.SHA256, base)
+	} else {
+		fmt.Fprintf(&m, "%x  %s\n", fileHash.Sum(nil), base)
+		fmt.Fprintf(&m, "%s  %s\n", res.SHA256, rawName(base))
+	}
+	if err := writeFileSync(res.ManifestPath, func(w io.Writer) error { _, err := io.WriteString(w, m.String()); return err }); err != nil {
+		return res, fmt.Errorf("writing the manifest: %w", err)
+	}
+
+	if opt.Verify {
+		if err := verifyImageFile(ctx, opt, opt.Dst, pr.sum); err != nil {
+			return res, err
+		}
+		res.Verified = true
+	}
+	return res, nil
+}
+
+// rawName is the name of the uncompressed image: the name without its
+// compression suffix (".img.zst" → ".img"); the manifest lists the
+// uncompressed stream's SHA-256 under it.
+func rawName(base string) string {
+	for _, ext := range []string{".zst", ".zstd", ".gz", ".xz"} {
+		if s, ok := strings.CutSuffix(base, ext); ok {
+			return s
+		}
+	}
+	return base + ".raw"
+}
+
+func writeFileSync(path string, fill func(io.Writer) error) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	bw := bufio.NewWriter(f)
+	if err := fill(bw); err != nil {
+		f.Close()
+		return err
+	}
+	if err := bw.Flush(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// verifyImageFile reads an image file back, decompressing it, and checks
+// the uncompressed stream's SHA-256.
+func verifyImageFile(ctx context.Context, opt *Options, path string, want []byte) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("verify: %w", err)
+	}
+	defer f.Close()
+	_ = fadviseDontNeed(f)
+	r, _, closeDec, err := decompress(f)
+	if err != nil {
+		return fmt.Errorf("verify: %w", err)
+	}
+	defer closeDec()
+	opt.logf("verifying: reading back %s", path)
+	var h hash.Hash = sha256.New()
+	buf := make([]byte, 1<<20)
+	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		n, err := r.Read(buf)
+		h.Write(buf[:n])
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("verify: reading back %s: %w", path, err)
+		}
+	}
+	if got := h.Sum(nil); string(got) != string(want) {
+		return fmt.Errorf("%w: %s decompresses to SHA-256 %x, written %x", ErrVerify, path, got, want)
+	}
+	return nil
+}

@@ -1,0 +1,187 @@
+// Package imaging copies whole-disk images: it restores an image (a file, a
+// block device, stdin or an http(s) URL, optionally gzip-, zstd- or
+// xz-compressed) onto a disk or a file, and backs a disk up into a
+// (compressed) image file with a GPT layout file and a SHA-256 manifest.
+//
+// A restore runs as a pipeline with bounded memory: one goroutine reads and
+// decompresses into a small pool of large aligned buffers, one hashes the
+// uncompressed stream and one writes, skipping all-zero regions (holes on a
+// file target, BLKZEROOUT on a block device). The first megabyte of the image
+// (protective MBR and primary GPT) is written last, only once the whole
+// stream has arrived and its checksum matched, so a failed restore never
+// leaves a partition table that points at half-written data. After a restore
+// onto a larger (or smaller) disk the GPT's backup copy is relocated with
+// package gpt, keeping every entry slot byte-identical.
+package imaging
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+)
+
+// ProgressMode says how progress is shown on Options.Progress.
+type ProgressMode int
+
+const (
+	// ProgressNone shows no progress.
+	ProgressNone ProgressMode = iota
+	// ProgressBar draws a terminal progress bar with bytes, rate and ETA.
+	ProgressBar
+	// ProgressPlain prints a plain progress line every few seconds (serial consoles, logs).
+	ProgressPlain
+)
+
+// Options says what Copy copies where and how.
+type Options struct {
+	// Src is a file, a block device, "-" for stdin, or an http:// or https:// URL.
+	Src string
+	// Dst is a block device or a file ("-" for stdout is allowed only when backing up).
+	Dst string
+	// SHA256 is the expected hex SHA-256 of the uncompressed image; empty to skip the check.
+	// On a mismatch Copy fails before writing the image's partition table and before any GPT fix-up.
+	SHA256 string
+	// Verify reads back what was written and compares its hash with the stream's.
+	Verify bool
+	// Yes allows overwriting a block device that already holds a partition table
+	// (and, when backing up, an existing non-empty image file).
+	Yes bool
+	// NoGPTFixup leaves the GPT exactly as in the image even when the target's size differs.
+	NoGPTFixup bool
+	// AssumeZeroed skips all-zero regions on a block device instead of zeroing them
+	// (only safe when the device was just discarded or zeroed).
+	AssumeZeroed bool
+	// SkipBad continues after read errors on the source, filling unreadable sectors with zeros,
+	// and lists the bad ranges in Result.BadRanges.
+	SkipBad bool
+	// Compress selects backup mode and the output compression: "zstd", "gzip" or "none".
+	// Empty means restore mode (the source is decompressed if it is compressed).
+	Compress string
+	// SectorSize is the image's logical sector size; 0 detects it (GPT signature at 512 or
+	// 4096, else the target's sector size, else 512).
+	SectorSize int
+	// Progress receives progress output in ProgressMode; nil shows none.
+	Progress     io.Writer
+	ProgressMode ProgressMode
+	// ProgressInterval is the period of plain progress lines (default 5s).
+	ProgressInterval time.Duration
+	// Log receives one-line messages about what is being done; nil discards them.
+	Log func(format string, args ...any)
+	// Refuse lists extra devices that must never be written (e.g. the rescue boot medium).
+	Refuse []string
+	// UndoPath is where the GPT fix-up saves its undo copy; empty means a file in os.TempDir().
+	UndoPath string
+	// BufferSize is the pipeline buffer size (default 4 MiB) and Buffers their number (default 4).
+	BufferSize, Buffers int
+	// Retries is how often a failed HTTP request or dropped connection is retried (default 5),
+	// RetryDelay the first back-off delay (default 1s, doubled each time).
+	Retries    int
+	RetryDelay time.Duration
+	// HTTPClient is used for URLs; nil means http.DefaultClient.
+	HTTPClient *http.Client
+}
+
+// Range is a byte range [Start, Start+Length) of the image.
+type Range struct {
+	Start, Length int64
+}
+
+// Result describes a finished copy.
+type Result struct {
+	// Bytes is the length of the uncompressed image stream.
+	Bytes int64
+	// SourceBytes is the number of bytes read from the source (compressed size for compressed images).
+	SourceBytes int64
+	// Compression is the detected (restore) or chosen (backup) compression: "none", "gzip", "zstd", "xz".
+	Compression string
+	// SHA256 is the hex SHA-256 of the uncompressed image stream.
+	SHA256 string
+	// DataBytes counts bytes written as data, ZeroBytes bytes handled as zero regions
+	// (holes, BLKZEROOUT or skipped with AssumeZeroed), DiscardedBytes image bytes past the
+	// end of a smaller target (outside every partition).
+	DataBytes, ZeroBytes, DiscardedBytes int64
+	// TargetSize is the size of the target after the copy.
+	TargetSize int64
+	// SectorSize is the sector size used for the GPT.
+	SectorSize int
+	// LastUsedLBA is the image's last used LBA according to its primary GPT (0 if it has none).
+	LastUsedLBA uint64
+	// HasGPT says whether the image starts with a GPT.
+	HasGPT bool
+	// Verified is true when Options.Verify read back the target and the hashes matched.
+	Verified bool
+	// GPTFixup describes what was done to the GPT after the copy (empty in backup mode).
+	GPTFixup string
+	// UndoPath is the undo file written by the GPT fix-up, if any.
+	UndoPath string
+	// BadRanges lists unreadable source ranges filled with zeros (SkipBad).
+	BadRanges []Range
+	// LayoutPath and ManifestPath are the files written next to a backup image.
+	LayoutPath, ManifestPath string
+	// Duration is the wall time of the copy.
+	Duration time.Duration
+}
+
+// Errors that callers may want to tell apart (test with errors.Is).
+var (
+	// ErrRefused: a safety check refused the target (mounted, rescue medium, too small, holds a table).
+	ErrRefused = errors.New("refused")
+	// ErrChecksum: the image's SHA-256 did not match Options.SHA256.
+	ErrChecksum = errors.New("checksum mismatch")
+	// ErrVerify: reading back the target gave different data than was written.
+	ErrVerify = errors.New("verification failed")
+)
+
+// Copy copies opt.Src to opt.Dst as described in Options.
+func Copy(ctx context.Context, opt Options) (*Result, error) {
+	start := time.Now()
+	opt.defaults()
+	if opt.Src == "" || opt.Dst == "" {
+		return nil, errors.New("imaging: source and destination are required")
+	}
+	var res *Result
+	var err error
+	if opt.Compress != "" {
+		res, err = backup(ctx, &opt)
+	} else {
+		res, err = restore(ctx, &opt)
+	}
+	if res != nil {
+		res.Duration = time.Since(start)
+	}
+	return res, err
+}
+
+func (o *Options) defaults() {
+	if o.BufferSize <= 0 {
+		o.BufferSize = 4 << 20
+	}
+	o.BufferSize = (o.BufferSize + 4095) &^ 4095
+	if o.Buffers < 2 {
+		o.Buffers = 4
+	}
+	if o.Retries == 0 {
+		o.Retries = 5
+	}
+	if o.RetryDelay == 0 {
+		o.RetryDelay = time.Second
+	}
+	if o.ProgressInterval <= 0 {
+		o.ProgressInterval = 5 * time.Second
+	}
+	if o.Log == nil {
+		o.Log = func(string, ...any) {}
+	}
+	if o.HTTPClient == nil {
+		o.HTTPClient = http.DefaultClient
+	}
+}
+
+func (o *Options) logf(format string, args ...any) { o.Log(format, args...) }
+
+func refused(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrRefused, fmt.Sprintf(format, args...))
+}

@@ -1,0 +1,201 @@
+package imaging
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// httpReader reads a URL and resumes with a Range request after a dropped
+// connection. It refuses to resume (with a clear error) when the server does
+// not support ranges or the resource changed (ETag / Last-Modified).
+type httpReader struct {
+	ctx     context.Context
+	opt     *Options
+	url     string
+	body    io.ReadCloser
+	off     int64
+	size    int64 // -1 when unknown
+	etag    string
+	lastMod string
+	ranges  bool // server announced Accept-Ranges: bytes
+	resumes int
+}
+
+// ErrHTTP is wrapped by errors about the HTTP transfer.
+var ErrHTTP = errors.New("http")
+
+func openHTTP(ctx context.Context, opt *Options) (*httpReader, error) {
+	h := &httpReader{ctx: ctx, opt: opt, url: opt.Src, size: -1}
+	if err := h.connect(); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// connect (re)opens the body at h.off, retrying with back-off.
+func (h *httpReader) connect() error {
+	delay := h.opt.RetryDelay
+	var last error
+	for attempt := 0; attempt <= h.opt.Retries; attempt++ {
+		if attempt > 0 {
+			h.opt.logf("%s: retrying in %v (%d/%d): %v", h.url, delay, attempt, h.opt.Retries, last)
+			select {
+			case <-time.After(delay):
+			case <-h.ctx.Done():
+				return h.ctx.Err()
+			}
+			delay *= 2
+		}
+		err, retry := h.try()
+		if err == nil {
+			return nil
+		}
+		if !retry {
+			return err
+		}
+		last = err
+	}
+	return fmt.Errorf("%w: %s: giving up after %d retries: %w", ErrHTTP, h.url, h.opt.Retries, last)
+}
+
+// try makes one request; retry says whether trying again could help.
+func (h *httpReader) try() (err error, retry bool) {
+	req, err := http.NewRequestWithContext(h.ctx, http.MethodGet, h.url, nil)
+	if err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrHTTP, h.url, err), false
+	}
+	// The image is decompressed by us, not by the transport.
+	req.Header.Set("Accept-Encoding", "identity")
+	if h.off > 0 {
+		req.Header.Set("Range", fmt.Sprintf("bytes=%d-", h.off))
+		if h.etag != "" {
+			req.Header.Set("If-Range", h.etag)
+		} else if h.lastMod != "" {
+			req.Header.Set("If-Range", h.lastMod)
+		}
+	}
+	resp, err := h.opt.HTTPClient.Do(req)
+	if err != nil {
+		if h.ctx.Err() != nil {
+			return h.ctx.Err(), false
+		}
+		return err, true
+	}
+	fail := func(e error, retry bool) (error, bool) {
+		resp.Body.Close()
+		return e, retry
+	}
+	if h.off == 0 {
+		if resp.StatusCode != http.StatusOK {
+			e := fmt.Errorf("%w: %s: server answered %s", ErrHTTP, h.url, resp.Status)
+			return fail(e, resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests)
+		}
+		h.size = resp.ContentLength
+		h.etag = resp.Header.Get("ETag")
+		h.lastMod = resp.Header.Get("Last-Modified")
+		h.ranges = strings.Contains(strings.ToLower(resp.Header.Get("Accept-Ranges")), "bytes")
+		h.body = resp.Body
+		return nil, false
+	}
+	// Resuming.
+	switch resp.StatusCode {
+	case http.StatusPartialContent:
+	case http.StatusOK:
+		why := "the server ignored the Range request (answered 200 instead of 206)"
+		if h.etag != "" && resp.Header.Get("ETag") != "" && resp.Header.Get("ETag") != h.etag {
+			why = fmt.Sprintf("the image changed on the server (ETag %s, was %s)", resp.Header.Get("ETag"), h.etag)
+		}
+		return fail(fmt.Errorf("%w: %s: connection dropped at byte %d and cannot resume: %s", ErrHTTP, h.url, h.off, why), false)
+	case http.StatusRequestedRangeNotSatisfiable:
+		return fail(fmt.Errorf("%w: %s: cannot resume at byte %d: server answered %s", ErrHTTP, h.url, h.off, resp.Status), false)
+	default:
+		e := fmt.Errorf("%w: %s: resuming at byte %d: server answered %s", ErrHTTP, h.url, h.off, resp.Status)
+		return fail(e, resp.StatusCode >= 500 || resp.StatusCode == http.StatusTooManyRequests)
+	}
+	if et := resp.Header.Get("ETag"); h.etag != "" && et != "" && et != h.etag {
+		return fail(fmt.Errorf("%w: %s: cannot resume: the image changed on the server (ETag %s, was %s)", ErrHTTP, h.url, et, h.etag), false)
+	}
+	start, total, ok := parseContentRange(resp.Header.Get("Content-Range"))
+	if !ok || start != h.off {
+		return fail(fmt.Errorf("%w: %s: cannot resume at byte %d: bad Content-Range %q", ErrHTTP, h.url, h.off, resp.Header.Get("Content-Range")), false)
+	}
+	if h.size >= 0 && total >= 0 && total != h.size {
+		return fail(fmt.Errorf("%w: %s: cannot resume: the image size changed from %d to %d", ErrHTTP, h.url, h.size, total), false)
+	}
+	h.body = resp.Body
+	h.resumes++
+	h.opt.logf("%s: resumed at byte %d", h.url, h.off)
+	return nil, false
+}
+
+// parseContentRange parses "bytes START-END/TOTAL" (TOTAL may be "*" → -1).
+func parseContentRange(s string) (start, total int64, ok bool) {
+	s, found := strings.CutPrefix(strings.TrimSpace(s), "bytes ")
+	if !found {
+		return 0, 0, false
+	}
+	rng, tot, found := strings.Cut(s, "/")
+	if !found {
+		return 0, 0, false
+	}
+	a, _, found := strings.Cut(rng, "-")
+	if !found {
+		return 0, 0, false
+	}
+	start, err := strconv.ParseInt(a, 10, 64)
+	if err != nil {
+		return 0, 0, false
+	}
+	total = -1
+	if tot != "*" {
+		if total, err = strconv.ParseInt(tot, 10, 64); err != nil {
+			return 0, 0, false
+		}
+	}
+	return start, total, true
+}
+
+func (h *httpReader) Read(p []byte) (int, error) {
+	for {
+		if h.body == nil {
+			return 0, fmt.Errorf("%w: %s: not connected", ErrHTTP, h.url)
+		}
+		n, err := h.body.Read(p)
+		h.off += int64(n)
+		if err == nil {
+			return n, nil
+		}
+		if errors.Is(err, io.EOF) && (h.size < 0 || h.off == h.size) {
+			return n, io.EOF
+		}
+		if h.ctx.Err() != nil {
+			return n, h.ctx.Err()
+		}
+		// The connection dropped (or ended early): resume from h.off.
+		h.body.Close()
+		h.body = nil
+		h.opt.logf("%s: connection lost at byte %d: %v", h.url, h.off, err)
+		if !h.ranges {
+			return n, fmt.Errorf("%w: %s: connection lost at byte %d and the server does not support resuming (no Accept-Ranges: bytes): %v", ErrHTTP, h.url, h.off, err)
+		}
+		if cerr := h.connect(); cerr != nil {
+			return n, cerr
+		}
+		if n > 0 {
+			return n, nil
+		}
+	}
+}
+
+func (h *httpReader) Close() error {
+	if h.body != nil {
+		return h.body.Close()
+	}
+	return nil
+}

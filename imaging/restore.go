@@ -1,0 +1,323 @@
+package imaging
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// headLen is how much of the image start (protective MBR, primary GPT and
+// then some) is held back and written only after the whole stream arrived
+// and its checksum matched.
+const headLen = 1 << 20
+
+func restore(ctx context.Context, opt *Options) (*Result, error) {
+	want, err := parseSHA(opt.SHA256)
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{}
+	src, err := openSource(ctx, opt)
+	if err != nil {
+		return nil, err
+	}
+	defer src.Close()
+	var stream io.Reader = src
+	res.Compression = "none"
+	if !src.isBlock {
+		var closeDec func() error
+		stream, res.Compression, closeDec, err = decompress(src)
+		if err != nil {
+			return nil, err
+		}
+		defer closeDec()
+	}
+
+	// Read the first chunk before touching the target: it tells the
+	// sector size and, through the primary GPT, how big the target must be.
+	pool := newPool(opt.Buffers, opt.BufferSize)
+	first := <-pool
+	n, err := io.ReadFull(stream, first.buf)
+	first.n = n
+	firstEOF := false
+	switch {
+	case err == io.EOF || err == io.ErrUnexpectedEOF:
+		firstEOF = true
+	case err != nil:
+		return nil, fmt.Errorf("reading the image %s: %w", opt.Src, err)
+	}
+	if n == 0 {
+		return nil, fmt.Errorf("the image %s is empty", opt.Src)
+	}
+	head := first.buf[:n]
+	imgSize := int64(-1)
+	switch {
+	case firstEOF:
+		imgSize = int64(n)
+	case res.Compression == "none" && src.size >= 0:
+		imgSize = src.size
+	}
+
+	t, err := openTarget(opt, src)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if t.f != nil {
+			t.f.Close()
+		}
+	}()
+	ss, err := chooseSectorSize(opt.SectorSize, head, t.sectorSize)
+	if err != nil {
+		return nil, err
+	}
+	res.SectorSize = ss
+	if last, gerr := gptParsePrimary(head, ss); gerr == nil {
+		res.HasGPT = true
+		res.LastUsedLBA = last
+	} else if len(head) >= 2*ss && string(head[ss:ss+8]) == gptSignature {
+		opt.logf("warning: the image's primary GPT is damaged (%v): no size check by partitions, no GPT fix-up", gerr)
+	}
+
+	// Size checks.
+	limit := int64(-1)
+	if !t.fresh {
+		limit = t.size
+	}
+	if limit >= 0 {
+		var need int64
+		var what string
+		switch {
+		case res.HasGPT:
+			need = (int64(res.LastUsedLBA) + 1) * int64(ss)
+			what = fmt.Sprintf("the image's last partition ends at LBA %d (%s)", res.LastUsedLBA, humanSize(need))
+		case imgSize >= 0:
+			need = imgSize
+			what = fmt.Sprintf("the image is %s (%d bytes) and has no GPT", humanSize(imgSize), imgSize)
+		}
+		if need > limit {
+			return nil, refused("%s is %s (%d bytes) but %s: it is %s (%d bytes) too small",
+				opt.Dst, humanSize(limit), limit, what, humanSize(need-limit), need-limit)
+		}
+		if res.HasGPT && imgSize > limit {
+			opt.logf("%s is %s smaller than the image; the image's tail past the last partition is dropped and its backup GPT rebuilt at the end of %s",
+				opt.Dst, humanSize(imgSize-limit), opt.Dst)
+		}
+	}
+
+	// An existing partition table on a block device needs -yes.
+	if !t.fresh {
+		if desc := describeTable(t.f, t.size, max(t.sectorSize, ss)); desc != "" {
+			if t.isBlock && !opt.Yes {
+				return nil, refused("%s already holds %s\nuse -yes to overwrite it", opt.Dst, desc)
+			}
+			opt.logf("overwriting %s, which holds %s", opt.Dst, desc)
+		}
+	}
+
+	sink := &rawSink{f: t.f, name: opt.Dst, limit: limit, gran: 4096, noLimitData: !res.HasGPT}
+	switch {
+	case t.fresh:
+		sink.mode, sink.minZero = zeroSkip, 4096
+	case t.isBlock && opt.AssumeZeroed:
+		sink.mode, sink.minZero = zeroSkip, 4096
+	case t.isBlock:
+		sink.mode, sink.minZero = zeroBlkZero, 64<<10
+	default:
+		sink.mode, sink.minZero = zeroPunch, 64<<10
+	}
+
+	hl := min(headLen, n)
+	headCopy := bytes.Clone(head[:hl])
+	write := func(b []byte, off int64) error {
+		if off < int64(hl) {
+			skip := int64(hl) - off
+			if skip >= int64(len(b)) {
+				return nil
+			}
+			b, off = b[skip:], off+skip
+		}
+		return sink.write(b, off)
+	}
+	opt.logf("restoring %s (%s) onto %s", opt.Src, res.Compression, opt.Dst)
+	stop := startProgress(opt, "restore", src.size, src.count.Load)
+	pr, err := runPipeline(ctx, stream, pool, first, firstEOF, write, limit)
+	stop()
+	res.Bytes, res.SourceBytes = pr.total, src.count.Load()
+	if src.dev != nil {
+		res.BadRanges = src.dev.bad
+	}
+	if pr.sum != nil {
+		res.SHA256 = hex.EncodeToString(pr.sum)
+	}
+	if err != nil {
+		return res, fmt.Errorf("restore failed after %s of the image; the image's partition table was not written: %w",
+			humanSize(pr.total), err)
+	}
+	if want != nil && !bytes.Equal(want, pr.sum) {
+		return res, fmt.Errorf("%w: the image's SHA-256 is %s, expected %s; the image's partition table was not written, no GPT fix-up",
+			ErrChecksum, res.SHA256, opt.SHA256)
+	}
+	if err := sink.write(headCopy, 0); err != nil {
+		return res, err
+	}
+	res.DataBytes, res.ZeroBytes, res.DiscardedBytes = sink.data, sink.zero, sink.discarded
+	if t.fresh || (limit < 0) {
+		if err := t.f.Truncate(pr.total); err != nil {
+			return res, fmt.Errorf("setting the size of %s: %w", opt.Dst, err)
+		}
+	}
+	if err := t.f.Sync(); err != nil {
+		return res, fmt.Errorf("flushing %s: %w", opt.Dst, err)
+	}
+	res.TargetSize = t.size
+	if t.fresh {
+		res.TargetSize = pr.total
+	}
+	if res.DiscardedBytes > 0 {
+		opt.logf("dropped the last %s of the image, past the end of %s (outside every partition)", humanSize(res.DiscardedBytes), opt.Dst)
+	}
+	if len(res.BadRanges) > 0 {
+		opt.logf("%d unreadable ranges were filled with zeros", len(res.BadRanges))
+	}
+
+	if opt.Verify {
+		written := pr.total
+		wantSum := pr.sum
+		if limit >= 0 && written > limit {
+			written, wantSum = limit, pr.prefixSum
+		}
+		if err := verifyRange(ctx, opt, t.f, written, wantSum); err != nil {
+			return res, err
+		}
+		res.Verified = true
+	}
+	t.f.Close()
+	t.f = nil
+
+	switch {
+	case !res.HasGPT:
+		res.GPTFixup = "the image has no GPT: nothing to fix"
+	case res.TargetSize == pr.total:
+		res.GPTFixup = "the target is as large as the image: GPT left as in the image"
+	case opt.NoGPTFixup:
+		res.GPTFixup = fmt.Sprintf("GPT left as in the image (-no-gpt-fixup); the target is %s %s than the image",
+			humanSize(abs(res.TargetSize-pr.total)), biggerSmaller(res.TargetSize-pr.total))
+	default:
+		undo := opt.UndoPath
+		if undo == "" {
+			undo = filepath.Join(os.TempDir(), fmt.Sprintf("imgcopy-undo-%s-%s.bin",
+				strings.ReplaceAll(strings.Trim(opt.Dst, "/"), "/", "_"), time.Now().UTC().Format("20060102T150405")))
+		}
+		desc, applied, err := fixupGPT(opt.Dst, ss, undo)
+		if err != nil {
+			return res, fmt.Errorf("the image was written but fixing its GPT for the %s target failed: %w", biggerSmaller(res.TargetSize-pr.total), err)
+		}
+		res.GPTFixup = desc
+		if applied {
+			res.UndoPath = undo
+		}
+	}
+	return res, nil
+}
+
+func abs(x int64) int64 {
+	if x < 0 {
+		return -x
+	}
+	return x
+}
+
+func biggerSmaller(d int64) string {
+	if d < 0 {
+		return "smaller"
+	}
+	return "larger"
+}
+
+// parseSHA parses an expected SHA-256 in hex ("" → nil).
+func parseSHA(s string) ([]byte, error) {
+	if s == "" {
+		return nil, nil
+	}
+	b, err := hex.DecodeString(strings.TrimSpace(s))
+	if err != nil || len(b) != sha256.Size {
+		return nil, fmt.Errorf("-sha256 %q is not 64 hex digits", s)
+	}
+	return b, nil
+}
+
+// chooseSectorSize picks the image's sector size: explicit, else where the
+// GPT signature is, else the target's, else 512. An image whose GPT uses a
+// sector size other than the target device's cannot work there.
+func chooseSectorSize(explicit int, head []byte, targetSS int) (int, error) {
+	found := 0
+	for _, ss := range []int{512, 4096} {
+		if len(head) >= ss+8 && string(head[ss:ss+8]) == gptSignature {
+			found = ss
+			break
+		}
+	}
+	ss := explicit
+	switch {
+	case ss == 0 && found != 0:
+		ss = found
+	case ss == 0 && targetSS != 0:
+		ss = targetSS
+	case ss == 0:
+		ss = 512
+	}
+	if ss != 512 && ss != 4096 {
+		return 0, fmt.Errorf("sector size %d is not supported (512 or 4096)", ss)
+	}
+	if found != 0 && explicit != 0 && found != explicit {
+		return 0, fmt.Errorf("the image's GPT is laid out for %d-byte sectors, not %d as requested", found, explicit)
+	}
+	if targetSS != 0 && found != 0 && targetSS != found {
+		return 0, refused("the image's GPT is laid out for %d-byte sectors but the target has %d-byte sectors: its partitions would not be found", found, targetSS)
+	}
+	return ss, nil
+}
+
+// verifyRange reads back the first n bytes of f, bypassing the page cache
+// where possible, and compares their SHA-256 with want.
+func verifyRange(ctx context.Context, opt *Options, f *os.File, n int64, want []byte) error {
+	fd := int(f.Fd())
+	_ = unix.Fadvise(fd, 0, 0, unix.FADV_DONTNEED)
+	_, _ = unix.IoctlRetInt(fd, unix.BLKFLSBUF)
+	opt.logf("verifying: reading back %s", humanSize(n))
+	var done atomic.Int64
+	stop := startProgress(opt, "verify", n, done.Load)
+	defer stop()
+	h := sha256.New()
+	buf := alignedBuf(opt.BufferSize)
+	var off int64
+	for off < n {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		k := min(int64(len(buf)), n-off)
+		m, err := f.ReadAt(buf[:k], off)
+		if err != nil && !(errors.Is(err, io.EOF) && int64(m) == k) {
+			return fmt.Errorf("verify: reading back at byte %d: %w", off, err)
+		}
+		h.Write(buf[:k])
+		off += k
+		done.Store(off)
+	}
+	if got := h.Sum(nil); !bytes.Equal(got, want) {
+		return fmt.Errorf("%w: read back SHA-256 %x, written %x", ErrVerify, got, want)
+	}
+	return nil
+}

@@ -1,0 +1,191 @@
+package imaging
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// zeroBuf is a shared all-zero buffer for zero checks and zero writes.
+var zeroBuf = make([]byte, 1<<20)
+
+// isZero reports whether b holds only zero bytes.
+func isZero(b []byte) bool {
+	for len(b) > 0 {
+		n := min(len(b), len(zeroBuf))
+		if !bytes.Equal(b[:n], zeroBuf[:n]) {
+			return false
+		}
+		b = b[n:]
+	}
+	return true
+}
+
+// zeroMode says how a target handles an all-zero region.
+type zeroMode int
+
+const (
+	zeroSkip    zeroMode = iota // fresh file (holes) or AssumeZeroed
+	zeroPunch                   // existing file: punch a hole
+	zeroBlkZero                 // block device: BLKZEROOUT
+	zeroWrite                   // write zeros (fallback)
+)
+
+// rawSink writes image bytes at their offsets into a file or block device.
+type rawSink struct {
+	f           *os.File
+	name        string
+	limit       int64 // bytes that fit (-1: a file that grows)
+	mode        zeroMode
+	minZero     int  // smallest zero run handled as a zero region
+	gran        int  // zero detection granularity
+	noLimitData bool // data past limit is an error (no GPT tells us it is unused)
+
+	data, zero, discarded int64
+	end                   int64   // highest offset+len seen
+	pending               []int64 // chunk offsets whose writeback was started
+}
+
+func (s *rawSink) write(b []byte, off int64) error {
+	if e := off + int64(len(b)); e > s.end {
+		s.end = e
+	}
+	if s.limit >= 0 && off+int64(len(b)) > s.limit {
+		keep := max(s.limit-off, 0)
+		past := b[keep:]
+		if s.noLimitData && !isZero(past) {
+			return fmt.Errorf("%w: %s is too small: the image has data at byte %d, past its end (%d bytes)", ErrRefused, s.name, off+keep, s.limit)
+		}
+		s.discarded += int64(len(past))
+		b = b[:keep]
+	}
+	if len(b) == 0 {
+		return nil
+	}
+	g := s.gran
+	dataStart := 0
+	pos := 0
+	for pos < len(b) {
+		end := min(pos+g, len(b))
+		if !isZero(b[pos:end]) {
+			pos = end
+			continue
+		}
+		zend := end
+		for zend < len(b) {
+			e := min(zend+g, len(b))
+			if !isZero(b[zend:e]) {
+				break
+			}
+			zend = e
+		}
+		if zend-pos >= s.minZero {
+			if err := s.writeData(b[dataStart:pos], off+int64(dataStart)); err != nil {
+				return err
+			}
+			if err := s.zeroRange(off+int64(pos), int64(zend-pos)); err != nil {
+				return err
+			}
+			dataStart = zend
+		}
+		pos = zend
+	}
+	if err := s.writeData(b[dataStart:], off+int64(dataStart)); err != nil {
+		return err
+	}
+	s.writeback(off, int64(len(b)))
+	return nil
+}
+
+func (s *rawSink) writeData(b []byte, off int64) error {
+	if len(b) == 0 {
+		return nil
+	}
+	if _, err := s.f.WriteAt(b, off); err != nil {
+		return fmt.Errorf("writing %s at byte %d: %w", s.name, off, unwrapPath(err))
+	}
+	s.data += int64(len(b))
+	return nil
+}
+
+func unwrapPath(err error) error {
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+func (s *rawSink) zeroRange(off, n int64) error {
+	s.zero += n
+	switch s.mode {
+	case zeroSkip:
+		return nil
+	case zeroPunch:
+		err := unix.Fallocate(int(s.f.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, n)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.ENOSYS) {
+			return fmt.Errorf("punching a hole in %s at byte %d: %w", s.name, off, err)
+		}
+		s.mode = zeroWrite
+	case zeroBlkZero:
+		// BLKZEROOUT needs 512-byte alignment; write the odd tail by hand.
+		a := n &^ 511
+		if off%512 == 0 && a > 0 {
+			r := [2]uint64{uint64(off), uint64(a)}
+			_, _, e := unix.Syscall(unix.SYS_IOCTL, s.f.Fd(), unix.BLKZEROOUT, uintptr(unsafe.Pointer(&r[0])))
+			if e == 0 {
+				if a == n {
+					return nil
+				}
+				return s.writeZeros(off+a, n-a)
+			}
+			if e != syscall.EOPNOTSUPP && e != syscall.ENOTTY && e != syscall.EINVAL {
+				return fmt.Errorf("zeroing %s at byte %d (BLKZEROOUT): %w", s.name, off, e)
+			}
+			s.mode = zeroWrite
+		}
+	}
+	return s.writeZeros(off, n)
+}
+
+func (s *rawSink) writeZeros(off, n int64) error {
+	for n > 0 {
+		k := min(n, int64(len(zeroBuf)))
+		if _, err := s.f.WriteAt(zeroBuf[:k], off); err != nil {
+			return fmt.Errorf("writing zeros to %s at byte %d: %w", s.name, off, unwrapPath(err))
+		}
+		off += k
+		n -= k
+	}
+	return nil
+}
+
+// writeback starts writeback of what was just written and waits for the
+// range written a few chunks earlier, so dirty page cache stays bounded and
+// the progress shown is what reached the disk, not just memory.
+func (s *rawSink) writeback(off, n int64) {
+	fd := int(s.f.Fd())
+	_ = unix.SyncFileRange(fd, off, n, unix.SYNC_FILE_RANGE_WRITE)
+	s.pending = append(s.pending, off)
+	if len(s.pending) > 4 {
+		old := s.pending[0]
+		s.pending = s.pending[1:]
+		if d := s.pending[0] - old; d > 0 {
+			_ = unix.SyncFileRange(fd, old, d,
+				unix.SYNC_FILE_RANGE_WAIT_BEFORE|unix.SYNC_FILE_RANGE_WRITE|unix.SYNC_FILE_RANGE_WAIT_AFTER)
+		}
+	}
+}
+
+// fadviseDontNeed drops f's cached pages so a read-back comes from the disk.
+func fadviseDontNeed(f *os.File) error {
+	return unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED)
+}

@@ -1,0 +1,251 @@
+package imaging
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"strings"
+	"sync/atomic"
+
+	"github.com/klauspost/compress/zstd"
+	"github.com/klauspost/pgzip"
+	"github.com/ulikunitz/xz"
+	"golang.org/x/sys/unix"
+)
+
+// source is an opened image source: raw bytes as they come (maybe compressed).
+type source struct {
+	name    string
+	r       io.Reader // raw bytes
+	size    int64     // raw size, -1 when unknown
+	isBlock bool
+	file    *os.File // for files and devices
+	dev     *devReader
+	closers []func() error
+	count   atomic.Int64 // raw bytes consumed
+}
+
+func (s *source) Read(p []byte) (int, error) {
+	n, err := s.r.Read(p)
+	s.count.Add(int64(n))
+	return n, err
+}
+
+func (s *source) Close() error {
+	var first error
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		if err := s.closers[i](); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+func isURL(s string) bool {
+	return strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://")
+}
+
+// openSource opens opt.Src for reading.
+func openSource(ctx context.Context, opt *Options) (*source, error) {
+	if isURL(opt.Src) {
+		h, err := openHTTP(ctx, opt)
+		if err != nil {
+			return nil, err
+		}
+		return &source{name: opt.Src, r: h, size: h.size, closers: []func() error{h.Close}}, nil
+	}
+	var f *os.File
+	if opt.Src == "-" {
+		f = os.Stdin
+	} else {
+		var err error
+		if f, err = os.Open(opt.Src); err != nil {
+			return nil, fmt.Errorf("opening source: %w", err)
+		}
+	}
+	s := &source{name: opt.Src, file: f, size: -1}
+	if opt.Src != "-" {
+		s.closers = append(s.closers, f.Close)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("source %s: %w", opt.Src, err)
+	}
+	switch {
+	case fi.Mode().IsRegular():
+		s.size = fi.Size()
+	case fi.Mode()&os.ModeDevice != 0 && fi.Mode()&os.ModeCharDevice == 0:
+		s.isBlock = true
+		if s.size, err = blockSize(f); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("source %s: %w", opt.Src, err)
+		}
+	}
+	if s.size >= 0 {
+		// Seekable: read with pread so a failing sector can be pinned down and skipped.
+		ss := opt.SectorSize
+		if s.isBlock {
+			if v, err := unix.IoctlGetInt(int(f.Fd()), unix.BLKSSZGET); err == nil && v > 0 {
+				ss = v
+			}
+		}
+		if ss <= 0 {
+			ss = 512
+		}
+		s.dev = &devReader{f: f, size: s.size, sector: ss, skipBad: opt.SkipBad, log: opt.logf}
+		s.r = s.dev
+		if opt.Src != "-" {
+			// Tell the kernel we read sequentially (bigger readahead).
+			_ = unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_SEQUENTIAL)
+		}
+	} else {
+		s.r = f
+	}
+	return s, nil
+}
+
+// blockSize returns the size in bytes of an opened block device.
+func blockSize(f *os.File) (int64, error) {
+	n, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return 0, fmt.Errorf("size of block device: %w", err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+// devReader reads a file or device sequentially with pread. On a read error
+// it retries sector by sector to find the failing LBA; with skipBad it fills
+// unreadable sectors with zeros and records them.
+type devReader struct {
+	f       io.ReaderAt
+	off     int64
+	size    int64
+	sector  int
+	skipBad bool
+	bad     []Range
+	log     func(string, ...any)
+}
+
+func (d *devReader) Read(p []byte) (int, error) {
+	if d.off >= d.size {
+		return 0, io.EOF
+	}
+	if rem := d.size - d.off; int64(len(p)) > rem {
+		p = p[:rem]
+	}
+	n, err := d.f.ReadAt(p, d.off)
+	if err == nil || (errors.Is(err, io.EOF) && n > 0) {
+		d.off += int64(n)
+		return n, nil
+	}
+	if errors.Is(err, io.EOF) {
+		return 0, fmt.Errorf("source ended at byte %d, expected %d bytes: %w", d.off, d.size, io.ErrUnexpectedEOF)
+	}
+	// A read error: go sector by sector over the rest of p.
+	done := n - n%d.sector
+	for done < len(p) {
+		end := min(done+d.sector, len(p))
+		m, serr := d.f.ReadAt(p[done:end], d.off+int64(done))
+		if serr != nil && !(errors.Is(serr, io.EOF) && m == end-done) {
+			pos := d.off + int64(done)
+			lba := pos / int64(d.sector)
+			if !d.skipBad {
+				if done > 0 {
+					d.off += int64(done)
+					return done, fmt.Errorf("read error on source at LBA %d (byte %d): %w", lba, pos, serr)
+				}
+				return 0, fmt.Errorf("read error on source at LBA %d (byte %d): %w", lba, pos, serr)
+			}
+			clear(p[done:end])
+			d.addBad(pos, int64(end-done))
+			d.log("read error at LBA %d (byte %d), filled with zeros: %v", lba, pos, serr)
+		}
+		done = end
+	}
+	d.off += int64(len(p))
+	return len(p), nil
+}
+
+func (d *devReader) addBad(start, length int64) {
+	if k := len(d.bad); k > 0 && d.bad[k-1].Start+d.bad[k-1].Length == start {
+		d.bad[k-1].Length += length
+		return
+	}
+	d.bad = append(d.bad, Range{start, length})
+}
+
+// Magic numbers of the supported compression formats.
+var magics = []struct {
+	name  string
+	magic []byte
+}{
+	{"gzip", []byte{0x1f, 0x8b}},
+	{"zstd", []byte{0x28, 0xb5, 0x2f, 0xfd}},
+	{"xz", []byte{0xfd, '7', 'z', 'X', 'Z', 0x00}},
+}
+
+// detectCompression looks at the first bytes of a stream.
+func detectCompression(head []byte) string {
+	for _, m := range magics {
+		if len(head) >= len(m.magic) && string(head[:len(m.magic)]) == string(m.magic) {
+			return m.name
+		}
+	}
+	return "none"
+}
+
+// decompress wraps r in a decompressor chosen by its magic bytes. It returns
+// the reader of the uncompressed stream, the compression's name and a closer.
+func decompress(r io.Reader) (io.Reader, string, func() error, error) {
+	br := bufio.NewReaderSize(r, 1<<20)
+	head, err := br.Peek(6)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, "", nil, fmt.Errorf("reading the start of the image: %w", err)
+	}
+	kind := detectCompression(head)
+	nop := func() error { return nil }
+	switch kind {
+	case "gzip":
+		zr, err := pgzip.NewReaderN(br, 1<<20, 4)
+		if err != nil {
+			return nil, "", nil, fmt.Errorf("gzip image: %w", err)
+		}
+		return &wrapErr{zr, "gzip"}, kind, zr.Close, nil
+	case "zstd":
+		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(runtime.NumCPU()), zstd.WithDecoderMaxWindow(256<<20))
+		if err != nil {
+			return nil, "", nil, fmt.Errorf("zstd image: %w", err)
+		}
+		return &wrapErr{zr, "zstd"}, kind, func() error { zr.Close(); return nil }, nil
+	case "xz":
+		zr, err := xz.NewReader(br)
+		if err != nil {
+			return nil, "", nil, fmt.Errorf("xz image: %w", err)
+		}
+		return &wrapErr{zr, "xz"}, kind, nop, nil
+	}
+	return br, kind, nop, nil
+}
+
+// wrapErr names the decompressor in errors and turns a bare EOF inside a
+// frame into a clear "truncated or corrupt" message.
+type wrapErr struct {
+	r    io.Reader
+	kind string
+}
+
+func (w *wrapErr) Read(p []byte) (int, error) {
+	n, err := w.r.Read(p)
+	if err != nil && err != io.EOF {
+		err = fmt.Errorf("%s image truncated or corrupt: %w", w.kind, err)
+	}
+	return n, err
+}

@@ -1,0 +1,140 @@
+package imaging
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// target is the opened destination of a restore.
+type target struct {
+	path       string
+	f          *os.File
+	isBlock    bool
+	size       int64 // current size (device size; file size)
+	sectorSize int   // logical sector size of a block device, 0 for files
+	fresh      bool  // a new or empty file: nothing to overwrite, holes cost nothing
+}
+
+// openTarget opens a restore target and runs the checks that need no
+// knowledge of the image: it refuses a mounted or otherwise busy block
+// device, the rescue medium, the source itself and anything that is neither
+// a file nor a block device.
+func openTarget(opt *Options, src *source) (*target, error) {
+	t := &target{path: opt.Dst}
+	fi, err := os.Stat(opt.Dst)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		f, err := os.OpenFile(opt.Dst, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+		if err != nil {
+			return nil, fmt.Errorf("creating %s: %w", opt.Dst, err)
+		}
+		t.f, t.fresh = f, true
+		return t, nil
+	case err != nil:
+		return nil, fmt.Errorf("target: %w", err)
+	}
+	if src != nil && src.file != nil {
+		if sfi, err := src.file.Stat(); err == nil && os.SameFile(fi, sfi) {
+			return nil, refused("%s is the source itself", opt.Dst)
+		}
+	}
+	switch {
+	case fi.Mode().IsRegular():
+		f, err := os.OpenFile(opt.Dst, os.O_RDWR, 0)
+		if err != nil {
+			return nil, fmt.Errorf("opening %s: %w", opt.Dst, err)
+		}
+		t.f, t.size, t.fresh = f, fi.Size(), fi.Size() == 0
+		return t, nil
+	case fi.Mode()&fs.ModeDevice != 0 && fi.Mode()&fs.ModeCharDevice == 0:
+	default:
+		return nil, fmt.Errorf("%s is neither a regular file nor a block device (%s)", opt.Dst, fi.Mode().Type())
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(opt.Dst, &st); err != nil {
+		return nil, fmt.Errorf("target: %w", err)
+	}
+	if src != nil && src.isBlock {
+		var sst unix.Stat_t
+		if unix.Fstat(int(src.file.Fd()), &sst) == nil && sst.Rdev == st.Rdev {
+			return nil, refused("%s is the source device itself", opt.Dst)
+		}
+	}
+	if err := checkBlockTarget(opt.Dst, st.Rdev, opt.Refuse); err != nil {
+		return nil, err
+	}
+	// O_EXCL on a block device: the kernel refuses it while anything has
+	// the device (or a partition) claimed, e.g. mounted.
+	f, err := os.OpenFile(opt.Dst, os.O_RDWR|unix.O_EXCL, 0)
+	if err != nil {
+		if errors.Is(err, unix.EBUSY) {
+			return nil, refused("%s is in use (the kernel refused exclusive access)", opt.Dst)
+		}
+		return nil, fmt.Errorf("opening %s: %w", opt.Dst, err)
+	}
+	t.f, t.isBlock = f, true
+	sz, err := unix.IoctlGetUint64(int(f.Fd()), unix.BLKGETSIZE64)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: BLKGETSIZE64: %w", opt.Dst, err)
+	}
+	t.size = int64(sz)
+	if t.sectorSize, err = unix.IoctlGetInt(int(f.Fd()), unix.BLKSSZGET); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: BLKSSZGET: %w", opt.Dst, err)
+	}
+	return t, nil
+}
+
+// describeTable returns a plain description of the partition table on the
+// target ("" when it holds none).
+func describeTable(r io.ReaderAt, size int64, sectorSize int) string {
+	if sectorSize == 0 {
+		sectorSize = 512
+	}
+	if d := gptDescribe(r, size, sectorSize); d != "" {
+		return d
+	}
+	mbr := make([]byte, 512)
+	if _, err := r.ReadAt(mbr, 0); err != nil || mbr[510] != 0x55 || mbr[511] != 0xAA {
+		return ""
+	}
+	var b strings.Builder
+	n := 0
+	for i := range 4 {
+		e := mbr[446+16*i : 446+16*(i+1)]
+		if e[4] == 0 {
+			continue
+		}
+		n++
+		start := binary.LittleEndian.Uint32(e[8:])
+		count := binary.LittleEndian.Uint32(e[12:])
+		fmt.Fprintf(&b, "\n  %3d  type 0x%02x  LBA %d-%d  %s", i+1, e[4], start, uint64(start)+uint64(count)-1,
+			humanSize(int64(count)*512))
+	}
+	if n == 0 {
+		return ""
+	}
+	return fmt.Sprintf("an MBR partition table with %d partitions:%s", n, b.String())
+}
+
+// humanSize formats n bytes in binary units.
+func humanSize(n int64) string {
+	const unit = 1024
+	if n < unit && n > -unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; (m >= unit || m <= -unit) && exp < 5; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
