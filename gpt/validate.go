@@ -1,0 +1,292 @@
+package gpt
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"hash/crc32"
+	"math/bits"
+	"sort"
+	"strings"
+)
+
+// Limits on what Read accepts from a header. Anything outside them is
+// reported as a problem of that copy and its array is not read, so a
+// corrupt or hostile header can never cause a huge allocation.
+const (
+	// MinEntrySize is the smallest entry size the UEFI spec allows.
+	MinEntrySize = 128
+	// MaxArrayBytes bounds NumEntries*EntrySize. The usual array is
+	// 16 KiB (128 entries of 128 bytes); 1 MiB leaves room for every
+	// real table ever seen while keeping reads small.
+	MaxArrayBytes = 1 << 20
+)
+
+// Problem codes. Codes marked fatal make a copy unusable as a source of
+// truth (Copy.Valid reports false); the others describe a usable table
+// that is nevertheless wrong for this disk.
+const (
+	CodeSignature   = "signature"   // fatal: no "EFI PART" (only on Problems of a Copy kept for inspection)
+	CodeRevision    = "revision"    // fatal: revision is not 1.0
+	CodeHeaderSize  = "header-size" // fatal: header size < 92 or > sector size
+	CodeHeaderCRC   = "header-crc"  // fatal: header CRC32 wrong
+	CodeArrayCRC    = "array-crc"   // fatal: entry array CRC32 wrong
+	CodeEntrySize   = "entry-size"  // fatal: entry size not 128*2^n or too big
+	CodeEntryCount  = "entry-count" // fatal: zero entries or array larger than MaxArrayBytes
+	CodeArrayRange  = "array-range" // fatal: array past the disk end or over a header
+	CodeTruncated   = "truncated"   // fatal: array could not be read in full
+	CodeMyLBA       = "my-lba"      // fatal: MyLBA differs from where the header was found
+	CodeAltLBA      = "alternate-lba"
+	CodeUsableRange = "usable-range"
+	CodeEntryRange  = "entry-range"
+	CodeOverlap     = "overlap"
+	CodeDupGUID     = "duplicate-guid"
+
+	CodePrimaryMissing  = "primary-missing"
+	CodePrimaryInvalid  = "primary-invalid"
+	CodeBackupMissing   = "backup-missing"
+	CodeBackupInvalid   = "backup-invalid"
+	CodeBackupNotAtEnd  = "backup-not-at-end"
+	CodeStrayBackup     = "stray-backup"
+	CodeArraysDiffer    = "arrays-differ"
+	CodeHeadersDiffer   = "headers-differ"
+	CodeMBRSignature    = "mbr-signature"
+	CodeMBRNoProtective = "mbr-no-protective"
+	CodeMBRSize         = "mbr-size"
+	CodeMBRStart        = "mbr-start"
+)
+
+func (c *Copy) add(code, format string, args ...any) {
+	c.Problems = append(c.Problems, Problem{Code: code, Copy: c.Which, Detail: fmt.Sprintf(format, args...)})
+}
+
+func (t *Table) add(code, which, format string, args ...any) {
+	t.Problems = append(t.Problems, Problem{Code: code, Copy: which, Detail: fmt.Sprintf(format, args...)})
+}
+
+// validEntrySize reports whether n is 128*2^k and keeps a single entry
+// within MaxArrayBytes.
+func validEntrySize(n uint32) bool {
+	return n >= MinEntrySize && n <= MaxArrayBytes && n%MinEntrySize == 0 && bits.OnesCount32(n/MinEntrySize) == 1
+}
+
+// arraySectors is the number of sectors the array of h occupies.
+func arraySectors(h Header, sectorSize int) uint64 {
+	n := uint64(h.NumEntries) * uint64(h.EntrySize)
+	return (n + uint64(sectorSize) - 1) / uint64(sectorSize)
+}
+
+// checkHeader validates the header of c (read at c.HeaderLBA) on a disk
+// whose last LBA is lastLBA (0 = unknown, as for a stream head) and tells
+// whether the array may be read (sizes sane, inside the disk).
+func checkHeader(c *Copy, sectorSize int, lastLBA uint64) (readArray bool) {
+	h := c.Header
+	if h.Revision != Revision10 {
+		c.add(CodeRevision, "header revision is 0x%08X, expected 0x%08X (1.0)", h.Revision, Revision10)
+	}
+	if h.HeaderSize < MinHeaderSize || int(h.HeaderSize) > sectorSize {
+		c.add(CodeHeaderSize, "header size is %d bytes, must be between %d and the sector size %d", h.HeaderSize, MinHeaderSize, sectorSize)
+	} else if crc, _ := HeaderCRCOf(c.HeaderRaw); crc != h.HeaderCRC {
+		c.add(CodeHeaderCRC, "header checksum is wrong (stored %08X, computed %08X)", h.HeaderCRC, crc)
+	}
+	if h.MyLBA != c.HeaderLBA {
+		c.add(CodeMyLBA, "header says it is at LBA %d but was found at LBA %d", h.MyLBA, c.HeaderLBA)
+	}
+	readArray = true
+	if !validEntrySize(h.EntrySize) {
+		c.add(CodeEntrySize, "entry size is %d bytes, must be 128, 256, 512, ... (a power of two times 128)", h.EntrySize)
+		readArray = false
+	}
+	if h.NumEntries == 0 {
+		c.add(CodeEntryCount, "the header declares zero partition entries")
+		readArray = false
+	} else if uint64(h.NumEntries)*uint64(h.EntrySize) > MaxArrayBytes {
+		c.add(CodeEntryCount, "the header declares %d entries of %d bytes (%d bytes), more than the %d bytes accepted",
+			h.NumEntries, h.EntrySize, uint64(h.NumEntries)*uint64(h.EntrySize), MaxArrayBytes)
+		readArray = false
+	}
+	if !readArray {
+		return false
+	}
+	n := arraySectors(h, sectorSize)
+	first, last := h.EntryLBA, h.EntryLBA+n-1
+	switch {
+	case first < 2 || last < first:
+		c.add(CodeArrayRange, "entry array at LBA %d would overlap the protective MBR or the primary header", first)
+		readArray = false
+	case lastLBA != 0 && last > lastLBA:
+		c.add(CodeArrayRange, "entry array at LBA %d-%d runs past the end of the disk (last LBA %d)", first, last, lastLBA)
+		readArray = false
+	case first <= c.HeaderLBA && c.HeaderLBA <= last:
+		c.add(CodeArrayRange, "entry array at LBA %d-%d overlaps its own header at LBA %d", first, last, c.HeaderLBA)
+		readArray = false
+	}
+	// Usable range: inside the disk, not over this copy's array or header.
+	switch {
+	case h.FirstUsableLBA > h.LastUsableLBA:
+		c.add(CodeUsableRange, "first usable LBA %d is after last usable LBA %d", h.FirstUsableLBA, h.LastUsableLBA)
+	case lastLBA != 0 && h.LastUsableLBA >= lastLBA:
+		c.add(CodeUsableRange, "last usable LBA %d is at or past the disk's last LBA %d (the disk is smaller than the table)", h.LastUsableLBA, lastLBA)
+	case readArray && first <= h.LastUsableLBA && h.FirstUsableLBA <= last:
+		c.add(CodeUsableRange, "usable LBAs %d-%d overlap the entry array at LBA %d-%d", h.FirstUsableLBA, h.LastUsableLBA, first, last)
+	case h.FirstUsableLBA <= c.HeaderLBA && c.HeaderLBA <= h.LastUsableLBA:
+		c.add(CodeUsableRange, "usable LBAs %d-%d include the header at LBA %d", h.FirstUsableLBA, h.LastUsableLBA, c.HeaderLBA)
+	case h.FirstUsableLBA < 2:
+		c.add(CodeUsableRange, "first usable LBA %d overlaps the protective MBR or primary header", h.FirstUsableLBA)
+	}
+	if lastLBA != 0 {
+		if c.Which == "primary" && h.AlternateLBA > lastLBA {
+			c.add(CodeAltLBA, "points to a backup at LBA %d, past the end of the disk (last LBA %d)", h.AlternateLBA, lastLBA)
+		}
+		if c.Which == "backup" && h.AlternateLBA != 1 {
+			c.add(CodeAltLBA, "points to a primary at LBA %d instead of LBA 1", h.AlternateLBA)
+		}
+	}
+	return readArray
+}
+
+// checkArray verifies the array CRC of c.
+func checkArray(c *Copy) {
+	if crc := crc32.ChecksumIEEE(c.Array); crc != c.Header.ArrayCRC {
+		c.add(CodeArrayCRC, "entry array checksum is wrong (stored %08X, computed %08X)", c.Header.ArrayCRC, crc)
+	}
+}
+
+// checkEntries checks the used slots of c against its usable range and the
+// disk end, and against each other (overlaps, duplicate unique GUIDs).
+// Problems go to t with copy name which ("" when both copies agree).
+func checkEntries(t *Table, c *Copy, which string) {
+	h := c.Header
+	lastLBA := t.LastLBA()
+	type span struct {
+		slot        int
+		first, last uint64
+	}
+	var spans []span
+	seen := map[GUID]int{}
+	for _, s := range c.Slots() {
+		if !s.Used() {
+			continue
+		}
+		e := s.Entry()
+		switch {
+		case e.Last < e.First:
+			t.add(CodeEntryRange, which, "entry %d ends (LBA %d) before it starts (LBA %d)", s.Index, e.Last, e.First)
+		case e.Last > lastLBA:
+			t.add(CodeEntryRange, which, "entry %d (LBA %d-%d) runs past the end of the disk (last LBA %d)", s.Index, e.First, e.Last, lastLBA)
+		case e.First < h.FirstUsableLBA || e.Last > h.LastUsableLBA:
+			t.add(CodeEntryRange, which, "entry %d (LBA %d-%d) lies outside the usable LBAs %d-%d", s.Index, e.First, e.Last, h.FirstUsableLBA, h.LastUsableLBA)
+		}
+		if e.Last >= e.First {
+			spans = append(spans, span{s.Index, e.First, e.Last})
+		}
+		if e.Unique.IsZero() {
+			t.add(CodeDupGUID, which, "entry %d has an all-zero unique GUID", s.Index)
+		} else if prev, ok := seen[e.Unique]; ok {
+			t.add(CodeDupGUID, which, "entries %d and %d have the same unique GUID %s", prev, s.Index, e.Unique)
+		} else {
+			seen[e.Unique] = s.Index
+		}
+	}
+	sort.Slice(spans, func(i, j int) bool { return spans[i].first < spans[j].first })
+	for i := 1; i < len(spans); i++ {
+		for j := i - 1; j >= 0; j-- {
+			if spans[j].last >= spans[i].first {
+				t.add(CodeOverlap, which, "entries %d (LBA %d-%d) and %d (LBA %d-%d) overlap",
+					spans[j].slot, spans[j].first, spans[j].last, spans[i].slot, spans[i].first, spans[i].last)
+			}
+		}
+	}
+}
+
+// checkAgreement compares two valid copies: arrays byte for byte and
+// header fields except the mirrored ones (MyLBA, AlternateLBA, EntryLBA,
+// HeaderCRC).
+func checkAgreement(t *Table, p, b *Copy) {
+	if !bytes.Equal(p.Array, b.Array) {
+		var diff []string
+		ps, bs := p.Slots(), b.Slots()
+		for i := 0; i < len(ps) && i < len(bs); i++ {
+			if !bytes.Equal(ps[i].Raw, bs[i].Raw) {
+				diff = append(diff, fmt.Sprint(i+1))
+			}
+		}
+		what := "entries " + strings.Join(limitList(diff, 12), ",")
+		if len(ps) != len(bs) {
+			what = fmt.Sprintf("%d entries against %d", len(ps), len(bs))
+		}
+		t.add(CodeArraysDiffer, "", "the primary and backup entry arrays differ (%s)", what)
+	}
+	ph, bh := p.Header, b.Header
+	var f []string
+	if ph.Revision != bh.Revision {
+		f = append(f, fmt.Sprintf("revision %08X/%08X", ph.Revision, bh.Revision))
+	}
+	if ph.HeaderSize != bh.HeaderSize {
+		f = append(f, fmt.Sprintf("header size %d/%d", ph.HeaderSize, bh.HeaderSize))
+	}
+	if ph.FirstUsableLBA != bh.FirstUsableLBA {
+		f = append(f, fmt.Sprintf("first usable LBA %d/%d", ph.FirstUsableLBA, bh.FirstUsableLBA))
+	}
+	if ph.LastUsableLBA != bh.LastUsableLBA {
+		f = append(f, fmt.Sprintf("last usable LBA %d/%d", ph.LastUsableLBA, bh.LastUsableLBA))
+	}
+	if ph.DiskGUID != bh.DiskGUID {
+		f = append(f, fmt.Sprintf("disk GUID %s/%s", ph.DiskGUID, bh.DiskGUID))
+	}
+	if ph.NumEntries != bh.NumEntries {
+		f = append(f, fmt.Sprintf("entry count %d/%d", ph.NumEntries, bh.NumEntries))
+	}
+	if ph.EntrySize != bh.EntrySize {
+		f = append(f, fmt.Sprintf("entry size %d/%d", ph.EntrySize, bh.EntrySize))
+	}
+	if ph.ArrayCRC != bh.ArrayCRC {
+		f = append(f, fmt.Sprintf("array checksum %08X/%08X", ph.ArrayCRC, bh.ArrayCRC))
+	}
+	if ph.AlternateLBA != b.HeaderLBA {
+		f = append(f, fmt.Sprintf("primary points to a backup at LBA %d, but it is at %d", ph.AlternateLBA, b.HeaderLBA))
+	}
+	if len(f) > 0 {
+		t.add(CodeHeadersDiffer, "", "the primary and backup headers disagree (primary/backup): %s", strings.Join(f, "; "))
+	}
+}
+
+func limitList(s []string, n int) []string {
+	if len(s) <= n {
+		return s
+	}
+	return append(s[:n:n], "...")
+}
+
+// checkMBR checks the protective MBR in t.MBR: the 0x55AA signature and a
+// 0xEE record starting at LBA 1 whose size covers the disk (or 0xFFFFFFFF).
+func checkMBR(t *Table) {
+	m := t.MBR
+	if len(m) < 512 {
+		return
+	}
+	if m[510] != 0x55 || m[511] != 0xAA {
+		t.add(CodeMBRSignature, "mbr", "the protective MBR has no 55AA boot signature")
+		return
+	}
+	for i := 0; i < 4; i++ {
+		r := m[446+16*i : 446+16*(i+1)]
+		if r[4] != 0xEE {
+			continue
+		}
+		start := binary.LittleEndian.Uint32(r[8:])
+		size := binary.LittleEndian.Uint32(r[12:])
+		if start != 1 {
+			t.add(CodeMBRStart, "mbr", "the protective partition starts at LBA %d instead of 1", start)
+		}
+		want := uint64(0xFFFFFFFF)
+		if t.LastLBA() < want {
+			want = t.LastLBA()
+		}
+		if uint64(size) != want {
+			t.add(CodeMBRSize, "mbr", "the protective partition covers %d sectors, the disk needs %d (it was made for a disk of another size)", size, want)
+		}
+		return
+	}
+	t.add(CodeMBRNoProtective, "mbr", "the MBR has no protective GPT partition (type EE)")
+}
