@@ -82,52 +82,56 @@ func sparse(t testing.TB, dir, name string, size int64) string {
 // sgdiskImage makes a sparse image of size bytes partitioned by sgdisk
 // with 512-byte sectors, every partition at its slot.
 // sgdisk sleeps about a second after writing, so every distinct image is
-// made once per test run and its GPT regions copied into a fresh sparse
-// file for each caller.
+// made once per test run; its GPT regions are kept in memory and written
+// into a fresh sparse file for each caller.
 func sgdiskImage(t testing.TB, dir string, size int64, parts []fxPart) string {
 	t.Helper()
 	key := fmt.Sprint(size, parts)
 	sgCache.Lock()
-	src, ok := sgCache.m[key]
+	regions, ok := sgCache.m[key]
 	if !ok {
-		src = makeSgdiskImage(t, sgCacheDir(t), size, parts)
-		sgCache.m[key] = src
+		src := makeSgdiskImage(t, t.TempDir(), size, parts)
+		f, err := os.Open(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range gptRegions(size, 512) {
+			b := make([]byte, r[1])
+			if _, err := f.ReadAt(b, r[0]); err != nil {
+				t.Fatal(err)
+			}
+			regions = append(regions, region{r[0], b})
+		}
+		f.Close()
+		sgCache.m[key] = regions
 	}
 	sgCache.Unlock()
 	p := sparse(t, dir, fmt.Sprintf("sg%d.img", size), size)
-	copyRegions(t, src, p, gptRegions(size, 512)...)
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, r := range regions {
+		writeAt(t, f, r.b, r.off)
+	}
 	return p
+}
+
+type region struct {
+	off int64
+	b   []byte
 }
 
 var sgCache = struct {
 	sync.Mutex
-	dir string
-	m   map[string]string
-}{m: map[string]string{}}
-
-func sgCacheDir(t testing.TB) string {
-	if sgCache.dir == "" {
-		d, err := os.MkdirTemp("", "gpt-sgdisk-cache")
-		if err != nil {
-			t.Fatal(err)
-		}
-		sgCache.dir = d
-	}
-	return sgCache.dir
-}
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if sgCache.dir != "" {
-		os.RemoveAll(sgCache.dir)
-	}
-	os.Exit(code)
-}
+	m map[string][]region
+}{m: map[string][]region{}}
 
 func makeSgdiskImage(t testing.TB, dir string, size int64, parts []fxPart) string {
 	t.Helper()
 	need(t, "sgdisk")
-	p := sparse(t, dir, fmt.Sprintf("sg%d-%d.img", size, len(sgCache.m)), size)
+	p := sparse(t, dir, "sgdisk.img", size)
 	args := []string{"-a", "1"}
 	for _, x := range parts {
 		args = append(args, "-n", fmt.Sprintf("%d:%d:%d", x.Slot, x.First, x.Last), "-t", fmt.Sprintf("%d:%s", x.Slot, x.Type))
