@@ -1,0 +1,586 @@
+package gpt_test
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/esxi-rescue/rescue/esxi"
+	"github.com/esxi-rescue/rescue/gpt"
+)
+
+// pfBase caches one pristine image per (version, size, sector size):
+// sgdisk sleeps a second after every write.
+var pfBase = struct {
+	sync.Mutex
+	dir string
+	m   map[string]string
+}{m: map[string]string{}}
+
+// pfPristine returns a fresh copy (in dir) of the ESXi image for v.
+func pfPristine(t *testing.T, dir string, v esxi.Version, size int64, ss int) (string, []esxi.Part) {
+	t.Helper()
+	key := fmt.Sprint(v, size, ss)
+	pfBase.Lock()
+	if pfBase.dir == "" {
+		d, err := os.MkdirTemp("", "gpt-plan-base")
+		if err != nil {
+			t.Fatal(err)
+		}
+		pfBase.dir = d
+	}
+	src, ok := pfBase.m[key]
+	if !ok {
+		src, _ = pfImage(t, pfBase.dir, strings.NewReplacer(" ", "-").Replace(key)+".img", v, size, ss)
+		pfBase.m[key] = src
+	}
+	pfBase.Unlock()
+	parts, _ := esxi.Layout(v, size, ss)
+	dst := filepath.Join(dir, "orig.img")
+	pfRun(t, "cp", "--sparse=always", src, dst)
+	return dst, parts
+}
+
+// pfFix reads path, plans with opt (or with esxi.Recognize when useESXi),
+// applies, and returns the plan.
+func pfFix(t *testing.T, path string, ss int, opt gpt.FixOptions, useESXi bool) *gpt.Plan {
+	t.Helper()
+	tb, err := gpt.ReadFile(path, ss)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if useESXi {
+		m, err := esxi.Recognize(tb)
+		if err != nil {
+			t.Fatalf("Recognize: %v", err)
+		}
+		opt.SlotMap, opt.SlotMapReason = m.SlotMap, "ESXi "+m.Family+" layout"
+	}
+	p, err := gpt.PlanFix(tb, opt)
+	if err != nil {
+		t.Fatalf("PlanFix: %v", err)
+	}
+	dev, err := gpt.OpenDevice(path, ss, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	if err := p.Apply(dev, filepath.Join(t.TempDir(), "undo.json")); err != nil {
+		t.Fatalf("Apply: %v\nplan:\n%s", err, p)
+	}
+	return p
+}
+
+// pfCheckFixed checks with the test's own decoder that path holds want
+// (an entry array) in both copies, the backup at the last LBA, and that
+// every CRC and position field is right.
+func pfCheckFixed(t *testing.T, path string, ss int, want []byte) {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := uint64(fi.Size()/int64(ss)) - 1
+	S := uint64(len(want)+ss-1) / uint64(ss)
+	p := pfDecode(t, path, ss, 1)
+	b := pfDecode(t, path, ss, last)
+	if !p.hdrOK || !p.arrOK || !b.hdrOK || !b.arrOK {
+		t.Fatalf("CRCs: primary header %v array %v, backup header %v array %v", p.hdrOK, p.arrOK, b.hdrOK, b.arrOK)
+	}
+	if !bytes.Equal(p.arr, want) || !bytes.Equal(b.arr, want) {
+		t.Errorf("entry arrays differ from the original (primary equal: %v, backup equal: %v)", bytes.Equal(p.arr, want), bytes.Equal(b.arr, want))
+	}
+	if p.my != 1 || p.alt != last || b.my != last || b.alt != 1 || b.entry != last-S || p.lastU != last-S-1 || b.lastU != p.lastU {
+		t.Errorf("header fields: primary my %d alt %d lastUsable %d; backup my %d alt %d entry %d; disk last LBA %d",
+			p.my, p.alt, p.lastU, b.my, b.alt, b.entry, last)
+	}
+	mbr := pfRead(t, path, 0, 512)
+	if got := binary.LittleEndian.Uint32(mbr[446+12:]); uint64(got) != min(last, 0xFFFFFFFF) {
+		t.Errorf("protective MBR size %d, want %d", got, last)
+	}
+}
+
+// TestFixIncident is the incident: an ESXi 5.0 disk of 8 GiB raw-copied
+// onto 12 GiB, its entry array compacted with valid CRCs. Both repairs
+// (with the original as reference, and by recognising the ESXi layout)
+// must give back the original array byte for byte.
+func TestFixIncident(t *testing.T) {
+	dir := t.TempDir()
+	orig, parts := pfPristine(t, dir, "5.0", 8*pfGiB, 512)
+	markers := pfMarkers(t, orig, parts)
+	origArr := pfDecode(t, orig, 512, 1).arr
+	broken := filepath.Join(dir, "broken.img")
+	pfGrow(t, orig, broken, 12*pfGiB)
+	pfRewrite(t, broken, 512, pfCompact)
+	if bytes.Equal(pfDecode(t, broken, 512, 1).arr, origArr) {
+		t.Fatal("fixture: compaction changed nothing")
+	}
+	ref, err := gpt.ReadFile(orig, 512)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mode := range []string{"ref", "esxi"} {
+		t.Run(mode, func(t *testing.T) {
+			work := filepath.Join(t.TempDir(), "work.img")
+			pfRun(t, "cp", "--sparse=always", broken, work)
+			opt := gpt.FixOptions{}
+			if mode == "ref" {
+				opt.Ref = ref
+			}
+			p := pfFix(t, work, 512, opt, mode == "esxi")
+			s := p.String()
+			for _, want := range []string{
+				"move entries 5,6,7,8 from slots 4,5,6,7 back to slots 5,6,7,8",
+				"zero slot 4",
+				fmt.Sprintf("backup GPT at the disk's last LBA %d (was %d", 12*pfGiB/512-1, 8*pfGiB/512-1),
+				"CRC32",
+			} {
+				if !strings.Contains(s, want) {
+					t.Errorf("plan does not say %q:\n%s", want, s)
+				}
+			}
+			pfCheckFixed(t, work, 512, origArr)
+			pfSgdiskVerify(t, work)
+			if got, want := pfSgdiskSlots(t, work), pfLayoutSlots(parts); !reflect.DeepEqual(got, want) {
+				t.Errorf("sgdisk -p entries %v, want %v", got, want)
+			}
+			pfCheckMarkers(t, work, markers)
+			// The whole table is now clean for our reader too, and a
+			// second run has nothing to do.
+			tb, err := gpt.ReadFile(work, 512)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(tb.Problems) > 0 {
+				t.Errorf("problems after the fix: %v", tb.Problems)
+			}
+			p2, err := gpt.PlanFix(tb, opt)
+			if err != nil || !p2.Empty() {
+				t.Errorf("second plan: %v\n%v", err, p2)
+			}
+		})
+	}
+}
+
+// TestFixLayouts runs every repair on every ESXi layout and sector size.
+func TestFixLayouts(t *testing.T) {
+	type layout struct {
+		v    esxi.Version
+		size int64
+		ss   int
+	}
+	layouts := []layout{
+		{"5.0", 8 * pfGiB, 512}, {"5.5", 6 * pfGiB, 512}, {"6.0", 10 * pfGiB, 512}, {"6.7", 10 * pfGiB, 512},
+		{"7.0", 16 * pfGiB, 512}, {"7.0", 200 * pfGiB, 512}, {"6.7", 10 * pfGiB, 4096}, {"7.0", 40 * pfGiB, 4096},
+	}
+	type scenario struct {
+		name    string
+		grow    int64                                   // bytes added to the disk
+		damage  func(t *testing.T, path string, ss int) // after growing
+		useESXi bool
+	}
+	scenarios := []scenario{
+		{name: "compacted-grown", grow: 4 * pfGiB, useESXi: true, damage: func(t *testing.T, p string, ss int) { pfRewrite(t, p, ss, pfCompact) }},
+		{name: "sorted-grown", grow: 2 * pfGiB, useESXi: true, damage: func(t *testing.T, p string, ss int) { pfRewrite(t, p, ss, pfSort) }},
+		{name: "compacted-same-size", useESXi: true, damage: func(t *testing.T, p string, ss int) { pfRewrite(t, p, ss, pfCompact) }},
+		{name: "stale-backup", grow: 1 * pfGiB},
+		{name: "primary-header-damaged", damage: func(t *testing.T, p string, ss int) { pfFlip(t, p, int64(ss)+0x30) }},
+		{name: "primary-array-damaged", grow: 3 * pfGiB, damage: func(t *testing.T, p string, ss int) { pfFlip(t, p, 2*int64(ss)+40) }},
+		{name: "backup-damaged", damage: func(t *testing.T, p string, ss int) {
+			fi, _ := os.Stat(p)
+			pfFlip(t, p, fi.Size()-int64(ss)+0x58)
+		}},
+		{name: "backup-missing-grown", grow: 1 * pfGiB, damage: func(t *testing.T, p string, ss int) {
+			pfZero(t, p, int64(pfDecode(t, p, ss, 1).alt)*int64(ss), ss)
+		}},
+	}
+	for _, l := range layouts {
+		for _, sc := range scenarios {
+			t.Run(fmt.Sprintf("%s-%dG-%d/%s", l.v, l.size/pfGiB, l.ss, sc.name), func(t *testing.T) {
+				dir := t.TempDir()
+				orig, parts := pfPristine(t, dir, l.v, l.size, l.ss)
+				markers := pfMarkers(t, orig, parts)
+				o := pfDecode(t, orig, l.ss, 1)
+				work := filepath.Join(dir, "work.img")
+				pfGrow(t, orig, work, l.size+sc.grow)
+				if sc.damage != nil {
+					sc.damage(t, work, l.ss)
+				}
+				p := pfFix(t, work, l.ss, gpt.FixOptions{}, sc.useESXi)
+				if p.Empty() {
+					t.Fatal("empty plan for a damaged table")
+				}
+				pfCheckFixed(t, work, l.ss, o.arr)
+				if sc.grow == 0 {
+					// Same disk: both copies must be exactly the original's.
+					fi, _ := os.Stat(work)
+					last := uint64(fi.Size()/int64(l.ss)) - 1
+					if !bytes.Equal(pfDecode(t, work, l.ss, 1).hdr, o.hdr) || !bytes.Equal(pfDecode(t, work, l.ss, last).hdr, pfDecode(t, orig, l.ss, last).hdr) {
+						t.Error("headers differ from the original")
+					}
+				}
+				if l.ss == 512 {
+					pfSgdiskVerify(t, work)
+					if got, want := pfSgdiskSlots(t, work), pfLayoutSlots(parts); !reflect.DeepEqual(got, want) {
+						t.Errorf("sgdisk -p entries %v, want %v", got, want)
+					}
+				}
+				pfCheckMarkers(t, work, markers)
+			})
+		}
+	}
+}
+
+func pfFlip(t testing.TB, path string, off int64) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, 1)
+	f.ReadAt(b, off)
+	b[0] ^= 0x5A
+	pfWrite(t, f, b, off)
+}
+
+func pfZero(t testing.TB, path string, off int64, n int) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	pfWrite(t, f, make([]byte, n), off)
+}
+
+// TestFixShrunk: a table for a bigger disk is refused when a partition no
+// longer fits, and repaired when all of them still do.
+func TestFixShrunk(t *testing.T) {
+	dir := t.TempDir()
+	// ESXi 5.0 on 8 GiB: the datastore runs to the end; 7 GiB cuts it.
+	orig, _ := pfPristine(t, dir, "5.0", 8*pfGiB, 512)
+	small := filepath.Join(dir, "small.img")
+	pfGrow(t, orig, small, 7*pfGiB)
+	tb, err := gpt.ReadFile(small, 512)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := pfRead(t, small, 0, 34*512)
+	if _, err := gpt.PlanFix(tb, gpt.FixOptions{}); err == nil || !strings.Contains(err.Error(), "smaller than the table needs") {
+		t.Errorf("shrunk disk cutting partition 3: err = %v", err)
+	}
+	if !bytes.Equal(before, pfRead(t, small, 0, 34*512)) {
+		t.Error("a refused plan changed the disk")
+	}
+
+	// ESXi 5.0 on 3 GiB has no scratch or datastore: 2 GiB still holds it all.
+	dir2 := t.TempDir()
+	orig2, parts := pfPristine(t, dir2, "5.0", 3*pfGiB, 512)
+	o := pfDecode(t, orig2, 512, 1)
+	small2 := filepath.Join(dir2, "small.img")
+	pfGrow(t, orig2, small2, 2*pfGiB)
+	pfFix(t, small2, 512, gpt.FixOptions{}, false)
+	pfCheckFixed(t, small2, 512, o.arr)
+	pfSgdiskVerify(t, small2)
+	if got, want := pfSgdiskSlots(t, small2), pfLayoutSlots(parts); !reflect.DeepEqual(got, want) {
+		t.Errorf("sgdisk -p entries %v, want %v", got, want)
+	}
+}
+
+// TestFixGrow grows the datastore (entry 3) to the end of the bigger disk.
+func TestFixGrow(t *testing.T) {
+	dir := t.TempDir()
+	orig, _ := pfPristine(t, dir, "5.0", 8*pfGiB, 512)
+	work := filepath.Join(dir, "work.img")
+	pfGrow(t, orig, work, 12*pfGiB)
+	pfRewrite(t, work, 512, pfCompact)
+	tb, _ := gpt.ReadFile(work, 512)
+	// Partition 3 is in slot 2 of the compacted table; GrowSlot names the
+	// final slot, after the move.
+	m, err := esxi.Recognize(tb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := gpt.PlanFix(tb, gpt.FixOptions{SlotMap: m.SlotMap, GrowSlot: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(p.String(), "grow partition 3") {
+		t.Errorf("plan:\n%s", p)
+	}
+	dev, err := gpt.OpenDevice(work, 512, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Apply(dev, filepath.Join(dir, "undo")); err != nil {
+		t.Fatal(err)
+	}
+	dev.Close()
+	pfSgdiskVerify(t, work)
+	lastUsable := uint64(12*pfGiB/512) - 34
+	out := pfRun(t, "sgdisk", "-i", "3", work)
+	if !strings.Contains(out, fmt.Sprintf("Last sector: %d", lastUsable)) {
+		t.Errorf("sgdisk -i 3:\n%s\nwant last sector %d", out, lastUsable)
+	}
+	// Growing a partition that is not the last one is refused.
+	if _, err := gpt.PlanFix(tb, gpt.FixOptions{SlotMap: m.SlotMap, GrowSlot: 5}); err == nil {
+		t.Error("growing partition 5 (not the last) was accepted")
+	}
+}
+
+// pfFaulty fails every write after the first n, as a power cut would.
+type pfFaulty struct {
+	f       *os.File
+	left    int
+	written int
+}
+
+var errPowerCut = errors.New("injected power cut")
+
+func (d *pfFaulty) ReadAt(b []byte, off int64) (int, error) { return d.f.ReadAt(b, off) }
+func (d *pfFaulty) Sync() error                             { return d.f.Sync() }
+func (d *pfFaulty) WriteAt(b []byte, off int64) (int, error) {
+	if d.left == 0 {
+		return 0, errPowerCut
+	}
+	d.left--
+	d.written++
+	return d.f.WriteAt(b, off)
+}
+
+// pfSgdiskUsable checks that sgdisk can load the table from at least one
+// good copy and sees all parts.
+func pfSgdiskUsable(t *testing.T, path string, nparts int) {
+	t.Helper()
+	out, _ := pfSgdiskRaw(path, "-v")
+	if strings.Contains(out, "Creating new GPT entries") {
+		t.Fatalf("sgdisk found no usable GPT copy:\n%s", out)
+	}
+	mainOK := !strings.Contains(out, "Main header: ERROR") && !strings.Contains(out, "Main partition table: ERROR")
+	backupOK := !strings.Contains(out, "Backup header: ERROR") && !strings.Contains(out, "Backup partition table: ERROR")
+	if !mainOK && !backupOK {
+		t.Fatalf("sgdisk: neither copy is good:\n%s", out)
+	}
+	if got := len(pfSgdiskSlots(t, path)); got != nparts {
+		t.Fatalf("sgdisk -p lists %d partitions, want %d", got, nparts)
+	}
+}
+
+// TestCrashSafety interrupts the incident repair after every sector write
+// and shows that the disk stays usable from one good copy, that running
+// the repair again completes it, and that the undo file restores the
+// damaged-but-consistent state it started from.
+func TestCrashSafety(t *testing.T) {
+	dir := t.TempDir()
+	orig, parts := pfPristine(t, dir, "5.0", 8*pfGiB, 512)
+	origArr := pfDecode(t, orig, 512, 1).arr
+	broken := filepath.Join(dir, "broken.img")
+	pfGrow(t, orig, broken, 12*pfGiB)
+	pfRewrite(t, broken, 512, pfCompact)
+	regions := func(path string) []byte { // every sector the repair may touch
+		last := int64(12*pfGiB/512) - 1
+		oldLast := int64(8*pfGiB/512) - 1
+		var b []byte
+		b = append(b, pfRead(t, path, 0, 34*512)...)
+		b = append(b, pfRead(t, path, (oldLast-32)*512, 33*512)...)
+		return append(b, pfRead(t, path, (last-32)*512, 33*512)...)
+	}
+	brokenRegions := regions(broken)
+
+	// How many sector writes does the full repair make?
+	tb, _ := gpt.ReadFile(broken, 512)
+	m, err := esxi.Recognize(tb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := gpt.PlanFix(tb, gpt.FixOptions{SlotMap: m.SlotMap})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dry := filepath.Join(dir, "dry.img")
+	pfRun(t, "cp", "--sparse=always", broken, dry)
+	f, err := os.OpenFile(dry, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	counter := &pfFaulty{f: f, left: 1 << 30}
+	if err := plan.ApplyTo(counter, dry, 12*pfGiB, 512, filepath.Join(dir, "dry-undo")); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	total := counter.written
+	if total < 5 {
+		t.Fatalf("the repair writes only %d sectors", total)
+	}
+	t.Logf("the repair writes %d sectors (plan lists %d candidates)", total, len(plan.Writes))
+	for k := 0; k <= total; k++ {
+		t.Run(fmt.Sprint("after-", k), func(t *testing.T) {
+			work := filepath.Join(t.TempDir(), "work.img")
+			pfRun(t, "cp", "--sparse=always", broken, work)
+			f, err := os.OpenFile(work, os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			undo := filepath.Join(t.TempDir(), "undo.json")
+			err = plan.ApplyTo(&pfFaulty{f: f, left: k}, work, 12*pfGiB, 512, undo)
+			f.Close()
+			switch {
+			case k < total && !errors.Is(err, errPowerCut):
+				t.Fatalf("write %d: err = %v, want the injected fault", k, err)
+			case k >= total && err != nil:
+				t.Fatalf("full run: %v", err)
+			}
+			pfSgdiskUsable(t, work, len(parts))
+
+			// Undo from this state restores the starting point exactly.
+			undone := filepath.Join(t.TempDir(), "undone.img")
+			pfRun(t, "cp", "--sparse=always", work, undone)
+			dev, err := gpt.OpenDevice(undone, 512, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := gpt.ApplyUndo(dev, undo); err != nil {
+				t.Fatalf("ApplyUndo: %v", err)
+			}
+			dev.Close()
+			if !bytes.Equal(regions(undone), brokenRegions) {
+				t.Error("after ApplyUndo the GPT regions differ from the starting point")
+			}
+
+			// Running the repair again completes it.
+			pfFix(t, work, 512, gpt.FixOptions{}, true)
+			pfCheckFixed(t, work, 512, origArr)
+			pfSgdiskVerify(t, work)
+		})
+	}
+}
+
+// TestApplyRefusesChangedDisk: a plan made before someone else wrote to
+// the table is not applied, and nothing is written.
+func TestApplyRefusesChangedDisk(t *testing.T) {
+	dir := t.TempDir()
+	orig, _ := pfPristine(t, dir, "5.0", 8*pfGiB, 512)
+	work := filepath.Join(dir, "work.img")
+	pfGrow(t, orig, work, 9*pfGiB)
+	pfRewrite(t, work, 512, pfCompact)
+	tb, _ := gpt.ReadFile(work, 512)
+	m, _ := esxi.Recognize(tb)
+	p, err := gpt.PlanFix(tb, gpt.FixOptions{SlotMap: m.SlotMap})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pfRewrite(t, work, 512, pfSort) // someone else changes the table
+	before := pfRead(t, work, 0, 34*512)
+	dev, _ := gpt.OpenDevice(work, 512, true)
+	defer dev.Close()
+	undo := filepath.Join(dir, "undo.json")
+	if err := p.Apply(dev, undo); !errors.Is(err, gpt.ErrDiskChanged) {
+		t.Errorf("Apply on a changed disk: %v", err)
+	}
+	if !bytes.Equal(before, pfRead(t, work, 0, 34*512)) {
+		t.Error("the refused plan wrote to the disk")
+	}
+	if _, err := os.Stat(undo); err == nil {
+		t.Error("an undo file was written for a refused plan")
+	}
+}
+
+// TestUndoFile: the undo file refuses to be replayed when damaged or on
+// another disk, and an existing undo file is never overwritten.
+func TestUndoFile(t *testing.T) {
+	dir := t.TempDir()
+	orig, _ := pfPristine(t, dir, "6.7", 10*pfGiB, 512)
+	work := filepath.Join(dir, "work.img")
+	pfGrow(t, orig, work, 11*pfGiB)
+	brokenHead := pfRead(t, work, 0, 34*512)
+	tb, _ := gpt.ReadFile(work, 512)
+	p, err := gpt.PlanFix(tb, gpt.FixOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	undo := filepath.Join(dir, "undo.json")
+	if err := os.WriteFile(undo, []byte("precious"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dev, _ := gpt.OpenDevice(work, 512, true)
+	if err := p.Apply(dev, undo); err == nil {
+		t.Fatal("Apply overwrote an existing undo file")
+	}
+	os.Remove(undo)
+	if err := p.Apply(dev, undo); err != nil {
+		t.Fatal(err)
+	}
+	dev.Close()
+	u, err := gpt.LoadUndo(undo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.DiskSize != 11*pfGiB || u.SectorSize != 512 || len(u.Records) == 0 {
+		t.Errorf("undo file: %+v", u)
+	}
+
+	// Damaged: one hex digit changed.
+	data, _ := os.ReadFile(undo)
+	i := bytes.Index(data, []byte(`"old": "`)) + len(`"old": "`) + 10
+	bad := bytes.Clone(data)
+	bad[i] ^= 1
+	badPath := filepath.Join(dir, "bad.json")
+	os.WriteFile(badPath, bad, 0o600)
+	dev, _ = gpt.OpenDevice(work, 512, true)
+	if err := gpt.ApplyUndo(dev, badPath); err == nil || !strings.Contains(err.Error(), "damaged") {
+		t.Errorf("damaged undo file: %v", err)
+	}
+	dev.Close()
+
+	// Another disk size.
+	other := filepath.Join(dir, "other.img")
+	pfGrow(t, work, other, 12*pfGiB)
+	dev, _ = gpt.OpenDevice(other, 512, true)
+	if err := gpt.ApplyUndo(dev, undo); err == nil || !strings.Contains(err.Error(), "undo file is for a disk") {
+		t.Errorf("undo on another disk: %v", err)
+	}
+	dev.Close()
+
+	// The right one restores the start.
+	dev, _ = gpt.OpenDevice(work, 512, true)
+	if err := gpt.ApplyUndo(dev, undo); err != nil {
+		t.Fatal(err)
+	}
+	dev.Close()
+	if !bytes.Equal(brokenHead, pfRead(t, work, 0, 34*512)) {
+		t.Error("undo did not restore the start of the disk")
+	}
+}
+
+// TestPlanEmpty: a clean table gives an empty plan that writes nothing.
+func TestPlanEmpty(t *testing.T) {
+	dir := t.TempDir()
+	orig, _ := pfPristine(t, dir, "7.0", 16*pfGiB, 512)
+	tb, err := gpt.ReadFile(orig, 512)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := gpt.PlanFix(tb, gpt.FixOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !p.Empty() || !strings.Contains(p.String(), "Nothing to do") {
+		t.Errorf("plan for a clean table:\n%s", p)
+	}
+	m, err := esxi.Recognize(tb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err = gpt.PlanFix(tb, gpt.FixOptions{SlotMap: m.SlotMap})
+	if err != nil || !p.Empty() {
+		t.Errorf("identity slot map: %v\n%v", err, p)
+	}
+}
