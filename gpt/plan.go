@@ -554,7 +554,9 @@ func remapSlots(p *Plan, arr []byte, es int, m map[int]int, why string) ([]byte,
 	}
 	p.Steps = append(p.Steps, describeMoves(moves, why)...)
 	if len(zeroed) > 0 {
-		sort.Slice(zeroed, func(i, j int) bool { return len(zeroed[i]) < len(zeroed[j]) || len(zeroed[i]) == len(zeroed[j]) && zeroed[i] < zeroed[j] })
+		sort.Slice(zeroed, func(i, j int) bool {
+			return len(zeroed[i]) < len(zeroed[j]) || len(zeroed[i]) == len(zeroed[j]) && zeroed[i] < zeroed[j]
+		})
 		p.Steps = append(p.Steps, fmt.Sprintf("zero slot%s %s (left empty)", plural(len(zeroed)), strings.Join(zeroed, ",")))
 	}
 	return out, nil
