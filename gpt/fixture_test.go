@@ -193,6 +193,7 @@ type fxTable struct {
 	NumEntries  int
 	Array       []byte // NumEntries*128
 	DiskGUID    string
+	DiskGUIDRaw []byte // overrides DiskGUID
 }
 
 func newFxTable(t testing.TB, ss int, diskBytes int64, parts []fxPart) *fxTable {
@@ -217,7 +218,11 @@ func (ft *fxTable) header(t testing.TB, my, alt, entryLBA uint64) []byte {
 	binary.LittleEndian.PutUint64(h[0x20:], alt)
 	binary.LittleEndian.PutUint64(h[0x28:], 2+ft.arraySectors())
 	binary.LittleEndian.PutUint64(h[0x30:], ft.DiskSectors-2-ft.arraySectors())
-	copy(h[0x38:], guidBytes(t, ft.DiskGUID))
+	if ft.DiskGUIDRaw != nil {
+		copy(h[0x38:], ft.DiskGUIDRaw)
+	} else {
+		copy(h[0x38:], guidBytes(t, ft.DiskGUID))
+	}
 	binary.LittleEndian.PutUint64(h[0x48:], entryLBA)
 	binary.LittleEndian.PutUint32(h[0x50:], uint32(ft.NumEntries))
 	binary.LittleEndian.PutUint32(h[0x54:], uint32(len(ft.Array)/ft.NumEntries))
@@ -470,4 +475,47 @@ func fdiskList(t testing.TB, path string, ss int) []fdiskPart {
 		ps = append(ps, p)
 	}
 	return ps
+}
+
+// readRaw reads n bytes at off of path.
+func readRaw(t testing.TB, path string, off int64, n int) []byte {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, n)
+	if _, err := f.ReadAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// incident reproduces what happened to the ESXi 5.0 disk: the image at src
+// (512-byte sectors, 128x128 array at LBA 2) is raw-copied onto a new
+// image of newSize bytes, then an independent writer re-reads the table
+// into a list and writes it back for the new disk size: array compacted,
+// backup at the new end, AlternateLBA and LastUsableLBA updated, every
+// CRC valid. The partitions' data are not touched.
+func incident(t testing.TB, src, dir string, srcSize, newSize int64) string {
+	t.Helper()
+	dst := sparse(t, dir, "incident.img", newSize)
+	copyRegions(t, src, dst, gptRegions(srcSize, 512)...)
+	hdr := readRaw(t, src, 512, 512)
+	arr := readRaw(t, src, 1024, 128*128)
+	compact(arr, 128)
+	ft := &fxTable{SectorSize: 512, DiskSectors: uint64(newSize / 512), NumEntries: 128, Array: arr, DiskGUIDRaw: hdr[0x38:0x48]}
+	ft.write(t, dst)
+	return dst
+}
+
+// editArrays edits the entry array of both GPT copies of path (512- or
+// 4096-byte sectors) in place and fixes the CRCs independently.
+func editArrays(t testing.TB, path string, ss int, edit func(arr []byte)) {
+	t.Helper()
+	hdr := readRaw(t, path, int64(ss), ss)
+	for _, lba := range []uint64{1, binary.LittleEndian.Uint64(hdr[0x20:])} {
+		rewriteCopy(t, path, ss, lba, func(h, a []byte) { edit(a) })
+	}
 }
