@@ -24,22 +24,22 @@ const (
 
 // Match is an ESXi layout recognised on a table without a reference.
 type Match struct {
-	Family     string      // "5.x", "6.x", "7.x", or "5.x or 6.x" when both fit identically
-	Confidence string      // ConfidenceExact or ConfidenceStructural
-	SlotMap    map[int]int // current slot -> canonical slot, for every used entry
-	Parts      []MatchedPart
-	Text       string // plain-words explanation for a sysadmin
+	Family     string        `json:"family"`     // "5.x", "6.x", "7.x", or "5.x or 6.x" when both fit identically
+	Confidence string        `json:"confidence"` // ConfidenceExact or ConfidenceStructural
+	SlotMap    map[int]int   `json:"slot_map"`   // current slot -> canonical slot, for every used entry
+	Parts      []MatchedPart `json:"parts"`
+	Text       string        `json:"text"` // plain-words explanation for a sysadmin
 }
 
 // MatchedPart is one partition of the disk and what it is in the layout.
 type MatchedPart struct {
-	Current   int    // slot it is in now
-	Canonical int    // slot ESXi puts it in
-	Role      Role   // what ESXi uses it for
-	Type      string // type GUID
-	First     uint64 // LBAs on this disk, in its sector size
-	Last      uint64
-	Exact     bool // boundaries exactly as the installer writes them
+	Current   int    `json:"current_slot"`   // slot it is in now
+	Canonical int    `json:"canonical_slot"` // slot ESXi puts it in
+	Role      Role   `json:"role"`           // what ESXi uses it for
+	Type      string `json:"type"`           // type GUID
+	First     uint64 `json:"first_lba"`      // LBAs on this disk, in its sector size
+	Last      uint64 `json:"last_lba"`
+	Exact     bool   `json:"exact"` // boundaries exactly as the installer writes them
 }
 
 // NeedsMove reports whether any partition is not at its canonical slot.

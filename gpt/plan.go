@@ -738,3 +738,15 @@ func growSlot(p *Plan, arr []byte, es, slot int, lastUsable uint64) error {
 	}
 	return nil
 }
+
+// Slots returns the entry array as it is after the plan (the current one
+// when the plan is empty), one Slot per entry, 1-based.
+func (p *Plan) Slots() []Slot {
+	if len(p.primaryHdr) == 0 {
+		return nil
+	}
+	return splitSlots(p.array, int(ParseHeader(p.primaryHdr).EntrySize))
+}
+
+// BackupLBA returns where the plan puts the backup GPT header.
+func (p *Plan) BackupLBA() uint64 { return p.backupLBA }
