@@ -1,0 +1,82 @@
+package target
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/esxi-rescue/rescue/rescue/inventory"
+)
+
+const gib = int64(1) << 30
+
+func disk(name string, size int64) inventory.Disk {
+	return inventory.Disk{Name: name, Path: "/dev/" + name, Size: size, SectorSize: 512}
+}
+
+func TestSelect(t *testing.T) {
+	stick := Facts{Disk: disk("sdz", 8*gib), RescueMedium: true, HasGPT: true}
+	esxiA := Facts{Disk: disk("sda", 40*gib), HasGPT: true, ESXi: "5.x"}
+	esxiB := Facts{Disk: disk("sdb", 40*gib), HasGPT: true, ESXi: "6.x"}
+	other := Facts{Disk: disk("sdc", 100*gib), HasGPT: true, ESXiWhy: "esxi: the partition table is empty"}
+	blankBig := Facts{Disk: disk("sdd", 60*gib), Blank: true}
+	blankBig2 := Facts{Disk: disk("sde", 60*gib), Blank: true}
+	blankSmall := Facts{Disk: disk("sdf", 10*gib), Blank: true}
+	imgMatch := Facts{Disk: disk("sdg", 50*gib), HasGPT: true, RefMatch: true, ESXi: "5.x"}
+	mounted := imgMatch
+	mounted.Disk.Mounted = []string{"/mnt"}
+	unreadable := Facts{Disk: disk("sdh", 40*gib), ReadErr: "input/output error"}
+	mbrData := Facts{Disk: disk("sdi", 60*gib)}
+	esxiStickLike := esxiA
+	esxiStickLike.RescueMedium = true
+
+	restore := Need{Purpose: ForRestore, MinSize: 30 * gib, HaveRef: true, Writes: true}
+	fixESXi := Need{Purpose: ForFix, Writes: true}
+	fixRef := Need{Purpose: ForFix, HaveRef: true, Writes: true}
+	verify := Need{Purpose: ForFix}
+
+	for _, tc := range []struct {
+		name    string
+		facts   []Facts
+		need    Need
+		want    string
+		wantErr string
+	}{
+		{name: "fix: one ESXi disk besides the stick", facts: []Facts{stick, esxiA, other}, need: fixESXi, want: "sda"},
+		{name: "fix: two ESXi disks", facts: []Facts{esxiA, esxiB}, need: fixESXi, wantErr: "2 disks qualify (/dev/sda 40.0 GiB; /dev/sdb 40.0 GiB)"},
+		{name: "fix: no ESXi disk", facts: []Facts{stick, other, blankBig}, need: fixESXi,
+			wantErr: "no disk holds an ESXi layout: /dev/sdz 8.0 GiB: the rescue system's own boot medium; /dev/sdc 100.0 GiB: not an ESXi layout (esxi: the partition table is empty); /dev/sdd 60.0 GiB: no GPT"},
+		{name: "fix: the stick is never chosen even if it looks like ESXi", facts: []Facts{esxiStickLike}, need: fixESXi, wantErr: "own boot medium"},
+		{name: "fix with reference", facts: []Facts{esxiA, imgMatch}, need: fixRef, want: "sdg"},
+		{name: "fix with reference: none", facts: []Facts{esxiA}, need: fixRef, wantErr: "not the reference's"},
+		{name: "fix refuses mounted", facts: []Facts{mounted}, need: fixRef, wantErr: "mounted on /mnt"},
+		{name: "verify accepts mounted", facts: []Facts{mounted}, need: Need{Purpose: ForFix, HaveRef: true}, want: "sdg"},
+		{name: "verify: unreadable disk explained", facts: []Facts{unreadable, esxiA}, need: verify, want: "sda"},
+		{name: "restore: the disk with the image's table wins over blank ones", facts: []Facts{blankBig, imgMatch, stick}, need: restore, want: "sdg"},
+		{name: "restore: one blank disk big enough", facts: []Facts{stick, blankBig, blankSmall, esxiA}, need: restore, want: "sdd"},
+		{name: "restore: two blank disks", facts: []Facts{blankBig, blankBig2}, need: restore, wantErr: "2 blank disks are big enough"},
+		{name: "restore: only too small or foreign", facts: []Facts{blankSmall, esxiA, mbrData}, need: restore,
+			wantErr: "/dev/sdf 10.0 GiB: too small (10.0 GiB, the image needs 30.0 GiB); /dev/sda 40.0 GiB: holds a different partition table (not the image's partitions); /dev/sdi 60.0 GiB: holds data but no GPT"},
+		{name: "restore: mounted disk refused", facts: []Facts{mounted}, need: restore, wantErr: "mounted on /mnt"},
+		{name: "no disks", facts: nil, need: fixESXi, wantErr: "no disks found"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, why, err := Select(tc.facts, tc.need)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					name := ""
+					if got != nil {
+						name = got.Disk.Name
+					}
+					t.Fatalf("Select = %s, %v; want error containing %q", name, err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Select: %v", err)
+			}
+			if got.Disk.Name != tc.want || !strings.Contains(why, "/dev/"+tc.want) {
+				t.Errorf("Select = %s (%s), want %s", got.Disk.Name, why, tc.want)
+			}
+		})
+	}
+}
