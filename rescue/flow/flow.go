@@ -1,0 +1,181 @@
+// Package flow runs the rescue system's hands-off steps in order —
+// drivers, disks, network, reference, target, restore, fix, verify,
+// boot check — logging each on the console as "RESCUE: STEP <name> ..."
+// and recording it in the report. The first failing required step stops
+// the flow, so nothing is written after a failure; the caller then prints
+// "RESCUE: FAILED <reason>" and falls back to the shell.
+//
+// The work itself is behind the Machine interface (the boundary to the
+// hardware and the disk tools), so that the order and the stop-on-failure
+// logic here are tested as they run.
+package flow
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/esxi-rescue/rescue/rescue/cmdline"
+	"github.com/esxi-rescue/rescue/rescue/report"
+)
+
+// Step names, as printed in the markers.
+const (
+	StepDrivers   = "drivers"
+	StepDisks     = "disks"
+	StepNetwork   = "network"
+	StepReference = "reference"
+	StepTarget    = "target"
+	StepRestore   = "restore"
+	StepFix       = "fix"
+	StepVerify    = "verify"
+	StepBoot      = "boot" // checks the disk boots (esxiboot -dry-run); the kexec itself follows DONE
+)
+
+// Machine does the work of each step. Implementations return details for
+// the report (plain data that marshals to JSON).
+type Machine interface {
+	Drivers(ctx context.Context) (any, error)
+	Disks(ctx context.Context) (any, error)
+	Network(ctx context.Context, c *cmdline.Config) (any, error)
+	// Reference loads the reference table (rescue.ref, or the image's
+	// table when restoring) and keeps it for the later steps.
+	Reference(ctx context.Context, c *cmdline.Config) (any, error)
+	// Target resolves rescue.target (auto: selection) and returns the
+	// device path chosen.
+	Target(ctx context.Context, c *cmdline.Config) (string, any, error)
+	Restore(ctx context.Context, c *cmdline.Config, target string) (any, error)
+	Fix(ctx context.Context, c *cmdline.Config, target string) (any, error)
+	Verify(ctx context.Context, c *cmdline.Config, target string) (any, error)
+	BootCheck(ctx context.Context, target string) (any, error)
+}
+
+// Console receives log lines and markers.
+type Console interface {
+	Printf(format string, args ...any)
+	Marker(format string, args ...any)
+}
+
+// Step is one planned step.
+type Step struct {
+	Name     string
+	Required bool // a failure stops the flow (optional steps only warn)
+	Writes   bool // writes to the target disk
+}
+
+// Plan lists the steps a configuration runs, in order.
+func Plan(c *cmdline.Config) []Step {
+	needNet := cmdline.IsURL(c.Image) || cmdline.IsURL(c.Report) || cmdline.IsURL(c.Ref)
+	steps := []Step{{Name: StepDrivers}, {Name: StepDisks}}
+	if c.IP != nil {
+		steps = append(steps, Step{Name: StepNetwork, Required: needNet && !c.Interactive()})
+	}
+	if c.Interactive() {
+		return steps
+	}
+	needRef := c.Has(cmdline.ActionFix) || c.Has(cmdline.ActionVerify) ||
+		(c.Target == cmdline.TargetAuto && c.Has(cmdline.ActionRestore))
+	if needRef {
+		steps = append(steps, Step{Name: StepReference, Required: true})
+	}
+	if c.Target != "" {
+		steps = append(steps, Step{Name: StepTarget, Required: true})
+	}
+	if c.Has(cmdline.ActionRestore) {
+		steps = append(steps, Step{Name: StepRestore, Required: true, Writes: true})
+	}
+	if c.Has(cmdline.ActionFix) {
+		steps = append(steps, Step{Name: StepFix, Required: true, Writes: true})
+	}
+	if c.Has(cmdline.ActionVerify) {
+		steps = append(steps, Step{Name: StepVerify, Required: true})
+	}
+	if c.Has(cmdline.ActionBoot) {
+		steps = append(steps, Step{Name: StepBoot, Required: true})
+	}
+	return steps
+}
+
+// Outcome is what Run did.
+type Outcome struct {
+	Target string // the chosen device, "" if none
+	Err    error  // the first required step's error, nil on success
+	Failed string // the name of the failed step
+}
+
+// Run executes Plan(c) on m, logging to con and recording into rep.
+func Run(ctx context.Context, c *cmdline.Config, m Machine, con Console, rep *report.Report) Outcome {
+	var out Outcome
+	steps := Plan(c)
+	for i, s := range steps {
+		if out.Err != nil {
+			rep.Steps = append(rep.Steps, report.Step{Name: s.Name, Status: "skipped"})
+			continue
+		}
+		if s.Writes && out.Target == "" {
+			// Cannot happen with a valid Config (Parse insists on a
+			// target), but a write without a target must never run.
+			out.Err, out.Failed = errors.New("no target disk"), s.Name
+			con.Marker("STEP %s FAILED: no target disk", s.Name)
+			rep.Steps = append(rep.Steps, report.Step{Name: s.Name, Status: "failed", Error: out.Err.Error()})
+			continue
+		}
+		con.Marker("STEP %s (%d/%d)", s.Name, i+1, len(steps))
+		start := time.Now()
+		details, err := runStep(ctx, s.Name, c, m, &out)
+		if err == nil && ctx.Err() != nil {
+			err = ctx.Err()
+		}
+		rs := report.Step{Name: s.Name, Start: start, Duration: time.Since(start), Details: details}
+		rs.Seconds = rs.Duration.Seconds()
+		switch {
+		case err == nil:
+			rs.Status = "ok"
+			con.Marker("STEP %s ok (%.1fs)", s.Name, rs.Seconds)
+		case !s.Required:
+			rs.Status, rs.Error = "warning", err.Error()
+			con.Marker("STEP %s WARNING (%.1fs): %v", s.Name, rs.Seconds, err)
+		default:
+			rs.Status, rs.Error = "failed", err.Error()
+			con.Marker("STEP %s FAILED (%.1fs): %v", s.Name, rs.Seconds, err)
+			out.Err, out.Failed = fmt.Errorf("%s: %w", s.Name, err), s.Name
+		}
+		rep.Steps = append(rep.Steps, rs)
+		if details != nil {
+			switch s.Name {
+			case StepDrivers, StepDisks, StepNetwork, StepTarget, StepReference:
+				rep.Found[s.Name] = details
+			}
+		}
+	}
+	return out
+}
+
+func runStep(ctx context.Context, name string, c *cmdline.Config, m Machine, out *Outcome) (any, error) {
+	switch name {
+	case StepDrivers:
+		return m.Drivers(ctx)
+	case StepDisks:
+		return m.Disks(ctx)
+	case StepNetwork:
+		return m.Network(ctx, c)
+	case StepReference:
+		return m.Reference(ctx, c)
+	case StepTarget:
+		t, d, err := m.Target(ctx, c)
+		if err == nil {
+			out.Target = t
+		}
+		return d, err
+	case StepRestore:
+		return m.Restore(ctx, c, out.Target)
+	case StepFix:
+		return m.Fix(ctx, c, out.Target)
+	case StepVerify:
+		return m.Verify(ctx, c, out.Target)
+	case StepBoot:
+		return m.BootCheck(ctx, out.Target)
+	}
+	return nil, fmt.Errorf("unknown step %q", name)
+}

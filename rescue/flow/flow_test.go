@@ -1,0 +1,195 @@
+package flow
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/esxi-rescue/rescue/rescue/cmdline"
+	"github.com/esxi-rescue/rescue/rescue/report"
+)
+
+// fakeMachine is the hardware boundary: it records the calls and fails
+// the step named in fail.
+type fakeMachine struct {
+	calls  []string
+	fail   map[string]error
+	target string
+}
+
+func (f *fakeMachine) do(name string) (any, error) {
+	f.calls = append(f.calls, name)
+	if err := f.fail[name]; err != nil {
+		return nil, err
+	}
+	return map[string]string{"step": name}, nil
+}
+
+func (f *fakeMachine) Drivers(context.Context) (any, error) { return f.do(StepDrivers) }
+func (f *fakeMachine) Disks(context.Context) (any, error)   { return f.do(StepDisks) }
+func (f *fakeMachine) Network(context.Context, *cmdline.Config) (any, error) {
+	return f.do(StepNetwork)
+}
+func (f *fakeMachine) Reference(context.Context, *cmdline.Config) (any, error) {
+	return f.do(StepReference)
+}
+func (f *fakeMachine) Target(_ context.Context, c *cmdline.Config) (string, any, error) {
+	d, err := f.do(StepTarget)
+	if err != nil {
+		return "", nil, err
+	}
+	t := c.Target
+	if t == cmdline.TargetAuto {
+		t = f.target
+	}
+	return t, d, nil
+}
+func (f *fakeMachine) Restore(_ context.Context, _ *cmdline.Config, t string) (any, error) {
+	return f.do(StepRestore + ":" + t)
+}
+func (f *fakeMachine) Fix(_ context.Context, _ *cmdline.Config, t string) (any, error) {
+	return f.do(StepFix + ":" + t)
+}
+func (f *fakeMachine) Verify(_ context.Context, _ *cmdline.Config, t string) (any, error) {
+	return f.do(StepVerify + ":" + t)
+}
+func (f *fakeMachine) BootCheck(_ context.Context, t string) (any, error) {
+	return f.do(StepBoot + ":" + t)
+}
+
+type logConsole struct{ lines []string }
+
+func (l *logConsole) Printf(format string, args ...any) { l.lines = append(l.lines, fmt.Sprintf(format, args...)) }
+func (l *logConsole) Marker(format string, args ...any) {
+	l.lines = append(l.lines, "RESCUE: "+fmt.Sprintf(format, args...))
+}
+
+func parse(t *testing.T, line string) *cmdline.Config {
+	t.Helper()
+	c, err := cmdline.Parse(cmdline.Split(line, "test", false))
+	if err != nil {
+		t.Fatalf("Parse(%q): %v", line, err)
+	}
+	return c
+}
+
+func TestRun(t *testing.T) {
+	boom := errors.New("boom")
+	for _, tc := range []struct {
+		name      string
+		line      string
+		fail      map[string]error
+		wantCalls []string
+		wantFail  string
+		wantSteps string // name=status list from the report
+	}{
+		{name: "interactive shell only looks",
+			line:      "",
+			wantCalls: []string{"drivers", "disks"},
+			wantSteps: "drivers=ok disks=ok"},
+		{name: "full hands-off restore",
+			line:      "rescue.action=restore,fix,verify,boot rescue.image=http://h/i.img rescue.target=auto",
+			wantCalls: []string{"drivers", "disks", "network", "reference", "target", "restore:/dev/sdb", "fix:/dev/sdb", "verify:/dev/sdb", "boot:/dev/sdb"},
+			wantSteps: "drivers=ok disks=ok network=ok reference=ok target=ok restore=ok fix=ok verify=ok boot=ok"},
+		{name: "fix with explicit target",
+			line:      "rescue.action=fix,verify rescue.target=/dev/sda",
+			wantCalls: []string{"drivers", "disks", "reference", "target", "fix:/dev/sda", "verify:/dev/sda"},
+			wantSteps: "drivers=ok disks=ok reference=ok target=ok fix=ok verify=ok"},
+		{name: "restore failure stops before fix",
+			line:      "rescue.action=restore,fix,verify rescue.image=/img rescue.target=/dev/sda",
+			fail:      map[string]error{"restore:/dev/sda": boom},
+			wantCalls: []string{"drivers", "disks", "reference", "target", "restore:/dev/sda"},
+			wantFail:  "restore: boom",
+			wantSteps: "drivers=ok disks=ok reference=ok target=ok restore=failed fix=skipped verify=skipped"},
+		{name: "ambiguous target writes nothing",
+			line:      "rescue.action=fix,verify,boot rescue.target=auto",
+			fail:      map[string]error{"target": errors.New("2 disks qualify")},
+			wantCalls: []string{"drivers", "disks", "reference", "target"},
+			wantFail:  "target: 2 disks qualify",
+			wantSteps: "drivers=ok disks=ok reference=ok target=failed fix=skipped verify=skipped boot=skipped"},
+		{name: "fix failure stops verify and boot",
+			line:      "rescue.action=fix,verify rescue.target=/dev/sda rescue.done=boot",
+			fail:      map[string]error{"fix:/dev/sda": boom},
+			wantCalls: []string{"drivers", "disks", "reference", "target", "fix:/dev/sda"},
+			wantFail:  "fix: boom",
+			wantSteps: "drivers=ok disks=ok reference=ok target=ok fix=failed verify=skipped boot=skipped"},
+		{name: "verify failure stops boot",
+			line:      "rescue.action=verify,boot rescue.target=/dev/sda",
+			fail:      map[string]error{"verify:/dev/sda": boom},
+			wantCalls: []string{"drivers", "disks", "reference", "target", "verify:/dev/sda"},
+			wantFail:  "verify: boom",
+			wantSteps: "drivers=ok disks=ok reference=ok target=ok verify=failed boot=skipped"},
+		{name: "network needed for a URL image",
+			line:      "rescue.action=restore rescue.image=http://h/i.img rescue.target=/dev/sda",
+			fail:      map[string]error{"network": errors.New("no DHCP lease")},
+			wantCalls: []string{"drivers", "disks", "network"},
+			wantFail:  "network: no DHCP lease",
+			wantSteps: "drivers=ok disks=ok network=failed target=skipped restore=skipped"},
+		{name: "optional network and driver trouble only warn",
+			line:      "rescue.action=fix rescue.target=/dev/sda ip=dhcp",
+			fail:      map[string]error{"network": errors.New("no DHCP lease"), "drivers": errors.New("no modules.alias")},
+			wantCalls: []string{"drivers", "disks", "network", "reference", "target", "fix:/dev/sda"},
+			wantSteps: "drivers=warning disks=ok network=warning reference=ok target=ok fix=ok"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := parse(t, tc.line)
+			m := &fakeMachine{fail: tc.fail, target: "/dev/sdb"}
+			con := &logConsole{}
+			rep := report.New("test")
+			out := Run(context.Background(), c, m, con, rep)
+			if !reflect.DeepEqual(m.calls, tc.wantCalls) {
+				t.Errorf("calls %v, want %v", m.calls, tc.wantCalls)
+			}
+			if tc.wantFail == "" && out.Err != nil || tc.wantFail != "" && (out.Err == nil || out.Err.Error() != tc.wantFail) {
+				t.Errorf("outcome %v, want %q", out.Err, tc.wantFail)
+			}
+			var steps []string
+			for _, s := range rep.Steps {
+				steps = append(steps, s.Name+"="+s.Status)
+			}
+			if got := strings.Join(steps, " "); got != tc.wantSteps {
+				t.Errorf("report steps %q, want %q", got, tc.wantSteps)
+			}
+			// Every step that ran has a start marker and an end marker.
+			var markers int
+			for _, l := range con.lines {
+				if strings.HasPrefix(l, "RESCUE: STEP ") {
+					markers++
+				}
+			}
+			if markers != 2*len(m.calls) {
+				t.Errorf("%d STEP markers for %d steps run:\n%s", markers, len(m.calls), strings.Join(con.lines, "\n"))
+			}
+		})
+	}
+}
+
+func TestCancelledContextStops(t *testing.T) {
+	c := parse(t, "rescue.action=fix,verify rescue.target=/dev/sda")
+	ctx, cancel := context.WithCancel(context.Background())
+	m := &fakeMachine{}
+	// Cancel while the reference step runs: the step's result is then a
+	// failure and nothing after it runs.
+	cm := &cancelOn{fakeMachine: m, step: StepReference, cancel: cancel}
+	out := Run(ctx, c, cm, &logConsole{}, report.New("test"))
+	if out.Err == nil || !errors.Is(out.Err, context.Canceled) {
+		t.Fatalf("outcome %v, want context.Canceled", out.Err)
+	}
+	if want := []string{"drivers", "disks", "reference"}; !reflect.DeepEqual(m.calls, want) {
+		t.Errorf("calls %v, want %v", m.calls, want)
+	}
+}
+
+type cancelOn struct {
+	*fakeMachine
+	step   string
+	cancel func()
+}
+
+func (c *cancelOn) Reference(ctx context.Context, cfg *cmdline.Config) (any, error) {
+	c.cancel()
+	return c.fakeMachine.Reference(ctx, cfg)
+}
