@@ -62,7 +62,9 @@ func (f *fakeMachine) BootCheck(_ context.Context, t string) (any, error) {
 
 type logConsole struct{ lines []string }
 
-func (l *logConsole) Printf(format string, args ...any) { l.lines = append(l.lines, fmt.Sprintf(format, args...)) }
+func (l *logConsole) Printf(format string, args ...any) {
+	l.lines = append(l.lines, fmt.Sprintf(format, args...))
+}
 func (l *logConsole) Marker(format string, args ...any) {
 	l.lines = append(l.lines, "RESCUE: "+fmt.Sprintf(format, args...))
 }
