@@ -17,6 +17,7 @@ type chunk struct {
 	n    int    // bytes held
 	off  int64  // offset in the uncompressed stream
 	refs atomic.Int32
+	own  bool // not from the pool: dropped after use
 }
 
 // alignedBuf returns size bytes whose start is 4096-aligned (O_DIRECT-ready).
@@ -58,7 +59,7 @@ func runPipeline(ctx context.Context, r io.Reader, pool chan *chunk, first *chun
 	hashCh := make(chan *chunk, nbuf)
 	writeCh := make(chan *chunk, nbuf)
 	release := func(c *chunk) {
-		if c.refs.Add(-1) == 0 {
+		if c.refs.Add(-1) == 0 && !c.own {
 			pool <- c
 		}
 	}

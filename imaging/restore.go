@@ -47,7 +47,7 @@ func restore(ctx context.Context, opt *Options) (*Result, error) {
 	// Read the first chunk before touching the target: it tells the
 	// sector size and, through the primary GPT, how big the target must be.
 	pool := newPool(opt.Buffers, opt.BufferSize)
-	first := <-pool
+	first := &chunk{buf: alignedBuf(headLen), own: true}
 	n, err := io.ReadFull(stream, first.buf)
 	first.n = n
 	firstEOF := false
