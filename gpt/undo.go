@@ -12,6 +12,10 @@ import (
 	"time"
 )
 
+// maxUndoBytes bounds an undo file: a plan writes at most a few hundred
+// sectors, so anything bigger is not one.
+const maxUndoBytes = 64 << 20
+
 // UndoFormat names the undo file format (first field of the JSON).
 const UndoFormat = "gptfix-undo/1"
 
@@ -60,17 +64,21 @@ func MarshalUndo(u *Undo) ([]byte, error) {
 // LoadUndo reads and checks an undo file: format, checksum, and that every
 // record is a whole sector whose old bytes match their own checksum.
 func LoadUndo(path string) (*Undo, error) {
-	data, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("gpt: reading the undo file: %w", err)
 	}
-	return ParseUndo(bytes.NewReader(data))
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() || fi.Size() > maxUndoBytes {
+		return nil, fmt.Errorf("gpt: %s is not an undo file (not a regular file of at most %d bytes)", path, maxUndoBytes)
+	}
+	return ParseUndo(f)
 }
 
 // ParseUndo parses an undo file from r (see LoadUndo).
 func ParseUndo(r io.Reader) (*Undo, error) {
 	var env undoEnvelope
-	dec := json.NewDecoder(io.LimitReader(r, 64<<20))
+	dec := json.NewDecoder(io.LimitReader(r, maxUndoBytes))
 	if err := dec.Decode(&env); err != nil {
 		return nil, fmt.Errorf("gpt: the undo file is not valid JSON: %w", err)
 	}
