@@ -41,7 +41,7 @@ func layoutTables(t *testing.T) map[string]*gpt.Table {
 
 	dmg := sgdiskImage(t, t.TempDir(), size, parts)
 	f, _ := os.OpenFile(dmg, os.O_RDWR, 0)
-	writeAt(t, f, []byte{0x77}, 512+0x38)   // primary header CRC now wrong
+	writeAt(t, f, []byte{0x77}, 512+0x38)    // primary header CRC now wrong
 	writeAt(t, f, []byte{0x01}, 2*512+5*128) // and its array
 	f.Close()
 	out["primary-damaged"] = readFile(t, dmg, 512)
