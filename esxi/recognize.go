@@ -285,7 +285,7 @@ func buildMatch(cands []candidate, used []usedEntry, ss int) *Match {
 	}
 	var b strings.Builder
 	if c.exact {
-		fmt.Fprintf(&b, "ESXi %s boot disk layout, exact match: all %d partitions have the boundaries the ESXi %s installer writes on a %s disk.\n",
+		fmt.Fprintf(&b, "ESXi %s boot disk layout, exact match: all %d partitions have the boundaries the ESXi %s installer writes on a disk of %s.\n",
 			m.Family, len(used), m.Family, sizeText(c.diskBytes))
 	} else {
 		fmt.Fprintf(&b, "ESXi %s boot disk layout, structural match: the partition types and their order on disk are those of ESXi %s, but some sizes differ from what its installer writes.\n",
@@ -306,6 +306,9 @@ func buildMatch(cands []candidate, used []usedEntry, ss int) *Match {
 		}
 		fmt.Fprintf(&b, "  entry %d %-11s %-15s LBA %d-%d (%s): %s%s\n", p.Canonical, string(p.Role), typeName(p.Type), p.First, p.Last,
 			sizeText(int64(p.Last-p.First+1)*int64(ss)), state, size)
+	}
+	if m.NeedsMove() {
+		b.WriteString("Some entries are not in the slots ESXi gave them. ESXi finds partitions by entry number (its boot loader looks for the boot banks at entries 5 and 6), so it will not boot or run correctly until they are moved back.\n")
 	}
 	m.Text = b.String()
 	return m

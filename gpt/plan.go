@@ -93,7 +93,7 @@ func (p *Plan) String() string {
 			fmt.Fprintf(&b, "  %d. %s\n", i+1, s)
 		}
 		nb, np := p.sectorCounts()
-		fmt.Fprintf(&b, "Sectors to write: %d for the backup copy (written and flushed first), %d for the primary copy and MBR.\n", nb, np)
+		fmt.Fprintf(&b, "Sectors to write: at most %d for the backup copy (written and flushed first), then %d for the primary copy and MBR.\n", nb, np)
 		b.WriteString("Only the GPT headers, entry arrays and the protective MBR are written; no partition data is touched.\n")
 	}
 	if len(p.Notes) > 0 {
