@@ -211,6 +211,18 @@ func SgdiskVerify(path string) error {
 	return nil
 }
 
+// SgdiskVerify4K runs `sgdisk -v` on an image with 4096-byte sectors,
+// through a read-only loop device with that sector size (needs root).
+func SgdiskVerify4K(path string) error {
+	out, err := exec.Command("losetup", "--find", "--show", "--read-only", "--sector-size", "4096", path).Output()
+	if err != nil {
+		return fmt.Errorf("losetup --sector-size 4096 %s: %w", path, err)
+	}
+	dev := strings.TrimSpace(string(out))
+	defer exec.Command("losetup", "-d", dev).Run()
+	return SgdiskVerify(dev)
+}
+
 // SfdiskPart is one partition as sfdisk --json lists it.
 type SfdiskPart struct {
 	Node  string `json:"node"`

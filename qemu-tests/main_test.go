@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -131,11 +130,18 @@ func boot(t *testing.T, suffix string, vm VM) *Running {
 	return r
 }
 
-// cmdline joins kernel command line words, starting with what every boot
-// needs: the serial console and no hanging on a panic.
-func cmdline(words ...string) string {
-	return strings.Join(append([]string{"console=ttyS0,115200", "panic=-1"}, words...), " ")
-}
-
 // quick is a short timeout for harness checks that need no rescue system.
 var quick = 30 * time.Second
+
+// missingRescue skips a hands-off scenario while the rescue init has not
+// been written.
+func missingRescue(t *testing.T) {
+	t.Helper()
+	root, err := RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, _ := filepath.Glob(filepath.Join(root, "cmds", "rescue", "*.go")); len(m) == 0 {
+		missing(t, "cmds/rescue", "the rescue init (hands-off rescue.action=...) has no code yet")
+	}
+}

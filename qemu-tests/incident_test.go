@@ -1,0 +1,124 @@
+package qemutests
+
+import (
+	"context"
+	"os"
+	"testing"
+)
+
+// incidentDisk is the incident's disk: ESXi 5.0 on 6 GiB (every partition,
+// datastore included), raw-copied by "Windows" onto an 8 GiB disk.
+var incidentDisk = BrokenOptions{Version: "5.0", Size: "6G", DamageSize: "8G", Mode: "windows"}
+
+// checkFixed is "fixed as in scenario 1", from the host: both entry arrays
+// byte-identical to the original's, the backup at the new last LBA,
+// `sgdisk -v` clean, and every partition's data as before the fix.
+func checkFixed(t *testing.T, b *Broken, before map[string]string) {
+	t.Helper()
+	if err := CheckFixedGPT(b.Damaged, b.SectorSize, b.OrigGPT.Primary.Array); err != nil {
+		t.Error(err)
+	}
+	if b.SectorSize == 512 {
+		if err := SgdiskVerify(b.Damaged); err != nil {
+			t.Error(err)
+		}
+	} else if os.Geteuid() != 0 {
+		t.Logf("not root: no loop device with 4096-byte sectors for sgdisk -v; the raw checks above still ran")
+	} else if err := SgdiskVerify4K(b.Damaged); err != nil {
+		t.Error(err)
+	}
+	after, err := PartitionDigests(b.Damaged, b.SectorSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := CompareDigests(before, after); err != nil {
+		t.Error(err)
+	}
+}
+
+// damagedDigests checks that the damage really changed the entry array (a
+// test whose disk is not broken proves nothing) and returns the partition
+// digests to compare after the fix.
+func damagedDigests(t *testing.T, b *Broken) map[string]string {
+	t.Helper()
+	g, err := ReadRawGPT(b.Damaged, b.SectorSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckFixedGPT(b.Damaged, b.SectorSize, b.OrigGPT.Primary.Array); err == nil {
+		t.Fatalf("esximg damage left %s looking fixed already; the test would prove nothing", b.Damaged)
+	}
+	t.Logf("original slots: %s", b.OrigGPT.Primary.SlotsString())
+	t.Logf("damaged slots:  %s", g.Primary.SlotsString())
+	d, err := PartitionDigests(b.Damaged, b.SectorSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// TestIncident is scenario 1: the incident reproduced and fixed. u-root's
+// esxiboot (which, like VMware's loader, looks for boot banks at entries 5
+// and 6) cannot boot the right bank of the damaged disk; the rescue system
+// fixes it hands-off; the host checks the bytes; esxiboot then boots the
+// stub kernel from the right bank.
+func TestIncident(t *testing.T) {
+	a := artifacts(t)
+	tl := tools(t, "esximg")
+	missingRescue(t)
+	t.Parallel()
+	b, err := MakeBroken(tl, t.TempDir(), incidentDisk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := damagedDigests(t, b)
+	initrd := esxibootInitrd(t, a)
+	ctx := context.Background()
+
+	// 1. Before: esxiboot in dry run fails or loads the wrong bank.
+	res, r, err := RunEsxiboot(ctx, a, initrd, Disk{Path: b.Damaged}, true, t.Name()+"-esxiboot-before", nil)
+	if r != nil {
+		t.Cleanup(r.Stop)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("esxiboot before the fix: exit %d, loaded bank %q (right bank %s)", res.Exit, res.Loaded, b.RightBank)
+	if res.Exit == 0 && res.Loaded == b.RightBank {
+		t.Fatalf("esxiboot found the right boot bank on the damaged disk; the damage is not the incident's:\n%s", r.Tail(20))
+	}
+
+	// 2. The fix, hands-off.
+	r, _, err = HandsOff(ctx, VM{
+		Name:    t.Name() + "-fix",
+		Kernel:  a.Kernel,
+		Initrd:  a.Initramfs,
+		Cmdline: KernelCmdline("rescue.action=fix", "rescue.ref=esxi", "rescue.target=auto", "rescue.done=poweroff"),
+		Disks:   []Disk{{Path: b.Damaged}},
+	}, nil)
+	if r != nil {
+		t.Cleanup(r.Stop)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkFixed(t, b, before)
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	// 3. After: esxiboot boots the stub kernel from the right bank.
+	res, r, err = RunEsxiboot(ctx, a, initrd, Disk{Path: b.Damaged}, false, t.Name()+"-esxiboot-after", nil)
+	if r != nil {
+		t.Cleanup(r.Stop)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Booted != b.RightBank {
+		t.Errorf("after the fix the stub kernel was booted from bank %s, want the primary bank %s", res.Booted, b.RightBank)
+	}
+	if res.Loaded != res.Booted {
+		t.Errorf("esxiboot loaded bank %q but the kernel says %q", res.Loaded, res.Booted)
+	}
+}

@@ -1,0 +1,199 @@
+package qemutests
+
+import (
+	"context"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Broken is an ESXi disk image and a damaged copy of it, made with esximg.
+type Broken struct {
+	Version    string
+	SectorSize int
+	Original   string  // esximg create output
+	Damaged    string  // esximg damage output (the disk the VM gets)
+	OrigGPT    *RawGPT // the original's GPT bytes, the reference for "fixed"
+	// RightBank is the boot-bank UUID (32 hex digits, as esxiboot passes it
+	// in bootUUID=) of the bank ESXi should boot: entry 5 of the original.
+	RightBank string
+}
+
+// BrokenOptions says what disk to build and how to damage it.
+type BrokenOptions struct {
+	Version          string // esximg create -version
+	Size, DamageSize string // esximg create -size, esximg damage -size ("" = same)
+	Mode             string // esximg damage -mode
+	SectorSize       int    // 512 (0) or 4096
+	AltBank          string // esximg create -alt-bank ("" = esximg's default)
+}
+
+// MakeBroken builds the original image and its damaged copy in dir with the
+// esximg tool, and reads what the checks need from the original.
+func MakeBroken(tools *Tools, dir string, o BrokenOptions) (*Broken, error) {
+	if o.SectorSize == 0 {
+		o.SectorSize = 512
+	}
+	b := &Broken{
+		Version:    o.Version,
+		SectorSize: o.SectorSize,
+		Original:   filepath.Join(dir, "esxi-"+o.Version+"-original.img"),
+		Damaged:    filepath.Join(dir, "esxi-"+o.Version+"-"+o.Mode+".img"),
+	}
+	args := []string{"create", "-version", o.Version, "-size", o.Size, "-sector", strconv.Itoa(o.SectorSize)}
+	if o.AltBank != "" {
+		args = append(args, "-alt-bank", o.AltBank)
+	}
+	if _, err := tools.Run("esximg", append(args, b.Original)...); err != nil {
+		return nil, err
+	}
+	args = []string{"damage", "-mode", o.Mode}
+	if o.DamageSize != "" {
+		args = append(args, "-size", o.DamageSize)
+	}
+	if _, err := tools.Run("esximg", append(args, b.Original, b.Damaged)...); err != nil {
+		return nil, err
+	}
+	g, err := ReadRawGPT(b.Original, o.SectorSize)
+	if err != nil {
+		return nil, err
+	}
+	b.OrigGPT = g
+	if b.RightBank, err = BankUUID(b.Original, g.Primary, o.SectorSize, 5); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
+
+// BankUUID reads the boot-bank UUID of slot's partition: the 16 bytes after
+// "VMWARE FAT16    " in the partition's second sector.
+func BankUUID(path string, c *RawCopy, sectorSize, slot int) (string, error) {
+	for _, e := range c.UsedEntries() {
+		if e.Slot != slot {
+			continue
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			return "", err
+		}
+		defer f.Close()
+		buf := make([]byte, 32)
+		if _, err := f.ReadAt(buf, int64(e.First)*int64(sectorSize)+int64(sectorSize)); err != nil {
+			return "", err
+		}
+		if string(buf[:16]) != "VMWARE FAT16    " {
+			return "", fmt.Errorf("%s: partition %d has no boot-bank magic", path, slot)
+		}
+		return hex.EncodeToString(buf[16:]), nil
+	}
+	return "", fmt.Errorf("%s: no partition %d", path, slot)
+}
+
+// EsxibootResult is what u-root's esxiboot did in a VM.
+type EsxibootResult struct {
+	Exit   int    // esxiboot's exit code (dry run), -1 when it kexec'd
+	Loaded string // bootUUID= of the image it loaded ("" if none)
+	Booted string // the bank the stub kernel said it was booted from
+	Lines  []string
+}
+
+var (
+	reEsxibootExit = regexp.MustCompile(`ESXIBOOT-TEST: exit (\d+)`)
+	reBootUUID     = regexp.MustCompile(`bootUUID=([0-9a-f]{32})`)
+	reStub         = regexp.MustCompile(`ESXI-STUB: booted from bank (\S+)`)
+)
+
+// RunEsxiboot boots the rescue kernel with the esxiboot test uinit against
+// disk (attached read-only for a dry run) and reports what esxiboot did:
+// with dryRun it only loads the ESXi kernel; without, it boots it and the
+// stub kernel names its bank.
+func RunEsxiboot(ctx context.Context, a *Artifacts, initrd string, disk Disk, dryRun bool, name string, onLine func(string)) (*EsxibootResult, *Running, error) {
+	args := "--device /dev/vda"
+	if disk.Bus == "ahci" || disk.Bus == "scsi" {
+		args = "--device /dev/sda"
+	}
+	if dryRun {
+		args = "--dry-run " + args
+		disk.ReadOnly = true
+	}
+	res := &EsxibootResult{Exit: -1}
+	vm := VM{
+		Name:    name,
+		Kernel:  a.Kernel,
+		Initrd:  initrd,
+		Cmdline: KernelCmdline(`uroot.uinitargs="` + args + `"`),
+		Disks:   []Disk{disk},
+		Timeout: Scaled(90 * time.Second),
+		OnLine: func(l string) {
+			if strings.Contains(l, "ESXIBOOT-TEST") || strings.Contains(l, "esxiboot") || strings.Contains(l, "ESXI-STUB") ||
+				strings.Contains(l, "Loaded image") || strings.Contains(l, "ESXi") || strings.Contains(l, "bootUUID") {
+				res.Lines = append(res.Lines, l)
+			}
+			if onLine != nil {
+				onLine(l)
+			}
+		},
+	}
+	r, err := Start(ctx, vm)
+	if err != nil {
+		return nil, nil, err
+	}
+	if dryRun {
+		m, err := r.Expect(reEsxibootExit, 0)
+		if err != nil {
+			return nil, r, err
+		}
+		res.Exit, _ = strconv.Atoi(m[1])
+		if u := reBootUUID.FindStringSubmatch(r.Output()); u != nil {
+			res.Loaded = u[1]
+		}
+		return res, r, r.Wait(Scaled(20 * time.Second))
+	}
+	m, err := r.Expect(reStub, 0, reEsxibootExit)
+	if err != nil {
+		return nil, r, err
+	}
+	res.Booted = m[1]
+	if u := reBootUUID.FindStringSubmatch(r.Output()); u != nil {
+		res.Loaded = u[1]
+	}
+	return res, r, r.Wait(Scaled(20 * time.Second))
+}
+
+// KernelCmdline joins kernel command line words after what every boot
+// needs: the serial console and no hanging on a panic.
+func KernelCmdline(words ...string) string {
+	return strings.Join(append([]string{"console=ttyS0,115200", "panic=-1"}, words...), " ")
+}
+
+// HandsOff boots the rescue system with the given rescue.* words and disks,
+// waits for "RESCUE: DONE ok" (failing at once on "RESCUE: FAILED"), and
+// then for QEMU to exit (rescue.done=poweroff) unless wantAfter is set, in
+// which case it waits for that line instead (e.g. the stub kernel's after
+// rescue.done=boot) and returns its match.
+func HandsOff(ctx context.Context, vm VM, wantAfter *regexp.Regexp) (*Running, []string, error) {
+	if vm.Timeout == 0 {
+		vm.Timeout = Scaled(3 * time.Minute)
+	}
+	r, err := Start(ctx, vm)
+	if err != nil {
+		return nil, nil, err
+	}
+	if _, err := r.Expect(MarkDone, 0, MarkFailed); err != nil {
+		return r, nil, err
+	}
+	if wantAfter != nil {
+		m, err := r.Expect(wantAfter, 0, MarkFailed)
+		if err != nil {
+			return r, nil, err
+		}
+		r.Wait(Scaled(20 * time.Second))
+		return r, m, nil
+	}
+	return r, nil, r.Wait(Scaled(30 * time.Second))
+}
