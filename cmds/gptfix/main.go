@@ -1,0 +1,432 @@
+// Command gptfix repairs a GUID partition table slot for slot.
+//
+// It restores the slot layout from a reference (-ref) or from the known
+// ESXi layouts (-esxi), moves a stranded backup GPT to the end of a grown
+// disk, rebuilds a damaged copy from the good one, and fixes header fields,
+// CRCs and the protective MBR. It only prints the plan unless -yes is
+// given; then it saves an undo file first, writes the backup copy, then
+// the primary, and verifies.
+//
+// Exit status: without -yes, 0 when nothing needs changing and 1 when the
+// plan has changes; with -yes, 0 on success; -check: 0 clean, 1 problems;
+// 2 on any error.
+package main
+
+import (
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/esxi-rescue/rescue/esxi"
+	"github.com/esxi-rescue/rescue/gpt"
+)
+
+const usage = `Usage: gptfix [flags] TARGET
+
+Repairs the GPT partition table of TARGET (a disk such as /dev/sda, or an
+image file) slot for slot: partition N stays partition N. Without -yes it
+only shows what it would change and writes nothing.
+
+Always considered:
+  - move the backup GPT to the end of a disk that is bigger than the one
+    the table was made for (after restoring an image onto a larger disk),
+    and set the last usable LBA accordingly (like sgdisk -e);
+  - rebuild a damaged or missing primary GPT from the backup, or the
+    backup from the primary;
+  - fix header fields, CRC32s and the protective MBR's size field.
+A disk smaller than its table is refused unless every partition still fits.
+
+Putting entries back in their slots (the table was rewritten "compacted"
+or "sorted", which breaks ESXi: it finds its boot banks at entries 5 and 6):
+  -ref REF   take the slot layout from REF: a disk, an image, a layout file
+             saved with -save (or gptdiff -save), or an sgdisk --backup file
+  -esxi      recognise the ESXi 5.x/6.x/7.x layout (no reference needed);
+             refuses when the layout is not clearly ESXi
+
+Writing (-yes): an undo file with every sector about to change is saved
+first (see -undo-dir), then the backup copy is written and flushed, then
+the primary, then everything is read back and verified. A target with a
+mounted partition is refused.
+
+Examples:
+  gptfix /dev/sda                      show what is wrong and the plan
+  gptfix -esxi /dev/sda                also put ESXi entries back in their slots
+  gptfix -ref esxi-orig.img -yes /dev/sda
+  gptfix -undo gptfix-undo-sda-20260101T120000Z.json -yes /dev/sda
+  gptfix -check disk.img               verify only (exit 0 clean, 1 problems)
+
+Exit status: 0 nothing to do / success / clean; 1 changes needed (without
+-yes) or problems found (-check); 2 error.
+
+Flags:
+`
+
+// testPauseNote documents the test-only hook in -h.
+var testPauseNote = fmt.Sprintf(`
+Test only: when the environment variable %s=SECONDS is set, gptfix
+pauses that long after the backup GPT is written and flushed, before the
+primary is touched, printing %q (used by the power-cut test).
+Never set it in real use.
+`, gpt.PauseEnv, gpt.PauseMarker)
+
+// options are the parsed flags.
+type options struct {
+	ref, undo, save, undoDir string
+	esxi, yes, check, json   bool
+	noRelocate               bool
+	grow, sector             int
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run is main without the exit, for tests.
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("gptfix", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o options
+	fs.StringVar(&o.ref, "ref", "", "restore the slot layout from REF (disk, image, layout JSON or sgdisk backup)")
+	fs.BoolVar(&o.esxi, "esxi", false, "restore the slot layout by recognising the ESXi 5.x/6.x/7.x layout")
+	fs.IntVar(&o.grow, "grow", 0, "grow partition `N` (the last one on disk, e.g. 3 = the ESXi datastore) to the end of the disk")
+	fs.BoolVar(&o.noRelocate, "no-relocate", false, "keep the backup GPT where it is instead of moving it to the end of the disk")
+	fs.IntVar(&o.sector, "sector", 0, "sector size of image files: 512 or 4096 (block devices report their own)")
+	fs.BoolVar(&o.yes, "yes", false, "apply the plan (without it nothing is written)")
+	fs.BoolVar(&o.check, "check", false, "only verify the table: exit 0 when clean, 1 when there are problems")
+	fs.StringVar(&o.undo, "undo", "", "restore the sectors saved in undo `FILE` (needs -yes to write)")
+	fs.StringVar(&o.save, "save", "", "save TARGET's current table to layout `FILE` (JSON) for use as -ref later")
+	fs.StringVar(&o.undoDir, "undo-dir", "", "`DIR` for the undo file (default: the current directory, else /tmp)")
+	fs.BoolVar(&o.json, "json", false, "print the result as JSON")
+	fs.Usage = func() {
+		fmt.Fprint(stderr, usage)
+		fs.PrintDefaults()
+		fmt.Fprint(stderr, testPauseNote)
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() != 1 {
+		fmt.Fprintln(stderr, "gptfix: exactly one TARGET is needed (see gptfix -h)")
+		return 2
+	}
+	if o.ref != "" && o.esxi {
+		fmt.Fprintln(stderr, "gptfix: use either -ref or -esxi, not both")
+		return 2
+	}
+	r := &report{Target: fs.Arg(0)}
+	code, err := fix(&o, r, stdout)
+	if err != nil {
+		r.Error = err.Error()
+		code = 2
+	}
+	if o.json {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(r)
+	} else if err != nil {
+		fmt.Fprintf(stderr, "gptfix: %v\n", err)
+	}
+	return code
+}
+
+// report is what -json prints.
+type report struct {
+	Target     string       `json:"target"`
+	DiskSize   int64        `json:"disk_size,omitempty"`
+	SectorSize int          `json:"sector_size,omitempty"`
+	Problems   []string     `json:"problems,omitempty"`
+	ESXi       *esxi.Match  `json:"esxi,omitempty"`
+	Plan       *planJSON    `json:"plan,omitempty"`
+	Undo       *gpt.Undo    `json:"undo,omitempty"`
+	UndoFile   string       `json:"undo_file,omitempty"`
+	Applied    bool         `json:"applied"`
+	Saved      string       `json:"saved_layout,omitempty"`
+	Error      string       `json:"error,omitempty"`
+	Slots      []slotJSON   `json:"slots_after,omitempty"`
+	Verified   *verifiedDoc `json:"verified,omitempty"`
+}
+
+type planJSON struct {
+	Empty  bool        `json:"empty"`
+	Steps  []string    `json:"steps"`
+	Notes  []string    `json:"notes,omitempty"`
+	Writes []writeJSON `json:"writes"`
+}
+
+type writeJSON struct {
+	Region string  `json:"region"`
+	LBA    uint64  `json:"lba"`
+	Offset int64   `json:"offset"`
+	Old    *string `json:"old"` // hex; null when read at apply time
+	New    string  `json:"new"`
+}
+
+type slotJSON struct {
+	Slot  int    `json:"slot"`
+	Type  string `json:"type"`
+	Name  string `json:"type_name"`
+	First uint64 `json:"first_lba"`
+	Last  uint64 `json:"last_lba"`
+}
+
+type verifiedDoc struct {
+	Problems []string `json:"problems"`
+}
+
+// out prints human text unless -json.
+type out struct {
+	w    io.Writer
+	json bool
+}
+
+func (o out) f(format string, a ...any) {
+	if !o.json {
+		fmt.Fprintf(o.w, format, a...)
+	}
+}
+
+func fix(o *options, r *report, stdout io.Writer) (int, error) {
+	p := out{stdout, o.json}
+	if o.undo != "" {
+		return undo(o, r, p)
+	}
+	dev, err := gpt.OpenDevice(r.Target, o.sector, false)
+	if err != nil {
+		return 2, err
+	}
+	defer dev.Close()
+	t, err := dev.ReadTable()
+	if err != nil {
+		return 2, err
+	}
+	r.DiskSize, r.SectorSize = t.DiskSize, t.SectorSize
+	r.Problems = problems(t)
+	p.f("%s: %s, %d-byte sectors\n", r.Target, sizeText(t.DiskSize), t.SectorSize)
+
+	if o.save != "" {
+		if err := saveLayout(o.save, t); err != nil {
+			return 2, err
+		}
+		r.Saved = o.save
+		p.f("Saved the current table to %s.\n", o.save)
+	}
+	if len(r.Problems) == 0 {
+		p.f("The partition table has no problems.\n")
+	} else {
+		p.f("Problems found:\n")
+		for _, s := range r.Problems {
+			p.f("  - %s\n", s)
+		}
+	}
+	if o.check {
+		if len(r.Problems) > 0 {
+			p.f("Run gptfix without -check to see the repair plan.\n")
+			return 1, nil
+		}
+		return 0, nil
+	}
+
+	opt := gpt.FixOptions{GrowSlot: o.grow, NoRelocate: o.noRelocate}
+	switch {
+	case o.ref != "":
+		ref, err := gpt.LoadReference(o.ref, o.sector)
+		if err != nil {
+			return 2, fmt.Errorf("reference %s: %w", o.ref, err)
+		}
+		opt.Ref = ref
+		p.f("Reference: %s\n", o.ref)
+	case o.esxi:
+		m, err := esxi.Recognize(t)
+		if err != nil {
+			return 2, err
+		}
+		r.ESXi = m
+		opt.SlotMap, opt.SlotMapReason = m.SlotMap, "ESXi "+m.Family+" layout"
+		p.f("\n%s", m.Text)
+	}
+	plan, err := gpt.PlanFix(t, opt)
+	if err != nil {
+		return 2, err
+	}
+	r.Plan = toPlanJSON(plan)
+	for _, s := range plan.Slots() {
+		if s.Used() {
+			e := s.Entry()
+			r.Slots = append(r.Slots, slotJSON{s.Index, e.Type.String(), gpt.TypeName(e.Type), e.First, e.Last})
+		}
+	}
+	p.f("\n%s", plan)
+	if plan.Empty() {
+		return 0, nil
+	}
+	p.f("\nPartition entries after the repair:\n")
+	for _, s := range r.Slots {
+		p.f("  %3d  LBA %12d - %-12d %10s  %s\n", s.Slot, s.First, s.Last, sizeText(int64(s.Last-s.First+1)*int64(t.SectorSize)), s.Name)
+	}
+	if !o.yes {
+		p.f("\nNothing was written. Run again with -yes to apply these changes.\n")
+		return 1, nil
+	}
+
+	// Apply.
+	if err := refuseInUse(r.Target); err != nil {
+		return 2, err
+	}
+	dev.Close()
+	undoPath, err := undoFile(o.undoDir, r.Target)
+	if err != nil {
+		return 2, err
+	}
+	wdev, err := gpt.OpenDevice(r.Target, o.sector, true)
+	if err != nil {
+		return 2, err
+	}
+	defer wdev.Close()
+	p.f("\nSaving the undo file %s\n", undoPath)
+	if err := plan.Apply(wdev, undoPath); err != nil {
+		if _, serr := os.Stat(undoPath); serr == nil {
+			r.UndoFile = undoPath
+		}
+		return 2, err
+	}
+	r.UndoFile, r.Applied = undoPath, true
+	after, err := wdev.ReadTable()
+	if err != nil {
+		return 2, fmt.Errorf("reading the table back: %w", err)
+	}
+	r.Verified = &verifiedDoc{Problems: problems(after)}
+	p.f("Written and verified: backup GPT first, then the primary; both copies read back as planned.\n")
+	if len(r.Verified.Problems) > 0 {
+		p.f("Still reported after the repair:\n")
+		for _, s := range r.Verified.Problems {
+			p.f("  - %s\n", s)
+		}
+	}
+	p.f("To undo: gptfix -undo %s -yes %s\n", undoPath, r.Target)
+	return 0, nil
+}
+
+// undo shows or replays an undo file.
+func undo(o *options, r *report, p out) (int, error) {
+	u, err := gpt.LoadUndo(o.undo)
+	if err != nil {
+		return 2, err
+	}
+	r.Undo, r.UndoFile = u, o.undo
+	p.f("%s", u)
+	if !o.yes {
+		p.f("Nothing was written. Run again with -yes to restore these sectors on %s.\n", r.Target)
+		return 1, nil
+	}
+	if err := refuseInUse(r.Target); err != nil {
+		return 2, err
+	}
+	dev, err := gpt.OpenDevice(r.Target, o.sector, true)
+	if err != nil {
+		return 2, err
+	}
+	defer dev.Close()
+	if err := gpt.ApplyUndo(dev, o.undo); err != nil {
+		return 2, err
+	}
+	r.Applied = true
+	p.f("Restored %d sector(s) on %s and verified them.\n", len(u.Records), r.Target)
+	return 0, nil
+}
+
+func refuseInUse(target string) error {
+	why, err := gpt.InUse(target)
+	if err != nil {
+		return err
+	}
+	if len(why) > 0 {
+		return fmt.Errorf("refusing to write to %s: %s; unmount it first", target, strings.Join(why, "; "))
+	}
+	return nil
+}
+
+// undoFile picks a new undo file name: DIR, else the current directory
+// when writable, else /tmp.
+func undoFile(dir, target string) (string, error) {
+	if dir == "" {
+		dir = "."
+		if f, err := os.CreateTemp(".", ".gptfix-probe-*"); err == nil {
+			f.Close()
+			os.Remove(f.Name())
+		} else {
+			dir = os.TempDir()
+		}
+	}
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+		return "", fmt.Errorf("undo directory %s is not a directory", dir)
+	}
+	name := fmt.Sprintf("gptfix-undo-%s-%s.json", filepath.Base(target), time.Now().UTC().Format("20060102T150405.000Z"))
+	return filepath.Join(dir, name), nil
+}
+
+func saveLayout(path string, t *gpt.Table) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		return err
+	}
+	if err := gpt.SaveLayout(f, t); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// problems lists everything found wrong with t, table-level first.
+func problems(t *gpt.Table) []string {
+	var s []string
+	seen := map[string]bool{}
+	add := func(ps []gpt.Problem) {
+		for _, p := range ps {
+			if !seen[p.String()] {
+				seen[p.String()] = true
+				s = append(s, p.String())
+			}
+		}
+	}
+	add(t.Problems)
+	for _, c := range []*gpt.Copy{t.Primary, t.Backup} {
+		if c != nil {
+			add(c.Problems)
+		}
+	}
+	return s
+}
+
+func toPlanJSON(p *gpt.Plan) *planJSON {
+	j := &planJSON{Empty: p.Empty(), Steps: p.Steps, Notes: p.Notes, Writes: []writeJSON{}}
+	for _, w := range p.Writes {
+		x := writeJSON{Region: w.Region, LBA: w.LBA, Offset: w.Offset, New: hex.EncodeToString(w.New)}
+		if w.Old != nil {
+			s := hex.EncodeToString(w.Old)
+			x.Old = &s
+		}
+		j.Writes = append(j.Writes, x)
+	}
+	return j
+}
+
+func sizeText(n int64) string {
+	const k = 1024
+	switch {
+	case n >= k*k*k:
+		return fmt.Sprintf("%.1f GiB", float64(n)/(k*k*k))
+	case n >= k*k:
+		return fmt.Sprintf("%.1f MiB", float64(n)/(k*k))
+	}
+	return fmt.Sprintf("%d KiB", n/k)
+}

@@ -1,0 +1,358 @@
+package main
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"hash/crc32"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/esxi-rescue/rescue/esxi"
+)
+
+const gib = int64(1) << 30
+
+// The fixtures below are built with sgdisk and a hand-written writer
+// (raw offsets, hash/crc32) — not with the gpt package under test.
+
+func sh(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// esxiImage makes an 8 GiB-class ESXi image with sgdisk -a 1 -n ...
+func esxiImage(t *testing.T, path string, v esxi.Version, size int64) []esxi.Part {
+	t.Helper()
+	parts, err := esxi.Layout(v, size, 512)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Truncate(size)
+	f.Close()
+	args := []string{"-a", "1"}
+	for _, p := range parts {
+		args = append(args, "-n", fmt.Sprintf("%d:%d:%d", p.Slot, p.First, p.Last), "-t", fmt.Sprintf("%d:%s", p.Slot, p.Type))
+	}
+	sh(t, "sgdisk", append(args, path)...)
+	return parts
+}
+
+func readAt(t *testing.T, path string, off int64, n int) []byte {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, n)
+	if _, err := f.ReadAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func writeAt(t *testing.T, path string, b []byte, off int64) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// compactTable closes the gaps in both entry arrays (primary at LBA 1,
+// backup where it points) and makes the CRCs valid: the incident damage.
+func compactTable(t *testing.T, path string) {
+	t.Helper()
+	p := readAt(t, path, 512, 512)
+	for _, lba := range []uint64{1, binary.LittleEndian.Uint64(p[0x20:])} {
+		h := readAt(t, path, int64(lba)*512, 512)
+		entry := binary.LittleEndian.Uint64(h[0x48:])
+		arr := readAt(t, path, int64(entry)*512, 128*128)
+		out := make([]byte, len(arr))
+		n := 0
+		for i := 0; i < 128; i++ {
+			if e := arr[i*128 : (i+1)*128]; !bytes.Equal(e[:16], make([]byte, 16)) {
+				copy(out[n*128:], e)
+				n++
+			}
+		}
+		binary.LittleEndian.PutUint32(h[0x58:], crc32.ChecksumIEEE(out))
+		binary.LittleEndian.PutUint32(h[0x10:], 0)
+		binary.LittleEndian.PutUint32(h[0x10:], crc32.ChecksumIEEE(h[:92]))
+		writeAt(t, path, out, int64(entry)*512)
+		writeAt(t, path, h, int64(lba)*512)
+	}
+}
+
+// markers writes random blocks into every partition and returns their hashes.
+func markers(t *testing.T, path string, parts []esxi.Part) map[int64][32]byte {
+	m := map[int64][32]byte{}
+	for _, p := range parts {
+		for _, off := range []int64{int64(p.First) * 512, int64(p.Last+1)*512 - 4096} {
+			b := make([]byte, 4096)
+			rand.Read(b)
+			writeAt(t, path, b, off)
+			m[off] = sha256.Sum256(b)
+		}
+	}
+	return m
+}
+
+func checkMarkers(t *testing.T, path string, m map[int64][32]byte) {
+	t.Helper()
+	for off, want := range m {
+		if sha256.Sum256(readAt(t, path, off, 4096)) != want {
+			t.Errorf("%s: partition data at byte %d changed", path, off)
+		}
+	}
+}
+
+func gptfix(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var o, e bytes.Buffer
+	code := run(args, &o, &e)
+	return code, o.String(), e.String()
+}
+
+func cp(t *testing.T, src, dst string) { sh(t, "cp", "--sparse=always", src, dst) }
+
+// fixed checks the repaired image: the original entry array in both
+// copies, the backup at the last LBA, sgdisk -v clean, slots as in the
+// layout, and the partitions' data untouched.
+func fixed(t *testing.T, path string, size int64, origArr []byte, parts []esxi.Part, m map[int64][32]byte) {
+	t.Helper()
+	last := size/512 - 1
+	if got := readAt(t, path, 2*512, len(origArr)); !bytes.Equal(got, origArr) {
+		t.Errorf("%s: primary entry array differs from the original", path)
+	}
+	if got := readAt(t, path, (last-32)*512, len(origArr)); !bytes.Equal(got, origArr) {
+		t.Errorf("%s: backup entry array at the new end differs from the original", path)
+	}
+	bh := readAt(t, path, last*512, 512)
+	if string(bh[:8]) != "EFI PART" || binary.LittleEndian.Uint64(bh[0x18:]) != uint64(last) {
+		t.Errorf("%s: no backup header at the last LBA %d", path, last)
+	}
+	if out := sh(t, "sgdisk", "-v", path); !strings.Contains(out, "No problems found") {
+		t.Errorf("sgdisk -v:\n%s", out)
+	}
+	out := sh(t, "sgdisk", "-p", path)
+	listed := map[string]bool{}
+	for _, l := range strings.Split(out, "\n") {
+		if f := strings.Fields(l); len(f) > 3 {
+			listed[f[0]+":"+f[1]+"-"+f[2]] = true
+		}
+	}
+	for _, p := range parts {
+		if !listed[fmt.Sprintf("%d:%d-%d", p.Slot, p.First, p.Last)] {
+			t.Errorf("sgdisk -p does not list entry %d at %d-%d:\n%s", p.Slot, p.First, p.Last, out)
+		}
+	}
+	checkMarkers(t, path, m)
+}
+
+// TestIncident runs the command on the incident: ESXi 5.0, 8 GiB copied
+// to 12 GiB, entry array compacted.
+func TestIncident(t *testing.T) {
+	if _, err := exec.LookPath("sgdisk"); err != nil {
+		t.Fatal("sgdisk is needed (build.sh APT_PACKAGES installs gdisk)")
+	}
+	dir := t.TempDir()
+	orig := filepath.Join(dir, "orig.img")
+	parts := esxiImage(t, orig, "5.0", 8*gib)
+	m := markers(t, orig, parts)
+	origArr := readAt(t, orig, 1024, 128*128)
+	broken := filepath.Join(dir, "broken.img")
+	cp(t, orig, broken)
+	os.Truncate(broken, 12*gib)
+	compactTable(t, broken)
+	brokenHead := readAt(t, broken, 0, 34*512)
+
+	// Plan only: exit 1, says what it would do, writes nothing.
+	code, out, errOut := gptfix(t, "-esxi", broken)
+	if code != 1 {
+		t.Fatalf("gptfix -esxi (plan only): exit %d\n%s%s", code, out, errOut)
+	}
+	for _, want := range []string{"ESXi 5.x", "exact", "move entries 5,6,7,8 from slots 4,5,6,7 back to slots 5,6,7,8",
+		"zero slot 4", "backup GPT at the disk's last LBA 25165823 (was 16777215", "Nothing was written"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("plan output lacks %q:\n%s", want, out)
+		}
+	}
+	t.Logf("gptfix -esxi %s:\n%s", filepath.Base(broken), out)
+	if !bytes.Equal(brokenHead, readAt(t, broken, 0, 34*512)) {
+		t.Fatal("gptfix without -yes wrote to the disk")
+	}
+	// Without -esxi/-ref only the backup is moved: still exit 1.
+	if code, out, _ := gptfix(t, broken); code != 1 || strings.Contains(out, "move entries") {
+		t.Errorf("plain gptfix: exit %d\n%s", code, out)
+	}
+	if code, _, _ := gptfix(t, "-check", broken); code != 1 {
+		t.Errorf("-check on the broken disk: exit %d, want 1", code)
+	}
+
+	undoDir := t.TempDir()
+	for _, mode := range [][]string{{"-esxi"}, {"-ref", orig}} {
+		t.Run(mode[0], func(t *testing.T) {
+			work := filepath.Join(t.TempDir(), "work.img")
+			cp(t, broken, work)
+			args := append(append([]string{"-yes", "-undo-dir", undoDir}, mode...), work)
+			code, out, errOut := gptfix(t, args...)
+			if code != 0 {
+				t.Fatalf("gptfix %v: exit %d\n%s%s", args, code, out, errOut)
+			}
+			fixed(t, work, 12*gib, origArr, parts, m)
+			if code, out, _ := gptfix(t, "-check", work); code != 0 {
+				t.Errorf("-check after the fix: exit %d\n%s", code, out)
+			}
+			if code, out, _ := gptfix(t, append(mode, work)...); code != 0 || !strings.Contains(out, "Nothing to do") {
+				t.Errorf("second run: exit %d\n%s", code, out)
+			}
+			// Undo: shown without -yes, restored with it.
+			undos, _ := filepath.Glob(filepath.Join(undoDir, "gptfix-undo-work.img-*.json"))
+			if len(undos) == 0 {
+				t.Fatal("no undo file written")
+			}
+			u := undos[len(undos)-1]
+			if code, _, _ := gptfix(t, "-undo", u, work); code != 1 {
+				t.Errorf("-undo without -yes: exit %d, want 1", code)
+			}
+			if code, out, errOut := gptfix(t, "-undo", u, "-yes", work); code != 0 {
+				t.Fatalf("-undo -yes: exit %d\n%s%s", code, out, errOut)
+			}
+			if !bytes.Equal(brokenHead, readAt(t, work, 0, 34*512)) {
+				t.Error("undo did not restore the start of the disk")
+			}
+			os.Remove(u)
+		})
+	}
+
+	// -json: machine-readable plan.
+	code, out, _ = gptfix(t, "-json", "-esxi", broken)
+	var r struct {
+		Plan struct {
+			Steps  []string
+			Writes []struct{ LBA uint64 }
+		}
+		ESXi struct {
+			Family  string
+			SlotMap map[string]int `json:"slot_map"`
+		}
+	}
+	if err := json.Unmarshal([]byte(out), &r); err != nil || code != 1 {
+		t.Fatalf("-json: exit %d, %v\n%s", code, err, out)
+	}
+	if r.ESXi.Family != "5.x" || r.ESXi.SlotMap["4"] != 5 || len(r.Plan.Steps) == 0 || len(r.Plan.Writes) == 0 {
+		t.Errorf("-json content: %+v", r)
+	}
+}
+
+// TestReferenceFormats: a saved layout file and an sgdisk backup serve as
+// references as well as the original image.
+func TestReferenceFormats(t *testing.T) {
+	dir := t.TempDir()
+	orig := filepath.Join(dir, "orig.img")
+	parts := esxiImage(t, orig, "6.7", 10*gib)
+	m := markers(t, orig, parts)
+	origArr := readAt(t, orig, 1024, 128*128)
+	layout := filepath.Join(dir, "orig.json")
+	if code, out, errOut := gptfix(t, "-check", "-save", layout, orig); code != 0 {
+		t.Fatalf("-check -save: exit %d\n%s%s", code, out, errOut)
+	}
+	sgd := filepath.Join(dir, "orig.sgdisk")
+	sh(t, "sgdisk", "-b", sgd, orig)
+	broken := filepath.Join(dir, "broken.img")
+	cp(t, orig, broken)
+	os.Truncate(broken, 11*gib)
+	compactTable(t, broken)
+	for _, ref := range []string{layout, sgd} {
+		t.Run(filepath.Ext(ref), func(t *testing.T) {
+			work := filepath.Join(t.TempDir(), "work.img")
+			cp(t, broken, work)
+			if code, out, errOut := gptfix(t, "-ref", ref, "-yes", "-undo-dir", t.TempDir(), work); code != 0 {
+				t.Fatalf("exit %d\n%s%s", code, out, errOut)
+			}
+			fixed(t, work, 11*gib, origArr, parts, m)
+		})
+	}
+}
+
+// TestRefusals: errors exit 2 and write nothing.
+func TestRefusals(t *testing.T) {
+	dir := t.TempDir()
+	orig := filepath.Join(dir, "orig.img")
+	esxiImage(t, orig, "5.0", 8*gib)
+	small := filepath.Join(dir, "small.img")
+	cp(t, orig, small)
+	os.Truncate(small, 7*gib)
+	head := readAt(t, small, 0, 34*512)
+	linux := filepath.Join(dir, "linux.img")
+	os.WriteFile(linux, nil, 0o600)
+	os.Truncate(linux, 1*gib)
+	sh(t, "sgdisk", "-n", "1:2048:+100M", "-t", "1:8300", "-n", "2:0:0", linux)
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-yes", "-undo-dir", dir, small}, "smaller than the table needs"},
+		{[]string{"-esxi", "-yes", "-undo-dir", dir, linux}, "not an ESXi boot disk layout"},
+		{[]string{"-esxi", "-ref", orig, small}, "not both"},
+		{[]string{filepath.Join(dir, "missing.img")}, "no such file"},
+		{[]string{"-undo", filepath.Join(dir, "orig.img"), "-yes", small}, "undo file"},
+		{[]string{"-sector", "1000", small}, "sector size"},
+		{[]string{}, "TARGET"},
+	}
+	for _, c := range cases {
+		code, out, errOut := gptfix(t, c.args...)
+		if code != 2 || !strings.Contains(errOut, c.want) {
+			t.Errorf("gptfix %v: exit %d, want 2 with %q\n%s%s", c.args, code, c.want, out, errOut)
+		}
+	}
+	if !bytes.Equal(head, readAt(t, small, 0, 34*512)) {
+		t.Error("a refused run wrote to the disk")
+	}
+}
+
+// TestBinary builds the command and checks -h and the exit status of the
+// real process.
+func TestBinary(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "gptfix")
+	sh(t, "go", "build", "-o", bin, ".")
+	out, err := exec.Command(bin, "-h").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "GPTFIX_TEST_PAUSE") || !strings.Contains(string(out), "-esxi") {
+		t.Errorf("gptfix -h: %v\n%s", err, out)
+	}
+	dir := t.TempDir()
+	img := filepath.Join(dir, "d.img")
+	esxiImage(t, img, "5.0", 8*gib)
+	os.Truncate(img, 9*gib)
+	err = exec.Command(bin, img).Run()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 {
+		t.Errorf("plan with changes: %v, want exit status 1", err)
+	}
+	cmd := exec.Command(bin, "-yes", "-undo-dir", dir, img)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("-yes: %v\n%s", err, out)
+	}
+	if err := exec.Command(bin, "-check", img).Run(); err != nil {
+		t.Errorf("-check after the fix: %v", err)
+	}
+}
