@@ -184,8 +184,8 @@ type NIC struct {
 	Speed   int    `json:"speed_mbps,omitempty"`
 }
 
-// NICs lists Ethernet interfaces (not loopback, not virtual bridges
-// without a device), sorted by name.
+// NICs lists Ethernet interfaces backed by a device (not loopback,
+// bridges, bonds, veth or ifb), sorted by name.
 func (s Sys) NICs() ([]NIC, error) {
 	ents, err := os.ReadDir(s.p("sys/class/net"))
 	if err != nil {
@@ -196,6 +196,9 @@ func (s Sys) NICs() ([]NIC, error) {
 		b := s.p("sys/class/net", e.Name())
 		if readTrim(filepath.Join(b, "type")) != "1" || e.Name() == "lo" {
 			continue
+		}
+		if _, err := os.Stat(filepath.Join(b, "device")); err != nil {
+			continue // virtual: bridge, bond, veth, ifb
 		}
 		n := NIC{Name: e.Name(), MAC: readTrim(filepath.Join(b, "address")), Link: readTrim(filepath.Join(b, "operstate"))}
 		n.Carrier = readTrim(filepath.Join(b, "carrier")) == "1"

@@ -96,6 +96,9 @@ func TestNICs(t *testing.T) {
 	write(t, root, "sys/class/net/eth1/type", "1")
 	write(t, root, "sys/class/net/eth1/address", "52:54:00:12:34:57")
 	write(t, root, "sys/class/net/eth1/operstate", "down")
+	os.MkdirAll(filepath.Join(root, "sys/class/net/eth1/device"), 0o755)
+	write(t, root, "sys/class/net/ifb0/type", "1")
+	write(t, root, "sys/class/net/ifb0/address", "9e:ad:e9:e2:18:80")
 	nics, err := Sys{Root: root}.NICs()
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,96 @@
+package system
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/esxi-rescue/rescue/rescue/inventory"
+	"golang.org/x/sys/unix"
+)
+
+// BannerFile is the banner the initramfs ships (initramfs/files/etc).
+const BannerFile = "/etc/rescue-banner"
+
+// Commands lists the rescue tools the banner names when BannerFile is
+// missing.
+const Commands = `Commands:
+  gptdiff   compare two GPT partition tables slot by slot
+  gptfix    put GPT entries back where ESXi expects them (dry run unless -w)
+  imgcopy   restore or back up a raw disk image (file, device, http/https)
+  esximg    inspect an ESXi disk (boot banks, layout)
+  esxiboot  boot the ESXi installation on a disk (kexec): esxiboot -device /dev/sdX
+  ls /sys/block, ip addr, dhclient, mount, dmesg, modprobe, poweroff
+`
+
+// Banner writes the interactive shell's greeting: the disks found with
+// their size, model and GPT summary, the NICs, and the commands.
+func Banner(w io.Writer, disks []inventory.Disk, nics []inventory.NIC) {
+	var b strings.Builder
+	if text, err := os.ReadFile(BannerFile); err == nil {
+		b.Write(text)
+		if !strings.HasSuffix(string(text), "\n") {
+			b.WriteByte('\n')
+		}
+	} else {
+		b.WriteString("ESXi rescue system (u-root shell: gosh).\n" + Commands)
+	}
+	b.WriteString("Disks:\n")
+	if len(disks) == 0 {
+		b.WriteString("  none found (dmesg shows driver messages)\n")
+	}
+	for _, d := range disks {
+		fmt.Fprintf(&b, "  %s — %s\n", d.Describe(), Summary(d))
+	}
+	if len(nics) > 0 {
+		b.WriteString("Network interfaces:\n")
+		for _, n := range nics {
+			fmt.Fprintf(&b, "  %s %s link %s\n", n.Name, n.MAC, n.Link)
+		}
+	}
+	b.WriteString("Hands-off mode: boot with rescue.action=restore,fix,verify rescue.target=auto ... (see README)\n")
+	io.WriteString(w, b.String())
+}
+
+// Shell replaces the process with the u-root shell (gosh), or returns an
+// error when there is none.
+func Shell() error {
+	for _, p := range []string{"/bbin/gosh", "/bin/gosh", "/bin/sh", "/bbin/sh", "/bin/defaultsh"} {
+		if _, err := os.Stat(p); err == nil {
+			return syscall.Exec(p, []string{p}, os.Environ())
+		}
+	}
+	if p, err := exec.LookPath("gosh"); err == nil {
+		return syscall.Exec(p, []string{p}, os.Environ())
+	}
+	return fmt.Errorf("no shell (gosh) found")
+}
+
+// ExecBoot replaces the process with esxiboot booting dev by kexec.
+func ExecBoot(dev string) error {
+	p, err := Esxiboot()
+	if err != nil {
+		return err
+	}
+	return syscall.Exec(p, []string{p, "-device", dev}, os.Environ())
+}
+
+// PowerOff syncs the disks and powers the machine off (reboot false) or
+// restarts it (reboot true). drain is called after the sync so the last
+// console lines leave the serial port first.
+func PowerOff(reboot bool, drain func()) error {
+	unix.Sync()
+	if drain != nil {
+		drain()
+	}
+	time.Sleep(200 * time.Millisecond) // UART FIFO after tcdrain
+	cmd := unix.LINUX_REBOOT_CMD_POWER_OFF
+	if reboot {
+		cmd = unix.LINUX_REBOOT_CMD_RESTART
+	}
+	return unix.Reboot(cmd)
+}

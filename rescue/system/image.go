@@ -1,0 +1,109 @@
+package system
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+
+	"github.com/esxi-rescue/rescue/gpt"
+	"github.com/esxi-rescue/rescue/rescue/cmdline"
+	"github.com/klauspost/compress/zstd"
+	"github.com/ulikunitz/xz"
+)
+
+// headBytes is how much of an image's start is read to find its GPT: the
+// protective MBR, header and a 128-entry array fit in 34 sectors of 512
+// bytes or 6 of 4096.
+const headBytes = 64 << 10
+
+// openStream opens a file or an http(s) URL.
+func openStream(ctx context.Context, src string) (io.ReadCloser, error) {
+	if !cmdline.IsURL(src) {
+		return os.Open(src)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, src, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		resp.Body.Close()
+		return nil, fmt.Errorf("GET %s: %s", src, resp.Status)
+	}
+	return resp.Body, nil
+}
+
+// decompress wraps r according to its magic bytes (gzip, zstd, xz or
+// none) and names the compression.
+func decompress(r io.Reader) (io.Reader, string, error) {
+	br := bufio.NewReader(r)
+	magic, _ := br.Peek(6)
+	switch {
+	case bytes.HasPrefix(magic, []byte{0x1f, 0x8b}):
+		z, err := gzip.NewReader(br)
+		return z, "gzip", err
+	case bytes.HasPrefix(magic, []byte{0x28, 0xb5, 0x2f, 0xfd}):
+		z, err := zstd.NewReader(br)
+		if err != nil {
+			return nil, "zstd", err
+		}
+		return z.IOReadCloser(), "zstd", nil
+	case bytes.HasPrefix(magic, []byte{0xfd, '7', 'z', 'X', 'Z', 0}):
+		z, err := xz.NewReader(br)
+		return z, "xz", err
+	}
+	return br, "none", nil
+}
+
+// ImageTable reads the primary GPT at the start of an image (file or URL,
+// compressed or not, 512- or 4096-byte sectors) without reading the rest.
+// The returned table has no backup copy; its DiskSize is the size of the
+// disk the image was taken from (from the header's AlternateLBA).
+func ImageTable(ctx context.Context, src string) (*gpt.Table, string, error) {
+	rc, err := openStream(ctx, src)
+	if err != nil {
+		return nil, "", fmt.Errorf("opening the image: %w", err)
+	}
+	defer rc.Close()
+	r, comp, err := decompress(rc)
+	if err != nil {
+		return nil, comp, fmt.Errorf("reading the image (%s): %w", comp, err)
+	}
+	head := make([]byte, headBytes)
+	n, err := io.ReadFull(r, head)
+	if err != nil && err != io.ErrUnexpectedEOF {
+		return nil, comp, fmt.Errorf("reading the image's first %d bytes: %w", headBytes, err)
+	}
+	head = head[:n]
+	var errs []error
+	for _, ss := range []int{512, 4096} {
+		c, err := gpt.ParsePrimary(head, ss)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%d-byte sectors: %w", ss, err))
+			continue
+		}
+		return &gpt.Table{SectorSize: ss, DiskSize: int64(c.Header.AlternateLBA+1) * int64(ss),
+			MBR: append([]byte(nil), head[:ss]...), Primary: c}, comp, nil
+	}
+	return nil, comp, fmt.Errorf("the image has no GPT at its start: %v", errs)
+}
+
+// MinDiskSize is the smallest disk the image's partitions fit on, with
+// room for the backup GPT after the last partition.
+func MinDiskSize(t *gpt.Table) int64 {
+	c := t.Best()
+	if c == nil {
+		return 0
+	}
+	ss := uint64(t.SectorSize)
+	arraySectors := (uint64(c.Header.NumEntries)*uint64(c.Header.EntrySize) + ss - 1) / ss
+	return int64((t.LastUsedLBA() + 1 + arraySectors + 1) * ss)
+}

@@ -1,0 +1,481 @@
+// Package system is the rescue flow's Machine on a real machine: it loads
+// drivers (coldplug), lists disks and NICs, brings the network up, loads
+// the reference table, chooses the target, and runs the disk tools —
+// imaging.Copy for a restore, gpt.PlanFix/Apply for a fix, gpt.Compare
+// and esxi.Recognize for verification, u-root's esxiboot for booting.
+package system
+
+import (
+	"bytes"
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/esxi-rescue/rescue/esxi"
+	"github.com/esxi-rescue/rescue/gpt"
+	"github.com/esxi-rescue/rescue/imaging"
+	"github.com/esxi-rescue/rescue/rescue/cmdline"
+	"github.com/esxi-rescue/rescue/rescue/coldplug"
+	"github.com/esxi-rescue/rescue/rescue/inventory"
+	"github.com/esxi-rescue/rescue/rescue/netup"
+	"github.com/esxi-rescue/rescue/rescue/target"
+	ucmdline "github.com/u-root/u-root/pkg/cmdline"
+	"golang.org/x/sys/unix"
+)
+
+// Console is where the system logs.
+type Console interface {
+	io.Writer
+	Printf(format string, args ...any)
+}
+
+// System implements flow.Machine.
+type System struct {
+	Con     Console
+	Sys     inventory.Sys // "/" normally
+	TmpDir  string        // the rescue tmpfs: undo files, downloads (default /tmp)
+	Release string        // kernel release; "" = uname -r
+	// ExtraModules are loaded after coldplug (modules_load=; u-root's
+	// init loads them too, already loaded ones are skipped).
+	ExtraModules []string
+
+	// Bounds of the waits.
+	DriverTimeout, DiskTimeout time.Duration
+
+	disks    []inventory.Disk
+	medium   map[string]bool
+	imageTab *gpt.Table // the image's table (restore, rescue.ref=image)
+	ref      *gpt.Table // the reference for fix/verify; nil = ESXi recognition
+	refDesc  string
+}
+
+// New returns a System logging to con.
+func New(con Console) *System {
+	return &System{Con: con, Sys: inventory.Sys{Root: "/"}, TmpDir: "/tmp",
+		DriverTimeout: 30 * time.Second, DiskTimeout: 15 * time.Second, medium: map[string]bool{}}
+}
+
+func (s *System) release() string {
+	if s.Release != "" {
+		return s.Release
+	}
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return ""
+	}
+	return unix.ByteSliceToString(u.Release[:])
+}
+
+// Drivers loads the modules the hardware asks for (coldplug), then the
+// always wanted ones and ExtraModules.
+func (s *System) Drivers(ctx context.Context) (any, error) {
+	extra := s.ExtraModules
+	dir := coldplug.ModuleDir(s.Sys.Root, s.release())
+	ix, err := coldplug.LoadIndex(dir)
+	if err != nil {
+		return nil, fmt.Errorf("no module index for kernel %s (drivers built in only): %w", s.release(), err)
+	}
+	l, err := coldplug.NewKernelLoader(ix, filepath.Join(s.Sys.Root, "proc/modules"))
+	if err != nil {
+		return nil, err
+	}
+	l.Params = ucmdline.FlagsForModule
+	res, err := coldplug.Run(ctx, coldplug.Options{
+		SysDevices: filepath.Join(s.Sys.Root, "sys/devices"), Aliases: ix.Aliases, Loader: l,
+		Extra: append(append([]string(nil), coldplug.AlwaysWanted...), extra...), Timeout: s.DriverTimeout,
+	})
+	if res != nil {
+		s.Con.Printf("drivers: %s", res.Summary())
+		if len(res.Loaded) > 0 {
+			s.Con.Printf("drivers: loaded %s", strings.Join(res.Loaded, " "))
+		}
+	}
+	return res, err
+}
+
+// DiskInfo is a disk as the report shows it.
+type DiskInfo struct {
+	inventory.Disk
+	GPT string `json:"gpt"` // one-line summary of its table
+}
+
+// Disks waits for the disks to settle, then lists disks and NICs.
+func (s *System) Disks(ctx context.Context) (any, error) {
+	disks, err := s.Sys.WaitDisks(ctx, 1, time.Second, s.DiskTimeout)
+	if err != nil {
+		return nil, err
+	}
+	s.disks = disks
+	var out struct {
+		Disks []DiskInfo      `json:"disks"`
+		NICs  []inventory.NIC `json:"nics"`
+	}
+	if len(disks) == 0 {
+		s.Con.Printf("disks: none found after %s (is the storage driver in the initramfs? see dmesg)", s.DiskTimeout)
+	}
+	for _, d := range disks {
+		info := DiskInfo{Disk: d, GPT: Summary(d)}
+		s.Con.Printf("disk: %s — %s", d.Describe(), info.GPT)
+		out.Disks = append(out.Disks, info)
+	}
+	nics, err := s.Sys.NICs()
+	if err == nil {
+		for _, n := range nics {
+			s.Con.Printf("nic: %s %s link %s carrier %v driver %s", n.Name, n.MAC, n.Link, n.Carrier, n.Driver)
+		}
+		out.NICs = nics
+	}
+	return out, nil
+}
+
+// Summary describes a disk's partition table in one line (read-only).
+func Summary(d inventory.Disk) string {
+	f := target.Examine(d, nil, nil)
+	switch {
+	case f.ReadErr != "":
+		return "unreadable: " + f.ReadErr
+	case f.Blank:
+		return "blank"
+	case !f.HasGPT:
+		return "no GPT"
+	case f.RescueMedium:
+		return "GPT, the rescue stick"
+	}
+	t, err := gpt.ReadFile(d.Path, d.SectorSize)
+	if err != nil {
+		return "unreadable: " + err.Error()
+	}
+	used := 0
+	for _, sl := range t.Slots() {
+		if sl.Used() {
+			used++
+		}
+	}
+	s := fmt.Sprintf("GPT, %d partitions", used)
+	if len(t.Problems) > 0 {
+		s += fmt.Sprintf(", %d problems (run gptdiff/gptfix)", len(t.Problems))
+	}
+	if m, err := esxi.Recognize(t); err == nil {
+		s += ", ESXi " + m.Family + " layout"
+		if m.NeedsMove() {
+			s += " with entries OUT OF PLACE (gptfix -esxi)"
+		}
+	}
+	return s
+}
+
+// Network brings the network up as ip= says.
+func (s *System) Network(ctx context.Context, c *cmdline.Config) (any, error) {
+	res, err := netup.Up(ctx, c.IP, netup.Options{BootIF: c.BootIF, Log: s.Con.Printf})
+	if err != nil {
+		return nil, err
+	}
+	s.Con.Printf("network: %s (%s) %s via %s, DNS %v", res.Interface, res.MAC, res.Address, res.Gateway, res.DNS)
+	return res, nil
+}
+
+// Reference loads the image's table and the reference for fix/verify.
+func (s *System) Reference(ctx context.Context, c *cmdline.Config) (any, error) {
+	details := map[string]any{"ref": c.Ref}
+	if c.Image != "" && (c.Ref == cmdline.RefImage || c.Has(cmdline.ActionRestore)) {
+		t, comp, err := ImageTable(ctx, c.Image)
+		if err != nil {
+			return nil, fmt.Errorf("image %s: %w", c.Image, err)
+		}
+		s.imageTab = t
+		details["image_compression"] = comp
+		details["image_disk_size"] = t.DiskSize
+		details["image_min_disk_size"] = MinDiskSize(t)
+		s.Con.Printf("reference: image %s (%s), GPT with %d-byte sectors from a %s disk, needs at least %s",
+			c.Image, comp, t.SectorSize, inventory.HumanSize(t.DiskSize), inventory.HumanSize(MinDiskSize(t)))
+	}
+	switch c.Ref {
+	case cmdline.RefImage:
+		s.ref, s.refDesc = s.imageTab, "the image "+c.Image
+	case cmdline.RefESXi:
+		s.ref, s.refDesc = nil, "the ESXi layout recognised on the disk"
+	default:
+		path := c.Ref
+		if cmdline.IsURL(c.Ref) {
+			p, err := s.download(ctx, c.Ref)
+			if err != nil {
+				return nil, err
+			}
+			path = p
+		}
+		t, err := gpt.LoadReference(path, 0)
+		if err != nil {
+			return nil, fmt.Errorf("reference %s: %w", c.Ref, err)
+		}
+		s.ref, s.refDesc = t, "the layout file "+c.Ref
+	}
+	details["description"] = s.refDesc
+	s.Con.Printf("reference: %s", s.refDesc)
+	return details, nil
+}
+
+func (s *System) download(ctx context.Context, url string) (string, error) {
+	rc, err := openStream(ctx, url)
+	if err != nil {
+		return "", fmt.Errorf("downloading %s: %w", url, err)
+	}
+	defer rc.Close()
+	f, err := os.CreateTemp(s.TmpDir, "rescue-ref-*")
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	if _, err := io.Copy(f, io.LimitReader(rc, 64<<20)); err != nil {
+		return "", fmt.Errorf("downloading %s: %w", url, err)
+	}
+	return f.Name(), f.Sync()
+}
+
+// Target resolves rescue.target.
+func (s *System) Target(ctx context.Context, c *cmdline.Config) (string, any, error) {
+	need := target.Need{Purpose: target.ForFix, HaveRef: s.ref != nil, Writes: c.WritesDisk()}
+	refForMatch := s.ref
+	if c.Has(cmdline.ActionRestore) {
+		need = target.Need{Purpose: target.ForRestore, HaveRef: true, Writes: true}
+		refForMatch = s.imageTab
+		if s.imageTab != nil {
+			need.MinSize = MinDiskSize(s.imageTab)
+		}
+	}
+	var facts []target.Facts
+	for _, d := range s.disks {
+		facts = append(facts, target.Examine(d, refForMatch, s.medium))
+	}
+	if c.Target != cmdline.TargetAuto {
+		for _, f := range facts {
+			if f.Disk.Path != c.Target {
+				continue
+			}
+			switch {
+			case f.RescueMedium:
+				return "", f, fmt.Errorf("%s is the rescue system's own boot medium", c.Target)
+			case need.Writes && len(f.Disk.Mounted) > 0:
+				return "", f, fmt.Errorf("%s is mounted on %s", c.Target, strings.Join(f.Disk.Mounted, ","))
+			case need.Writes && f.Disk.ReadOnly:
+				return "", f, fmt.Errorf("%s is read-only", c.Target)
+			case need.Purpose == target.ForRestore && f.Disk.Size < need.MinSize:
+				return "", f, fmt.Errorf("%s is too small (%s, the image needs %s)", c.Target,
+					inventory.HumanSize(f.Disk.Size), inventory.HumanSize(need.MinSize))
+			}
+			s.Con.Printf("target: %s (named on the command line)", f.Disk.Describe())
+			return f.Disk.Path, f, nil
+		}
+		var names []string
+		for _, d := range s.disks {
+			names = append(names, d.Path)
+		}
+		return "", nil, fmt.Errorf("%s is not among the disks found (%s)", c.Target, strings.Join(names, ", "))
+	}
+	chosen, why, err := target.Select(facts, need)
+	if err != nil {
+		return "", facts, err
+	}
+	s.Con.Printf("target: %s", why)
+	return chosen.Disk.Path, map[string]any{"chosen": chosen.Disk.Path, "why": why, "disks": facts}, nil
+}
+
+func (s *System) refuse() []string {
+	var r []string
+	for p := range s.medium {
+		r = append(r, p)
+	}
+	for _, d := range s.disks {
+		if f := target.Examine(d, nil, s.medium); f.RescueMedium {
+			r = append(r, d.Path)
+		}
+	}
+	return r
+}
+
+// Restore copies the image onto the target.
+func (s *System) Restore(ctx context.Context, c *cmdline.Config, dst string) (any, error) {
+	opt := imaging.Options{
+		Src: c.Image, Dst: dst, Verify: true, Yes: true,
+		Progress: s.Con, ProgressMode: imaging.ProgressPlain, ProgressInterval: 10 * time.Second,
+		Log: s.Con.Printf, Refuse: s.refuse(),
+		UndoPath: filepath.Join(s.TmpDir, fmt.Sprintf("rescue-undo-restore-%s-%d.json", filepath.Base(dst), time.Now().Unix())),
+	}
+	if c.SHA256 != nil {
+		opt.SHA256 = hex.EncodeToString(c.SHA256)
+	}
+	s.Con.Printf("restore: %s -> %s", c.Image, dst)
+	res, err := imaging.Copy(ctx, opt)
+	if err != nil {
+		return res, err
+	}
+	s.Con.Printf("restore: %s written in %.0fs (sha256 %s, verified %v)", inventory.HumanSize(res.Bytes), res.Duration.Seconds(), res.SHA256, res.Verified)
+	if res.GPTFixup != "" {
+		s.Con.Printf("restore: %s", res.GPTFixup)
+	}
+	return res, nil
+}
+
+// FixResult is the record of a fix.
+type FixResult struct {
+	Reference string   `json:"reference"`
+	Plan      string   `json:"plan"`
+	Steps     []string `json:"steps,omitempty"`
+	Applied   bool     `json:"applied"`
+	UndoPath  string   `json:"undo_path,omitempty"`
+}
+
+// TestPauseSeconds is how long the fix pauses between the backup and the
+// primary write with rescue.testpause=between-backup-and-primary: long
+// enough for the QEMU crash test to cut the power.
+const TestPauseSeconds = "600"
+
+// Fix plans the GPT repair of the target against the reference, prints
+// the plan, and applies it with an undo file on the rescue tmpfs.
+func (s *System) Fix(ctx context.Context, c *cmdline.Config, dst string) (any, error) {
+	dev, err := gpt.OpenDevice(dst, 0, true)
+	if err != nil {
+		return nil, err
+	}
+	defer dev.Close()
+	t, err := dev.ReadTable()
+	if err != nil {
+		return nil, fmt.Errorf("reading the GPT of %s: %w", dst, err)
+	}
+	opt := gpt.FixOptions{Ref: s.ref}
+	res := &FixResult{Reference: s.refDesc}
+	if s.ref == nil {
+		m, err := esxi.Recognize(t)
+		if err != nil {
+			return res, fmt.Errorf("no reference given and %w", err)
+		}
+		s.Con.Printf("fix: %s", m.Text)
+		opt.SlotMap, opt.SlotMapReason = m.SlotMap, "the ESXi "+m.Family+" layout"
+	}
+	plan, err := gpt.PlanFix(t, opt)
+	if err != nil {
+		return res, err
+	}
+	res.Plan, res.Steps = plan.String(), plan.Steps
+	for _, l := range strings.Split(strings.TrimRight(plan.String(), "\n"), "\n") {
+		s.Con.Printf("plan: %s", l)
+	}
+	if plan.Empty() {
+		s.Con.Printf("fix: %s already matches %s; nothing written", dst, s.refDesc)
+		return res, nil
+	}
+	res.UndoPath = filepath.Join(s.TmpDir, fmt.Sprintf("rescue-undo-%s-%s.json", filepath.Base(dst), time.Now().UTC().Format("20060102T150405")))
+	s.Con.Printf("fix: undo file %s (restore with: gptfix -undo %s %s)", res.UndoPath, res.UndoPath, dst)
+	if c.TestPause == "between-backup-and-primary" {
+		os.Setenv(gpt.PauseEnv, TestPauseSeconds)
+		defer os.Unsetenv(gpt.PauseEnv)
+	}
+	if err := plan.Apply(dev, res.UndoPath); err != nil {
+		return res, fmt.Errorf("applying the plan (undo file %s): %w", res.UndoPath, err)
+	}
+	res.Applied = true
+	s.Con.Printf("fix: written and verified; undo file %s", res.UndoPath)
+	return res, nil
+}
+
+// VerifyResult is the record of a verification.
+type VerifyResult struct {
+	Reference string        `json:"reference"`
+	Verdict   string        `json:"verdict"`
+	Problems  []gpt.Problem `json:"problems,omitempty"`
+	Diff      *gpt.Diff     `json:"diff,omitempty"`
+	ESXi      string        `json:"esxi,omitempty"`
+}
+
+// Verify re-reads the target from the disk (buffer cache flushed) and
+// checks both GPT copies, their CRCs and places, and the slots against
+// the reference or the canonical ESXi layout.
+func (s *System) Verify(ctx context.Context, c *cmdline.Config, dst string) (any, error) {
+	dev, err := gpt.OpenDevice(dst, 0, false)
+	if err != nil {
+		return nil, err
+	}
+	defer dev.Close()
+	if dev.IsBlock {
+		unix.IoctlSetInt(int(dev.Fd()), unix.BLKFLSBUF, 0)
+	}
+	t, err := dev.ReadTable()
+	if err != nil {
+		return nil, fmt.Errorf("reading the GPT of %s: %w", dst, err)
+	}
+	res := &VerifyResult{Reference: s.refDesc, Problems: t.Problems}
+	var fails []string
+	if t.Primary == nil || !t.Primary.Valid() {
+		fails = append(fails, "the primary GPT is not valid")
+	}
+	if t.Backup == nil || !t.Backup.Valid() {
+		fails = append(fails, "the backup GPT is not valid")
+	}
+	for _, p := range t.Problems {
+		fails = append(fails, p.String())
+	}
+	if m, err := esxi.Recognize(t); err == nil {
+		res.ESXi = m.Family
+		if s.ref == nil && m.NeedsMove() {
+			fails = append(fails, "entries are not in the slots ESXi "+m.Family+" uses")
+		}
+	} else if s.ref == nil {
+		fails = append(fails, err.Error())
+	}
+	if s.ref != nil {
+		d := gpt.Compare(s.ref, t)
+		res.Diff = d
+		if !d.Same() {
+			fails = append(fails, "differs from "+s.refDesc+": "+d.Verdict)
+		}
+	}
+	if len(fails) > 0 {
+		res.Verdict = strings.Join(fails, "; ")
+		return res, errors.New(res.Verdict)
+	}
+	res.Verdict = fmt.Sprintf("%s: both GPT copies valid (CRCs), backup at the end of the disk, every entry in its slot per %s", dst, s.refDesc)
+	s.Con.Printf("verify: %s", res.Verdict)
+	return res, nil
+}
+
+// Esxiboot finds u-root's esxiboot.
+func Esxiboot() (string, error) {
+	for _, p := range []string{"/bbin/esxiboot", "/bin/esxiboot"} {
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	p, err := exec.LookPath("esxiboot")
+	if err != nil {
+		return "", errors.New("esxiboot is not in this initramfs")
+	}
+	return p, nil
+}
+
+// BootCheck loads ESXi from the target without booting it (esxiboot
+// -dry-run): the boot banks at entries 5 and 6 must hold a bootable
+// ESXi.
+func (s *System) BootCheck(ctx context.Context, dst string) (any, error) {
+	p, err := Esxiboot()
+	if err != nil {
+		return nil, err
+	}
+	var out bytes.Buffer
+	cmd := exec.CommandContext(ctx, p, "-device", dst, "-dry-run")
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err = cmd.Run()
+	text := strings.TrimSpace(out.String())
+	for _, l := range strings.Split(text, "\n") {
+		s.Con.Printf("esxiboot: %s", l)
+	}
+	if err != nil {
+		return text, fmt.Errorf("esxiboot -device %s -dry-run: %w", dst, err)
+	}
+	return text, nil
+}
