@@ -358,3 +358,27 @@ func FileDigest(path string) (string, error) {
 	}
 	return fmt.Sprintf("%s/%d", d, st.Size()), nil
 }
+
+// GPTRegions returns the bytes of a disk's GPT areas: the protective MBR,
+// primary header and a 128-entry array at the start, and the same amount
+// at the end (where a backup GPT lives), for "untouched" checks.
+func GPTRegions(path string, sectorSize int) (head, tail []byte, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, nil, err
+	}
+	n := int64(2*sectorSize + 128*128)
+	head, tail = make([]byte, n), make([]byte, n)
+	if _, err := f.ReadAt(head, 0); err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if _, err := f.ReadAt(tail, st.Size()-n); err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return head, tail, nil
+}

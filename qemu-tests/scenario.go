@@ -33,38 +33,57 @@ type BrokenOptions struct {
 	AltBank          string // esximg create -alt-bank ("" = esximg's default)
 }
 
+// Image is an ESXi disk image made with esximg create.
+type Image struct {
+	Path       string
+	SectorSize int
+	GPT        *RawGPT
+	RightBank  string // UUID of entry 5's boot bank (see Broken.RightBank)
+}
+
+// MakeImage runs esximg create and reads what the checks need.
+func MakeImage(tools *Tools, path, version, size string, sectorSize int, altBank string) (*Image, error) {
+	if sectorSize == 0 {
+		sectorSize = 512
+	}
+	args := []string{"create", "-version", version, "-size", size, "-sector", strconv.Itoa(sectorSize)}
+	if altBank != "" {
+		args = append(args, "-alt-bank", altBank)
+	}
+	if _, err := tools.Run("esximg", append(args, path)...); err != nil {
+		return nil, err
+	}
+	g, err := ReadRawGPT(path, sectorSize)
+	if err != nil {
+		return nil, err
+	}
+	img := &Image{Path: path, SectorSize: sectorSize, GPT: g}
+	if img.RightBank, err = BankUUID(path, g.Primary, sectorSize, 5); err != nil {
+		return nil, err
+	}
+	return img, nil
+}
+
 // MakeBroken builds the original image and its damaged copy in dir with the
 // esximg tool, and reads what the checks need from the original.
 func MakeBroken(tools *Tools, dir string, o BrokenOptions) (*Broken, error) {
-	if o.SectorSize == 0 {
-		o.SectorSize = 512
+	orig, err := MakeImage(tools, filepath.Join(dir, "esxi-"+o.Version+"-original.img"), o.Version, o.Size, o.SectorSize, o.AltBank)
+	if err != nil {
+		return nil, err
 	}
 	b := &Broken{
 		Version:    o.Version,
-		SectorSize: o.SectorSize,
-		Original:   filepath.Join(dir, "esxi-"+o.Version+"-original.img"),
+		SectorSize: orig.SectorSize,
+		Original:   orig.Path,
 		Damaged:    filepath.Join(dir, "esxi-"+o.Version+"-"+o.Mode+".img"),
+		OrigGPT:    orig.GPT,
+		RightBank:  orig.RightBank,
 	}
-	args := []string{"create", "-version", o.Version, "-size", o.Size, "-sector", strconv.Itoa(o.SectorSize)}
-	if o.AltBank != "" {
-		args = append(args, "-alt-bank", o.AltBank)
-	}
-	if _, err := tools.Run("esximg", append(args, b.Original)...); err != nil {
-		return nil, err
-	}
-	args = []string{"damage", "-mode", o.Mode}
+	args := []string{"damage", "-mode", o.Mode}
 	if o.DamageSize != "" {
 		args = append(args, "-size", o.DamageSize)
 	}
 	if _, err := tools.Run("esximg", append(args, b.Original, b.Damaged)...); err != nil {
-		return nil, err
-	}
-	g, err := ReadRawGPT(b.Original, o.SectorSize)
-	if err != nil {
-		return nil, err
-	}
-	b.OrigGPT = g
-	if b.RightBank, err = BankUUID(b.Original, g.Primary, o.SectorSize, 5); err != nil {
 		return nil, err
 	}
 	return b, nil
@@ -171,6 +190,10 @@ func KernelCmdline(words ...string) string {
 	return strings.Join(append([]string{"console=ttyS0,115200", "panic=-1"}, words...), " ")
 }
 
+// DefaultHandsOff is the hard limit of a hands-off boot under KVM (scaled
+// for TCG, see Scaled).
+const DefaultHandsOff = 3 * time.Minute
+
 // HandsOff boots the rescue system with the given rescue.* words and disks,
 // waits for "RESCUE: DONE ok" (failing at once on "RESCUE: FAILED"), and
 // then for QEMU to exit (rescue.done=poweroff) unless wantAfter is set, in
@@ -178,7 +201,7 @@ func KernelCmdline(words ...string) string {
 // rescue.done=boot) and returns its match.
 func HandsOff(ctx context.Context, vm VM, wantAfter *regexp.Regexp) (*Running, []string, error) {
 	if vm.Timeout == 0 {
-		vm.Timeout = Scaled(3 * time.Minute)
+		vm.Timeout = Scaled(DefaultHandsOff)
 	}
 	r, err := Start(ctx, vm)
 	if err != nil {

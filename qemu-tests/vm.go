@@ -53,7 +53,8 @@ type Net struct {
 	Forwards map[string]string
 	// Model is the NIC; default virtio-net-pci.
 	Model string
-	// ROM is the option ROM for the NIC (iPXE), "" for QEMU's default.
+	// ROM is the option ROM for the NIC (iPXE). "" means QEMU's default
+	// (iPXE) when BootFile is set, and no ROM at all otherwise.
 	ROM string
 }
 
@@ -174,7 +175,21 @@ func (vm *VM) Args() ([]string, error) {
 	if vm.Boot != "" {
 		args = append(args, "-boot", vm.Boot)
 	}
-	needSCSI, needAHCI, needUSB := false, false, false
+	// Controllers first: QEMU creates devices in command-line order.
+	buses := map[string]bool{}
+	for _, d := range vm.Disks {
+		buses[d.Bus] = true
+	}
+	if buses["ahci"] {
+		args = append(args, "-device", "ahci,id=ahci0")
+	}
+	if buses["scsi"] {
+		args = append(args, "-device", "virtio-scsi-pci,id=scsi0")
+	}
+	if buses["usb"] {
+		args = append(args, "-device", "qemu-xhci,id=xhci0")
+	}
+	ahciPort := 0
 	for i, d := range vm.Disks {
 		id := fmt.Sprintf("d%d", i)
 		drive := "file=" + qemuEscape(d.Path) + ",format=raw,if=none,id=" + id + ",cache=unsafe"
@@ -188,26 +203,15 @@ func (vm *VM) Args() ([]string, error) {
 		case "virtio-4k":
 			args = append(args, "-device", "virtio-blk-pci,drive="+id+",logical_block_size=4096,physical_block_size=4096")
 		case "ahci":
-			needAHCI = true
-			args = append(args, "-device", "ide-hd,bus=ahci0."+strconv.Itoa(i)+",drive="+id)
+			args = append(args, "-device", "ide-hd,bus=ahci0."+strconv.Itoa(ahciPort)+",drive="+id)
+			ahciPort++
 		case "scsi":
-			needSCSI = true
 			args = append(args, "-device", "scsi-hd,bus=scsi0.0,drive="+id)
 		case "usb":
-			needUSB = true
 			args = append(args, "-device", "usb-storage,bus=xhci0.0,drive="+id+",bootindex=1")
 		default:
 			return nil, fmt.Errorf("qemu: unknown disk bus %q", d.Bus)
 		}
-	}
-	if needAHCI {
-		args = append(args, "-device", "ahci,id=ahci0")
-	}
-	if needSCSI {
-		args = append(args, "-device", "virtio-scsi-pci,id=scsi0")
-	}
-	if needUSB {
-		args = append(args, "-device", "qemu-xhci,id=xhci0")
 	}
 	if vm.Net == nil {
 		args = append(args, "-nic", "none")
@@ -232,8 +236,11 @@ func (vm *VM) Args() ([]string, error) {
 			model = "virtio-net-pci"
 		}
 		dev := model + ",netdev=n0"
-		if n.ROM != "" {
+		switch {
+		case n.ROM != "":
 			dev += ",romfile=" + qemuEscape(n.ROM)
+		case n.BootFile == "":
+			dev += ",romfile=" // no option ROM: nothing boots from this NIC
 		}
 		args = append(args, "-netdev", netdev, "-device", dev)
 	}

@@ -1,0 +1,120 @@
+package qemutests
+
+import (
+	"context"
+	"os/exec"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/esxi-rescue/rescue/gpt"
+)
+
+// TestPowerCut is scenario 5's power cut: QEMU is killed while the fix is
+// between its backup and primary GPT writes (the gpt package's test pause,
+// switched on through the kernel command line, which the kernel hands to
+// init as an environment variable). The disk must still be readable by
+// sgdisk from a valid copy, and a second hands-off boot completes the fix.
+func TestPowerCut(t *testing.T) {
+	a := artifacts(t)
+	tl := tools(t, "esximg")
+	missingRescue(t)
+	t.Parallel()
+	b, err := MakeBroken(tl, t.TempDir(), incidentDisk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := damagedDigests(t, b)
+
+	r := boot(t, "cut", VM{
+		Kernel: a.Kernel, Initrd: a.Initramfs,
+		Cmdline: KernelCmdline(append([]string{gpt.PauseEnv + "=600"}, handsOffFix...)...),
+		Disks:   []Disk{{Path: b.Damaged}},
+		Timeout: Scaled(DefaultHandsOff),
+	})
+	if _, err := r.Expect(regexp.MustCompile(regexp.QuoteMeta(gpt.PauseMarker)), 0, MarkFailed, MarkDone); err != nil {
+		t.Fatal(err)
+	}
+	r.Stop() // the power cut
+	t.Logf("power cut after %s, during the fix", r.Elapsed().Round(time.Second))
+
+	out, err := exec.Command("sgdisk", "-p", b.Damaged).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "Number  Start") {
+		t.Errorf("sgdisk cannot read the disk after the power cut: %v\n%s", err, out)
+	}
+	g, err := ReadRawGPT(b.Damaged, 512)
+	if err != nil {
+		t.Fatalf("no primary GPT after the power cut: %v", err)
+	}
+	primaryOK := g.Primary.HeaderCRCOK && g.Primary.ArrayCRCOK
+	backupOK := g.Backup != nil && g.Backup.HeaderCRCOK && g.Backup.ArrayCRCOK
+	t.Logf("after the cut: primary valid=%v slots %s; backup at the end valid=%v", primaryOK, g.Primary.SlotsString(), backupOK)
+	if !primaryOK && !backupOK {
+		t.Errorf("neither GPT copy is valid after the power cut")
+	}
+	// The pause comes after the backup write: the new backup must be there.
+	if !backupOK {
+		t.Errorf("the pause marker came but there is no valid backup GPT at the last LBA")
+	}
+	if d, err := PartitionDigests(b.Damaged, 512); err != nil {
+		t.Error(err)
+	} else if err := CompareDigests(before, d); err != nil {
+		t.Error(err)
+	}
+
+	r2, _, err := HandsOff(context.Background(), VM{
+		Name:   t.Name() + "-again",
+		Kernel: a.Kernel, Initrd: a.Initramfs,
+		Cmdline: KernelCmdline(handsOffFix...),
+		Disks:   []Disk{{Path: b.Damaged}},
+	}, nil)
+	if r2 != nil {
+		defer r2.Stop()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkFixed(t, b, before)
+}
+
+// TestLayouts is scenario 6: other ESXi versions and damage, other disk
+// controllers and a 4Kn disk, each fixed hands-off and checked as in
+// scenario 1.
+func TestLayouts(t *testing.T) {
+	a := artifacts(t)
+	tl := tools(t, "esximg")
+	missingRescue(t)
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		opt  BrokenOptions
+		bus  string
+	}{
+		{"6.7-sorted-ahci", BrokenOptions{Version: "6.7", Size: "4G", Mode: "sorted"}, "ahci"},
+		{"7.0-stale-backup-scsi", BrokenOptions{Version: "7.0", Size: "8G", DamageSize: "10G", Mode: "stale-backup"}, "scsi"},
+		{"7.0-sorted-4Kn", BrokenOptions{Version: "7.0", Size: "8G", Mode: "sorted", SectorSize: 4096}, "virtio-4k"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			b, err := MakeBroken(tl, t.TempDir(), tc.opt)
+			if err != nil {
+				t.Fatal(err)
+			}
+			before := damagedDigests(t, b)
+			r, _, err := HandsOff(context.Background(), VM{
+				Name:   t.Name(),
+				Kernel: a.Kernel, Initrd: a.Initramfs,
+				Cmdline: KernelCmdline(handsOffFix...),
+				Disks:   []Disk{{Path: b.Damaged, Bus: tc.bus}},
+			}, nil)
+			if r != nil {
+				defer r.Stop()
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkFixed(t, b, before)
+		})
+	}
+}
