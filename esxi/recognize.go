@@ -286,7 +286,7 @@ func buildMatch(cands []candidate, used []usedEntry, ss int) *Match {
 	var b strings.Builder
 	if c.exact {
 		fmt.Fprintf(&b, "ESXi %s boot disk layout, exact match: all %d partitions have the boundaries the ESXi %s installer writes on a disk of %s.\n",
-			m.Family, len(used), m.Family, sizeText(c.diskBytes))
+			m.Family, len(used), m.Family, recSizeText(c.diskBytes))
 	} else {
 		fmt.Fprintf(&b, "ESXi %s boot disk layout, structural match: the partition types and their order on disk are those of ESXi %s, but some sizes differ from what its installer writes.\n",
 			m.Family, m.Family)
@@ -304,8 +304,8 @@ func buildMatch(cands []candidate, used []usedEntry, ss int) *Match {
 		if !p.Exact {
 			size = ", size differs from the installer's"
 		}
-		fmt.Fprintf(&b, "  entry %d %-11s %-15s LBA %d-%d (%s): %s%s\n", p.Canonical, string(p.Role), typeName(p.Type), p.First, p.Last,
-			sizeText(int64(p.Last-p.First+1)*int64(ss)), state, size)
+		fmt.Fprintf(&b, "  entry %d %-11s %-15s LBA %d-%d (%s): %s%s\n", p.Canonical, string(p.Role), recTypeName(p.Type), p.First, p.Last,
+			recSizeText(int64(p.Last-p.First+1)*int64(ss)), state, size)
 	}
 	if m.NeedsMove() {
 		b.WriteString("Some entries are not in the slots ESXi gave them. ESXi finds partitions by entry number (its boot loader looks for the boot banks at entries 5 and 6), so it will not boot or run correctly until they are moved back.\n")
@@ -318,7 +318,7 @@ func buildMatch(cands []candidate, used []usedEntry, ss int) *Match {
 func notESXi(used []usedEntry, ss int) error {
 	var found []string
 	for _, u := range used {
-		found = append(found, typeName(u.e.Type.String()))
+		found = append(found, recTypeName(u.e.Type.String()))
 	}
 	var want []string
 	for _, f := range families {
@@ -330,7 +330,7 @@ func notESXi(used []usedEntry, ss int) error {
 			}
 			var s []string
 			for _, p := range parts {
-				s = append(s, typeName(p.Type))
+				s = append(s, recTypeName(p.Type))
 			}
 			k := strings.Join(s, ", ")
 			if !seen[k] {
@@ -343,7 +343,7 @@ func notESXi(used []usedEntry, ss int) error {
 		len(used), strings.Join(found, ", "), ss, strings.Join(want, "\n  "))
 }
 
-var typeNames = map[string]string{
+var recTypeNames = map[string]string{
 	TypeEFISystem:      "EFI system",
 	TypeBasicData:      "Basic data",
 	TypeVMFS:           "VMFS",
@@ -352,14 +352,14 @@ var typeNames = map[string]string{
 	TypeVMwareReserved: "VMware reserved",
 }
 
-func typeName(t string) string {
-	if n, ok := typeNames[t]; ok {
+func recTypeName(t string) string {
+	if n, ok := recTypeNames[t]; ok {
 		return n
 	}
 	return t
 }
 
-func sizeText(n int64) string {
+func recSizeText(n int64) string {
 	switch {
 	case n >= gib:
 		return fmt.Sprintf("%.1f GiB", float64(n)/float64(gib))
