@@ -52,27 +52,27 @@ func (m *Match) NeedsMove() bool {
 	return false
 }
 
-// family is one ESXi family as Recognize tries it.
-type family struct {
+// recFamily is one ESXi family as Recognize tries it.
+type recFamily struct {
 	name    string  // "5.x"
 	version Version // a version whose Layout describes the family
 }
 
-var families = []family{{"5.x", "5.0"}, {"6.x", "6.7"}, {"7.x", "7.0"}}
+var recFamilies = []recFamily{{"5.x", "5.0"}, {"6.x", "6.7"}, {"7.x", "7.0"}}
 
-// probeSizes are disk sizes whose layouts together show every variant of
+// recProbeSizes are disk sizes whose layouts together show every variant of
 // a family (which optional partitions exist); structural matching accepts
 // any of them.
-var probeSizes = []int64{2 * gib, 4 * gib, 8 * gib, 9 * gib, 12 * gib, 16 * gib, 40 * gib, 200 * gib, 1024 * gib}
+var recProbeSizes = []int64{2 * gib, 4 * gib, 8 * gib, 9 * gib, 12 * gib, 16 * gib, 40 * gib, 200 * gib, 1024 * gib}
 
-type usedEntry struct {
+type recEntry struct {
 	slot int
 	e    gpt.Entry
 }
 
-// candidate is one way the table fits a family.
-type candidate struct {
-	fam        family
+// recCandidate is one way the table fits a family.
+type recCandidate struct {
+	fam        recFamily
 	exact      bool
 	parts      []Part // layout parts in disk order, aligned with the entries
 	diskBytes  int64  // the size whose layout matched exactly (0 for structural)
@@ -83,7 +83,7 @@ type candidate struct {
 // Recognize decides from the used entries' (type, first LBA, last LBA),
 // in whatever slots they are, whether t holds an ESXi 5.x, 6.x or 7.x boot
 // disk layout, and where each partition belongs. It returns an error that
-// explains why when the table is not an ESXi layout or when two families
+// explains why when the table is not an ESXi layout or when two recFamilies
 // would put the partitions in different slots.
 func Recognize(t *gpt.Table) (*Match, error) {
 	if t == nil {
@@ -93,10 +93,10 @@ func Recognize(t *gpt.Table) (*Match, error) {
 	if slots == nil {
 		return nil, errors.New("esxi: the disk has no usable GPT (both copies damaged or missing), so its layout cannot be recognised")
 	}
-	var used []usedEntry
+	var used []recEntry
 	for _, s := range slots {
 		if s.Used() {
-			used = append(used, usedEntry{s.Index, s.Entry()})
+			used = append(used, recEntry{s.Index, s.Entry()})
 		}
 	}
 	if len(used) == 0 {
@@ -109,15 +109,15 @@ func Recognize(t *gpt.Table) (*Match, error) {
 		}
 	}
 	ss := t.SectorSize
-	sizes := diskSizes(t)
+	sizes := recDiskSizes(t)
 
-	var exact, structural []candidate
-	for _, f := range families {
-		if c, ok := matchExact(f, used, sizes, ss); ok {
+	var exact, structural []recCandidate
+	for _, f := range recFamilies {
+		if c, ok := recMatchExact(f, used, sizes, ss); ok {
 			exact = append(exact, c)
 			continue
 		}
-		if c, ok := matchStructure(f, used, sizes, ss); ok {
+		if c, ok := recMatchStructure(f, used, sizes, ss); ok {
 			structural = append(structural, c)
 		}
 	}
@@ -126,24 +126,24 @@ func Recognize(t *gpt.Table) (*Match, error) {
 		cands = structural
 	}
 	if len(cands) == 0 {
-		return nil, notESXi(used, ss)
+		return nil, recNotESXi(used, ss)
 	}
 	for _, c := range cands[1:] {
-		if !sameMap(c.slotMap, cands[0].slotMap) {
+		if !recSameMap(c.slotMap, cands[0].slotMap) {
 			var names []string
 			for _, c := range cands {
-				names = append(names, "ESXi "+c.fam.name+" ("+describeMap(c.slotMap)+")")
+				names = append(names, "ESXi "+c.fam.name+" ("+recDescribeMap(c.slotMap)+")")
 			}
 			return nil, fmt.Errorf("esxi: ambiguous: the partitions fit %s, which put them in different slots; use a reference (-ref) instead", strings.Join(names, " and "))
 		}
 	}
-	return buildMatch(cands, used, ss), nil
+	return recBuildMatch(cands, used, ss), nil
 }
 
-// diskSizes returns the disk sizes to try exact layouts for: this disk's,
+// recDiskSizes returns the disk sizes to try exact layouts for: this disk's,
 // and the one the table was made for (where its backup header is or the
 // primary says it is).
-func diskSizes(t *gpt.Table) []int64 {
+func recDiskSizes(t *gpt.Table) []int64 {
 	ss := int64(t.SectorSize)
 	out := []int64{t.DiskSize}
 	add := func(lastLBA uint64) {
@@ -168,12 +168,12 @@ func diskSizes(t *gpt.Table) []int64 {
 }
 
 // fits reports whether e is at exactly p's boundaries.
-func fits(e gpt.Entry, p Part, ss int) bool {
+func recFits(e gpt.Entry, p Part, ss int) bool {
 	f, l := p.LBAs(ss)
 	return e.Type.String() == p.Type && e.First == f && e.Last == l
 }
 
-func matchExact(f family, used []usedEntry, sizes []int64, ss int) (candidate, bool) {
+func recMatchExact(f recFamily, used []recEntry, sizes []int64, ss int) (recCandidate, bool) {
 	for _, d := range sizes {
 		parts, err := Layout(f.version, d, ss)
 		if err != nil || len(parts) != len(used) {
@@ -181,13 +181,13 @@ func matchExact(f family, used []usedEntry, sizes []int64, ss int) (candidate, b
 		}
 		ok := true
 		for i, u := range used {
-			if !fits(u.e, parts[i], ss) {
+			if !recFits(u.e, parts[i], ss) {
 				ok = false
 				break
 			}
 		}
 		if ok {
-			c := candidate{fam: f, exact: true, parts: parts, diskBytes: d, slotMap: map[int]int{}}
+			c := recCandidate{fam: f, exact: true, parts: parts, diskBytes: d, slotMap: map[int]int{}}
 			for i, u := range used {
 				c.slotMap[u.slot] = parts[i].Slot
 				c.exactParts = append(c.exactParts, true)
@@ -195,11 +195,11 @@ func matchExact(f family, used []usedEntry, sizes []int64, ss int) (candidate, b
 			return c, true
 		}
 	}
-	return candidate{}, false
+	return recCandidate{}, false
 }
 
-func matchStructure(f family, used []usedEntry, sizes []int64, ss int) (candidate, bool) {
-	probe := append(append([]int64(nil), sizes...), probeSizes...)
+func recMatchStructure(f recFamily, used []recEntry, sizes []int64, ss int) (recCandidate, bool) {
+	probe := append(append([]int64(nil), sizes...), recProbeSizes...)
 	for _, d := range probe {
 		parts, err := Layout(f.version, d, ss)
 		if err != nil || len(parts) != len(used) {
@@ -215,16 +215,16 @@ func matchStructure(f family, used []usedEntry, sizes []int64, ss int) (candidat
 		if !ok {
 			continue
 		}
-		c := candidate{fam: f, parts: parts, slotMap: map[int]int{}}
+		c := recCandidate{fam: f, parts: parts, slotMap: map[int]int{}}
 		for i, u := range used {
 			c.slotMap[u.slot] = parts[i].Slot
-			c.exactParts = append(c.exactParts, fits(u.e, parts[i], ss))
+			c.exactParts = append(c.exactParts, recFits(u.e, parts[i], ss))
 		}
 		// Partitions whose size the installer fixes must sit where it
 		// puts them; only 7.x sizes and the last partition may vary.
 		if f.name != "7.x" {
 			for i := range used {
-				if !c.exactParts[i] && i < len(used)-1 && used[i].e.First != first(parts[i], ss) {
+				if !c.exactParts[i] && i < len(used)-1 && used[i].e.First != recFirst(parts[i], ss) {
 					ok = false
 				}
 			}
@@ -233,15 +233,15 @@ func matchStructure(f family, used []usedEntry, sizes []int64, ss int) (candidat
 			return c, true
 		}
 	}
-	return candidate{}, false
+	return recCandidate{}, false
 }
 
-func first(p Part, ss int) uint64 {
+func recFirst(p Part, ss int) uint64 {
 	f, _ := p.LBAs(ss)
 	return f
 }
 
-func sameMap(a, b map[int]int) bool {
+func recSameMap(a, b map[int]int) bool {
 	if len(a) != len(b) {
 		return false
 	}
@@ -253,7 +253,7 @@ func sameMap(a, b map[int]int) bool {
 	return true
 }
 
-func describeMap(m map[int]int) string {
+func recDescribeMap(m map[int]int) string {
 	keys := make([]int, 0, len(m))
 	for k := range m {
 		keys = append(keys, k)
@@ -266,7 +266,7 @@ func describeMap(m map[int]int) string {
 	return strings.Join(s, " ")
 }
 
-func buildMatch(cands []candidate, used []usedEntry, ss int) *Match {
+func recBuildMatch(cands []recCandidate, used []recEntry, ss int) *Match {
 	c := cands[0]
 	m := &Match{Family: c.fam.name, Confidence: ConfidenceStructural, SlotMap: c.slotMap}
 	if c.exact {
@@ -314,16 +314,16 @@ func buildMatch(cands []candidate, used []usedEntry, ss int) *Match {
 	return m
 }
 
-// notESXi explains why no family fits.
-func notESXi(used []usedEntry, ss int) error {
+// recNotESXi explains why no family fits.
+func recNotESXi(used []recEntry, ss int) error {
 	var found []string
 	for _, u := range used {
 		found = append(found, recTypeName(u.e.Type.String()))
 	}
 	var want []string
-	for _, f := range families {
+	for _, f := range recFamilies {
 		seen := map[string]bool{}
-		for _, d := range probeSizes {
+		for _, d := range recProbeSizes {
 			parts, err := Layout(f.version, d, ss)
 			if err != nil {
 				continue

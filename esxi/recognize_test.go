@@ -59,7 +59,7 @@ func rgLayout(t *testing.T, v Version, size int64, ss int, arrange func(i int, p
 
 // compacted gives the slots a compacting rewrite leaves: canonical order,
 // gaps closed.
-func compacted(parts []Part) func(int, Part) int {
+func rgCompacted(parts []Part) func(int, Part) int {
 	bySlot := BySlot(parts)
 	pos := map[int]int{}
 	for i, p := range bySlot {
@@ -82,7 +82,7 @@ func TestRecognizeLayouts(t *testing.T) {
 				}
 				arrangements := map[string]func(int, Part) int{
 					"canonical": nil,
-					"compacted": compacted(parts),
+					"compacted": rgCompacted(parts),
 					"sorted":    func(i int, _ Part) int { return i + 1 },
 					"reversed":  func(i int, _ Part) int { return 100 - i },
 				}
@@ -115,7 +115,7 @@ func TestRecognizeLayouts(t *testing.T) {
 // 12 GiB disk, maps slots 4,5,6,7 back to 5,6,7,8 and says so.
 func TestRecognizeIncident(t *testing.T) {
 	parts, _ := Layout("5.0", 8*gib, 512)
-	es, _ := rgLayout(t, "5.0", 8*gib, 512, compacted(parts))
+	es, _ := rgLayout(t, "5.0", 8*gib, 512, rgCompacted(parts))
 	m, err := Recognize(rgTable(512, 12*gib, 8*gib, es))
 	if err != nil {
 		t.Fatal(err)
@@ -150,7 +150,7 @@ func TestRecognizeStructural(t *testing.T) {
 		t.Errorf("got %s %s %v\n%s", m.Family, m.Confidence, m.SlotMap, m.Text)
 	}
 	// 5.0 whose datastore ends short of the disk end.
-	es5, _ := rgLayout(t, "5.0", 8*gib, 512, compacted(mustLayout(t, "5.0", 8*gib)))
+	es5, _ := rgLayout(t, "5.0", 8*gib, 512, rgCompacted(rgMustLayout(t, "5.0", 8*gib)))
 	for i := range es5 {
 		if es5[i].typ == TypeVMFS {
 			es5[i].last -= 2048
@@ -165,7 +165,7 @@ func TestRecognizeStructural(t *testing.T) {
 	}
 }
 
-func mustLayout(t *testing.T, v Version, size int64) []Part {
+func rgMustLayout(t *testing.T, v Version, size int64) []Part {
 	parts, err := Layout(v, size, 512)
 	if err != nil {
 		t.Fatal(err)
