@@ -445,11 +445,13 @@ func slotRows(d *Diff, rs, ts []Slot, rss, tss int) []SlotRow {
 		if i < len(ts) {
 			row.Target = entryInfo(ts[i], tss)
 		}
+		// Notes speak of the target's entry in this slot; for an empty
+		// target slot, of where the reference's partition went.
 		var notes []string
-		if row.Ref != nil {
+		if row.Ref != nil && row.Target == nil {
 			if to, ok := d.Mapping[i+1]; !ok {
 				notes = append(notes, "missing in target")
-			} else if to != i+1 {
+			} else {
 				notes = append(notes, fmt.Sprintf("now in slot %d", to))
 			}
 		}

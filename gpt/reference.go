@@ -7,62 +7,81 @@ import (
 	"os"
 )
 
-// LoadReference reads a reference table from path, which may be a block
-// device, a disk image, a layout file written by SaveLayout (JSON), or an
-// `sgdisk --backup` file. sectorSize applies to images and sgdisk backups
-// (0: 512 for images, inferred for sgdisk backups); devices report their
-// own and layout files record theirs.
-func LoadReference(path string, sectorSize int) (*Table, error) {
+// Kinds of reference LoadReference accepts (see DetectKind).
+const (
+	KindDevice = "disk"          // a block device
+	KindImage  = "image"         // a disk image file
+	KindLayout = "layout file"   // JSON written by SaveLayout
+	KindSgdisk = "sgdisk backup" // written by sgdisk --backup
+)
+
+// DetectKind tells what path holds: a block device, a layout file (JSON),
+// an sgdisk backup (GPT headers at bytes 512 and 1024, and exactly as long
+// as the array its header declares), or else a disk image.
+func DetectKind(path string) (string, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
-		return nil, fmt.Errorf("gpt: %w", err)
+		return "", fmt.Errorf("gpt: %w", err)
+	}
+	if fi.Mode()&os.ModeDevice != 0 && fi.Mode()&os.ModeCharDevice == 0 {
+		return KindDevice, nil
 	}
 	if !fi.Mode().IsRegular() {
-		return ReadFile(path, sectorSize)
+		return "", fmt.Errorf("gpt: %s is not a disk, an image or a layout file (%s)", path, fi.Mode().Type())
 	}
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("gpt: %w", err)
+		return "", fmt.Errorf("gpt: %w", err)
 	}
 	defer f.Close()
-	head := make([]byte, 4096)
+	head := make([]byte, 3*sgdiskBlock)
 	n, err := io.ReadFull(f, head)
 	if err != nil && err != io.ErrUnexpectedEOF && err != io.EOF {
-		return nil, fmt.Errorf("gpt: %s: %w", path, err)
+		return "", fmt.Errorf("gpt: %s: %w", path, err)
 	}
 	head = head[:n]
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return nil, fmt.Errorf("gpt: %s: %w", path, err)
-	}
 	switch {
 	case bytes.HasPrefix(bytes.TrimLeft(head, " \t\r\n"), []byte("{")):
-		t, err := LoadLayout(f)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
+		return KindLayout, nil
+	case isSgdiskBackup(head):
+		p := ParseHeader(head[sgdiskBlock:])
+		if int64(3*sgdiskBlock)+int64(p.NumEntries)*int64(p.EntrySize) == fi.Size() {
+			return KindSgdisk, nil
 		}
-		return t, nil
-	case isSgdiskBackup(head) && fi.Size() <= 3*sgdiskBlock+MaxArrayBytes && !hasImageTail(f, fi.Size()):
-		t, err := ReadSgdiskBackupSectors(f, sectorSize)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", path, err)
-		}
-		return t, nil
 	}
-	return ReadFile(path, sectorSize)
+	return KindImage, nil
 }
 
-// hasImageTail tells a tiny disk image from an sgdisk backup of the same
-// size: an sgdisk backup is exactly 1536 bytes plus the array its primary
-// header declares.
-func hasImageTail(f *os.File, size int64) bool {
-	h := make([]byte, 512)
-	if _, err := f.ReadAt(h, 512); err != nil {
-		return true
+// LoadReference reads a table from path, which may be a block device, a
+// disk image, a layout file written by SaveLayout (JSON), or an
+// `sgdisk --backup` file (see DetectKind). sectorSize applies to images
+// and sgdisk backups (0: 512 for images, inferred for sgdisk backups);
+// devices report their own and layout files record theirs.
+func LoadReference(path string, sectorSize int) (*Table, error) {
+	kind, err := DetectKind(path)
+	if err != nil {
+		return nil, err
 	}
-	p := ParseHeader(h)
-	ok := int64(3*sgdiskBlock)+int64(p.NumEntries)*int64(p.EntrySize) == size
-	if _, err := f.Seek(0, io.SeekStart); err != nil {
-		return true
+	var t *Table
+	switch kind {
+	case KindLayout, KindSgdisk:
+		f, err := os.Open(path)
+		if err != nil {
+			return nil, fmt.Errorf("gpt: %w", err)
+		}
+		defer f.Close()
+		if kind == KindLayout {
+			t, err = LoadLayout(f)
+		} else {
+			t, err = ReadSgdiskBackupSectors(f, sectorSize)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+	default:
+		if t, err = ReadFile(path, sectorSize); err != nil {
+			return nil, err
+		}
 	}
-	return !ok
+	return t, nil
 }

@@ -1,0 +1,219 @@
+package main
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"hash/crc32"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/esxi-rescue/rescue/esxi"
+)
+
+const gib = int64(1) << 30
+
+// esxiImage partitions a sparse image of size bytes with sgdisk in the
+// ESXi layout of version v, every partition at its slot.
+func esxiImage(t *testing.T, dir, name, v string, size int64) string {
+	t.Helper()
+	parts, err := esxi.Layout(esxi.Version(v), size, 512)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, name)
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Truncate(size)
+	f.Close()
+	args := []string{"-a", "1"}
+	for _, x := range parts {
+		args = append(args, "-n", fmt.Sprintf("%d:%d:%d", x.Slot, x.First, x.Last), "-t", fmt.Sprintf("%d:%s", x.Slot, x.Type))
+	}
+	if out, err := exec.Command("sgdisk", append(args, p)...).CombinedOutput(); err != nil {
+		t.Fatalf("sgdisk: %v\n%s", err, out)
+	}
+	return p
+}
+
+// rawCopy copies the GPT regions (first 34 and last 33 sectors) of src to
+// the same offsets of a new sparse image of size bytes: a raw block copy
+// onto a bigger disk, as far as the partition table is concerned.
+func rawCopy(t *testing.T, src, dst string, size int64) {
+	t.Helper()
+	in, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	fi, _ := in.Stat()
+	out, err := os.Create(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	out.Truncate(size)
+	for _, r := range [][2]int64{{0, 34 * 512}, {fi.Size() - 33*512, 33 * 512}} {
+		b := make([]byte, r[1])
+		if _, err := in.ReadAt(b, r[0]); err != nil {
+			t.Fatal(err)
+		}
+		out.WriteAt(b, r[0])
+	}
+}
+
+// compactBoth rewrites both entry arrays of a 512-byte-sector image with
+// the gaps closed and both CRCs recomputed: the incident's damage, written
+// independently of the gpt package.
+func compactBoth(t *testing.T, path string) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := make([]byte, 512)
+	f.ReadAt(h, 512)
+	for _, lba := range []int64{1, int64(binary.LittleEndian.Uint64(h[0x20:]))} {
+		h := make([]byte, 512)
+		f.ReadAt(h, lba*512)
+		at := int64(binary.LittleEndian.Uint64(h[0x48:])) * 512
+		arr := make([]byte, 128*128)
+		f.ReadAt(arr, at)
+		out := make([]byte, 0, len(arr))
+		for i := 0; i < len(arr); i += 128 {
+			if !bytes.Equal(arr[i:i+16], make([]byte, 16)) {
+				out = append(out, arr[i:i+128]...)
+			}
+		}
+		out = append(out, make([]byte, len(arr)-len(out))...)
+		binary.LittleEndian.PutUint32(h[0x58:], crc32.ChecksumIEEE(out))
+		binary.LittleEndian.PutUint32(h[0x10:], 0)
+		binary.LittleEndian.PutUint32(h[0x10:], crc32.ChecksumIEEE(h[:92]))
+		f.WriteAt(out, at)
+		f.WriteAt(h, lba*512)
+	}
+}
+
+func gptdiff(args ...string) (int, string, string) {
+	var o, e bytes.Buffer
+	code := run(args, &o, &e)
+	return code, o.String(), e.String()
+}
+
+// TestIncident: the ESXi 5.0 table of an 8 GiB image restored onto a
+// 12 GiB disk and compacted; gptdiff says so and exits 1.
+func TestIncident(t *testing.T) {
+	dir := t.TempDir()
+	ref := esxiImage(t, dir, "esxi50.img", "5.0", 8*gib)
+	restored := filepath.Join(dir, "restored.img")
+	rawCopy(t, ref, restored, 12*gib)
+	broken := filepath.Join(dir, "broken.img")
+	rawCopy(t, ref, broken, 12*gib)
+	compactBoth(t, broken)
+	// sgdisk simply lists the compacted partitions as 1-7.
+	if out, _ := exec.Command("sgdisk", "-p", broken).CombinedOutput(); !strings.Contains(string(out), "\n   4            8224          520191 ") {
+		t.Fatalf("sgdisk -p:\n%s", out)
+	}
+
+	code, out, errs := gptdiff(ref, broken)
+	t.Logf("gptdiff %s %s:\n%s", filepath.Base(ref), filepath.Base(broken), out)
+	if code != 1 || errs != "" {
+		t.Errorf("exit %d, stderr %q", code, errs)
+	}
+	for _, want := range []string{
+		"Verdict: DIFFERENT. Entries 5,6,7,8 moved up one slot: the entry array was compacted",
+		"ESXi looks for its boot banks at entries 5 and 6 and will not boot correctly",
+		"*    4  (empty)    ", "Basic Data     8224-520191         250.0 MiB  was slot 5",
+		"slots 9-128 are empty in both",
+		"backup GPT is at LBA 16777215, not at the disk's last LBA 25165823",
+		"gptfix -ref REF TARGET",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+
+	// Only restored onto a bigger disk: same slots, exit 0, backup noted.
+	code, out, _ = gptdiff(ref, restored)
+	if code != 0 || !strings.Contains(out, "Verdict: SAME") || !strings.Contains(out, "not at the end of the disk") {
+		t.Errorf("restored: exit %d\n%s", code, out)
+	}
+
+	// -json
+	code, out, _ = gptdiff("-json", ref, broken)
+	var js struct {
+		Same bool
+		Diff struct {
+			Layout  string
+			Mapping map[string]int
+			Verdict string
+		}
+		Target struct{ Kind string }
+	}
+	if err := json.Unmarshal([]byte(out), &js); err != nil {
+		t.Fatalf("-json: %v\n%s", err, out)
+	}
+	if code != 1 || js.Same || js.Diff.Layout != "compacted" || js.Diff.Mapping["5"] != 4 || js.Diff.Mapping["8"] != 7 || js.Target.Kind != "image" {
+		t.Errorf("-json: exit %d %+v", code, js)
+	}
+
+	// -save, then the saved layout and an sgdisk backup serve as REF.
+	layout := filepath.Join(dir, "orig.json")
+	if code, out, errs := gptdiff("-save", layout, ref); code != 0 || !strings.Contains(out, "saved") {
+		t.Fatalf("-save: exit %d %s %s", code, out, errs)
+	}
+	bak := filepath.Join(dir, "orig.sgdisk")
+	if out, err := exec.Command("sgdisk", "-b", bak, ref).CombinedOutput(); err != nil {
+		t.Fatalf("sgdisk -b: %v\n%s", err, out)
+	}
+	for _, r := range []string{layout, bak} {
+		code, out, _ := gptdiff(r, broken)
+		if code != 1 || !strings.Contains(out, "compacted") {
+			t.Errorf("REF %s: exit %d\n%s", filepath.Base(r), code, out)
+		}
+		if code, out, _ := gptdiff(r, ref); code != 0 {
+			t.Errorf("REF %s vs its own disk: exit %d\n%s", filepath.Base(r), code, out)
+		}
+	}
+	if _, out, _ := gptdiff(layout, ref); !strings.Contains(out, "(layout file, 8.0 GiB") {
+		t.Errorf("kind not shown:\n%s", out)
+	}
+}
+
+func TestErrors(t *testing.T) {
+	dir := t.TempDir()
+	img := esxiImage(t, dir, "a.img", "6.0", 4*gib)
+	small := filepath.Join(dir, "small")
+	os.WriteFile(small, make([]byte, 1000), 0o644)
+	for _, args := range [][]string{
+		{},
+		{img},
+		{img, img, img},
+		{"-sector", "1000", img, img},
+		{img, filepath.Join(dir, "missing")},
+		{filepath.Join(dir, "missing"), img},
+		{img, small},
+		{img, dir},
+		{"-nosuchflag", img, img},
+	} {
+		if code, _, errs := gptdiff(args...); code != 2 || errs == "" {
+			t.Errorf("gptdiff %v: exit %d, stderr %q", args, code, errs)
+		}
+	}
+	if code, _, errs := gptdiff("-h"); code != 0 || !strings.Contains(errs, "slot by slot") {
+		t.Errorf("-h: exit %d", code)
+	}
+	// An image without any GPT is a difference, not an error.
+	empty := filepath.Join(dir, "empty.img")
+	os.WriteFile(empty, make([]byte, 1<<20), 0o644)
+	if code, out, _ := gptdiff(img, empty); code != 1 || !strings.Contains(out, "Verdict: DIFFERENT. The target has no readable GPT") {
+		t.Errorf("no GPT: exit %d\n%s", code, out)
+	}
+}
