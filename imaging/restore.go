@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/esxi-rescue/rescue/gpt"
 	"golang.org/x/sys/unix"
 )
 
@@ -83,10 +84,10 @@ func restore(ctx context.Context, opt *Options) (*Result, error) {
 		return nil, err
 	}
 	res.SectorSize = ss
-	if last, gerr := gptParsePrimary(head, ss); gerr == nil {
+	if last, gerr := imageLastUsedLBA(head, ss); gerr == nil {
 		res.HasGPT = true
 		res.LastUsedLBA = last
-	} else if len(head) >= 2*ss && string(head[ss:ss+8]) == gptSignature {
+	} else if len(head) >= 2*ss && string(head[ss:ss+8]) == gpt.Signature {
 		opt.logf("warning: the image's primary GPT is damaged (%v): no size check by partitions, no GPT fix-up", gerr)
 	}
 
@@ -264,7 +265,7 @@ func parseSHA(s string) ([]byte, error) {
 func chooseSectorSize(explicit int, head []byte, targetSS int) (int, error) {
 	found := 0
 	for _, ss := range []int{512, 4096} {
-		if len(head) >= ss+8 && string(head[ss:ss+8]) == gptSignature {
+		if len(head) >= ss+8 && string(head[ss:ss+8]) == gpt.Signature {
 			found = ss
 			break
 		}

@@ -5,17 +5,18 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 
+	"github.com/esxi-rescue/rescue/gpt"
 	"golang.org/x/sys/unix"
 )
 
 // Paths of the kernel's views, variables so tests can point them elsewhere.
 var (
 	mountinfoPath = "/proc/self/mountinfo"
-	swapsPath     = "/proc/swaps"
 	sysDevBlock   = "/sys/dev/block"
 )
 
@@ -125,43 +126,7 @@ func readDevFile(path string) (uint64, bool) {
 	return unix.Mkdev(uint32(a), uint32(c)), true
 }
 
-// family returns the device, its partitions and everything stacked on any of
-// them (holders: device-mapper, md, ...), recursively.
-func family(b blockDev) []blockDev {
-	seen := map[uint64]bool{}
-	var out []blockDev
-	var walk func(blockDev)
-	walk = func(x blockDev) {
-		if seen[x.dev] {
-			return
-		}
-		seen[x.dev] = true
-		out = append(out, x)
-		entries, _ := os.ReadDir(x.dir)
-		for _, e := range entries {
-			sub := filepath.Join(x.dir, e.Name())
-			if _, err := os.Stat(filepath.Join(sub, "partition")); err == nil {
-				if d, ok := readDevFile(filepath.Join(sub, "dev")); ok {
-					walk(blockDev{dev: d, name: e.Name(), dir: sub})
-				}
-			}
-		}
-		holders, _ := os.ReadDir(filepath.Join(x.dir, "holders"))
-		for _, h := range holders {
-			dir, err := filepath.EvalSymlinks(filepath.Join(x.dir, "holders", h.Name()))
-			if err != nil {
-				continue
-			}
-			if d, ok := readDevFile(filepath.Join(dir, "dev")); ok {
-				walk(blockDev{dev: d, name: h.Name(), dir: dir})
-			}
-		}
-	}
-	walk(b)
-	return out
-}
-
-// wholeDisk returns the disk a device belongs to (itself when it is a disk),
+// wholeDisks returns the disks a device belongs to (itself when it is a disk),
 // following device-mapper/md/loop slaves down to the physical disks.
 func wholeDisks(d uint64) []blockDev {
 	b, err := sysBlock(d)
@@ -211,7 +176,7 @@ func wholeDisks(d uint64) []blockDev {
 	return out
 }
 
-// devOfSource returns the device number named by a mount source like /dev/sda1.
+// devOfPath returns the device number named by a mount source like /dev/sda1.
 func devOfPath(p string) (uint64, bool) {
 	if !strings.HasPrefix(p, "/") {
 		return 0, false
@@ -223,98 +188,56 @@ func devOfPath(p string) (uint64, bool) {
 	return st.Rdev, true
 }
 
-// checkBlockTarget refuses a block device that is mounted (itself, a
-// partition or a holder), used as swap, held by device-mapper/md, holds the
-// running rescue system, or is listed in refuse.
-func checkBlockTarget(path string, rdev uint64, refuse []string) error {
-	b, err := sysBlock(rdev)
+// checkTarget refuses a target that is in use (gpt.InUse: it, a partition
+// of it, or for a file the loop device on it, mounted, used as swap or held
+// by device-mapper/md), that lies on the disk holding the running system's
+// root filesystem, or on one of the refuse devices (e.g. the boot medium).
+func checkTarget(path string, isBlock bool, rdev uint64, refuse []string) error {
+	problems, err := gpt.InUse(path)
 	if err != nil {
 		return refused("%s: cannot check whether it is in use: %v", path, err)
 	}
-	fam := family(b)
-	inFam := map[uint64]string{}
-	for _, x := range fam {
-		inFam[x.dev] = x.name
-	}
-	mounts, err := readMounts()
-	if err != nil {
-		return refused("%s: cannot check whether it is mounted: %v", path, err)
-	}
-	var problems []string
-	for _, m := range mounts {
-		name, ok := inFam[m.dev]
-		if !ok {
-			if d, isDev := devOfPath(m.source); isDev {
-				name, ok = inFam[d]
-			}
+	if isBlock {
+		mine := map[uint64]string{}
+		for _, w := range wholeDisks(rdev) {
+			mine[w.dev] = w.name
 		}
-		if ok {
-			problems = append(problems, fmt.Sprintf("%s is mounted on %s", name, m.point))
+		mounts, err := readMounts()
+		if err != nil {
+			return refused("%s: cannot check whether it holds the running system: %v", path, err)
 		}
-	}
-	if sw, err := os.ReadFile(swapsPath); err == nil {
-		for i, line := range strings.Split(string(sw), "\n") {
-			f := strings.Fields(line)
-			if i == 0 || len(f) == 0 {
+		for _, m := range mounts {
+			if m.point != "/" {
 				continue
 			}
-			if d, ok := devOfPath(f[0]); ok {
-				if name, in := inFam[d]; in {
-					problems = append(problems, fmt.Sprintf("%s is in use as swap", name))
+			d := m.dev
+			if sd, ok := devOfPath(m.source); ok {
+				d = sd
+			}
+			if unix.Major(d) == 0 {
+				continue // rootfs/tmpfs/overlay: a rescue system running from RAM
+			}
+			for _, w := range wholeDisks(d) {
+				if name, in := mine[w.dev]; in {
+					problems = append(problems, fmt.Sprintf("%s holds the running system's root filesystem", name))
 				}
 			}
 		}
-	}
-	for _, x := range fam[1:] {
-		if _, err := os.Stat(filepath.Join(x.dir, "partition")); err != nil {
-			problems = append(problems, fmt.Sprintf("%s is in use by %s (device-mapper, RAID or similar)", b.name, x.name))
-		}
-	}
-	// The running rescue system: the disks under "/" and under every mount
-	// of a block device that is not our target (the boot medium).
-	for _, m := range mounts {
-		if m.point != "/" {
-			continue
-		}
-		d := m.dev
-		if sd, ok := devOfPath(m.source); ok {
-			d = sd
-		}
-		if unix.Major(d) == 0 {
-			continue // rootfs/tmpfs: the rescue system runs from RAM
-		}
-		for _, w := range wholeDisks(d) {
-			if _, in := inFam[w.dev]; in || w.dev == rdev {
-				problems = append(problems, fmt.Sprintf("%s holds the running system's root filesystem", w.name))
+		for _, r := range refuse {
+			d, ok := devOfPath(r)
+			if !ok {
+				continue
 			}
-		}
-	}
-	for _, r := range refuse {
-		d, ok := devOfPath(r)
-		if !ok {
-			continue
-		}
-		for _, w := range append(wholeDisks(d), blockDev{dev: d, name: r}) {
-			if _, in := inFam[w.dev]; in {
-				problems = append(problems, fmt.Sprintf("%s is the rescue medium (%s)", b.name, r))
-				break
+			for _, w := range wholeDisks(d) {
+				if name, in := mine[w.dev]; in {
+					problems = append(problems, fmt.Sprintf("%s holds %s, which must not be written (the rescue medium)", name, r))
+				}
 			}
 		}
 	}
 	if len(problems) > 0 {
 		sort.Strings(problems)
-		problems = compact(problems)
-		return refused("%s is in use: %s", path, strings.Join(problems, "; "))
+		return refused("%s is in use: %s", path, strings.Join(slices.Compact(problems), "; "))
 	}
 	return nil
-}
-
-func compact(s []string) []string {
-	out := s[:0]
-	for i, x := range s {
-		if i == 0 || x != s[i-1] {
-			out = append(out, x)
-		}
-	}
-	return out
 }

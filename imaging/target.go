@@ -47,6 +47,9 @@ func openTarget(opt *Options, src *source) (*target, error) {
 	}
 	switch {
 	case fi.Mode().IsRegular():
+		if err := checkTarget(opt.Dst, false, 0, nil); err != nil {
+			return nil, err
+		}
 		f, err := os.OpenFile(opt.Dst, os.O_RDWR, 0)
 		if err != nil {
 			return nil, fmt.Errorf("opening %s: %w", opt.Dst, err)
@@ -67,7 +70,7 @@ func openTarget(opt *Options, src *source) (*target, error) {
 			return nil, refused("%s is the source device itself", opt.Dst)
 		}
 	}
-	if err := checkBlockTarget(opt.Dst, st.Rdev, opt.Refuse); err != nil {
+	if err := checkTarget(opt.Dst, true, st.Rdev, opt.Refuse); err != nil {
 		return nil, err
 	}
 	// O_EXCL on a block device: the kernel refuses it while anything has
@@ -99,7 +102,7 @@ func describeTable(r io.ReaderAt, size int64, sectorSize int) string {
 	if sectorSize == 0 {
 		sectorSize = 512
 	}
-	if d := gptDescribe(r, size, sectorSize); d != "" {
+	if d := describeGPT(r, size, sectorSize); d != "" {
 		return d
 	}
 	mbr := make([]byte, 512)

@@ -1,0 +1,330 @@
+package imaging
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+
+	diskfs "github.com/diskfs/go-diskfs"
+	dgpt "github.com/diskfs/go-diskfs/partition/gpt"
+	"github.com/esxi-rescue/rescue/esxi"
+	"github.com/esxi-rescue/rescue/gpt"
+)
+
+// sgPart is a partition for sgdisk: slot, first and last LBA, type code.
+type sgPart struct {
+	slot        int
+	first, last uint64
+	typ         string
+}
+
+// sgdiskImage makes a sparse image with sgdisk (an independent GPT writer)
+// and random data at the start and end of every partition.
+func sgdiskImage(t testing.TB, path string, size int64, parts []sgPart) {
+	t.Helper()
+	need(t, "sgdisk")
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Truncate(size)
+	f.Close()
+	args := []string{"-a", "1"}
+	for _, p := range parts {
+		args = append(args, "-n", fmt.Sprintf("%d:%d:%d", p.slot, p.first, p.last), "-t", fmt.Sprintf("%d:%s", p.slot, p.typ),
+			"-c", fmt.Sprintf("%d:part%d", p.slot, p.slot))
+	}
+	run(t, "sgdisk", append(args, path)...)
+	for _, p := range parts {
+		fillRandom(t, path, int64(p.first)*512, 8192, uint64(p.slot))
+		fillRandom(t, path, int64(p.last+1)*512-8192, 8192, uint64(p.slot)+100)
+	}
+}
+
+// testParts: slots 1, 5 and 2 in disk order 1,5,2 (gaps at 3 and 4).
+var testParts = []sgPart{
+	{1, 2048, 10239, "EF00"},
+	{5, 10240, 40959, "0700"},
+	{2, 40960, 100000, "8300"},
+}
+
+// sgdiskVerify runs sgdisk -v and returns its output and whether it found no problems.
+func sgdiskVerify(t testing.TB, path string) (string, bool) {
+	t.Helper()
+	out, _ := exec.Command("sgdisk", "-v", path).CombinedOutput()
+	return string(out), strings.Contains(string(out), "No problems found")
+}
+
+func readTable(t testing.TB, path string, ss int) *gpt.Table {
+	t.Helper()
+	tb, err := gpt.ReadFile(path, ss)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tb
+}
+
+func sparseFile(t testing.TB, path string, size int64) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+}
+
+// checkSlotsKept checks that both entry arrays on the target are
+// byte-identical to the image's, the backup sits at the target's last LBA,
+// and the partition contents are the image's.
+func checkSlotsKept(t *testing.T, img, dst string, ss int, lastUsed uint64) {
+	t.Helper()
+	it, tt := readTable(t, img, ss), readTable(t, dst, ss)
+	if tt.Primary == nil || tt.Backup == nil || !tt.Primary.Valid() || !tt.Backup.Valid() {
+		t.Fatalf("target table: primary %v backup %v; problems %v", tt.Primary != nil, tt.Backup != nil, tt.Problems)
+	}
+	if !bytes.Equal(tt.Primary.Array, it.Primary.Array) {
+		t.Errorf("primary entry array differs from the image's")
+	}
+	if !bytes.Equal(tt.Backup.Array, it.Primary.Array) {
+		t.Errorf("backup entry array differs from the image's")
+	}
+	if tt.Backup.HeaderLBA != tt.LastLBA() {
+		t.Errorf("backup header at LBA %d, want the target's last LBA %d", tt.Backup.HeaderLBA, tt.LastLBA())
+	}
+	for _, p := range tt.Problems {
+		t.Errorf("gpt problem on target: %v", p)
+	}
+	// Partition data (everything after the primary array up to the last
+	// used LBA) is the image's, compared with cmp(1).
+	start := int64(2+32*512/ss) * int64(ss)
+	if ss == 4096 {
+		start = 6 * 4096
+	}
+	n := (int64(lastUsed)+1)*int64(ss) - start
+	if out, err := exec.Command("cmp", "-i", fmt.Sprintf("%d:%d", start, start), "-n", strconv.FormatInt(n, 10), img, dst).CombinedOutput(); err != nil {
+		t.Errorf("partition data differs: %v %s", err, out)
+	}
+}
+
+func TestGPTTargetSizes(t *testing.T) {
+	need(t, "sgdisk", "cmp")
+	dir := t.TempDir()
+	img := dir + "/img"
+	const imgSize = 64 << 20
+	sgdiskImage(t, img, imgSize, testParts)
+	const lastUsed = 100000
+	need := int64(lastUsed+1) * 512
+	for _, tc := range []struct {
+		name    string
+		size    int64
+		noFixup bool
+		wantErr string
+	}{
+		{name: "larger", size: 96 << 20},
+		{name: "equal", size: imgSize},
+		{name: "smaller-fits", size: 56 << 20},
+		{name: "smaller-by-one-sector", size: need - 512, wantErr: "512 bytes) too small"},
+		{name: "too-small", size: 48 << 20, wantErr: fmt.Sprintf("%d bytes) too small", need-48<<20)},
+		{name: "larger-no-fixup", size: 96 << 20, noFixup: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dst := t.TempDir() + "/disk"
+			sparseFile(t, dst, tc.size)
+			opt := copyOpts(t, img, dst)
+			opt.NoGPTFixup = tc.noFixup
+			opt.UndoPath = t.TempDir() + "/undo"
+			opt.Verify = true
+			res, err := Copy(context.Background(), opt)
+			if tc.wantErr != "" {
+				if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("want refusal containing %q, got %v", tc.wantErr, err)
+				}
+				t.Logf("refused as expected: %v", err)
+				if b := readAt(t, dst, 0, 1<<20); !isZero(b) {
+					t.Errorf("the refused target was written")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !res.HasGPT || res.LastUsedLBA != lastUsed {
+				t.Errorf("HasGPT %v LastUsedLBA %d, want true %d", res.HasGPT, res.LastUsedLBA, lastUsed)
+			}
+			if fi, _ := os.Stat(dst); fi.Size() != tc.size {
+				t.Errorf("target size changed to %d", fi.Size())
+			}
+			t.Logf("GPT: %s", res.GPTFixup)
+			out, clean := sgdiskVerify(t, dst)
+			switch {
+			case tc.size == imgSize:
+				cmpFiles(t, img, dst, -1)
+				if res.UndoPath != "" {
+					t.Errorf("equal size: a fix-up was written (%s)", res.GPTFixup)
+				}
+				if !clean {
+					t.Errorf("sgdisk -v: %s", out)
+				}
+			case tc.noFixup:
+				cmpFiles(t, img, dst, imgSize)
+				if clean || res.UndoPath != "" {
+					t.Errorf("-no-gpt-fixup: the table was changed (sgdisk -v: %s)", out)
+				}
+			default:
+				if !clean {
+					t.Errorf("sgdisk -v after the fix-up: %s", out)
+				}
+				if _, err := os.Stat(res.UndoPath); err != nil {
+					t.Errorf("no undo file: %v", err)
+				}
+				checkSlotsKept(t, img, dst, 512, lastUsed)
+			}
+		})
+	}
+}
+
+// diskfsImage4K makes an image with 4096-byte sectors with go-diskfs.
+func diskfsImage4K(t testing.TB, path string, size int64) uint64 {
+	t.Helper()
+	d, err := diskfs.Create(path, size, diskfs.SectorSize(4096))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tbl := &dgpt.Table{LogicalSectorSize: 4096, PhysicalSectorSize: 4096, ProtectiveMBR: true,
+		Partitions: []*dgpt.Partition{
+			{Index: 1, Start: 256, End: 2559, Type: dgpt.EFISystemPartition, Name: "sys"},
+			{Index: 5, Start: 2560, End: 8191, Type: dgpt.MicrosoftBasicData, Name: "bank"},
+			{Index: 3, Start: 8192, End: 12000, Type: dgpt.LinuxFilesystem, Name: "data"},
+		}}
+	if err := d.Partition(tbl); err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	for i, lba := range []int64{256, 2560, 8192, 12000} {
+		fillRandom(t, path, lba*4096, 4096, uint64(i))
+	}
+	return 12000
+}
+
+func TestGPT4KSectors(t *testing.T) {
+	need(t, "cmp")
+	dir := t.TempDir()
+	img := dir + "/img"
+	lastUsed := diskfsImage4K(t, img, 64<<20)
+	dst := dir + "/disk"
+	sparseFile(t, dst, 100<<20)
+	opt := copyOpts(t, img, dst)
+	opt.UndoPath = dir + "/undo"
+	res := mustCopy(t, opt)
+	if res.SectorSize != 4096 || res.LastUsedLBA != lastUsed {
+		t.Fatalf("sector size %d last used %d, want 4096 %d", res.SectorSize, res.LastUsedLBA, lastUsed)
+	}
+	checkSlotsKept(t, img, dst, 4096, lastUsed)
+	// Too small in 4K sectors.
+	small := dir + "/small"
+	sparseFile(t, small, 40<<20)
+	if _, err := Copy(context.Background(), copyOpts(t, img, small)); !errors.Is(err, ErrRefused) {
+		t.Errorf("40 MiB target for a table ending at 4K LBA %d: want refusal, got %v", lastUsed, err)
+	}
+	// An explicit wrong sector size is an error.
+	opt = copyOpts(t, img, dir+"/other")
+	opt.SectorSize = 512
+	if _, err := Copy(context.Background(), opt); err == nil {
+		t.Errorf("-sector-size 512 on a 4K image accepted")
+	}
+}
+
+// TestChecksumMismatchKeepsGPT: with a wrong -sha256 the target keeps its
+// own partition table (the image's head is never written) and nothing is
+// "fixed".
+func TestChecksumMismatchKeepsGPT(t *testing.T) {
+	need(t, "sgdisk")
+	dir := t.TempDir()
+	img := dir + "/img"
+	sgdiskImage(t, img, 64<<20, testParts)
+	dst := dir + "/disk"
+	sgdiskImage(t, dst, 96<<20, []sgPart{{1, 2048, 150000, "8300"}})
+	head0, tail0 := readAt(t, dst, 0, 1<<20), readAt(t, dst, 95<<20, 1<<20)
+	p0 := run(t, "sgdisk", "-p", dst)
+	opt := copyOpts(t, img, dst)
+	opt.SHA256 = strings.Repeat("0", 64)
+	opt.UndoPath = dir + "/undo"
+	res, err := Copy(context.Background(), opt)
+	if !errors.Is(err, ErrChecksum) {
+		t.Fatalf("want ErrChecksum, got %v", err)
+	}
+	t.Logf("error (as expected): %v", err)
+	if res == nil || res.SHA256 != sha256sum(t, img) {
+		t.Errorf("the result should still report the image's real SHA-256")
+	}
+	if !bytes.Equal(readAt(t, dst, 0, 1<<20), head0) || !bytes.Equal(readAt(t, dst, 95<<20, 1<<20), tail0) {
+		t.Errorf("the target's GPT regions changed")
+	}
+	if p1 := run(t, "sgdisk", "-p", dst); p1 != p0 {
+		t.Errorf("sgdisk -p changed:\n%s\nwas\n%s", p1, p0)
+	}
+	if _, err := os.Stat(opt.UndoPath); err == nil {
+		t.Errorf("a GPT fix-up ran despite the checksum mismatch")
+	}
+}
+
+// TestIncidentESXi50 is the incident: an ESXi 5.0 disk image (slot 4 empty,
+// entries not in disk order, 5..8 in the array's second sector) restored
+// onto a bigger disk keeps both entry arrays byte-identical to the image and
+// leaves a table sgdisk finds clean.
+func TestIncidentESXi50(t *testing.T) {
+	need(t, "sgdisk", "cmp")
+	layout, err := esxi.Layout("5.0", 7<<30, 512)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The brief's table with a small datastore, so the image stays ~5 GiB sparse.
+	var parts []sgPart
+	var lastUsed uint64
+	codes := map[string]string{esxi.TypeEFISystem: "EF00", esxi.TypeBasicData: "0700", esxi.TypeVMFS: "FB00", esxi.TypeVMKDiagnostic: "FC00"}
+	for _, p := range layout {
+		if p.Slot == 3 {
+			p.Last = p.First + 2047
+		}
+		parts = append(parts, sgPart{p.Slot, p.First, p.Last, codes[p.Type]})
+		lastUsed = max(lastUsed, p.Last)
+	}
+	if len(parts) != 7 {
+		t.Fatalf("ESXi 5.0 layout has %d partitions, want 7", len(parts))
+	}
+	dir := t.TempDir()
+	img := dir + "/esxi50.img"
+	sgdiskImage(t, img, int64(lastUsed+34)*512, parts)
+	it := readTable(t, img, 512)
+	slots := it.Slots()
+	if slots[3].Used() || !slots[4].Used() || !slots[7].Used() {
+		t.Fatalf("fixture: slot 4 should be empty and 5..8 used")
+	}
+	dst := dir + "/bigger-disk"
+	sparseFile(t, dst, 8<<30)
+	opt := copyOpts(t, img, dst)
+	opt.BufferSize = 4 << 20
+	opt.UndoPath = dir + "/undo"
+	res := mustCopy(t, opt)
+	t.Logf("%s", res.GPTFixup)
+	checkSlotsKept(t, img, dst, 512, lastUsed)
+	if out, clean := sgdiskVerify(t, dst); !clean {
+		t.Errorf("sgdisk -v: %s", out)
+	}
+	// sgdisk still lists partitions 1,2,3,5,6,7,8 by the same numbers.
+	out := run(t, "sgdisk", "-p", dst)
+	for _, p := range parts {
+		if !strings.Contains(out, fmt.Sprintf("\n   %d        %11d", p.slot, p.first)) && !strings.Contains(out, fmt.Sprintf("   %d ", p.slot)) {
+			t.Errorf("sgdisk -p does not list partition %d:\n%s", p.slot, out)
+		}
+	}
+}
