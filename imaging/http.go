@@ -25,6 +25,10 @@ type httpReader struct {
 	lastMod string
 	ranges  bool // server announced Accept-Ranges: bytes
 	resumes int
+	// stalls counts drops in a row with no byte received since the last
+	// (re)connect; more than Retries of them ends the transfer.
+	stalls   int
+	progress bool
 }
 
 // ErrHTTP is wrapped by errors about the HTTP transfer.
@@ -168,6 +172,9 @@ func (h *httpReader) Read(p []byte) (int, error) {
 		}
 		n, err := h.body.Read(p)
 		h.off += int64(n)
+		if n > 0 {
+			h.progress = true
+		}
 		if err == nil {
 			return n, nil
 		}
@@ -184,6 +191,23 @@ func (h *httpReader) Read(p []byte) (int, error) {
 		if !h.ranges {
 			return n, fmt.Errorf("%w: %s: connection lost at byte %d and the server does not support resuming (no Accept-Ranges: bytes): %v", ErrHTTP, h.url, h.off, err)
 		}
+		if h.progress {
+			h.stalls = 0
+		} else {
+			h.stalls++
+		}
+		if h.stalls > h.opt.Retries {
+			return n, fmt.Errorf("%w: %s: giving up after %d dropped connections in a row at byte %d: %v", ErrHTTP, h.url, h.stalls, h.off, err)
+		}
+		if h.stalls > 0 {
+			d := h.opt.RetryDelay << min(h.stalls-1, 6)
+			select {
+			case <-time.After(d):
+			case <-h.ctx.Done():
+				return n, h.ctx.Err()
+			}
+		}
+		h.progress = false
 		if cerr := h.connect(); cerr != nil {
 			return n, cerr
 		}
