@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# initramfs/build.sh OUT — builds the rescue system's boot artifacts into OUT:
+#
+#   OUT/rescue.vmlinuz     stock Debian kernel (from the linux-image-*-amd64 .deb)
+#   OUT/kver               its version (the lib/modules directory name)
+#   OUT/rescue.initramfs   u-root busybox initramfs + kernel modules, zstd-compressed
+#   OUT/modules/KVER/      the bundled modules tree (modules.dep, modules.alias, ...)
+#   OUT/rescue-usb.img     GPT USB stick image, ESP "RESCUE", GRUB for UEFI and BIOS
+#   OUT/pxe/               TFTP/HTTP root: kernel, initramfs, iPXE/PXELINUX/GRUB configs
+#
+# Called by ../build.sh after the Debian packages and Go modules are installed.
+# Downloads (kernel and firmware .debs) are cached in .cache/ (RESCUE_CACHE).
+# Environment:
+#   KERNEL_PACKAGE     e.g. linux-image-6.1.0-56-amd64 (default: what linux-image-amd64 depends on)
+#   SOURCE_DATE_EPOCH  time stamps in the images (default: the last commit's time)
+#   RESCUE_CMDLINE     default hands-off kernel arguments (default: rescue.action=shell)
+set -euo pipefail
+cd "$(dirname "$(readlink -f "$0")")/.."
+OUT=$(mkdir -p "${1:?usage: initramfs/build.sh OUTDIR}" && readlink -f "$1")
+CACHE=$(mkdir -p "${RESCUE_CACHE:-.cache}" && readlink -f "${RESCUE_CACHE:-.cache}")
+export PATH="/usr/local/go/bin:$PATH:/usr/sbin:/sbin"
+export GOFLAGS="${GOFLAGS:--mod=mod}"
+export SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}"
+RESCUE_CMDLINE=${RESCUE_CMDLINE:-rescue.action=shell}
+CONSOLE_ARGS="console=tty0 console=ttyS0,115200n8"
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'initramfs/build.sh: %s\n' "$*" >&2; exit 2; }
+
+# fetch_deb PACKAGE DIR: download PACKAGE's .deb (candidate version) into
+# DIR once and unpack it into DIR/<package>_<version>/; prints that path.
+fetch_deb() {
+	local pkg=$1 dir=$2 ver deb root
+	ver=$(apt-cache show --no-all-versions "$pkg" 2>/dev/null | sed -n 's/^Version: //p' | head -n1)
+	if [[ -z $ver ]]; then
+		# No package lists yet (fresh machine) or a stale one.
+		[[ $(id -u) == 0 ]] && apt-get update -qq >&2
+		ver=$(apt-cache show --no-all-versions "$pkg" 2>/dev/null | sed -n 's/^Version: //p' | head -n1)
+	fi
+	[[ -n $ver ]] || die "Debian package $pkg not found (apt-get update?)"
+	root="$dir/${pkg}_${ver//:/%3a}"
+	if [[ ! -e $root/.unpacked ]]; then
+		mkdir -p "$dir"
+		rm -rf "$root"
+		(cd "$dir" && apt-get -qq -o APT::Sandbox::User=root download "$pkg=$ver" >&2) ||
+			die "cannot download $pkg=$ver"
+		dpkg-deb -x "$dir/${pkg}_${ver//:/%3a}_"*.deb "$root"
+		touch "$root/.unpacked"
+	fi
+	echo "$root"
+}
+
+# --- kernel -----------------------------------------------------------------
+KPKG=${KERNEL_PACKAGE:-$(apt-cache depends linux-image-amd64 2>/dev/null | sed -n 's/.*Depends: \(linux-image-[^ ]*\)$/\1/p' | head -n1)}
+if [[ -z $KPKG ]]; then
+	[[ $(id -u) == 0 ]] && apt-get update -qq
+	KPKG=$(apt-cache depends linux-image-amd64 2>/dev/null | sed -n 's/.*Depends: \(linux-image-[^ ]*\)$/\1/p' | head -n1)
+fi
+[[ -n $KPKG ]] || die "cannot resolve linux-image-amd64 to a kernel package"
+log "kernel: $KPKG"
+KROOT=$(fetch_deb "$KPKG" "$CACHE/kernel")
+KVER=$(basename "$(ls -d "$KROOT"/lib/modules/*/ | head -n1)")
+[[ -f $KROOT/boot/vmlinuz-$KVER ]] || die "no vmlinuz-$KVER in $KPKG"
+[[ -f $KROOT/lib/modules/$KVER/modules.dep ]] || depmod -b "$KROOT" "$KVER"
+grep -q '^CONFIG_RD_ZSTD=y' "$KROOT/boot/config-$KVER" || die "kernel $KVER cannot unpack a zstd initramfs"
+grep -q '^CONFIG_MODULE_COMPRESS_NONE=y' "$KROOT/boot/config-$KVER" ||
+	die "kernel $KVER ships compressed modules: mkmodules reads plain .ko files"
+FWROOT=$(fetch_deb firmware-linux-free "$CACHE/firmware")
+
+# --- build helpers ----------------------------------------------------------
+mkdir -p "$CACHE/bin"
+go build -trimpath -o "$CACHE/bin/mkmodules" ./initramfs/mkmodules
+go build -trimpath -o "$CACHE/bin/mkusb" ./initramfs/mkusb
+
+# --- staging tree: modules, firmware, /etc files ------------------------------
+STAGE="$CACHE/stage"
+rm -rf "$STAGE"
+mkdir -p "$STAGE"
+log "kernel modules for $KVER"
+"$CACHE/bin/mkmodules" -root "$KROOT" -kver "$KVER" -list initramfs/modules.txt -firmware "$FWROOT" -o "$STAGE" >&2
+depmod -b "$STAGE" "$KVER"
+cp -r initramfs/files/etc "$STAGE/etc"
+cat >"$STAGE/etc/rescue-release" <<EOF
+NAME="ESXi rescue"
+KERNEL=$KVER
+KERNEL_PACKAGE=$KPKG
+SOURCE=$(git describe --always --dirty 2>/dev/null || echo unknown)
+EOF
+find "$STAGE" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
+
+# --- initramfs ----------------------------------------------------------------
+# u-root commands: the blank imports in tools.go (one list for go.mod and the image).
+mapfile -t UROOT_CMDS < <(sed -n 's/^\s*_ "\(github.com\/u-root\/u-root\/cmds\/[^"]*\)"$/\1/p' tools.go)
+# Our commands: those that exist and compile (others may still be writing them).
+OUR_CMDS=()
+for d in cmds/*/; do
+	d=${d%/}
+	[[ -f $d/main.go ]] || continue
+	if go build -o /dev/null "./$d" 2>"$CACHE/build-$(basename "$d").log"; then
+		OUR_CMDS+=("./$d")
+	else
+		printf '\033[1;31mWARNING: %s does not build; left out of the initramfs:\033[0m\n' "$d" >&2
+		head -n 5 "$CACHE/build-$(basename "$d").log" >&2
+	fi
+done
+UINIT=()
+[[ " ${OUR_CMDS[*]} " == *" ./cmds/rescue "* ]] && UINIT=(-uinitcmd=rescue)
+log "initramfs: ${#UROOT_CMDS[@]} u-root commands + ${OUR_CMDS[*]:-none of ours yet}"
+rm -f "$CACHE/initramfs.cpio"
+go tool u-root -o "$CACHE/initramfs.cpio" -build=bb -defaultsh=gosh "${UINIT[@]}" \
+	-files "$STAGE/lib:lib" -files "$STAGE/etc:etc" \
+	"${UROOT_CMDS[@]}" "${OUR_CMDS[@]}" 2>&1 | grep -v -e 'recommended Go versions' -e 'Some packages may not compile' \
+	-e 'golang.org/doc/install' -e 'golang.org/dl/go' >&2 || true
+[[ -s $CACHE/initramfs.cpio ]] || die "u-root failed"
+zstd -q -19 -T0 -f "$CACHE/initramfs.cpio" -o "$OUT/rescue.initramfs"
+# Pad to 4 bytes: the kernel only finds a further (uncompressed) cpio appended
+# to this one (tests add files that way) at a 4-byte aligned offset.
+truncate -s %4 "$OUT/rescue.initramfs"
+cp "$KROOT/boot/vmlinuz-$KVER" "$OUT/rescue.vmlinuz"
+echo "$KVER" >"$OUT/kver"
+rm -rf "$OUT/modules"
+mkdir -p "$OUT/modules"
+cp -r "$STAGE/lib/modules/$KVER" "$OUT/modules/$KVER"
+
+# --- PXE tree -------------------------------------------------------------------
+log "PXE tree"
+PXE="$OUT/pxe"
+rm -rf "$PXE"
+mkdir -p "$PXE/pxelinux.cfg" "$PXE/boot/grub"
+cp "$OUT/rescue.vmlinuz" "$PXE/vmlinuz"
+cp "$OUT/rescue.initramfs" "$PXE/initramfs"
+sedq() { printf '%s' "$1" | sed -e 's/[\\|&]/\\&/g'; }
+subst() { sed -e "s|@CONSOLE@|$(sedq "$CONSOLE_ARGS")|g" -e "s|@RESCUE@|$(sedq "$RESCUE_CMDLINE")|g" -e "s|@KVER@|$KVER|g" "$@"; }
+subst initramfs/boot/boot.ipxe >"$PXE/boot.ipxe"
+subst initramfs/boot/pxelinux.cfg >"$PXE/pxelinux.cfg/default"
+cp initramfs/boot/pxe-README.md "$PXE/README.md"
+# Boot loaders from Debian packages, for a TFTP server that has none yet.
+for f in /usr/lib/ipxe/undionly.kpxe /usr/lib/ipxe/ipxe.efi /usr/lib/PXELINUX/pxelinux.0 /usr/lib/PXELINUX/lpxelinux.0 \
+	/usr/lib/syslinux/modules/bios/ldlinux.c32; do
+	[[ -f $f ]] && cp "$f" "$PXE/"
+done
+for p in x86_64-efi i386-pc; do
+	[[ -d /usr/lib/grub/$p ]] && grub-mknetdir --net-directory="$PXE" --subdir=boot/grub -d "/usr/lib/grub/$p" >/dev/null
+done
+subst initramfs/boot/grub-netboot.cfg >"$PXE/boot/grub/grub.cfg"
+
+# --- USB stick image --------------------------------------------------------------
+log "USB stick image"
+USBW="$CACHE/usb"
+rm -rf "$USBW"
+mkdir -p "$USBW"
+GRUB_MODS="part_gpt fat normal linux echo test configfile search search_label ls cat sleep reboot halt help"
+grub-mkimage -O x86_64-efi -p /boot/grub -o "$USBW/BOOTX64.EFI" $GRUB_MODS all_video efi_gop serial terminal
+printf 'set root="${root},gpt1"\nset prefix="(${root})/boot/grub"\n' >"$USBW/bios-early.cfg"
+grub-mkimage -O i386-pc -p /boot/grub -c "$USBW/bios-early.cfg" -o "$USBW/core.img" $GRUB_MODS biosdisk serial terminal
+subst initramfs/boot/usb-grub.cfg >"$USBW/grub.cfg"
+subst initramfs/boot/usb-README.txt >"$USBW/README.txt"
+"$CACHE/bin/mkusb" -o "$OUT/rescue-usb.img" -label RESCUE \
+	-grub-boot /usr/lib/grub/i386-pc/boot.img -grub-core "$USBW/core.img" \
+	/EFI/BOOT/BOOTX64.EFI="$USBW/BOOTX64.EFI" /boot/grub/grub.cfg="$USBW/grub.cfg" \
+	/rescue/vmlinuz="$OUT/rescue.vmlinuz" /rescue/initramfs="$OUT/rescue.initramfs" /README.txt="$USBW/README.txt"
+
+log "artifacts:"
+(cd "$OUT" && ls -l rescue.vmlinuz rescue.initramfs rescue-usb.img 2>/dev/null | awk '{printf "    %-20s %6.1f MiB\n", $NF, $5/1048576}' >&2)
