@@ -21,6 +21,8 @@ APT_PACKAGES=(
 	zstd:zstd xz-utils:xz gzip:gzip bmap-tools:bmaptool cpio:cpio binutils:objcopy
 	systemd-boot-efi:/usr/lib/systemd/boot/efi/linuxx64.efi.stub
 	util-linux:losetup kmod:depmod ca-certificates:/etc/ssl/certs/ca-certificates.crt
+	grub-common:grub-mkimage grub-efi-amd64-bin:/usr/lib/grub/x86_64-efi/kernel.img grub-pc-bin:/usr/lib/grub/i386-pc/boot.img
+	ipxe:/usr/lib/ipxe/undionly.kpxe pxelinux:/usr/lib/PXELINUX/pxelinux.0 syslinux-common:/usr/lib/syslinux/modules/bios/ldlinux.c32
 )
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
