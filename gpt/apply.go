@@ -30,8 +30,10 @@ var ErrDiskChanged = errors.New("the disk changed since its table was read; read
 //  2. save those sectors to a new undo file at undoPath (never
 //     overwritten; fsynced with its directory) for ApplyUndo;
 //  3. write the backup entry array, then the backup header, and flush;
-//  4. write the primary entry array, the primary header and the
-//     protective MBR, and flush;
+//  4. write the primary header, the primary entry array and the
+//     protective MBR, and flush (the primary header first, so that while
+//     its array is half written the primary's CRC check fails and every
+//     reader, sgdisk included, takes the complete new backup);
 //  5. re-read every written sector and the whole table and verify.
 //
 // After a crash at any point one of the two copies is whole: until step 3

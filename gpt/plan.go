@@ -58,7 +58,7 @@ type Plan struct {
 	DiskSize   int64
 	Steps      []string // what will change, in plain words
 	Notes      []string // what was noticed and deliberately left alone
-	Writes     []Write  // only sectors whose content changes, backup first
+	Writes     []Write  // in write order: backup array, backup header, primary header, primary array, MBR
 
 	array      []byte // the entry array both copies will hold
 	primaryHdr []byte // the primary header sector
@@ -273,8 +273,16 @@ func PlanFix(t *Table, opt FixOptions) (*Plan, error) {
 	}
 	p.addWrites("backup array", backupEntryLBA, padded, oldBackupArr)
 	p.addWrites("backup header", backupLBA, p.backupHdr, oldBackupHdr)
-	p.addWrites("primary array", primaryEntryLBA, padded, oldPrimaryArr)
+	// The primary header goes before its array (the backup's after):
+	// while the primary array is being rewritten, the primary header then
+	// already carries the new array CRC, which the complete new backup
+	// array matches. Every reader falls back to the backup in that window:
+	// UEFI's rule (primary array CRC wrong -> use the backup) and also
+	// sgdisk, which only trusts a backup array whose CRC matches the
+	// primary header's; with the old header still in place it would see
+	// two disagreeing tables and use neither.
 	p.addWrites("primary header", 1, p.primaryHdr, oldPrimaryHdr)
+	p.addWrites("primary array", primaryEntryLBA, padded, oldPrimaryArr)
 	if m := fixMBR(t); m != nil {
 		p.mbr = m
 		p.addWrites("protective MBR", 0, m, t.MBR)

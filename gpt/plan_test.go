@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"reflect"
 	"strings"
@@ -357,9 +358,17 @@ func (d *pfFaulty) WriteAt(b []byte, off int64) (int, error) {
 }
 
 // pfSgdiskUsable checks that sgdisk can load the table from at least one
-// good copy and sees all parts.
-func pfSgdiskUsable(t *testing.T, path string, nparts int) {
+// good copy and sees all parts. Images with 4096-byte sectors are looked
+// at through a read-only loop device with that sector size (root only).
+func pfSgdiskUsable(t *testing.T, path string, ss, nparts int) {
 	t.Helper()
+	if ss != 512 {
+		loop := pfLoop(t, path, ss)
+		if loop == "" {
+			return
+		}
+		path = loop
+	}
 	out, _ := pfSgdiskRaw(path, "-v")
 	if strings.Contains(out, "Creating new GPT entries") {
 		t.Fatalf("sgdisk found no usable GPT copy:\n%s", out)
@@ -367,98 +376,130 @@ func pfSgdiskUsable(t *testing.T, path string, nparts int) {
 	mainOK := !strings.Contains(out, "Main header: ERROR") && !strings.Contains(out, "Main partition table: ERROR")
 	backupOK := !strings.Contains(out, "Backup header: ERROR") && !strings.Contains(out, "Backup partition table: ERROR")
 	if !mainOK && !backupOK {
-		t.Fatalf("sgdisk: neither copy is good:\n%s", out)
+		t.Fatalf("sgdisk: neither copy is good (%s):\n%s", path, out)
 	}
 	if got := len(pfSgdiskSlots(t, path)); got != nparts {
 		t.Fatalf("sgdisk -p lists %d partitions, want %d", got, nparts)
 	}
 }
 
-// TestCrashSafety interrupts the incident repair after every sector write
-// and shows that the disk stays usable from one good copy, that running
+// pfLoop attaches path read-only as a loop device with sector size ss and
+// returns it ("" and a log line when that is not possible here).
+func pfLoop(t *testing.T, path string, ss int) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Logf("not root: sgdisk check of the %d-byte-sector image skipped", ss)
+		return ""
+	}
+	out, err := exec.Command("losetup", "-r", "-b", fmt.Sprint(ss), "-f", "--show", path).CombinedOutput()
+	if err != nil {
+		t.Logf("no loop device (%v %s): sgdisk check of the %d-byte-sector image skipped", err, out, ss)
+		return ""
+	}
+	dev := strings.TrimSpace(string(out))
+	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
+	return dev
+}
+
+// TestCrashSafety interrupts repairs after every sector write and shows
+// that the disk stays usable from one good copy (sgdisk -v), that running
 // the repair again completes it, and that the undo file restores the
 // damaged-but-consistent state it started from.
 func TestCrashSafety(t *testing.T) {
-	dir := t.TempDir()
-	orig, parts := pfPristine(t, dir, "5.0", 8*pfGiB, 512)
-	origArr := pfDecode(t, orig, 512, 1).arr
-	broken := filepath.Join(dir, "broken.img")
-	pfGrow(t, orig, broken, 12*pfGiB)
-	pfRewrite(t, broken, 512, pfCompact)
-	regions := func(path string) []byte { // every sector the repair may touch
-		last := int64(12*pfGiB/512) - 1
-		oldLast := int64(8*pfGiB/512) - 1
-		var b []byte
-		b = append(b, pfRead(t, path, 0, 34*512)...)
-		b = append(b, pfRead(t, path, (oldLast-32)*512, 33*512)...)
-		return append(b, pfRead(t, path, (last-32)*512, 33*512)...)
+	cases := []struct {
+		name       string
+		v          esxi.Version
+		size, grow int64
+		ss         int
+	}{
+		{"incident-5.0-grown", "5.0", 8 * pfGiB, 4 * pfGiB, 512},
+		{"6.7-same-size", "6.7", 10 * pfGiB, 0, 512},
+		{"7.0-4k-grown", "7.0", 16 * pfGiB, 2 * pfGiB, 4096},
 	}
-	brokenRegions := regions(broken)
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			orig, parts := pfPristine(t, dir, c.v, c.size, c.ss)
+			origArr := pfDecode(t, orig, c.ss, 1).arr
+			broken := filepath.Join(dir, "broken.img")
+			newSize := c.size + c.grow
+			pfGrow(t, orig, broken, newSize)
+			pfRewrite(t, broken, c.ss, pfCompact)
+			ss := int64(c.ss)
+			regions := func(path string) []byte { // every sector the repair may touch
+				var b []byte
+				b = append(b, pfRead(t, path, 0, int(6*ss+16384))...)
+				b = append(b, pfRead(t, path, c.size-ss-16384, int(ss+16384))...)
+				return append(b, pfRead(t, path, newSize-ss-16384, int(ss+16384))...)
+			}
+			brokenRegions := regions(broken)
 
-	// How many sector writes does the full repair make?
-	tb, _ := gpt.ReadFile(broken, 512)
-	m, err := esxi.Recognize(tb)
-	if err != nil {
-		t.Fatal(err)
-	}
-	plan, err := gpt.PlanFix(tb, gpt.FixOptions{SlotMap: m.SlotMap})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dry := filepath.Join(dir, "dry.img")
-	pfRun(t, "cp", "--sparse=always", broken, dry)
-	f, err := os.OpenFile(dry, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	counter := &pfFaulty{f: f, left: 1 << 30}
-	if err := plan.ApplyTo(counter, dry, 12*pfGiB, 512, filepath.Join(dir, "dry-undo")); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	total := counter.written
-	if total < 5 {
-		t.Fatalf("the repair writes only %d sectors", total)
-	}
-	t.Logf("the repair writes %d sectors (plan lists %d candidates)", total, len(plan.Writes))
-	for k := 0; k <= total; k++ {
-		t.Run(fmt.Sprint("after-", k), func(t *testing.T) {
-			work := filepath.Join(t.TempDir(), "work.img")
-			pfRun(t, "cp", "--sparse=always", broken, work)
-			f, err := os.OpenFile(work, os.O_RDWR, 0)
+			tb, _ := gpt.ReadFile(broken, c.ss)
+			m, err := esxi.Recognize(tb)
 			if err != nil {
 				t.Fatal(err)
 			}
-			undo := filepath.Join(t.TempDir(), "undo.json")
-			err = plan.ApplyTo(&pfFaulty{f: f, left: k}, work, 12*pfGiB, 512, undo)
+			plan, err := gpt.PlanFix(tb, gpt.FixOptions{SlotMap: m.SlotMap})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// How many sector writes does the full repair make?
+			dry := filepath.Join(dir, "dry.img")
+			pfRun(t, "cp", "--sparse=always", broken, dry)
+			f, err := os.OpenFile(dry, os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			counter := &pfFaulty{f: f, left: 1 << 30}
+			if err := plan.ApplyTo(counter, dry, newSize, c.ss, filepath.Join(dir, "dry-undo")); err != nil {
+				t.Fatal(err)
+			}
 			f.Close()
-			switch {
-			case k < total && !errors.Is(err, errPowerCut):
-				t.Fatalf("write %d: err = %v, want the injected fault", k, err)
-			case k >= total && err != nil:
-				t.Fatalf("full run: %v", err)
+			total := counter.written
+			if total < 4 {
+				t.Fatalf("the repair writes only %d sectors", total)
 			}
-			pfSgdiskUsable(t, work, len(parts))
+			t.Logf("the repair writes %d sectors (plan lists %d candidates)", total, len(plan.Writes))
+			for k := 0; k <= total; k++ {
+				work := filepath.Join(t.TempDir(), "work.img")
+				pfRun(t, "cp", "--sparse=always", broken, work)
+				f, err := os.OpenFile(work, os.O_RDWR, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				undo := filepath.Join(t.TempDir(), "undo.json")
+				err = plan.ApplyTo(&pfFaulty{f: f, left: k}, work, newSize, c.ss, undo)
+				f.Close()
+				switch {
+				case k < total && !errors.Is(err, errPowerCut):
+					t.Fatalf("cut after %d writes: err = %v, want the injected fault", k, err)
+				case k >= total && err != nil:
+					t.Fatalf("full run: %v", err)
+				}
+				pfSgdiskUsable(t, work, c.ss, len(parts))
 
-			// Undo from this state restores the starting point exactly.
-			undone := filepath.Join(t.TempDir(), "undone.img")
-			pfRun(t, "cp", "--sparse=always", work, undone)
-			dev, err := gpt.OpenDevice(undone, 512, true)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := gpt.ApplyUndo(dev, undo); err != nil {
-				t.Fatalf("ApplyUndo: %v", err)
-			}
-			dev.Close()
-			if !bytes.Equal(regions(undone), brokenRegions) {
-				t.Error("after ApplyUndo the GPT regions differ from the starting point")
-			}
+				// Undo from this state restores the starting point exactly.
+				undone := filepath.Join(t.TempDir(), "undone.img")
+				pfRun(t, "cp", "--sparse=always", work, undone)
+				dev, err := gpt.OpenDevice(undone, c.ss, true)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := gpt.ApplyUndo(dev, undo); err != nil {
+					t.Fatalf("cut after %d writes: ApplyUndo: %v", k, err)
+				}
+				dev.Close()
+				if !bytes.Equal(regions(undone), brokenRegions) {
+					t.Errorf("cut after %d writes: after ApplyUndo the GPT regions differ from the starting point", k)
+				}
 
-			// Running the repair again completes it.
-			pfFix(t, work, 512, gpt.FixOptions{}, true)
-			pfCheckFixed(t, work, 512, origArr)
-			pfSgdiskVerify(t, work)
+				// Running the repair again completes it.
+				pfFix(t, work, c.ss, gpt.FixOptions{}, true)
+				pfCheckFixed(t, work, c.ss, origArr)
+				if c.ss == 512 {
+					pfSgdiskVerify(t, work)
+				}
+			}
 		})
 	}
 }
