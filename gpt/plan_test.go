@@ -625,3 +625,131 @@ func TestPlanEmpty(t *testing.T) {
 		t.Errorf("identity slot map: %v\n%v", err, p)
 	}
 }
+
+// TestFixRefDetails: with a reference, junk in unused slots and bytes
+// after a name's NUL come back exactly; partitions whose GUIDs were
+// regenerated are matched by type and position and keep the disk's GUID;
+// a table with both copies damaged is rebuilt from the reference.
+func TestFixRefDetails(t *testing.T) {
+	dir := t.TempDir()
+	orig, parts := pfPristine(t, dir, "5.0", 8*pfGiB, 512)
+	pfRewrite(t, orig, 512, func(arr []byte) {
+		for i := 99*128 + 16; i < 100*128; i++ { // junk in unused slot 100 (type GUID stays zero)
+			arr[i] = byte(i*7 + 3)
+		}
+		e := arr[4*128 : 5*128] // entry 5: "bootbank", NUL, then junk
+		for i, c := range "bootbank" {
+			e[56+2*i] = byte(c)
+		}
+		copy(e[56+18:], "JUNK-AFTER-NUL")
+	})
+	origArr := pfDecode(t, orig, 512, 1).arr
+	ref, err := gpt.ReadFile(orig, 512)
+	if err != nil {
+		t.Fatal(err)
+	}
+	windows := func(arr []byte) { // a list-based editor's rewrite
+		pfCompact(arr)
+		for i := 0; i < 128; i++ {
+			e := arr[i*128 : (i+1)*128]
+			for j := 56; j+1 < 128; j += 2 {
+				if e[j] == 0 && e[j+1] == 0 {
+					clear(e[j:])
+					break
+				}
+			}
+		}
+	}
+
+	t.Run("junk-and-names", func(t *testing.T) {
+		work := filepath.Join(t.TempDir(), "work.img")
+		pfGrow(t, orig, work, 10*pfGiB)
+		pfRewrite(t, work, 512, windows)
+		p := pfFix(t, work, 512, gpt.FixOptions{Ref: ref}, false)
+		for _, want := range []string{"restore the bytes of unused slot 100", "restore entry 5 byte for byte"} {
+			if !strings.Contains(p.String(), want) {
+				t.Errorf("plan lacks %q:\n%s", want, p)
+			}
+		}
+		pfCheckFixed(t, work, 512, origArr)
+		pfSgdiskVerify(t, work)
+	})
+
+	t.Run("regenerated-guids", func(t *testing.T) {
+		work := filepath.Join(t.TempDir(), "work.img")
+		pfGrow(t, orig, work, 10*pfGiB)
+		pfRewrite(t, work, 512, func(arr []byte) {
+			pfCompact(arr)
+			for i := 0; i < len(parts); i++ {
+				for j := 16; j < 32; j++ {
+					arr[i*128+j] ^= 0xA5
+				}
+			}
+		})
+		before := pfDecode(t, work, 512, 1).arr
+		p := pfFix(t, work, 512, gpt.FixOptions{Ref: ref}, false)
+		if !strings.Contains(strings.Join(p.Notes, "\n"), "by type and position") {
+			t.Errorf("plan notes do not mention the fallback match:\n%s", p)
+		}
+		after := pfDecode(t, work, 512, 1).arr
+		for slot := 1; slot <= 128; slot++ {
+			a, o := after[(slot-1)*128:slot*128], origArr[(slot-1)*128:slot*128]
+			if !bytes.Equal(a[0:16], o[0:16]) || !bytes.Equal(a[32:48], o[32:48]) {
+				t.Errorf("slot %d: type or range differs from the reference", slot)
+			}
+			if !bytes.Equal(a[:16], make([]byte, 16)) && bytes.Equal(a[16:32], o[16:32]) {
+				t.Errorf("slot %d: the reference's GUID was copied over the disk's", slot)
+			}
+		}
+		if bytes.Equal(before, after) {
+			t.Error("nothing moved")
+		}
+		pfSgdiskVerify(t, work)
+	})
+
+	t.Run("both-copies-damaged", func(t *testing.T) {
+		work := filepath.Join(t.TempDir(), "work.img")
+		pfGrow(t, orig, work, 8*pfGiB)
+		pfFlip(t, work, 512+0x58)         // primary array CRC field
+		pfFlip(t, work, 8*pfGiB-512+0x58) // backup array CRC field
+		tb, err := gpt.ReadFile(work, 512)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := gpt.PlanFix(tb, gpt.FixOptions{}); err == nil || !strings.Contains(err.Error(), "reference") {
+			t.Errorf("no usable copy and no reference: %v", err)
+		}
+		p := pfFix(t, work, 512, gpt.FixOptions{Ref: ref}, false)
+		if !strings.Contains(p.String(), "from the reference") {
+			t.Errorf("plan:\n%s", p)
+		}
+		pfCheckFixed(t, work, 512, origArr)
+		pfSgdiskVerify(t, work)
+	})
+}
+
+// TestFixNoRelocate keeps a stranded backup where it is.
+func TestFixNoRelocate(t *testing.T) {
+	dir := t.TempDir()
+	orig, _ := pfPristine(t, dir, "6.7", 10*pfGiB, 512)
+	work := filepath.Join(dir, "work.img")
+	pfGrow(t, orig, work, 12*pfGiB)
+	pfRewrite(t, work, 512, pfCompact)
+	tb, _ := gpt.ReadFile(work, 512)
+	m, err := esxi.Recognize(tb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := pfFix(t, work, 512, gpt.FixOptions{SlotMap: m.SlotMap, NoRelocate: true}, false)
+	oldLast := uint64(10*pfGiB/512) - 1
+	if p.BackupLBA() != oldLast {
+		t.Errorf("backup planned at %d, want it kept at %d", p.BackupLBA(), oldLast)
+	}
+	b := pfDecode(t, work, 512, oldLast)
+	if !b.hdrOK || !b.arrOK || !bytes.Equal(b.arr, pfDecode(t, orig, 512, 1).arr) {
+		t.Error("the kept backup is not the repaired table")
+	}
+	if end := pfRead(t, work, 12*pfGiB-512, 512); !bytes.Equal(end, make([]byte, 512)) {
+		t.Error("something was written at the end of the disk")
+	}
+}
