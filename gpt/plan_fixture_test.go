@@ -11,6 +11,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"hash/crc32"
 	"os"
@@ -335,4 +336,35 @@ func pfLayoutSlots(parts []esxi.Part) []string {
 func pfSgdiskRaw(path string, args ...string) (string, error) {
 	out, err := exec.Command("sgdisk", append(args, path)...).CombinedOutput()
 	return string(out), err
+}
+
+// pfCheckSfdisk checks with sfdisk --json that every partition of the
+// layout is listed under its entry number (the N of the node name) with
+// its start and size.
+func pfCheckSfdisk(t testing.TB, path string, parts []esxi.Part) {
+	t.Helper()
+	var d struct {
+		PartitionTable struct {
+			Label      string
+			Partitions []struct {
+				Node        string
+				Start, Size uint64
+			}
+		}
+	}
+	if err := json.Unmarshal([]byte(pfRun(t, "sfdisk", "--json", path)), &d); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, p := range d.PartitionTable.Partitions {
+		got[strings.TrimPrefix(p.Node, path)] = fmt.Sprintf("%d+%d", p.Start, p.Size)
+	}
+	if d.PartitionTable.Label != "gpt" || len(got) != len(parts) {
+		t.Errorf("sfdisk --json: label %q, %d partitions, want gpt with %d", d.PartitionTable.Label, len(got), len(parts))
+	}
+	for _, p := range parts {
+		if want := fmt.Sprintf("%d+%d", p.First, p.Last-p.First+1); got[fmt.Sprint(p.Slot)] != want {
+			t.Errorf("sfdisk --json: partition %d is %q, want %s", p.Slot, got[fmt.Sprint(p.Slot)], want)
+		}
+	}
 }

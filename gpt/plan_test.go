@@ -152,6 +152,7 @@ func TestFixIncident(t *testing.T) {
 			if got, want := pfSgdiskSlots(t, work), pfLayoutSlots(parts); !reflect.DeepEqual(got, want) {
 				t.Errorf("sgdisk -p entries %v, want %v", got, want)
 			}
+			pfCheckSfdisk(t, work, parts)
 			pfCheckMarkers(t, work, markers)
 			// The whole table is now clean for our reader too, and a
 			// second run has nothing to do.
