@@ -128,7 +128,7 @@ func readDevFile(path string) (uint64, bool) {
 
 // wholeDisks returns the disks a device belongs to (itself when it is a disk),
 // following device-mapper/md/loop slaves down to the physical disks.
-func wholeDisks(d uint64) []blockDev {
+func wholeDisks(d uint64, followLoop bool) []blockDev {
 	b, err := sysBlock(d)
 	if err != nil {
 		return nil
@@ -151,7 +151,11 @@ func wholeDisks(d uint64) []blockDev {
 		slaves, _ := os.ReadDir(filepath.Join(x.dir, "slaves"))
 		if len(slaves) == 0 {
 			out = append(out, x)
-			// A loop device stands on the file behind it: protect that file's disk too.
+			// A loop device stands on the file behind it: the running
+			// system (e.g. a squashfs root on a USB stick) is on that disk too.
+			if !followLoop {
+				return
+			}
 			if bf, err := os.ReadFile(filepath.Join(x.dir, "loop", "backing_file")); err == nil {
 				var st unix.Stat_t
 				if unix.Stat(strings.TrimSpace(string(bf)), &st) == nil && unix.Major(st.Dev) != 0 {
@@ -199,7 +203,7 @@ func checkTarget(path string, isBlock bool, rdev uint64, refuse []string) error 
 	}
 	if isBlock {
 		mine := map[uint64]string{}
-		for _, w := range wholeDisks(rdev) {
+		for _, w := range wholeDisks(rdev, false) {
 			mine[w.dev] = w.name
 		}
 		mounts, err := readMounts()
@@ -217,7 +221,7 @@ func checkTarget(path string, isBlock bool, rdev uint64, refuse []string) error 
 			if unix.Major(d) == 0 {
 				continue // rootfs/tmpfs/overlay: a rescue system running from RAM
 			}
-			for _, w := range wholeDisks(d) {
+			for _, w := range wholeDisks(d, true) {
 				if name, in := mine[w.dev]; in {
 					problems = append(problems, fmt.Sprintf("%s holds the running system's root filesystem", name))
 				}
@@ -228,7 +232,7 @@ func checkTarget(path string, isBlock bool, rdev uint64, refuse []string) error 
 			if !ok {
 				continue
 			}
-			for _, w := range wholeDisks(d) {
+			for _, w := range wholeDisks(d, true) {
 				if name, in := mine[w.dev]; in {
 					problems = append(problems, fmt.Sprintf("%s holds %s, which must not be written (the rescue medium)", name, r))
 				}

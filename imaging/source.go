@@ -97,7 +97,7 @@ func openSource(ctx context.Context, opt *Options) (*source, error) {
 		if ss <= 0 {
 			ss = 512
 		}
-		s.dev = &devReader{f: f, size: s.size, sector: ss, skipBad: opt.SkipBad, log: opt.logf}
+		s.dev = &devReader{f: faultHook(f), size: s.size, sector: ss, skipBad: opt.SkipBad, log: opt.logf}
 		s.r = s.dev
 		if opt.Src != "-" {
 			// Tell the kernel we read sequentially (bigger readahead).
@@ -108,6 +108,10 @@ func openSource(ctx context.Context, opt *Options) (*source, error) {
 	}
 	return s, nil
 }
+
+// faultHook lets tests inject read errors below the devReader (as a
+// failing disk returns EIO); it is the identity otherwise.
+var faultHook = func(r io.ReaderAt) io.ReaderAt { return r }
 
 // blockSize returns the size in bytes of an opened block device.
 func blockSize(f *os.File) (int64, error) {
