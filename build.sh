@@ -55,6 +55,7 @@ build() {
 
 # Fuzz targets run briefly by `./build.sh test` ("package target" per line).
 FUZZ_TARGETS=(
+	"./gpt FuzzParseUndo"
 )
 FUZZTIME=${FUZZTIME:-10s}
 
