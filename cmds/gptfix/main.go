@@ -61,6 +61,7 @@ Examples:
   gptfix -ref esxi-orig.img -yes /dev/sda
   gptfix -undo gptfix-undo-sda-20260101T120000Z.json -yes /dev/sda
   gptfix -check disk.img               verify only (exit 0 clean, 1 problems)
+  gptfix -check -esxi /dev/sda         also check that ESXi's entries are in their slots
 
 Exit status: 0 nothing to do / success / clean; 1 changes needed (without
 -yes) or problems found (-check); 2 error.
@@ -99,7 +100,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&o.noRelocate, "no-relocate", false, "keep the backup GPT where it is instead of moving it to the end of the disk")
 	fs.IntVar(&o.sector, "sector", 0, "sector size of image files: 512 or 4096 (block devices report their own)")
 	fs.BoolVar(&o.yes, "yes", false, "apply the plan (without it nothing is written)")
-	fs.BoolVar(&o.check, "check", false, "only verify the table: exit 0 when clean, 1 when there are problems")
+	fs.BoolVar(&o.check, "check", false, "only verify the table, never write: exit 0 when clean, 1 when there are problems\n(with -esxi or -ref, entries out of their slots count as problems too)")
 	fs.StringVar(&o.undo, "undo", "", "restore the sectors saved in undo `FILE` (needs -yes to write)")
 	fs.StringVar(&o.save, "save", "", "save TARGET's current table to layout `FILE` (JSON) for use as -ref later")
 	fs.StringVar(&o.undoDir, "undo-dir", "", "`DIR` for the undo file (default: the current directory, else /tmp)")
@@ -228,7 +229,7 @@ func fix(o *options, r *report, stdout io.Writer) (int, error) {
 			p.f("  - %s\n", s)
 		}
 	}
-	if o.check {
+	if o.check && o.ref == "" && !o.esxi {
 		if len(r.Problems) > 0 {
 			p.f("Run gptfix without -check to see the repair plan.\n")
 			return 1, nil
@@ -267,14 +268,22 @@ func fix(o *options, r *report, stdout io.Writer) (int, error) {
 	}
 	p.f("\n%s", plan)
 	if plan.Empty() {
+		if len(r.Problems) > 0 {
+			p.f("The problems listed above are not ones gptfix repairs; they need a look by hand.\n")
+			if o.check {
+				return 1, nil
+			}
+		}
 		return 0, nil
 	}
 	p.f("\nPartition entries after the repair:\n")
 	for _, s := range r.Slots {
 		p.f("  %3d  LBA %12d - %-12d %10s  %s\n", s.Slot, s.First, s.Last, sizeText(int64(s.Last-s.First+1)*int64(t.SectorSize)), s.Name)
 	}
-	if !o.yes {
-		p.f("\nNothing was written. Run again with -yes to apply these changes.\n")
+	if !o.yes || o.check {
+		if !o.check {
+			p.f("\nNothing was written. Run again with -yes to apply these changes.\n")
+		}
 		return 1, nil
 	}
 

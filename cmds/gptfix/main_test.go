@@ -208,6 +208,24 @@ func TestIncident(t *testing.T) {
 	if code, _, _ := gptfix(t, "-check", broken); code != 1 {
 		t.Errorf("-check on the broken disk: exit %d, want 1", code)
 	}
+	// -check -esxi on the original: clean; on a copy only compacted
+	// (same size, so the reader alone sees nothing wrong): entries out of
+	// their slots.
+	if code, out, _ := gptfix(t, "-check", "-esxi", orig); code != 0 {
+		t.Errorf("-check -esxi on the original: exit %d\n%s", code, out)
+	}
+	sameSize := filepath.Join(dir, "same.img")
+	cp(t, orig, sameSize)
+	compactTable(t, sameSize)
+	if code, _, _ := gptfix(t, "-check", sameSize); code != 0 {
+		t.Errorf("-check (no profile) on a compacted same-size disk: exit %d, want 0: nothing is wrong without a reference", code)
+	}
+	if code, out, _ := gptfix(t, "-check", "-esxi", "-yes", sameSize); code != 1 || !strings.Contains(out, "move entries 5,6,7,8") {
+		t.Errorf("-check -esxi on a compacted disk: exit %d, want 1\n%s", code, out)
+	}
+	if !bytes.Equal(readAt(t, sameSize, 1024, 128*128), readAt(t, broken, 1024, 128*128)) {
+		t.Error("-check -yes wrote to the disk")
+	}
 
 	undoDir := t.TempDir()
 	for _, mode := range [][]string{{"-esxi"}, {"-ref", orig}} {
