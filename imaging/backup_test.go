@@ -1,0 +1,103 @@
+package imaging
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/esxi-rescue/rescue/gpt"
+)
+
+func TestBackup(t *testing.T) {
+	need(t, "sgdisk", "zstd", "gzip", "sha256sum", "cmp")
+	dir := t.TempDir()
+	img := dir + "/disk.img"
+	sgdiskImage(t, img, 48<<20, []sgPart{{1, 2048, 10239, "EF00"}, {5, 10240, 90000, "0700"}})
+	want := sha256sum(t, img)
+	for _, tc := range []struct{ comp, name, decompress string }{
+		{"zstd", "b.img.zst", "zstd -dc"},
+		{"gzip", "b.img.gz", "gzip -dc"},
+		{"none", "b.img", "cat"},
+	} {
+		t.Run(tc.comp, func(t *testing.T) {
+			bdir := t.TempDir()
+			out := filepath.Join(bdir, tc.name)
+			opt := copyOpts(t, img, out)
+			opt.Compress, opt.Verify = tc.comp, true
+			res := mustCopy(t, opt)
+			if res.SHA256 != want || !res.Verified || !res.HasGPT {
+				t.Errorf("result %+v", res)
+			}
+			// The independent decompressor gives back the disk.
+			if o, err := exec.Command("sh", "-c", tc.decompress+" "+out+" | cmp - "+img).CombinedOutput(); err != nil {
+				t.Errorf("%s | cmp: %v %s", tc.decompress, err, o)
+			}
+			// The manifest checks with sha256sum and names the raw image's hash.
+			c := exec.Command("sha256sum", "-c", "--ignore-missing", filepath.Base(res.ManifestPath))
+			c.Dir = bdir
+			if o, err := c.CombinedOutput(); err != nil {
+				t.Errorf("sha256sum -c: %v %s", err, o)
+			}
+			m, _ := os.ReadFile(res.ManifestPath)
+			if !strings.Contains(string(m), want+"  b.img\n") {
+				t.Errorf("manifest lacks the raw image hash:\n%s", m)
+			}
+			// The layout file holds the disk's exact slots.
+			f, err := os.Open(res.LayoutPath)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			lt, err := gpt.LoadLayout(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			it := readTable(t, img, 512)
+			if !bytes.Equal(lt.Best().Array, it.Primary.Array) {
+				t.Errorf("layout file's entry array differs from the disk's")
+			}
+			// And the backup restores to the same disk.
+			back := bdir + "/restored"
+			mustCopy(t, copyOpts(t, out, back))
+			cmpFiles(t, img, back, -1)
+		})
+	}
+	// An existing backup is not overwritten without -yes.
+	out := dir + "/exists.zst"
+	os.WriteFile(out, []byte("old"), 0o644)
+	opt := copyOpts(t, img, out)
+	opt.Compress = "zstd"
+	if _, err := Copy(context.Background(), opt); !errors.Is(err, ErrRefused) {
+		t.Errorf("existing backup overwritten without -yes: %v", err)
+	}
+	opt.Yes = true
+	mustCopy(t, opt)
+	opt.Compress = "lz4"
+	if _, err := Copy(context.Background(), opt); err == nil {
+		t.Errorf("-compress lz4 accepted")
+	}
+}
+
+func TestBackupFromBlockDevice(t *testing.T) {
+	needRoot(t)
+	need(t, "sgdisk", "zstd", "cmp")
+	dir := t.TempDir()
+	img := dir + "/disk.img"
+	sgdiskImage(t, img, 32<<20, testParts[:2])
+	dev := loopDev(t, img)
+	out := dir + "/backup.zst"
+	opt := copyOpts(t, dev, out)
+	opt.Compress, opt.Verify = "zstd", true
+	res := mustCopy(t, opt)
+	if res.LayoutPath == "" || res.Bytes != 32<<20 {
+		t.Errorf("result %+v", res)
+	}
+	if o, err := exec.Command("sh", "-c", "zstd -dc "+out+" | cmp - "+img).CombinedOutput(); err != nil {
+		t.Errorf("zstd -dc | cmp: %v %s", err, o)
+	}
+}
