@@ -312,29 +312,9 @@ func litterFATs(f *os.File, c *rawCopy) error {
 		if err != nil {
 			continue // not a FAT (Windows would not mount it either)
 		}
-		// go-diskfs believes cluster 2 holds the FAT12/16 root directory:
-		// keep it from handing that cluster out, then free it again.
-		old, fat1216, err := fatCluster2(f, start, -1)
-		if err != nil {
-			return err
-		}
-		reserved := fat1216 && old == 0
-		if reserved {
-			if _, _, err := fatCluster2(f, start, 0xFFFF); err != nil {
-				return err
-			}
-			if fs, err = readFAT(b, start, size); err != nil {
-				return err
-			}
-		}
 		for _, name := range []string{"/$RECYCLE.BIN/DESKTOP.INI", "/DESKTOP.INI"} {
 			if err := writeFile(fs, name, windowsFiles[name]); err != nil {
 				return fmt.Errorf("partition %d: %w", e.Slot, err)
-			}
-		}
-		if reserved {
-			if _, _, err := fatCluster2(f, start, 0); err != nil {
-				return err
 			}
 		}
 		if err := fixFAT32(f, start); err != nil {

@@ -262,6 +262,9 @@ func (t *fatTable) Bytes() []byte {
 // readFAT opens the FAT filesystem of the partition at [start, start+size)
 // of b with go-diskfs (any FAT type, any sector size).
 func readFAT(b backend.Storage, start, size int64) (filesystem.FileSystem, error) {
+	if err := fatSane(b, start, size); err != nil {
+		return nil, err
+	}
 	if f, err := fat32.Read(b, size, start, 0); err == nil {
 		return f, nil
 	}
@@ -277,6 +280,38 @@ func readFAT(b backend.Storage, start, size int64) (filesystem.FileSystem, error
 		return nil, fmt.Errorf("no FAT filesystem at byte %d: %w", start, err)
 	}
 	return f, nil
+}
+
+// fatSane checks a boot sector before go-diskfs reads it, which allocates
+// the whole FAT as the BPB says: sector size 512-4096, a FAT of at most
+// 16 MiB, and a filesystem that fits in the partition.
+func fatSane(b io.ReaderAt, start, size int64) error {
+	bs := make([]byte, 512)
+	if _, err := b.ReadAt(bs, start); err != nil {
+		return fmt.Errorf("reading boot sector: %w", err)
+	}
+	bps := int64(binary.LittleEndian.Uint16(bs[11:]))
+	spf := int64(binary.LittleEndian.Uint16(bs[22:]))
+	if spf == 0 {
+		spf = int64(binary.LittleEndian.Uint32(bs[36:]))
+	}
+	total := int64(binary.LittleEndian.Uint16(bs[19:]))
+	if total == 0 {
+		total = int64(binary.LittleEndian.Uint32(bs[32:]))
+	}
+	switch {
+	case bs[510] != 0x55 || bs[511] != 0xAA:
+		return errors.New("no boot sector signature")
+	case bps < 512 || bps > 4096 || bps&(bps-1) != 0:
+		return fmt.Errorf("bytes per sector %d", bps)
+	case bs[13] == 0 || bs[16] == 0 || bs[16] > 2:
+		return errors.New("bad cluster size or FAT count")
+	case spf == 0 || spf*bps > 16<<20:
+		return fmt.Errorf("FAT of %d sectors", spf)
+	case total == 0 || total*bps > size:
+		return fmt.Errorf("filesystem of %d sectors does not fit in %d bytes", total, size)
+	}
+	return nil
 }
 
 // readFAT12x4K opens a FAT12 with sectors larger than 512 bytes, which
@@ -372,12 +407,11 @@ func (s *readerStorage) Writable() (backend.WritableFile, error) { return nil, b
 func (s *readerStorage) Path() string                         { return "" }
 
 // fatCluster2 reads or changes FAT entry 2 in every FAT copy of a FAT12/16
-// filesystem at start. go-diskfs marks cluster 2 as the root directory's
-// (end of chain) even on FAT12/16, whose root directory has its own region,
-// so fsck.fat reports it as a lost cluster: Create frees it when done, and
-// Damage reserves it again while go-diskfs writes (only when it is free, so
-// that a real file there is never touched). set < 0 only reads; it reports
-// the old value and whether the filesystem is FAT12/16 at all.
+// filesystem at start. go-diskfs's fat16.Create marks cluster 2 as in use
+// (end of chain) although a FAT12/16 root directory has its own region and
+// go-diskfs itself never uses that cluster, so fsck.fat reports a lost
+// cluster: Create frees it when done. set < 0 only reads; it reports the old
+// value and whether the filesystem is FAT12/16 at all.
 func fatCluster2(f interface {
 	io.ReaderAt
 	io.WriterAt
