@@ -56,6 +56,7 @@ build() {
 # Fuzz targets run briefly by `./build.sh test` ("package target" per line).
 FUZZ_TARGETS=(
 	"./gpt FuzzParseUndo"
+	"./esxi FuzzInspect"
 )
 FUZZTIME=${FUZZTIME:-10s}
 
