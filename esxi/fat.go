@@ -401,10 +401,12 @@ func (s *readerStorage) Seek(off int64, whence int) (int64, error) {
 	}
 	return s.pos, nil
 }
-func (s *readerStorage) Close() error                         { return nil }
-func (s *readerStorage) Sys() (*os.File, error)               { return nil, backend.ErrNotSuitable }
-func (s *readerStorage) Writable() (backend.WritableFile, error) { return nil, backend.ErrIncorrectOpenMode }
-func (s *readerStorage) Path() string                         { return "" }
+func (s *readerStorage) Close() error           { return nil }
+func (s *readerStorage) Sys() (*os.File, error) { return nil, backend.ErrNotSuitable }
+func (s *readerStorage) Writable() (backend.WritableFile, error) {
+	return nil, backend.ErrIncorrectOpenMode
+}
+func (s *readerStorage) Path() string { return "" }
 
 // fatCluster2 reads or changes FAT entry 2 in every FAT copy of a FAT12/16
 // filesystem at start. go-diskfs's fat16.Create marks cluster 2 as in use

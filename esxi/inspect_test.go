@@ -7,8 +7,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/esxi-rescue/rescue/gpt"
 	"github.com/esxi-rescue/rescue/esxi/stubkernel"
+	"github.com/esxi-rescue/rescue/gpt"
 
 	ubesxi "github.com/u-root/u-root/pkg/boot/esxi"
 	"github.com/u-root/u-root/pkg/boot/multiboot"
