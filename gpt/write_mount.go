@@ -114,3 +114,17 @@ func InUse(path string) ([]string, error) {
 	}
 	return reasons, nil
 }
+
+// RereadPartitions asks the kernel to read dev's partition table again
+// (BLKRRPART), so that /dev/sdaN match the table just written. It does
+// nothing for image files. It fails (EBUSY) while a partition is in use;
+// the kernel then keeps the old view until the next boot.
+func RereadPartitions(dev *Device) error {
+	if !dev.IsBlock {
+		return nil
+	}
+	if err := unix.IoctlSetInt(int(dev.Fd()), unix.BLKRRPART, 0); err != nil {
+		return fmt.Errorf("gpt: asking the kernel to re-read the partition table of %s: %w", dev.Name(), err)
+	}
+	return nil
+}

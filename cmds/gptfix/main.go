@@ -315,6 +315,9 @@ func fix(o *options, r *report, stdout io.Writer) (int, error) {
 	}
 	r.Verified = &verifiedDoc{Problems: problems(after)}
 	p.f("Written and verified: backup GPT first, then the primary; both copies read back as planned.\n")
+	if err := gpt.RereadPartitions(wdev); err != nil {
+		p.f("Warning: %v; the kernel shows the old partitions until the next boot.\n", err)
+	}
 	if len(r.Verified.Problems) > 0 {
 		p.f("Still reported after the repair:\n")
 		for _, s := range r.Verified.Problems {
@@ -350,6 +353,9 @@ func undo(o *options, r *report, p out) (int, error) {
 	}
 	r.Applied = true
 	p.f("Restored %d sector(s) on %s and verified them.\n", len(u.Records), r.Target)
+	if err := gpt.RereadPartitions(dev); err != nil {
+		p.f("Warning: %v; the kernel shows the old partitions until the next boot.\n", err)
+	}
 	return 0, nil
 }
 
