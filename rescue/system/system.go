@@ -46,6 +46,9 @@ type System struct {
 	// init loads them too, already loaded ones are skipped).
 	ExtraModules []string
 
+	// VerifyCopy reads a restored disk back and compares its hash with
+	// the image's (default true).
+	VerifyCopy bool
 	// Bounds of the waits.
 	DriverTimeout, DiskTimeout time.Duration
 
@@ -58,7 +61,7 @@ type System struct {
 
 // New returns a System logging to con.
 func New(con Console) *System {
-	return &System{Con: con, Sys: inventory.Sys{Root: "/"}, TmpDir: "/tmp",
+	return &System{Con: con, Sys: inventory.Sys{Root: "/"}, TmpDir: "/tmp", VerifyCopy: true,
 		DriverTimeout: 30 * time.Second, DiskTimeout: 15 * time.Second, medium: map[string]bool{}}
 }
 
@@ -302,7 +305,7 @@ func (s *System) refuse() []string {
 // Restore copies the image onto the target.
 func (s *System) Restore(ctx context.Context, c *cmdline.Config, dst string) (any, error) {
 	opt := imaging.Options{
-		Src: c.Image, Dst: dst, Verify: true, Yes: true,
+		Src: c.Image, Dst: dst, Verify: s.VerifyCopy, Yes: true,
 		Progress: s.Con, ProgressMode: imaging.ProgressPlain, ProgressInterval: 10 * time.Second,
 		Log: s.Con.Printf, Refuse: s.refuse(),
 		UndoPath: filepath.Join(s.TmpDir, fmt.Sprintf("rescue-undo-restore-%s-%d.json", filepath.Base(dst), time.Now().Unix())),

@@ -1,0 +1,221 @@
+package system
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/esxi-rescue/rescue/esxi"
+	"github.com/esxi-rescue/rescue/rescue/cmdline"
+	"github.com/esxi-rescue/rescue/rescue/console"
+)
+
+const gib = int64(1) << 30
+
+func tool(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if _, err2 := os.Stat("/usr/sbin/" + name); err2 != nil {
+			t.Fatalf("%s is not installed (APT_PACKAGES in build.sh)", name)
+		}
+		p = "/usr/sbin/" + name
+	}
+	out, err := exec.Command(p, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %v: %v\n%s", name, args, err, out)
+	}
+	return string(out)
+}
+
+func parse(t *testing.T, line string) *cmdline.Config {
+	t.Helper()
+	c, err := cmdline.Parse(cmdline.Split(line, "test", false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func newSystem(t *testing.T) (*System, *bytes.Buffer) {
+	var buf bytes.Buffer
+	s := New(console.New(&buf))
+	s.TmpDir = t.TempDir()
+	return s, &buf
+}
+
+// sfdiskParts maps partition number to "start+size" as sfdisk (util-linux)
+// reads the table, an independent GPT reader.
+func sfdiskParts(t *testing.T, img string) map[string]string {
+	t.Helper()
+	var d struct {
+		Partitiontable struct {
+			Partitions []struct {
+				Node  string `json:"node"`
+				Start int64  `json:"start"`
+				Size  int64  `json:"size"`
+				Type  string `json:"type"`
+			} `json:"partitions"`
+		} `json:"partitiontable"`
+	}
+	if err := json.Unmarshal([]byte(tool(t, "sfdisk", "--json", img)), &d); err != nil {
+		t.Fatal(err)
+	}
+	m := map[string]string{}
+	for _, p := range d.Partitiontable.Partitions {
+		n := strings.TrimPrefix(p.Node, img)
+		m[n] = fmt.Sprintf("%d+%d %s", p.Start, p.Size, p.Type)
+	}
+	return m
+}
+
+// compacted makes the incident's damage with sgdisk, not our code: the
+// disk grown by 1 GiB with the backup moved to the end (-e), and entries
+// 5..8 moved up one slot to close the gap at 4 (-r transposes).
+func compacted(t *testing.T, pristine, path string) {
+	t.Helper()
+	tool(t, "cp", "--sparse=always", pristine, path)
+	st, _ := os.Stat(path)
+	if err := os.Truncate(path, st.Size()+gib); err != nil {
+		t.Fatal(err)
+	}
+	tool(t, "sgdisk", "-e", "-r", "4:5", path)
+	tool(t, "sgdisk", "-r", "5:6", path)
+	tool(t, "sgdisk", "-r", "6:7", path)
+	tool(t, "sgdisk", "-r", "7:8", path)
+}
+
+func TestFixVerifyESXiLayout(t *testing.T) {
+	dir := t.TempDir()
+	pristine := filepath.Join(dir, "pristine.img")
+	if err := esxi.Create(pristine, esxi.CreateOptions{Version: "5.0", Size: 2 * gib, Seed: 7}); err != nil {
+		t.Fatal(err)
+	}
+	disk := filepath.Join(dir, "disk.img")
+	compacted(t, pristine, disk)
+	want := sfdiskParts(t, pristine)
+	if got := sfdiskParts(t, disk); fmt.Sprint(got) == fmt.Sprint(want) {
+		t.Fatalf("the damage did not change the slots: %v", got)
+	}
+
+	ctx := context.Background()
+	c := parse(t, "rescue.action=fix,verify rescue.target=/dev/sdz")
+	s, log := newSystem(t)
+	if _, err := s.Reference(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Verify(ctx, c, disk); err == nil {
+		t.Fatalf("Verify passed the compacted disk:\n%s", log)
+	}
+	res, err := s.Fix(ctx, c, disk)
+	if err != nil {
+		t.Fatalf("Fix: %v\n%s", err, log)
+	}
+	fr := res.(*FixResult)
+	if !fr.Applied {
+		t.Fatalf("Fix applied nothing: %+v", fr)
+	}
+	if _, err := os.Stat(fr.UndoPath); err != nil || !strings.HasPrefix(fr.UndoPath, s.TmpDir) {
+		t.Errorf("undo file %q: %v", fr.UndoPath, err)
+	}
+	if !strings.Contains(log.String(), "undo file "+fr.UndoPath) {
+		t.Errorf("the undo file's location was not printed:\n%s", log)
+	}
+	if _, err := s.Verify(ctx, c, disk); err != nil {
+		t.Fatalf("Verify after Fix: %v\n%s", err, log)
+	}
+	// Independent checks: sgdisk finds no problem, sfdisk sees every
+	// partition at its original number, and the primary entry array is
+	// byte for byte the pristine one.
+	if out := tool(t, "sgdisk", "-v", disk); !strings.Contains(out, "No problems found") {
+		t.Errorf("sgdisk -v after the fix:\n%s", out)
+	}
+	if got := sfdiskParts(t, disk); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("sfdisk after the fix: %v\nwant %v", got, want)
+	}
+	tool(t, "cmp", "-i", "1024:1024", "-n", "16384", pristine, disk)
+
+	// Idempotent: a second fix writes nothing.
+	res, err = s.Fix(ctx, c, disk)
+	if err != nil || res.(*FixResult).Applied {
+		t.Errorf("second Fix = %+v, %v; want nothing applied", res, err)
+	}
+}
+
+func TestRestoreFixVerifyFromCompressedImage(t *testing.T) {
+	dir := t.TempDir()
+	pristine := filepath.Join(dir, "pristine.img")
+	const size = 1 * gib
+	if err := esxi.Create(pristine, esxi.CreateOptions{Version: "5.0", Size: size, Seed: 9}); err != nil {
+		t.Fatal(err)
+	}
+	zst := pristine + ".zst"
+	tool(t, "zstd", "-q", "-1", "-T2", pristine, "-o", zst)
+	sum := strings.Fields(tool(t, "sha256sum", pristine))[0]
+	disk := filepath.Join(dir, "bigger.img")
+	os.WriteFile(disk, nil, 0o644)
+	os.Truncate(disk, size+gib)
+
+	ctx := context.Background()
+	c := parse(t, "rescue.action=restore,fix,verify rescue.image="+zst+" rescue.sha256="+sum+" rescue.target=/dev/sdz")
+	s, log := newSystem(t)
+	s.VerifyCopy = false // cmp below checks the copy, faster
+	defer func() {
+		if t.Failed() {
+			t.Log(log)
+		}
+	}()
+	if _, err := s.Reference(ctx, c); err != nil {
+		t.Fatalf("Reference: %v\n%s", err, log)
+	}
+	if s.imageTab == nil || s.imageTab.DiskSize != size || MinDiskSize(s.imageTab) > size {
+		t.Fatalf("image table %+v", s.imageTab)
+	}
+	if _, err := s.Restore(ctx, c, disk); err != nil {
+		t.Fatalf("Restore: %v\n%s", err, log)
+	}
+	if _, err := s.Fix(ctx, c, disk); err != nil {
+		t.Fatalf("Fix: %v\n%s", err, log)
+	}
+	if _, err := s.Verify(ctx, c, disk); err != nil {
+		t.Fatalf("Verify: %v\n%s", err, log)
+	}
+	if out := tool(t, "sgdisk", "-v", disk); !strings.Contains(out, "No problems found") {
+		t.Errorf("sgdisk -v after restore and fix:\n%s", out)
+	}
+	if got, want := sfdiskParts(t, disk), sfdiskParts(t, pristine); fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("sfdisk: %v\nwant %v", got, want)
+	}
+	// The partitions' contents are the image's (everything before the
+	// backup GPT of the 2 GiB original).
+	// (after the primary GPT, whose header and protective MBR reflect the
+	// bigger disk).
+	tool(t, "cmp", "-i", "17408", "-n", fmt.Sprint(size-67*512), pristine, disk)
+}
+
+func TestRestoreWrongChecksumWritesNothing(t *testing.T) {
+	dir := t.TempDir()
+	pristine := filepath.Join(dir, "pristine.img")
+	if err := esxi.Create(pristine, esxi.CreateOptions{Version: "5.0", Size: gib, Seed: 3}); err != nil {
+		t.Fatal(err)
+	}
+	disk := filepath.Join(dir, "target.img")
+	os.WriteFile(disk, nil, 0o644)
+	os.Truncate(disk, 2*gib)
+	c := parse(t, "rescue.action=restore rescue.image="+pristine+" rescue.sha256="+strings.Repeat("ab", 32)+" rescue.target=/dev/sdz")
+	s, log := newSystem(t)
+	if _, err := s.Restore(context.Background(), c, disk); err == nil {
+		t.Fatalf("Restore with a wrong checksum succeeded:\n%s", log)
+	}
+	// imaging writes the image's first sectors (its GPT) last, after the
+	// checksum: the target still has no partition table.
+	if out, _ := exec.Command("sgdisk", "-p", disk).CombinedOutput(); strings.Contains(string(out), "Number  Start") && strings.Contains(string(out), "\n   1 ") {
+		t.Errorf("the target got a partition table despite the checksum mismatch:\n%s", out)
+	}
+}
