@@ -83,10 +83,11 @@ func TestIncident(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Logf("esxiboot before the fix: exit %d, loaded bank %q (right bank %s)", res.Exit, res.Loaded, b.RightBank)
-	if res.Exit == 0 && res.Loaded == b.RightBank {
-		t.Fatalf("esxiboot found the right boot bank on the damaged disk; the damage is not the incident's:\n%s", r.Tail(20))
+	msg, err := BeforeFix(b, res)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, r.Tail(20))
 	}
+	t.Logf("before the fix: %s", msg)
 
 	// 2. The fix, hands-off.
 	r, _, err = HandsOff(ctx, VM{
@@ -116,7 +117,7 @@ func TestIncident(t *testing.T) {
 		t.Fatal(err)
 	}
 	if res.Booted != b.RightBank {
-		t.Errorf("after the fix the stub kernel was booted from bank %s, want the primary bank %s", res.Booted, b.RightBank)
+		t.Errorf("after the fix the stub kernel was booted from bank %s, want the primary bank %s%s", res.Booted, b.RightBank, Diagnose(res.Lines))
 	}
 	if res.Loaded != res.Booted {
 		t.Errorf("esxiboot loaded bank %q but the kernel says %q", res.Loaded, res.Booted)

@@ -22,6 +22,10 @@ type Broken struct {
 	// RightBank is the boot-bank UUID (32 hex digits, as esxiboot passes it
 	// in bootUUID=) of the bank ESXi should boot: entry 5 of the original.
 	RightBank string
+	// AltBank is the UUID of the alternate bank (entry 6 of the original),
+	// which holds an older ESXi unless AltEmpty.
+	AltBank  string
+	AltEmpty bool
 }
 
 // BrokenOptions says what disk to build and how to damage it.
@@ -78,6 +82,10 @@ func MakeBroken(tools *Tools, dir string, o BrokenOptions) (*Broken, error) {
 		Damaged:    filepath.Join(dir, "esxi-"+o.Version+"-"+o.Mode+".img"),
 		OrigGPT:    orig.GPT,
 		RightBank:  orig.RightBank,
+		AltEmpty:   o.AltBank == "empty",
+	}
+	if b.AltBank, err = BankUUID(orig.Path, orig.GPT.Primary, orig.SectorSize, 6); err != nil {
+		return nil, err
 	}
 	args := []string{"damage", "-mode", o.Mode}
 	if o.DamageSize != "" {
@@ -150,7 +158,8 @@ func RunEsxiboot(ctx context.Context, a *Artifacts, initrd string, disk Disk, dr
 		Timeout: Scaled(90 * time.Second),
 		OnLine: func(l string) {
 			if strings.Contains(l, "ESXIBOOT-TEST") || strings.Contains(l, "esxiboot") || strings.Contains(l, "ESXI-STUB") ||
-				strings.Contains(l, "Loaded image") || strings.Contains(l, "ESXi") || strings.Contains(l, "bootUUID") {
+				strings.Contains(l, "Loaded image") || strings.Contains(l, "ESXi") || strings.Contains(l, "bootUUID") ||
+				strings.Contains(l, "FAT-fs") {
 				res.Lines = append(res.Lines, l)
 			}
 			if onLine != nil {
@@ -175,13 +184,49 @@ func RunEsxiboot(ctx context.Context, a *Artifacts, initrd string, disk Disk, dr
 	}
 	m, err := r.Expect(reStub, 0, reEsxibootExit)
 	if err != nil {
-		return nil, r, err
+		return nil, r, fmt.Errorf("%w%s", err, Diagnose(res.Lines))
 	}
 	res.Booted = m[1]
 	if u := reBootUUID.FindStringSubmatch(r.Output()); u != nil {
 		res.Loaded = u[1]
 	}
 	return res, r, r.Wait(Scaled(20 * time.Second))
+}
+
+// BeforeFix judges a dry run of esxiboot on the damaged incident disk: it
+// must show the incident, i.e. take the alternate bank (an older ESXi) that
+// the compaction moved into entry 5, or, when the alternate bank is empty,
+// find no boot configuration at all. Anything else (e.g. esxiboot unable
+// to mount FAT at all) proves nothing and is reported with a diagnosis.
+func BeforeFix(b *Broken, res *EsxibootResult) (string, error) {
+	switch {
+	case !b.AltEmpty && res.Exit == 0 && res.Loaded == b.AltBank:
+		return fmt.Sprintf("esxiboot took partition 5, now the alternate bank %s (an older ESXi), instead of the primary bank %s", b.AltBank, b.RightBank), nil
+	case b.AltEmpty && res.Exit != 0 && strings.Contains(strings.Join(res.Lines, "\n"), "boot.cfg"):
+		return fmt.Sprintf("esxiboot found no boot configuration at partitions 5 and 6 (exit %d)", res.Exit), nil
+	case res.Exit == 0 && res.Loaded == b.RightBank:
+		return "", fmt.Errorf("esxiboot found the right bank %s on the damaged disk: the damage is not the incident's", b.RightBank)
+	}
+	return "", fmt.Errorf("esxiboot did not show the incident (exit %d, loaded %q; right bank %s, alternate %s)%s",
+		res.Exit, res.Loaded, b.RightBank, b.AltBank, Diagnose(res.Lines))
+}
+
+// Diagnose explains known causes of esxiboot failures found in its output.
+func Diagnose(lines []string) string {
+	all := strings.Join(lines, "\n")
+	var d []string
+	if strings.Contains(all, "IO charset ascii not found") {
+		d = append(d, "the kernel could not mount the FAT boot banks: Debian's kernel mounts FAT with iocharset=ascii "+
+			"(CONFIG_FAT_DEFAULT_IOCHARSET) and the initramfs lacks the nls_ascii module "+
+			"(add it to initramfs/modules.txt and load it with vfat, e.g. in rescue/coldplug AlwaysWanted)")
+	}
+	if strings.Contains(all, "did not appear") {
+		d = append(d, "the disk never appeared: is its driver (virtio_blk, ahci, virtio_scsi) in the initramfs?")
+	}
+	if len(d) == 0 {
+		return ""
+	}
+	return "\ndiagnosis: " + strings.Join(d, "; ")
 }
 
 // KernelCmdline joins kernel command line words after what every boot
