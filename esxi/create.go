@@ -292,7 +292,8 @@ func fillPart(b backend.Storage, opt CreateOptions, id ids, p Part) error {
 		if err != nil {
 			return err
 		}
-		for _, name := range []string{"/log/vmkernel.log", "/log/hostd.log", "/var/tmp/README", "/core/README"} {
+		// Few files: go-diskfs rewrites the whole (4 MiB) FAT32 table per allocation.
+		for _, name := range []string{"/log/vmkernel.log", "/log/hostd.log"} {
 			if err := writeFile(f, name, fmt.Appendf(nil, "ESXI-STUB scratch file %s (build %s)\n", name, build)); err != nil {
 				return err
 			}

@@ -68,6 +68,11 @@ type MountReport struct {
 // banks at other entries by content, to tell when the newest bank is not
 // where ESXi looks, and checks the entries ESXi mounts by number: scratch 2,
 // datastore 3, store/locker 8 (ESXi 5/6), OSDATA 7 and datastore 8 (7.x).
+//
+// It agrees with u-root's esxiboot (pkg/boot/esxi) on where banks are, how
+// the magic sector is read (at the disk's logical block size), bootstate 0
+// and 1, and the tie rule; like esx-boot it is stricter in also wanting a
+// non-empty build= and updated > 0.
 func Inspect(r io.ReaderAt, size int64, sectorSize int) (*BootReport, error) {
 	rep := &BootReport{SectorSize: sectorSize, DiskBytes: size}
 	if size < 34*512 {
@@ -154,6 +159,9 @@ func Inspect(r io.ReaderAt, size int64, sectorSize int) (*BootReport, error) {
 	}
 	if rep.Family == "" {
 		rep.Family = "6"
+	}
+	if rep.Family == "7" {
+		rep.Notes = append(rep.Notes, "ESXi 7's boot loader finds boot banks by content, not only at entries 5 and 6; this verdict applies the ESXi 5/6 rules (u-root's esxiboot uses them too)")
 	}
 	rep.Mounts = checkMounts(rep.Family, kinds)
 	for _, m := range rep.Mounts {
