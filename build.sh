@@ -57,6 +57,9 @@ build() {
 FUZZ_TARGETS=(
 	"./gpt FuzzParseUndo"
 	"./esxi FuzzInspect"
+	"./rescue/cmdline FuzzParse"
+	"./rescue/netup FuzzParseIP"
+	"./rescue/coldplug FuzzFnmatch"
 )
 FUZZTIME=${FUZZTIME:-10s}
 
