@@ -12,13 +12,14 @@ import (
 // How sure Recognize is.
 const (
 	// ConfidenceExact: every partition has exactly the boundaries the
-	// family's installer writes (for the disk size the table was made
-	// for, or this disk's size).
+	// family's installer writes, except that the last one may end
+	// anywhere when the installer gives it the rest of the disk.
 	ConfidenceExact = "exact"
 	// ConfidenceStructural: the partition types and their physical order
 	// are the family's, but some sizes differ from what the installer
-	// writes (e.g. ESXi 7, whose sizes depend on the medium, or a resized
-	// datastore).
+	// writes. Only for ESXi 7, whose sizes depend on the medium; 5.x and
+	// 6.x layouts must match exactly (except where the last partition,
+	// which gets the rest of the disk, ends).
 	ConfidenceStructural = "structural"
 )
 
@@ -173,34 +174,64 @@ func recFits(e gpt.Entry, p Part, ss int) bool {
 	return e.Type.String() == p.Type && e.First == f && e.Last == l
 }
 
+// recMatchExact finds a layout of family f whose every boundary the
+// entries have: first for the disk sizes the table itself suggests (then
+// the disk size is known), else for any size, leaving the end of the
+// last partition free when the installer gives it the rest of the disk
+// (the datastore, or OSData on 7.x): a restored or resized disk moves it.
 func recMatchExact(f recFamily, used []recEntry, sizes []int64, ss int) (recCandidate, bool) {
-	for _, d := range sizes {
+	try := func(d int64, freeEnd bool) (recCandidate, bool) {
 		parts, err := Layout(f.version, d, ss)
 		if err != nil || len(parts) != len(used) {
-			continue
+			return recCandidate{}, false
 		}
-		ok := true
+		n := len(parts)
+		if freeEnd && parts[n-1].Role != RoleDatastore && parts[n-1].Role != RoleOSData {
+			return recCandidate{}, false
+		}
 		for i, u := range used {
+			if freeEnd && i == n-1 {
+				if u.e.Type.String() != parts[i].Type || u.e.First != recFirst(parts[i], ss) {
+					return recCandidate{}, false
+				}
+				continue
+			}
 			if !recFits(u.e, parts[i], ss) {
-				ok = false
-				break
+				return recCandidate{}, false
 			}
 		}
-		if ok {
-			c := recCandidate{fam: f, exact: true, parts: parts, diskBytes: d, slotMap: map[int]int{}}
-			for i, u := range used {
-				c.slotMap[u.slot] = parts[i].Slot
-				c.exactParts = append(c.exactParts, true)
-			}
+		c := recCandidate{fam: f, exact: true, parts: parts, slotMap: map[int]int{}}
+		if !freeEnd {
+			c.diskBytes = d
+		}
+		for i, u := range used {
+			c.slotMap[u.slot] = parts[i].Slot
+			c.exactParts = append(c.exactParts, true)
+		}
+		return c, true
+	}
+	for _, d := range sizes {
+		if c, ok := try(d, false); ok {
+			return c, true
+		}
+	}
+	for _, d := range append(append([]int64(nil), sizes...), recProbeSizes...) {
+		if c, ok := try(d, true); ok {
 			return c, true
 		}
 	}
 	return recCandidate{}, false
 }
 
+// recMatchStructure accepts, for 7.x only (whose sizes depend on the
+// medium), the family's partition types in the family's physical order.
+// The 5.x and 6.x installers use fixed boundaries: anything else is not
+// their layout.
 func recMatchStructure(f recFamily, used []recEntry, sizes []int64, ss int) (recCandidate, bool) {
-	probe := append(append([]int64(nil), sizes...), recProbeSizes...)
-	for _, d := range probe {
+	if f.name != "7.x" {
+		return recCandidate{}, false
+	}
+	for _, d := range append(append([]int64(nil), sizes...), recProbeSizes...) {
 		parts, err := Layout(f.version, d, ss)
 		if err != nil || len(parts) != len(used) {
 			continue
@@ -220,18 +251,7 @@ func recMatchStructure(f recFamily, used []recEntry, sizes []int64, ss int) (rec
 			c.slotMap[u.slot] = parts[i].Slot
 			c.exactParts = append(c.exactParts, recFits(u.e, parts[i], ss))
 		}
-		// Partitions whose size the installer fixes must sit where it
-		// puts them; only 7.x sizes and the last partition may vary.
-		if f.name != "7.x" {
-			for i := range used {
-				if !c.exactParts[i] && i < len(used)-1 && used[i].e.First != recFirst(parts[i], ss) {
-					ok = false
-				}
-			}
-		}
-		if ok {
-			return c, true
-		}
+		return c, true
 	}
 	return recCandidate{}, false
 }
@@ -284,10 +304,15 @@ func recBuildMatch(cands []recCandidate, used []recEntry, ss int) *Match {
 			Type: u.e.Type.String(), First: u.e.First, Last: u.e.Last, Exact: c.exactParts[i]})
 	}
 	var b strings.Builder
-	if c.exact {
+	switch {
+	case c.exact && c.diskBytes > 0:
 		fmt.Fprintf(&b, "ESXi %s boot disk layout, exact match: all %d partitions have the boundaries the ESXi %s installer writes on a disk of %s.\n",
 			m.Family, len(used), m.Family, recSizeText(c.diskBytes))
-	} else {
+	case c.exact:
+		last := used[len(used)-1].e
+		fmt.Fprintf(&b, "ESXi %s boot disk layout, exact match: all %d partitions start where the ESXi %s installer puts them and have its sizes; the last one (%s) ends at LBA %d.\n",
+			m.Family, len(used), m.Family, c.parts[len(used)-1].Role, last.Last)
+	default:
 		fmt.Fprintf(&b, "ESXi %s boot disk layout, structural match: the partition types and their order on disk are those of ESXi %s, but some sizes differ from what its installer writes.\n",
 			m.Family, m.Family)
 	}

@@ -132,7 +132,8 @@ func TestRecognizeIncident(t *testing.T) {
 }
 
 // TestRecognizeStructural: ESXi 7 with boot banks of a size no installer
-// writes, and a 5.x datastore that was grown, are recognised by structure.
+// writes is recognised by structure; a 5.x datastore that ends elsewhere
+// is still an exact 5.x layout.
 func TestRecognizeStructural(t *testing.T) {
 	// 7.0: 2 GiB banks.
 	bank := uint64(2 * gib / 512)
@@ -160,8 +161,15 @@ func TestRecognizeStructural(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.Family != "5.x" || m.Confidence != ConfidenceStructural || m.SlotMap[4] != 5 {
-		t.Errorf("got %s %s %v", m.Family, m.Confidence, m.SlotMap)
+	if m.Family != "5.x" || m.Confidence != ConfidenceExact || m.SlotMap[4] != 5 || !strings.Contains(m.Text, "datastore) ends at LBA") {
+		t.Errorf("got %s %s %v\n%s", m.Family, m.Confidence, m.SlotMap, m.Text)
+	}
+	// The incident after sgdisk -e moved the backup: the disk size the
+	// table was made for is gone, the datastore end still identifies it.
+	es5, _ = rgLayout(t, "5.0", 8*gib, 512, rgCompacted(rgMustLayout(t, "5.0", 8*gib)))
+	m, err = Recognize(rgTable(512, 12*gib, 12*gib, es5))
+	if err != nil || m.Confidence != ConfidenceExact || m.SlotMap[7] != 8 {
+		t.Errorf("relocated incident: %v %+v", err, m)
 	}
 }
 

@@ -297,7 +297,7 @@ func PlanFix(t *Table, opt FixOptions) (*Plan, error) {
 			p.Steps = append(p.Steps, "recompute both header CRC32s")
 		}
 		if !hasCopyStep(p) && anyRegion(p, "primary") && anyRegion(p, "backup") {
-			p.Steps = append(p.Steps, "rewrite both GPT copies")
+			p.Steps = append(p.Steps, "write the backup GPT copy first, then the primary")
 		}
 	}
 	if err := p.checkWrites(t); err != nil {
