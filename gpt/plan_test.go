@@ -18,12 +18,18 @@ import (
 )
 
 // pfBase caches one pristine image per (version, size, sector size):
-// sgdisk sleeps a second after every write.
+// sgdisk sleeps a second after every write. Different images are made
+// concurrently.
 var pfBase = struct {
 	sync.Mutex
 	dir string
-	m   map[string]string
-}{m: map[string]string{}}
+	m   map[string]*pfBaseImage
+}{m: map[string]*pfBaseImage{}}
+
+type pfBaseImage struct {
+	once sync.Once
+	path string
+}
 
 // pfPristine returns a fresh copy (in dir) of the ESXi image for v.
 func pfPristine(t *testing.T, dir string, v esxi.Version, size int64, ss int) (string, []esxi.Part) {
@@ -33,19 +39,27 @@ func pfPristine(t *testing.T, dir string, v esxi.Version, size int64, ss int) (s
 	if pfBase.dir == "" {
 		d, err := os.MkdirTemp("", "gpt-plan-base")
 		if err != nil {
+			pfBase.Unlock()
 			t.Fatal(err)
 		}
 		pfBase.dir = d
 	}
-	src, ok := pfBase.m[key]
+	b, ok := pfBase.m[key]
 	if !ok {
-		src, _ = pfImage(t, pfBase.dir, strings.NewReplacer(" ", "-").Replace(key)+".img", v, size, ss)
-		pfBase.m[key] = src
+		b = &pfBaseImage{}
+		pfBase.m[key] = b
 	}
+	base := pfBase.dir
 	pfBase.Unlock()
+	b.once.Do(func() {
+		b.path, _ = pfImage(t, base, strings.NewReplacer(" ", "-").Replace(key)+".img", v, size, ss)
+	})
+	if b.path == "" {
+		t.Fatal("fixture image could not be made")
+	}
 	parts, _ := esxi.Layout(v, size, ss)
 	dst := filepath.Join(dir, "orig.img")
-	pfRun(t, "cp", "--sparse=always", src, dst)
+	pfRun(t, "cp", "--sparse=always", b.path, dst)
 	return dst, parts
 }
 
@@ -204,39 +218,42 @@ func TestFixLayouts(t *testing.T) {
 		}},
 	}
 	for _, l := range layouts {
-		for _, sc := range scenarios {
-			t.Run(fmt.Sprintf("%s-%dG-%d/%s", l.v, l.size/pfGiB, l.ss, sc.name), func(t *testing.T) {
-				dir := t.TempDir()
-				orig, parts := pfPristine(t, dir, l.v, l.size, l.ss)
-				markers := pfMarkers(t, orig, parts)
-				o := pfDecode(t, orig, l.ss, 1)
-				work := filepath.Join(dir, "work.img")
-				pfGrow(t, orig, work, l.size+sc.grow)
-				if sc.damage != nil {
-					sc.damage(t, work, l.ss)
-				}
-				p := pfFix(t, work, l.ss, gpt.FixOptions{}, sc.useESXi)
-				if p.Empty() {
-					t.Fatal("empty plan for a damaged table")
-				}
-				pfCheckFixed(t, work, l.ss, o.arr)
-				if sc.grow == 0 {
-					// Same disk: both copies must be exactly the original's.
-					fi, _ := os.Stat(work)
-					last := uint64(fi.Size()/int64(l.ss)) - 1
-					if !bytes.Equal(pfDecode(t, work, l.ss, 1).hdr, o.hdr) || !bytes.Equal(pfDecode(t, work, l.ss, last).hdr, pfDecode(t, orig, l.ss, last).hdr) {
-						t.Error("headers differ from the original")
+		t.Run(fmt.Sprintf("%s-%dG-%d", l.v, l.size/pfGiB, l.ss), func(t *testing.T) {
+			t.Parallel()
+			for _, sc := range scenarios {
+				t.Run(sc.name, func(t *testing.T) {
+					dir := t.TempDir()
+					orig, parts := pfPristine(t, dir, l.v, l.size, l.ss)
+					markers := pfMarkers(t, orig, parts)
+					o := pfDecode(t, orig, l.ss, 1)
+					work := filepath.Join(dir, "work.img")
+					pfGrow(t, orig, work, l.size+sc.grow)
+					if sc.damage != nil {
+						sc.damage(t, work, l.ss)
 					}
-				}
-				if l.ss == 512 {
-					pfSgdiskVerify(t, work)
-					if got, want := pfSgdiskSlots(t, work), pfLayoutSlots(parts); !reflect.DeepEqual(got, want) {
-						t.Errorf("sgdisk -p entries %v, want %v", got, want)
+					p := pfFix(t, work, l.ss, gpt.FixOptions{}, sc.useESXi)
+					if p.Empty() {
+						t.Fatal("empty plan for a damaged table")
 					}
-				}
-				pfCheckMarkers(t, work, markers)
-			})
-		}
+					pfCheckFixed(t, work, l.ss, o.arr)
+					if sc.grow == 0 {
+						// Same disk: both copies must be exactly the original's.
+						fi, _ := os.Stat(work)
+						last := uint64(fi.Size()/int64(l.ss)) - 1
+						if !bytes.Equal(pfDecode(t, work, l.ss, 1).hdr, o.hdr) || !bytes.Equal(pfDecode(t, work, l.ss, last).hdr, pfDecode(t, orig, l.ss, last).hdr) {
+							t.Error("headers differ from the original")
+						}
+					}
+					if l.ss == 512 {
+						pfSgdiskVerify(t, work)
+						if got, want := pfSgdiskSlots(t, work), pfLayoutSlots(parts); !reflect.DeepEqual(got, want) {
+							t.Errorf("sgdisk -p entries %v, want %v", got, want)
+						}
+					}
+					pfCheckMarkers(t, work, markers)
+				})
+			}
+		})
 	}
 }
 
