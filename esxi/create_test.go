@@ -185,6 +185,11 @@ func checkContents(t *testing.T, img string, opt CreateOptions, parts []Part) {
 					t.Errorf("bank %d: module %s: %v", p.Slot, m, err)
 				}
 			}
+		case RoleSystem:
+			out, err := runErr(mtype, "-i", fmt.Sprintf("%s@@%d", img, start), "::EFI/BOOT/BOOTX64.EFI")
+			if err != nil || !strings.Contains(out, "ESXI-STUB placeholder") {
+				t.Errorf("system partition: EFI/BOOT/BOOTX64.EFI: %v %q", err, out)
+			}
 		case RoleStore:
 			out, err := runErr(needTool(t, "mdir", "mtools"), "-i", fmt.Sprintf("%s@@%d", img, start), "-/", "-b", "::packages")
 			if err != nil || !strings.Contains(out, "vmtools/linux.iso") {

@@ -53,9 +53,10 @@ func makeFAT(b backend.Storage, s fatSpec) (filesystem.FileSystem, error) {
 			if s.size > 32<<20 {
 				return nil, fmt.Errorf("fat16 at %d: %w", s.start, err)
 			}
-			// Too few clusters for FAT16 (the 4 MB system partition): FAT12.
-			kind = "fat12"
-			fallthrough
+			// go-diskfs uses 2 sectors per cluster even on the 4 MB ESXi 5/6
+			// system partition, too few clusters for FAT16; ESXi's has one
+			// sector per cluster, which makeFATSectors does.
+			return makeFATSectors(b, s, 512)
 		case "fat12":
 			f, err := fat12.Create(b, s.size, s.start, 512, s.label, true)
 			if err != nil {
@@ -71,7 +72,7 @@ func makeFAT(b backend.Storage, s fatSpec) (filesystem.FileSystem, error) {
 		}
 		return f, patchVolumeID(b, s.start, "fat32", s.volumeID)
 	}
-	return makeFAT4K(b, s)
+	return makeFATSectors(b, s, 4096)
 }
 
 // patchVolumeID stores the volume serial number in the boot sector (and, on
@@ -100,18 +101,22 @@ func patchVolumeID(b backend.Storage, start int64, kind string, id uint32) error
 	return nil
 }
 
-// makeFAT4K lays out a FAT12/16 filesystem with 4096-byte sectors (as on a
-// 4Kn disk, where Linux cannot mount a FAT with smaller sectors) and lets
-// go-diskfs's fat12 code manage it. FAT16 unless the cluster count needs FAT12.
-func makeFAT4K(b backend.Storage, s fatSpec) (filesystem.FileSystem, error) {
-	const bps = 4096
+// makeFATSectors lays out a FAT12/16 filesystem with bps-byte sectors
+// (4096 on a 4Kn disk, where Linux cannot mount a FAT with smaller sectors)
+// and the smallest cluster size that keeps FAT16 within its cluster limits,
+// and lets go-diskfs's fat12 code manage it. FAT16 unless the partition is
+// too small for it.
+func makeFATSectors(b backend.Storage, s fatSpec, bps uint32) (filesystem.FileSystem, error) {
 	const rootEntries = 512
 	const reserved = 2 // sector 1 holds the ESXi boot bank UUID
-	if s.size > 65535*64*bps {
-		s.size = 65535 * 64 * bps
+	if max := int64(65524) * 64 * int64(bps); s.size > max {
+		s.size = max
 	}
-	total := uint32(s.size / bps)
+	total := uint32(s.size / int64(bps))
 	rootSectors := uint32(rootEntries * 32 / bps)
+	if rootSectors == 0 {
+		rootSectors = 1
+	}
 	bits := uint32(16)
 	var spc, fatSectors, clusters uint32
 	for spc = 1; spc <= 64; spc *= 2 {
@@ -170,13 +175,15 @@ func makeFAT4K(b backend.Storage, s fatSpec) (filesystem.FileSystem, error) {
 	fatBytes := fatSectors * bps
 	rootOff := fatStart + 2*fatBytes
 	dataStart := rootOff + rootSectors*bps
-	tbl := &fatTable{bits: bits, size: fatBytes, max: clusters + 1, fatID: 0xFF8 | uint32(0xFF00)}
+	tbl := &fatTable{bits: bits, size: fatBytes, max: clusters + 1, fatID: 0xFFF8}
 	if bits == 12 {
 		tbl.fatID = 0xFF8
 	}
 	tbl.clusters = make([]uint32, tbl.max+1)
+	// Reserve cluster 2 as fat16.Create does, so go-diskfs never hands it
+	// out here; Create frees it once all files are written (fatCluster2).
 	tbl.SetCluster(2, tbl.EOCMarker())
-	f := fat12.NewFileSystem(b, bpb, tbl, dataStart, int(spc)*bps, s.size, s.start,
+	f := fat12.NewFileSystem(b, bpb, tbl, dataStart, int(spc*bps), s.size, s.start,
 		int64(rootOff), rootEntries, uint64(fatStart), uint64(fatStart+fatBytes))
 	if err := f.WriteBootSector(); err != nil {
 		return nil, err
@@ -200,7 +207,7 @@ func makeFAT4K(b backend.Storage, s fatSpec) (filesystem.FileSystem, error) {
 	return f, nil
 }
 
-// fatTable is a FAT12 or FAT16 allocation table for makeFAT4K.
+// fatTable is a FAT12 or FAT16 allocation table for makeFATSectors.
 type fatTable struct {
 	bits     uint32
 	fatID    uint32
@@ -409,11 +416,13 @@ func (s *readerStorage) Writable() (backend.WritableFile, error) {
 func (s *readerStorage) Path() string { return "" }
 
 // fatCluster2 reads or changes FAT entry 2 in every FAT copy of a FAT12/16
-// filesystem at start. go-diskfs's fat16.Create marks cluster 2 as in use
-// (end of chain) although a FAT12/16 root directory has its own region and
-// go-diskfs itself never uses that cluster, so fsck.fat reports a lost
-// cluster: Create frees it when done. set < 0 only reads; it reports the old
-// value and whether the filesystem is FAT12/16 at all.
+// filesystem at start. go-diskfs's fat16.Create (and makeFATSectors) marks
+// cluster 2 as in use (end of chain) although a FAT12/16 root directory has
+// its own region, so no file gets it and fsck.fat reports a lost cluster:
+// Create frees it once every file is written. (Later writers, like Damage's
+// go-diskfs calls, may then use cluster 2 for a file; that is fine.) set < 0
+// only reads; it reports the old value and whether the filesystem is
+// FAT12/16 at all.
 func fatCluster2(f interface {
 	io.ReaderAt
 	io.WriterAt
