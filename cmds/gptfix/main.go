@@ -94,11 +94,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("gptfix", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var o options
-	fs.StringVar(&o.ref, "ref", "", "restore the slot layout from REF (disk, image, layout JSON or sgdisk backup)")
+	fs.StringVar(&o.ref, "ref", "", "restore the slot layout from `REF` (disk, image, layout JSON or sgdisk backup)")
 	fs.BoolVar(&o.esxi, "esxi", false, "restore the slot layout by recognising the ESXi 5.x/6.x/7.x layout")
 	fs.IntVar(&o.grow, "grow", 0, "grow partition `N` (the last one on disk, e.g. 3 = the ESXi datastore) to the end of the disk")
 	fs.BoolVar(&o.noRelocate, "no-relocate", false, "keep the backup GPT where it is instead of moving it to the end of the disk")
-	fs.IntVar(&o.sector, "sector", 0, "sector size of image files: 512 or 4096 (block devices report their own)")
+	fs.IntVar(&o.sector, "sector", 0, "sector size `BYTES` of image files: 512 or 4096 (block devices report their own)")
 	fs.BoolVar(&o.yes, "yes", false, "apply the plan (without it nothing is written)")
 	fs.BoolVar(&o.check, "check", false, "only verify the table, never write: exit 0 when clean, 1 when there are problems\n(with -esxi or -ref, entries out of their slots count as problems too)")
 	fs.StringVar(&o.undo, "undo", "", "restore the sectors saved in undo `FILE` (needs -yes to write)")
