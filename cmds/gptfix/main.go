@@ -98,7 +98,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&o.esxi, "esxi", false, "restore the slot layout by recognising the ESXi 5.x/6.x/7.x layout")
 	fs.IntVar(&o.grow, "grow", 0, "grow partition `N` (the last one on disk, e.g. 3 = the ESXi datastore) to the end of the disk")
 	fs.BoolVar(&o.noRelocate, "no-relocate", false, "keep the backup GPT where it is instead of moving it to the end of the disk")
-	fs.IntVar(&o.sector, "sector", 0, "sector size `BYTES` of image files: 512 or 4096 (block devices report their own)")
+	fs.IntVar(&o.sector, "sector", 0, "`BYTES` per sector of image files: 512 or 4096 (block devices report their own)")
 	fs.BoolVar(&o.yes, "yes", false, "apply the plan (without it nothing is written)")
 	fs.BoolVar(&o.check, "check", false, "only verify the table, never write: exit 0 when clean, 1 when there are problems\n(with -esxi or -ref, entries out of their slots count as problems too)")
 	fs.StringVar(&o.undo, "undo", "", "restore the sectors saved in undo `FILE` (needs -yes to write)")
