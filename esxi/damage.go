@@ -13,7 +13,7 @@ import (
 
 // DamageModes lists the modes Damage knows, each what happens in the field.
 var DamageModes = map[string]string{
-	"windows":        "raw copy onto a larger disk, then the entry array rewritten compacted (used entries moved up to close gaps, order kept), the backup GPT moved to the new end, every CRC valid, $RECYCLE.BIN/DESKTOP.INI and DESKTOP.INI dropped into the FAT partitions of type Basic Data: the incident",
+	"windows":        "raw copy onto a larger disk, then the entry array rewritten compacted (used entries moved up to close gaps, order kept), the backup GPT written at the new end (the old one left where the old disk ended), protective MBR resized, every CRC valid, $RECYCLE.BIN/DESKTOP.INI and DESKTOP.INI dropped into the FAT partitions of type Basic Data: the incident",
 	"stale-backup":   "raw copy onto a larger disk, nothing else changed: the backup GPT is stranded where the old disk ended",
 	"sorted":         "entries sorted by start sector into slots 1..n (what sgdisk -s and some editors do), both copies rewritten, CRCs valid",
 	"primary-crc":    "the primary header's CRC broken (the stored value is wrong)",
