@@ -513,3 +513,95 @@ func attach(t *testing.T, img string, ss int) string {
 }
 
 func detach(loop string) { exec.Command("losetup", "-d", loop).Run() }
+
+// TestESXiImages repairs real ESXi images (esxi.Create: FAT boot banks
+// with boot.cfg, VMFS, ...) after every kind of field damage (esxi.Damage,
+// written without the gpt package) and checks what ESXi's boot loader
+// would see (esxi.Inspect), that the fix left every partition's bytes as
+// the damage left them, and that the entry array is the original's.
+func TestESXiImages(t *testing.T) {
+	type img struct {
+		v    esxi.Version
+		size int64
+		ss   int
+	}
+	images := []img{{"5.0", 8 * gib, 512}, {"6.7", 10 * gib, 512}, {"7.0", 16 * gib, 4096}}
+	modes := []string{"windows", "stale-backup", "sorted", "primary-crc", "backup-crc", "primary-zeroed"}
+	for _, im := range images {
+		t.Run(fmt.Sprintf("%s-%d", im.v, im.ss), func(t *testing.T) {
+			dir := t.TempDir()
+			orig := filepath.Join(dir, "orig.img")
+			if err := esxi.Create(orig, esxi.CreateOptions{Version: im.v, Size: im.size, SectorSize: im.ss, Seed: 7}); err != nil {
+				t.Fatal(err)
+			}
+			parts, _ := esxi.Layout(im.v, im.size, im.ss)
+			origArr := readAt(t, orig, int64(2*im.ss), 128*128)
+			for _, mode := range modes {
+				for _, how := range []string{"-esxi", "-ref"} {
+					t.Run(mode+how, func(t *testing.T) {
+						work := filepath.Join(t.TempDir(), "work.img")
+						if err := esxi.Damage(work, mode, esxi.DamageOptions{Source: orig, SectorSize: im.ss}); err != nil {
+							t.Fatal(err)
+						}
+						before, err := esxi.PartitionChecksums(work, parts)
+						if err != nil {
+							t.Fatal(err)
+						}
+						if mode == "windows" || mode == "sorted" || mode == "primary-zeroed" {
+							// The damage must matter to ESXi, or this test proves nothing.
+							fi, _ := os.Stat(work)
+							f, _ := os.Open(work)
+							rep, err := esxi.Inspect(f, fi.Size(), im.ss)
+							f.Close()
+							if err == nil && rep.OK {
+								t.Fatalf("damage %s: Inspect says ESXi boots fine before the fix", mode)
+							}
+						}
+						args := []string{"-yes", "-undo-dir", t.TempDir(), "-sector", fmt.Sprint(im.ss), how}
+						if how == "-ref" {
+							args = append(args, orig)
+						}
+						if code, out, errOut := gptfix(t, append(args, work)...); code != 0 {
+							t.Fatalf("gptfix %v: exit %d\n%s%s", args, code, out, errOut)
+						}
+						after, err := esxi.PartitionChecksums(work, parts)
+						if err != nil {
+							t.Fatal(err)
+						}
+						if fmt.Sprint(before) != fmt.Sprint(after) {
+							t.Errorf("partition data changed by the fix:\nbefore %v\nafter  %v", before, after)
+						}
+						fi, _ := os.Stat(work)
+						last := fi.Size()/int64(im.ss) - 1
+						if !bytes.Equal(readAt(t, work, int64(2*im.ss), len(origArr)), origArr) ||
+							!bytes.Equal(readAt(t, work, (last-int64(16384/im.ss))*int64(im.ss), len(origArr)), origArr) {
+							t.Error("entry arrays differ from the original's")
+						}
+						f, err := os.Open(work)
+						if err != nil {
+							t.Fatal(err)
+						}
+						rep, err := esxi.Inspect(f, fi.Size(), im.ss)
+						f.Close()
+						if err != nil || !rep.OK {
+							t.Errorf("after the fix ESXi would not boot correctly: %v\n%+v", err, rep)
+						}
+						if im.ss == 512 {
+							if out := sh(t, "sgdisk", "-v", work); !strings.Contains(out, "No problems found") {
+								t.Errorf("sgdisk -v:\n%s", out)
+							}
+						}
+					})
+				}
+			}
+			// A disk too small for the table is refused.
+			work := filepath.Join(dir, "shrunk.img")
+			if err := esxi.Damage(work, "shrunk", esxi.DamageOptions{Source: orig, SectorSize: im.ss}); err != nil {
+				t.Fatal(err)
+			}
+			if code, _, errOut := gptfix(t, "-yes", "-esxi", "-undo-dir", dir, "-sector", fmt.Sprint(im.ss), work); code != 2 || !strings.Contains(errOut, "smaller") {
+				t.Errorf("shrunk: exit %d\n%s", code, errOut)
+			}
+		})
+	}
+}
