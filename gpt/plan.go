@@ -82,6 +82,31 @@ func (p *Plan) sectorCounts() (backup, primary int) {
 	return
 }
 
+// regions summarises the writes in order, one line per region with its
+// LBA runs, e.g. "backup array: LBA 25165791-25165792".
+func (p *Plan) regions() []string {
+	var out []string
+	for i := 0; i < len(p.Writes); {
+		j := i
+		var runs []string
+		for j < len(p.Writes) && p.Writes[j].Region == p.Writes[i].Region {
+			k := j
+			for k+1 < len(p.Writes) && p.Writes[k+1].Region == p.Writes[i].Region && p.Writes[k+1].LBA == p.Writes[k].LBA+1 {
+				k++
+			}
+			if k == j {
+				runs = append(runs, fmt.Sprint(p.Writes[j].LBA))
+			} else {
+				runs = append(runs, fmt.Sprintf("%d-%d", p.Writes[j].LBA, p.Writes[k].LBA))
+			}
+			j = k + 1
+		}
+		out = append(out, fmt.Sprintf("%s: LBA %s", p.Writes[i].Region, strings.Join(runs, ", ")))
+		i = j
+	}
+	return out
+}
+
 // String renders the plan for a sysadmin.
 func (p *Plan) String() string {
 	var b strings.Builder
@@ -93,7 +118,10 @@ func (p *Plan) String() string {
 			fmt.Fprintf(&b, "  %d. %s\n", i+1, s)
 		}
 		nb, np := p.sectorCounts()
-		fmt.Fprintf(&b, "Sectors to write: at most %d for the backup copy (written and flushed first), then %d for the primary copy and MBR.\n", nb, np)
+		fmt.Fprintf(&b, "Sectors to write: at most %d for the backup copy (written and flushed first), then %d for the primary copy and MBR:\n", nb, np)
+		for _, r := range p.regions() {
+			fmt.Fprintf(&b, "  %s\n", r)
+		}
 		b.WriteString("Only the GPT headers, entry arrays and the protective MBR are written; no partition data is touched.\n")
 	}
 	if len(p.Notes) > 0 {
