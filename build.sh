@@ -21,6 +21,7 @@ APT_PACKAGES=(
 	zstd:zstd xz-utils:xz gzip:gzip bmap-tools:bmaptool cpio:cpio binutils:objcopy
 	systemd-boot-efi:/usr/lib/systemd/boot/efi/linuxx64.efi.stub
 	util-linux:losetup kmod:depmod ca-certificates:/etc/ssl/certs/ca-certificates.crt
+	e2fsprogs:mkfs.ext4 diffutils:cmp
 	grub-common:grub-mkimage grub-efi-amd64-bin:/usr/lib/grub/x86_64-efi/kernel.img grub-pc-bin:/usr/lib/grub/i386-pc/boot.img
 	ipxe:/usr/lib/ipxe/undionly.kpxe pxelinux:/usr/lib/PXELINUX/pxelinux.0 syslinux-common:/usr/lib/syslinux/modules/bios/ldlinux.c32
 )
@@ -55,6 +56,7 @@ build() {
 
 # Fuzz targets run briefly by `./build.sh test` ("package target" per line).
 FUZZ_TARGETS=(
+	"./imaging FuzzRestore"
 	"./gpt FuzzParseUndo"
 	"./esxi FuzzInspect"
 	"./rescue/cmdline FuzzParse"

@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# bench/run.sh — measure imgcopy against the usual tools, side by side, in one run.
+#
+#   bench/run.sh                 full sizes: 2 GiB dense, 16 GiB ESXi-style sparse image
+#   SCALE=8 bench/run.sh         everything 8 times smaller (256 MiB dense, 2 GiB sparse)
+#   BENCH_DIR=/data/b bench/run.sh   where the images go (needs ~2.5x the dense size + 3.5 GiB
+#                                free at full size; default: a new directory under /var/tmp)
+#   KEEP=1 bench/run.sh          keep the images afterwards
+#
+# Measured (wall time with /usr/bin/time, page cache dropped before every run
+# when root, every writer fsyncs):
+#   1. dense image file -> file: imgcopy vs dd bs=4M conv=fsync vs cp / cat (+ sync)
+#   2. ESXi-style image, 90% zeros: imgcopy vs dd vs bmaptool copy (bmap made with bmaptool create)
+#   3. the same image zstd-compressed: imgcopy vs zstd -dc | dd, and zstd -d (sparse writer)
+#   4. imgcopy -verify overhead
+# and imgcopy's peak memory (maximum resident set size), which must stay under 256 MiB.
+# Ratios are throughput ratios: > 1.0 means imgcopy is faster.
+# Needs: go, dd, zstd, bmaptool (bmap-tools), sgdisk (gdisk), /usr/bin/time, openssl (optional).
+set -euo pipefail
+cd "$(dirname "$(readlink -f "$0")")/.."
+export PATH="/usr/local/go/bin:$PATH:/usr/sbin:/sbin"
+export GOFLAGS="${GOFLAGS:--mod=mod}"
+
+SCALE=${SCALE:-1}
+MiB=$((1 << 20))
+DENSE=$((2048 * MiB / SCALE))
+SPARSE=$((16384 * MiB / SCALE))
+DIR=${BENCH_DIR:-$(mktemp -d /var/tmp/imgcopy-bench.XXXXXX)}
+mkdir -p "$DIR"
+for t in dd zstd bmaptool sgdisk /usr/bin/time; do
+	command -v "$t" >/dev/null || { echo "bench: $t is missing (apt-get install bmap-tools gdisk zstd time)" >&2; exit 2; }
+done
+[[ ${KEEP:-} ]] || trap 'rm -rf "$DIR"' EXIT
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+drop() {
+	sync
+	if [[ -w /proc/sys/vm/drop_caches ]]; then echo 3 >/proc/sys/vm/drop_caches; fi
+}
+
+RESULTS=()
+# timed NAME OUT -- CMD...: runs CMD (removing OUT first), records seconds and max RSS.
+timed() {
+	local name=$1 out=$2 bytes=$3
+	shift 4
+	rm -f "$out"
+	drop
+	/usr/bin/time -f '%e %M' -o "$DIR/time" "$@" >"$DIR/log" 2>&1 || { cat "$DIR/log" >&2; echo "bench: $name failed" >&2; exit 1; }
+	read -r secs rss <"$DIR/time"
+	RESULTS+=("$name;$secs;$rss;$bytes")
+	printf '  %-44s %8.2f s %9.1f MiB/s  RSS %6.1f MiB\n' "$name" "$secs" "$(echo "$bytes / $MiB / ($secs + 0.0001)" | bc -l)" "$(echo "$rss / 1024" | bc -l)" >&2
+	eval "T_$(echo "$name" | tr -c 'a-zA-Z0-9\n' '_')=$secs"
+	eval "M_$(echo "$name" | tr -c 'a-zA-Z0-9\n' '_')=$rss"
+}
+ratio() { echo "scale=2; $1 / $2" | bc -l; }
+
+log "building imgcopy"
+go build -o "$DIR/imgcopy" ./cmds/imgcopy
+IMG="$DIR/imgcopy -q -progress none"
+
+random() { # random N > file
+	if command -v openssl >/dev/null; then
+		openssl enc -aes-128-ctr -nosalt -pass pass:imgcopy-bench </dev/zero 2>/dev/null | head -c "$1" || true
+	else
+		head -c "$1" /dev/urandom
+	fi
+}
+
+log "making a dense image of $((DENSE / MiB)) MiB"
+random "$DENSE" >"$DIR/dense.img"
+[[ $(stat -c %s "$DIR/dense.img") == "$DENSE" ]] || { echo "bench: could not make the dense image" >&2; exit 1; }
+
+log "making an ESXi-style image of $((SPARSE / MiB)) MiB, 90% zeros"
+truncate -s "$SPARSE" "$DIR/esxi.img"
+# ESXi 6.x-like layout: 1, 5, 6, 7, 8, 9, 2, 3 (slot 4 empty), datastore to the end.
+sgdisk -a 1 -n 1:64:8191 -t 1:EF00 -n 5:8224:520191 -n 6:520224:1032191 -n 7:1032224:1257471 -t 7:FC00 \
+	-n 8:1257504:1843199 "$DIR/esxi.img" >/dev/null
+if ((SPARSE > 8 * 1024 * MiB)); then
+	sgdisk -a 1 -n 9:1843200:7086079 -t 9:FC00 -n 2:7086080:15472639 -n 3:15472640:0 -t 3:FB00 "$DIR/esxi.img" >/dev/null
+else
+	sgdisk -a 1 -n 3:1843200:0 -t 3:FB00 "$DIR/esxi.img" >/dev/null
+fi
+# 10% data in 8 MiB extents spread evenly over the disk (taken from the dense image).
+ext=$((8 * MiB)) n=$((SPARSE / 10 / (8 * MiB))) step=$((SPARSE / (SPARSE / 10 / (8 * MiB))))
+for ((i = 0; i < n; i++)); do
+	off=$(((i * step + 1024 * 1024) / ext * ext))
+	((off + ext < SPARSE - MiB)) || break
+	dd if="$DIR/dense.img" of="$DIR/esxi.img" bs=$ext count=1 skip=$((i % (DENSE / ext))) seek=$((off / ext)) conv=notrunc status=none
+done
+SPARSE_DATA=$(du -B1 "$DIR/esxi.img" | cut -f1)
+log "  $((SPARSE_DATA / MiB)) MiB of data allocated"
+log "bmaptool create"
+/usr/bin/time -f '%e' -o "$DIR/time" bmaptool create -o "$DIR/esxi.bmap" "$DIR/esxi.img" 2>/dev/null
+BMAP_CREATE=$(cat "$DIR/time")
+log "zstd -T0 -3 (compressing the ESXi image)"
+zstd -q -T0 -3 "$DIR/esxi.img" -o "$DIR/esxi.img.zst"
+
+echo >&2
+log "1. dense $((DENSE / MiB)) MiB file -> file"
+timed "dense: imgcopy" "$DIR/out" "$DENSE" -- $IMG "$DIR/dense.img" "$DIR/out"
+timed "dense: dd bs=4M conv=fsync" "$DIR/out" "$DENSE" -- dd if="$DIR/dense.img" of="$DIR/out" bs=4M conv=fsync status=none
+timed "dense: cp + sync" "$DIR/out" "$DENSE" -- sh -c "cp '$DIR/dense.img' '$DIR/out' && sync '$DIR/out'"
+timed "dense: cat + sync" "$DIR/out" "$DENSE" -- sh -c "cat '$DIR/dense.img' > '$DIR/out' && sync '$DIR/out'"
+timed "dense: imgcopy -verify" "$DIR/out" "$DENSE" -- $IMG -verify "$DIR/dense.img" "$DIR/out"
+
+log "2. ESXi-style $((SPARSE / MiB)) MiB, 90% zeros, file -> file"
+timed "sparse: imgcopy" "$DIR/out" "$SPARSE" -- $IMG "$DIR/esxi.img" "$DIR/out"
+timed "sparse: dd bs=4M conv=fsync" "$DIR/out" "$SPARSE" -- dd if="$DIR/esxi.img" of="$DIR/out" bs=4M conv=fsync status=none
+timed "sparse: bmaptool copy" "$DIR/out" "$SPARSE" -- bmaptool copy --bmap "$DIR/esxi.bmap" "$DIR/esxi.img" "$DIR/out"
+timed "sparse: imgcopy -verify" "$DIR/out" "$SPARSE" -- $IMG -verify "$DIR/esxi.img" "$DIR/out"
+
+log "3. the ESXi image zstd-compressed ($(($(stat -c %s "$DIR/esxi.img.zst") / MiB)) MiB)"
+timed "zstd: imgcopy" "$DIR/out" "$SPARSE" -- $IMG "$DIR/esxi.img.zst" "$DIR/out"
+timed "zstd: zstd -dc | dd bs=4M conv=fsync" "$DIR/out" "$SPARSE" -- sh -c "zstd -q -dc '$DIR/esxi.img.zst' | dd of='$DIR/out' bs=4M iflag=fullblock conv=fsync status=none"
+timed "zstd: zstd -d (sparse) + sync" "$DIR/out" "$SPARSE" -- sh -c "zstd -q -d '$DIR/esxi.img.zst' -o '$DIR/out' && sync '$DIR/out'"
+
+echo
+echo "Results ($(nproc) CPUs, $(uname -r), dense $((DENSE / MiB)) MiB, sparse $((SPARSE / MiB)) MiB with $((SPARSE_DATA / MiB)) MiB data)"
+printf '%-44s %9s %11s %10s\n' "run" "seconds" "MiB/s" "max RSS"
+for r in "${RESULTS[@]}"; do
+	IFS=";" read -r name secs rss bytes <<<"$r"
+	printf '%-44s %9.2f %11.1f %6.1f MiB\n' "$name" "$secs" "$(echo "$bytes / $MiB / ($secs + 0.0001)" | bc -l)" "$(echo "$rss / 1024" | bc -l)"
+done
+echo
+echo "Throughput ratios (> 1 means imgcopy is faster):"
+echo "  dense:  imgcopy / dd                $(ratio "$T_dense__dd_bs_4M_conv_fsync" "$T_dense__imgcopy")   (goal >= 1.0)"
+echo "  dense:  imgcopy / cp                $(ratio "$T_dense__cp___sync" "$T_dense__imgcopy")"
+echo "  dense:  imgcopy / cat               $(ratio "$T_dense__cat___sync" "$T_dense__imgcopy")"
+echo "  sparse: imgcopy / dd                $(ratio "$T_sparse__dd_bs_4M_conv_fsync" "$T_sparse__imgcopy")   (goal: far above 1)"
+echo "  sparse: imgcopy / bmaptool copy     $(ratio "$T_sparse__bmaptool_copy" "$T_sparse__imgcopy")   (goal >= 1.0; bmaptool create took ${BMAP_CREATE}s more)"
+echo "  zstd:   imgcopy / (zstd -dc | dd)   $(ratio "$T_zstd__zstd__dc___dd_bs_4M_conv_fsync" "$T_zstd__imgcopy")"
+echo "  zstd:   imgcopy / zstd -d           $(ratio "$T_zstd__zstd__d__sparse____sync" "$T_zstd__imgcopy")"
+echo "  -verify cost: dense $(ratio "$T_dense__imgcopy__verify" "$T_dense__imgcopy")x, sparse $(ratio "$T_sparse__imgcopy__verify" "$T_sparse__imgcopy")x the time without"
+peak=0
+for v in "${!M_@}"; do
+	[[ $v == M_*imgcopy* ]] || continue
+	((${!v} > peak)) && peak=${!v}
+done
+if ((peak < 256 * 1024)); then verdict=OK; else verdict="OVER THE 256 MiB BOUND"; fi
+echo "  imgcopy peak memory: $((peak / 1024)) MiB ($verdict)"
