@@ -230,7 +230,7 @@ func PlanFix(t *Table, opt FixOptions) (*Plan, error) {
 		}
 	}
 	if nh.LastUsableLBA != h.LastUsableLBA {
-		p.Steps = append(p.Steps, fmt.Sprintf("set the last usable LBA to %d (was %d)", nh.LastUsableLBA, h.LastUsableLBA))
+		p.Steps = append(p.Steps, fmt.Sprintf("set the last LBA usable for partitions to %d (was %d)", nh.LastUsableLBA, h.LastUsableLBA))
 	}
 	primaryEntryLBA := uint64(2)
 	if src.Which == "primary" {
@@ -311,6 +311,21 @@ func PlanFix(t *Table, opt FixOptions) (*Plan, error) {
 	// two disagreeing tables and use neither.
 	p.addWrites("primary header", 1, p.primaryHdr, oldPrimaryHdr)
 	p.addWrites("primary array", primaryEntryLBA, padded, oldPrimaryArr)
+	// Header fields a valid copy had wrong (beyond what the steps above
+	// already change on purpose).
+	for _, c := range []struct {
+		name     string
+		old      *Copy
+		at       uint64
+		new      []byte
+		relocate bool
+	}{{"primary", t.Primary, 1, p.primaryHdr, oldBackupLBA != backupLBA}, {"backup", t.Backup, backupLBA, p.backupHdr, oldBackupLBA != backupLBA}} {
+		if c.old.Valid() && c.old.HeaderLBA == c.at && !c.relocate && !fromRef {
+			if d := headerFieldDiff(c.old.Header, ParseHeader(c.new), nh, h); len(d) > 0 {
+				p.Steps = append(p.Steps, fmt.Sprintf("correct the %s header: %s", c.name, strings.Join(d, ", ")))
+			}
+		}
+	}
 	if m := fixMBR(t); m != nil {
 		p.mbr = m
 		p.addWrites("protective MBR", 0, m, t.MBR)
@@ -332,6 +347,30 @@ func PlanFix(t *Table, opt FixOptions) (*Plan, error) {
 		return nil, err
 	}
 	return p, nil
+}
+
+// headerFieldDiff lists the fields that differ between an old and a new
+// header, leaving out the CRCs and what the plan changes for the whole
+// table on purpose (the fields where nh differs from the source h).
+func headerFieldDiff(old, new, nh, h Header) []string {
+	var d []string
+	add := func(name string, o, n uint64, planned bool) {
+		if o != n && !planned {
+			d = append(d, fmt.Sprintf("%s %d -> %d", name, o, n))
+		}
+	}
+	add("MyLBA", old.MyLBA, new.MyLBA, false)
+	add("AlternateLBA", old.AlternateLBA, new.AlternateLBA, false)
+	add("FirstUsableLBA", old.FirstUsableLBA, new.FirstUsableLBA, nh.FirstUsableLBA != h.FirstUsableLBA)
+	add("LastUsableLBA", old.LastUsableLBA, new.LastUsableLBA, nh.LastUsableLBA != h.LastUsableLBA)
+	add("PartitionEntryLBA", old.EntryLBA, new.EntryLBA, false)
+	if old.DiskGUID != new.DiskGUID && nh.DiskGUID == h.DiskGUID {
+		d = append(d, fmt.Sprintf("disk GUID %s -> %s", old.DiskGUID, new.DiskGUID))
+	}
+	if old.Revision != new.Revision || old.HeaderSize != new.HeaderSize || old.Reserved != new.Reserved {
+		d = append(d, "revision/size/reserved fields")
+	}
+	return d
 }
 
 func hasCopyStep(p *Plan) bool {

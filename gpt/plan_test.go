@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -769,5 +770,32 @@ func TestFixNoRelocate(t *testing.T) {
 	}
 	if end := pfRead(t, work, 12*pfGiB-512, 512); !bytes.Equal(end, make([]byte, 512)) {
 		t.Error("something was written at the end of the disk")
+	}
+}
+
+// TestFixHeaderFields: a valid backup header with a wrong field (CRC
+// recomputed, so only a field check finds it) is corrected from the
+// primary, and the plan names the field.
+func TestFixHeaderFields(t *testing.T) {
+	dir := t.TempDir()
+	orig, _ := pfPristine(t, dir, "6.7", 10*pfGiB, 512)
+	o := pfDecode(t, orig, 512, 1)
+	last := uint64(10*pfGiB/512) - 1
+	b := pfDecode(t, orig, 512, last)
+	work := filepath.Join(dir, "work.img")
+	pfRun(t, "cp", "--sparse=always", orig, work)
+	h := bytes.Clone(b.hdr)
+	binary.LittleEndian.PutUint64(h[0x28:], 40) // FirstUsableLBA 34 -> 40
+	binary.LittleEndian.PutUint32(h[0x10:], 0)
+	binary.LittleEndian.PutUint32(h[0x10:], crc32.ChecksumIEEE(h[:92]))
+	f, _ := os.OpenFile(work, os.O_RDWR, 0)
+	pfWrite(t, f, h, int64(last)*512)
+	f.Close()
+	p := pfFix(t, work, 512, gpt.FixOptions{}, false)
+	if !strings.Contains(p.String(), "correct the backup header: FirstUsableLBA 40 -> 34") {
+		t.Errorf("plan:\n%s", p)
+	}
+	if !bytes.Equal(pfDecode(t, work, 512, last).hdr, b.hdr) || !bytes.Equal(pfDecode(t, work, 512, 1).hdr, o.hdr) {
+		t.Error("headers are not the original's after the fix")
 	}
 }
