@@ -58,6 +58,9 @@ build() {
 FUZZ_TARGETS=(
 	"./imaging FuzzRestore"
 	"./gpt FuzzParseUndo"
+	"./gpt FuzzRead"
+	"./gpt FuzzLoadLayout"
+	"./gpt FuzzReadSgdiskBackup"
 	"./esxi FuzzInspect"
 	"./rescue/cmdline FuzzParse"
 	"./rescue/netup FuzzParseIP"

@@ -29,6 +29,7 @@ type layoutFile struct {
 	// Slots is the entry array of the best copy (primary when valid);
 	// SlotsFrom says which ("primary" or "backup").
 	SlotsFrom string       `json:"slots_from,omitempty"`
+	SlotSize  int          `json:"slot_size,omitempty"` // bytes per slot (the header's entry size)
 	Slots     []layoutSlot `json:"slots,omitempty"`
 	Primary   *layoutCopy  `json:"primary,omitempty"`
 	Backup    *layoutCopy  `json:"backup,omitempty"`
@@ -120,6 +121,7 @@ func SaveLayout(w io.Writer, t *Table) error {
 		if lf.SlotsFrom == "backup" {
 			c = t.Backup
 		}
+		lf.SlotSize = int(c.Header.EntrySize)
 		for _, s := range c.Slots() {
 			ls := layoutSlot{Slot: s.Index, Used: s.Used()}
 			if ls.Used {
@@ -197,21 +199,7 @@ func LoadLayout(r io.Reader) (*Table, error) {
 	// The slots, as one array.
 	var slotsArr []byte
 	if len(lf.Slots) > 0 {
-		esize := 0
-		for _, s := range lf.Slots {
-			if s.Raw != "" {
-				esize = len(s.Raw) / 2
-				break
-			}
-		}
-		if esize == 0 { // all slots zero: the entry size comes from the header
-			for _, c := range []*layoutCopy{lf.Primary, lf.Backup} {
-				if c != nil {
-					esize = int(c.Header.EntrySize)
-					break
-				}
-			}
-		}
+		esize := lf.SlotSize
 		if !validEntrySize(uint32(esize)) || int64(esize)*int64(len(lf.Slots)) > MaxArrayBytes {
 			return nil, fmt.Errorf("gpt: layout file: %d slots of %d bytes", len(lf.Slots), esize)
 		}
