@@ -2,6 +2,7 @@ package imaging
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -23,7 +24,18 @@ import (
 // and its checksum matched.
 const headLen = 1 << 20
 
+// restore copies an image onto a disk or file. A file it created is
+// removed again when the restore fails.
 func restore(ctx context.Context, opt *Options) (*Result, error) {
+	var created bool
+	res, err := restoreTo(ctx, opt, &created)
+	if err != nil && created {
+		os.Remove(opt.Dst)
+	}
+	return res, err
+}
+
+func restoreTo(ctx context.Context, opt *Options, created *bool) (*Result, error) {
 	want, err := parseSHA(opt.SHA256)
 	if err != nil {
 		return nil, err
@@ -74,6 +86,7 @@ func restore(ctx context.Context, opt *Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	*created = t.created
 	defer func() {
 		if t.f != nil {
 			t.f.Close()
@@ -119,7 +132,7 @@ func restore(ctx context.Context, opt *Options) (*Result, error) {
 
 	// An existing partition table on a block device needs -yes.
 	if !t.fresh {
-		if desc := describeTable(t.f, t.size, max(t.sectorSize, ss)); desc != "" {
+		if desc := describeTable(t.f, t.size, cmp.Or(t.sectorSize, ss)); desc != "" {
 			if t.isBlock && !opt.Yes {
 				return nil, refused("%s already holds %s\nuse -yes to overwrite it", opt.Dst, desc)
 			}

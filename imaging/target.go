@@ -20,6 +20,7 @@ type target struct {
 	size       int64 // current size (device size; file size)
 	sectorSize int   // logical sector size of a block device, 0 for files
 	fresh      bool  // a new or empty file: nothing to overwrite, holes cost nothing
+	created    bool  // the file did not exist before
 }
 
 // openTarget opens a restore target and runs the checks that need no
@@ -35,7 +36,7 @@ func openTarget(opt *Options, src *source) (*target, error) {
 		if err != nil {
 			return nil, fmt.Errorf("creating %s: %w", opt.Dst, err)
 		}
-		t.f, t.fresh = f, true
+		t.f, t.fresh, t.created = f, true, true
 		return t, nil
 	case err != nil:
 		return nil, fmt.Errorf("target: %w", err)
