@@ -1,0 +1,83 @@
+package gpt_test
+
+import (
+	"os"
+	"os/exec"
+	"reflect"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/esxi-rescue/rescue/gpt"
+)
+
+// loopDevice attaches path read-only to a free loop device with the given
+// logical sector size and detaches it when the test ends. It skips when
+// not root or when loop devices are unavailable (containers).
+func loopDevice(t *testing.T, path string, ss int) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("loop devices need root")
+	}
+	out, err := exec.Command("losetup", "--show", "-f", "-r", "--sector-size", strconv.Itoa(ss), path).CombinedOutput()
+	if err != nil {
+		t.Skipf("no loop device available: %v: %s", err, out)
+	}
+	dev := strings.TrimSpace(string(out))
+	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
+	return dev
+}
+
+// TestOpenDevice reads tables through a block device: sector size and
+// size come from the kernel, and the table equals the one read from the
+// image file.
+func TestOpenDevice(t *testing.T) {
+	for _, ss := range []int{512, 4096} {
+		t.Run(strconv.Itoa(ss), func(t *testing.T) {
+			const size = 12 * gib
+			parts := esxiLayout(t, "6.7", size, ss)
+			dir := t.TempDir()
+			var img string
+			if ss == 512 {
+				img = sgdiskImage(t, dir, size, parts)
+			} else {
+				img = sparse(t, dir, "4k.img", size)
+				newFxTable(t, ss, size, parts).write(t, img)
+			}
+			dev := loopDevice(t, img, ss)
+			d, err := gpt.OpenDevice(dev, 0, false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer d.Close()
+			if !d.IsBlock || d.SectorSize != ss || d.Size != size {
+				t.Fatalf("device: block %v sector %d size %d", d.IsBlock, d.SectorSize, d.Size)
+			}
+			dt, err := d.ReadTable()
+			if err != nil {
+				t.Fatal(err)
+			}
+			it := readFile(t, img, ss)
+			if !reflect.DeepEqual(dt, it) {
+				t.Error("the device's table differs from the image's")
+			}
+			checkSlots(t, dt, parts)
+			other := 4096
+			if ss == 4096 {
+				other = 512
+			}
+			if _, err := gpt.OpenDevice(dev, other, false); err == nil || !strings.Contains(err.Error(), "sectors") {
+				t.Errorf("wrong sector size accepted: %v", err)
+			}
+			if rt, err := gpt.LoadReference(dev, 0); err != nil || !reflect.DeepEqual(rt, it) {
+				t.Errorf("LoadReference(%s): %v", dev, err)
+			}
+			if k, _ := gpt.DetectKind(dev); k != gpt.KindDevice {
+				t.Errorf("kind %q", k)
+			}
+		})
+	}
+	if _, err := gpt.OpenDevice("/dev/null", 0, false); err == nil {
+		t.Error("character device accepted")
+	}
+}
