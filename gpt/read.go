@@ -6,6 +6,7 @@ package gpt
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -63,6 +64,20 @@ func Read(r io.ReaderAt, size int64, sectorSize int) (*Table, error) {
 	if p := t.Primary; p != nil && p.Header.AlternateLBA > 1 && p.Header.AlternateLBA < last {
 		if atAlt, err = readCopy(r, "backup", p.Header.AlternateLBA, sectorSize, last); err != nil {
 			return nil, err
+		}
+	}
+	// Neither valid: a disk restored onto a bigger one whose primary is
+	// gone still has the backup at the old last LBA, which the protective
+	// MBR's size field (start 1, size = old last LBA) usually remembers.
+	if !atAlt.Valid() && !atEnd.Valid() {
+		if hint := mbrLastLBA(t.MBR); hint > 1 && hint < last && (atAlt == nil || hint != atAlt.HeaderLBA) {
+			c, err := readCopy(r, "backup", hint, sectorSize, last)
+			if err != nil {
+				return nil, err
+			}
+			if c.Valid() {
+				atAlt = c
+			}
 		}
 	}
 	switch {
@@ -251,4 +266,24 @@ func humanBytes(n int64) string {
 		exp++
 	}
 	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
+
+// mbrLastLBA returns the last LBA the protective MBR's 0xEE record covers
+// (start + size - 1), or 0 when there is none.
+func mbrLastLBA(mbr []byte) uint64 {
+	if len(mbr) < 512 || mbr[510] != 0x55 || mbr[511] != 0xAA {
+		return 0
+	}
+	for i := 0; i < 4; i++ {
+		r := mbr[446+16*i : 446+16*(i+1)]
+		if r[4] == 0xEE {
+			start := uint64(binary.LittleEndian.Uint32(r[8:]))
+			size := uint64(binary.LittleEndian.Uint32(r[12:]))
+			if size == 0 || size == 0xFFFFFFFF {
+				return 0
+			}
+			return start + size - 1
+		}
+	}
+	return 0
 }

@@ -271,14 +271,36 @@ func TestReadGrownShrunk(t *testing.T) {
 	}
 	checkSlots(t, tb, parts)
 	// AlternateLBA corrupted to point into partition data: what is there
-	// is not a header, so nothing is trusted.
+	// is not a header and is not trusted; the backup is still found where
+	// the protective MBR says the old disk ended.
 	f, _ = os.OpenFile(grown, os.O_RDWR, 0)
 	writeAt(t, f, []byte{0x10}, 512+0x20+2)
+	f.Close()
+	tb = readFile(t, grown, 512)
+	if !tb.Backup.Valid() || tb.Backup.HeaderLBA != oldLast {
+		t.Errorf("backup not found by the MBR hint: %v", tb.Problems)
+	}
+	// Without the MBR hint nothing is found, and nothing is trusted.
+	f, _ = os.OpenFile(grown, os.O_RDWR, 0)
+	writeAt(t, f, make([]byte, 16), 446)
 	f.Close()
 	tb = readFile(t, grown, 512)
 	if tb.Backup.Valid() || tb.Slots() != nil {
 		t.Errorf("backup found at %d through a corrupt pointer", tb.Backup.HeaderLBA)
 	}
+
+	// Primary zeroed on the bigger disk: nothing points to the stranded
+	// backup but the protective MBR's size field, which still says 8 GiB.
+	gone := sparse(t, dir, "gone.img", 12*gib)
+	copyRegions(t, src, gone, gptRegions(size, 512)...)
+	f, _ = os.OpenFile(gone, os.O_RDWR, 0)
+	writeAt(t, f, make([]byte, 512), 512)
+	f.Close()
+	tb = readFile(t, gone, 512)
+	if tb.Primary != nil || !tb.Backup.Valid() || tb.Backup.HeaderLBA != oldLast || !slices.Contains(codes(tb.Problems), gpt.CodeBackupNotAtEnd) {
+		t.Errorf("primary gone on a grown disk: %v", tb.Problems)
+	}
+	checkSlots(t, tb, parts)
 
 	// Primary zeroed on an image of the original size: the backup at the
 	// end is used.
