@@ -62,6 +62,26 @@ func TestOpenDevice(t *testing.T) {
 				t.Error("the device's table differs from the image's")
 			}
 			checkSlots(t, dt, parts)
+			// sgdisk reads a 4Kn table through the device (it cannot from
+			// a file): the independent encoder's 4K fixture checked by it.
+			sg := sgdiskList(t, dev)
+			used := 0
+			for _, s := range dt.Slots() {
+				if !s.Used() {
+					continue
+				}
+				e := s.Entry()
+				if used >= len(sg) || sg[used].Num != s.Index || sg[used].First != e.First || sg[used].Last != e.Last {
+					t.Errorf("sgdisk -p %s disagrees at slot %d: %+v", dev, s.Index, sg)
+				}
+				used++
+			}
+			if used != len(sg) {
+				t.Errorf("sgdisk lists %d partitions, we %d", len(sg), used)
+			}
+			if out := run(t, "sgdisk", "-v", dev); !strings.Contains(out, "No problems found") {
+				t.Errorf("sgdisk -v %s:\n%s", dev, out)
+			}
 			other := 4096
 			if ss == 4096 {
 				other = 512
