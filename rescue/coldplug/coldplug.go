@@ -74,7 +74,12 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			return
 		}
 		tried[m] = true
-		if err := o.Loader.Load(m); err != nil {
+		t0 := time.Now()
+		err := o.Loader.Load(m)
+		if d := time.Since(t0); d > 500*time.Millisecond {
+			logf("coldplug: loading %s took %.1fs", m, d.Seconds())
+		}
+		if err != nil {
 			res.Failed[m] = err.Error()
 			logf("coldplug: %s: %v", m, err)
 			return
@@ -83,7 +88,11 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	extraDone := false
 	for {
+		t0 := time.Now()
 		fresh, err := newModaliases(o.SysDevices, seen)
+		if d := time.Since(t0); d > 500*time.Millisecond {
+			logf("coldplug: scanning %s took %.1fs", o.SysDevices, d.Seconds())
+		}
 		if err != nil {
 			return res, err
 		}

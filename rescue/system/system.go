@@ -93,6 +93,7 @@ func (s *System) Drivers(ctx context.Context) (any, error) {
 	res, err := coldplug.Run(ctx, coldplug.Options{
 		SysDevices: filepath.Join(s.Sys.Root, "sys/devices"), Aliases: ix.Aliases, Loader: l,
 		Extra: append(append([]string(nil), coldplug.AlwaysWanted...), extra...), Timeout: s.DriverTimeout,
+		Poll: 250 * time.Millisecond, Log: s.Con.Printf,
 	})
 	if res != nil {
 		s.Con.Printf("drivers: %s", res.Summary())
@@ -374,7 +375,7 @@ func (s *System) Fix(ctx context.Context, c *cmdline.Config, dst string) (any, e
 		return res, nil
 	}
 	res.UndoPath = filepath.Join(s.TmpDir, fmt.Sprintf("rescue-undo-%s-%s.json", filepath.Base(dst), time.Now().UTC().Format("20060102T150405")))
-	s.Con.Printf("fix: undo file %s (restore with: gptfix -undo %s %s)", res.UndoPath, res.UndoPath, dst)
+	s.Con.Printf("fix: undo file %s (to revert: gptfix -undo %s -yes %s)", res.UndoPath, res.UndoPath, dst)
 	if c.TestPause == "between-backup-and-primary" {
 		os.Setenv(gpt.PauseEnv, TestPauseSeconds)
 		defer os.Unsetenv(gpt.PauseEnv)
