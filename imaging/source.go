@@ -98,6 +98,9 @@ func openSource(ctx context.Context, opt *Options) (*source, error) {
 			ss = 512
 		}
 		s.dev = &devReader{f: faultHook(f), size: s.size, sector: ss, skipBad: opt.SkipBad, log: opt.logf}
+		if !s.isBlock {
+			s.dev.holes = f // a sparse image file: holes are known zeros, not read
+		}
 		s.r = s.dev
 		if opt.Src != "-" {
 			// Tell the kernel we read sequentially (bigger readahead).
@@ -136,6 +139,42 @@ type devReader struct {
 	skipBad bool
 	bad     []Range
 	log     func(string, ...any)
+	// holes, when set, is asked with SEEK_DATA/SEEK_HOLE where the data
+	// is; holes are returned as zeros without reading them.
+	holes   *os.File
+	dataEnd int64 // end of the data region d.off is in (when > d.off)
+	holeEnd int64 // end of the hole d.off is in (when > d.off)
+}
+
+// nextRegion returns, for the bytes at d.off, whether they are a hole and
+// how many bytes the region has from there.
+func (d *devReader) nextRegion() (hole bool, n int64) {
+	if d.off < d.dataEnd {
+		return false, d.dataEnd - d.off
+	}
+	if d.off < d.holeEnd {
+		return true, d.holeEnd - d.off
+	}
+	fd := int(d.holes.Fd())
+	data, err := unix.Seek(fd, d.off, unix.SEEK_DATA)
+	switch {
+	case errors.Is(err, unix.ENXIO):
+		d.holeEnd = d.size // only a hole up to the end
+		return true, d.size - d.off
+	case err != nil:
+		d.holes = nil // not supported: read everything
+		return false, d.size - d.off
+	case data > d.off:
+		d.holeEnd = min(data, d.size)
+		return true, d.holeEnd - d.off
+	}
+	end, err := unix.Seek(fd, d.off, unix.SEEK_HOLE)
+	if err != nil || end <= d.off {
+		d.holes = nil
+		return false, d.size - d.off
+	}
+	d.dataEnd = min(end, d.size)
+	return false, d.dataEnd - d.off
 }
 
 func (d *devReader) Read(p []byte) (int, error) {
@@ -144,6 +183,17 @@ func (d *devReader) Read(p []byte) (int, error) {
 	}
 	if rem := d.size - d.off; int64(len(p)) > rem {
 		p = p[:rem]
+	}
+	if d.holes != nil {
+		hole, n := d.nextRegion()
+		if int64(len(p)) > n {
+			p = p[:n]
+		}
+		if hole {
+			clear(p)
+			d.off += int64(len(p))
+			return len(p), nil
+		}
 	}
 	n, err := d.f.ReadAt(p, d.off)
 	if err == nil || (errors.Is(err, io.EOF) && n > 0) {
