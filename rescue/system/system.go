@@ -390,11 +390,12 @@ func (s *System) Fix(ctx context.Context, c *cmdline.Config, dst string) (any, e
 
 // VerifyResult is the record of a verification.
 type VerifyResult struct {
-	Reference string        `json:"reference"`
-	Verdict   string        `json:"verdict"`
-	Problems  []gpt.Problem `json:"problems,omitempty"`
-	Diff      *gpt.Diff     `json:"diff,omitempty"`
-	ESXi      string        `json:"esxi,omitempty"`
+	Reference string           `json:"reference"`
+	Verdict   string           `json:"verdict"`
+	Problems  []gpt.Problem    `json:"problems,omitempty"`
+	Diff      *gpt.Diff        `json:"diff,omitempty"`
+	ESXi      string           `json:"esxi,omitempty"`
+	Boot      *esxi.BootReport `json:"boot,omitempty"` // what ESXi's boot loader would do
 }
 
 // Verify re-reads the target from the disk (buffer cache flushed) and
@@ -437,6 +438,21 @@ func (s *System) Verify(ctx context.Context, c *cmdline.Config, dst string) (any
 		res.Diff = d
 		if !d.Same() {
 			fails = append(fails, "differs from "+s.refDesc+": "+d.Verdict)
+		}
+	}
+	if res.ESXi != "" {
+		// What ESXi's boot loader would do: boot the newest bank from
+		// entry 5 or 6 and find its partitions by number.
+		br, err := esxi.Inspect(dev.File, dev.Size, dev.SectorSize)
+		switch {
+		case err != nil:
+			fails = append(fails, "boot check: "+err.Error())
+		case !br.OK:
+			res.Boot = br
+			fails = append(fails, "boot check: "+br.Verdict)
+		default:
+			res.Boot = br
+			s.Con.Printf("verify: %s", br.Verdict)
 		}
 	}
 	if len(fails) > 0 {

@@ -110,8 +110,8 @@ func TestFixVerifyESXiLayout(t *testing.T) {
 	if _, err := s.Reference(ctx, c); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Verify(ctx, c, disk); err == nil {
-		t.Fatalf("Verify passed the compacted disk:\n%s", log)
+	if _, err := s.Verify(ctx, c, disk); err == nil || !strings.Contains(err.Error(), "boot check") {
+		t.Fatalf("Verify of the compacted disk = %v, want a failed boot check:\n%s", err, log)
 	}
 	res, err := s.Fix(ctx, c, disk)
 	if err != nil {
@@ -127,8 +127,12 @@ func TestFixVerifyESXiLayout(t *testing.T) {
 	if !strings.Contains(log.String(), "undo file "+fr.UndoPath) {
 		t.Errorf("the undo file's location was not printed:\n%s", log)
 	}
-	if _, err := s.Verify(ctx, c, disk); err != nil {
+	vr, err := s.Verify(ctx, c, disk)
+	if err != nil {
 		t.Fatalf("Verify after Fix: %v\n%s", err, log)
+	}
+	if b := vr.(*VerifyResult).Boot; b == nil || !b.OK || b.Chosen != 5 {
+		t.Errorf("Verify's boot check after the fix: %+v", b)
 	}
 	// Independent checks: sgdisk finds no problem, sfdisk sees every
 	// partition at its original number, and the primary entry array is
