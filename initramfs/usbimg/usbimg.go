@@ -225,10 +225,11 @@ func installGrubBIOS(file string, bootImg, coreImg []byte) error {
 	return f.Close()
 }
 
-// finishFAT32 corrects two things go-diskfs v1.9.4 leaves in a new FAT32 file
+// finishFAT32 corrects what go-diskfs v1.9.4 leaves in a new FAT32 file
 // system that fsck.fat reports: ".." entries of directories in the root
 // point at the root's cluster instead of 0 (as the FAT specification
-// requires), and the FSInfo free-cluster count is left "unknown".
+// requires), the FSInfo free-cluster count is left "unknown", and the
+// hidden-sectors field is 0 instead of the partition's first LBA.
 func finishFAT32(file string, start int64) error {
 	f, err := os.OpenFile(file, os.O_RDWR, 0)
 	if err != nil {
@@ -249,6 +250,14 @@ func finishFAT32(file string, start int64) error {
 	fsinfo := int64(binary.LittleEndian.Uint16(bs[48:50]))
 	if bps != sector || spc == 0 || nfats == 0 || string(bs[82:87]) != "FAT32" {
 		return fmt.Errorf("usb image: unexpected FAT32 boot sector (bytes/sector %d, sectors/cluster %d)", bps, spc)
+	}
+	// Hidden sectors: the partition's first LBA, in the boot sector and its backup.
+	for _, sec := range []int64{0, int64(binary.LittleEndian.Uint16(bs[50:52]))} {
+		b := make([]byte, 4)
+		binary.LittleEndian.PutUint32(b, uint32(start/sector))
+		if _, err := f.WriteAt(b, start+sec*bps+28); err != nil {
+			return fmt.Errorf("usb image: writing FAT32 boot sector: %w", err)
+		}
 	}
 	fat := make([]byte, fatSectors*bps)
 	if _, err := f.ReadAt(fat, start+reserved*bps); err != nil {
