@@ -12,10 +12,10 @@ import (
 )
 
 // TestPowerCut is scenario 5's power cut: QEMU is killed while the fix is
-// between its backup and primary GPT writes (the gpt package's test pause,
-// switched on through the kernel command line, which the kernel hands to
-// init as an environment variable). The disk must still be readable by
-// sgdisk from a valid copy, and a second hands-off boot completes the fix.
+// between its backup and primary GPT writes (rescue.testpause= makes the
+// fix step set gpt.PauseEnv, so gpt's Apply prints gpt.PauseMarker and
+// sleeps there). The disk must still be readable by sgdisk from a valid
+// copy, and a second hands-off boot completes the fix.
 func TestPowerCut(t *testing.T) {
 	a := artifacts(t)
 	tl := tools(t, "esximg")
@@ -29,7 +29,7 @@ func TestPowerCut(t *testing.T) {
 
 	r := boot(t, "cut", VM{
 		Kernel: a.Kernel, Initrd: a.Initramfs,
-		Cmdline: KernelCmdline(append([]string{gpt.PauseEnv + "=600"}, handsOffFix...)...),
+		Cmdline: KernelCmdline(append([]string{"rescue.testpause=between-backup-and-primary"}, handsOffFix...)...),
 		Disks:   []Disk{{Path: b.Damaged}},
 		Timeout: Scaled(DefaultHandsOff),
 	})
