@@ -23,6 +23,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/esxi-rescue/rescue/esxi/stubkernel"
 )
 
 // QEMUBinary is the emulator the tests run.
@@ -106,9 +108,10 @@ var vmSlots = func() chan struct{} {
 	return make(chan struct{}, n)
 }()
 
-// Accel returns the QEMU accelerator to use: "kvm" when /dev/kvm can be
-// opened and we are not in CI (CI has no KVM, so what CI runs is what we
-// test locally too) and QEMU_TESTS_ACCEL does not say "tcg"; else "tcg".
+// Accel returns the QEMU accelerator to use: "kvm" when KVM really works
+// here (a probe boot, see kvmWorks) and we are not in CI (CI has no KVM, so
+// what CI runs is what we test locally too), unless QEMU_TESTS_ACCEL says
+// "tcg" or "kvm"; else "tcg".
 func Accel() string {
 	switch os.Getenv("QEMU_TESTS_ACCEL") {
 	case "tcg":
@@ -119,12 +122,41 @@ func Accel() string {
 	if os.Getenv("CI") != "" {
 		return "tcg"
 	}
+	kvmOnce.Do(func() { kvmOK = kvmWorks() })
+	if kvmOK {
+		return "kvm"
+	}
+	return "tcg"
+}
+
+var (
+	kvmOnce sync.Once
+	kvmOK   bool
+)
+
+// kvmWorks boots the stand-in ESXi kernel under KVM with the host's CPU
+// model: /dev/kvm opening is not enough (nested setups refuse host MSRs).
+func kvmWorks() bool {
 	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
 	if err != nil {
-		return "tcg"
+		return false
 	}
 	f.Close()
-	return "kvm"
+	dir, err := os.MkdirTemp("", "kvm-probe-")
+	if err != nil {
+		return false
+	}
+	defer os.RemoveAll(dir)
+	k := filepath.Join(dir, "stub")
+	if err := os.WriteFile(k, stubkernel.Kernel(), 0o644); err != nil {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, QEMUBinary, "-accel", "kvm", "-cpu", "host", "-m", "64", "-no-reboot",
+		"-nographic", "-monitor", "none", "-serial", "stdio", "-nodefaults", "-vga", "none",
+		"-kernel", k, "-append", "bootUUID=probe").CombinedOutput()
+	return err == nil && strings.Contains(string(out), stubkernel.Marker+"probe")
 }
 
 // Slowdown scales timeouts: TCG is several times slower than KVM, and a
