@@ -45,10 +45,11 @@ timed() {
 	shift 4
 	rm -f "$out"
 	drop
-	/usr/bin/time -f '%e %M' -o "$DIR/time" "$@" >"$DIR/log" 2>&1 || { cat "$DIR/log" >&2; echo "bench: $name failed" >&2; exit 1; }
-	read -r secs rss <"$DIR/time"
-	RESULTS+=("$name;$secs;$rss;$bytes")
-	printf '  %-44s %8.2f s %9.1f MiB/s  RSS %6.1f MiB\n' "$name" "$secs" "$(echo "$bytes / $MiB / ($secs + 0.0001)" | bc -l)" "$(echo "$rss / 1024" | bc -l)" >&2
+	/usr/bin/time -f '%e %M %U %S' -o "$DIR/time" "$@" >"$DIR/log" 2>&1 || { cat "$DIR/log" >&2; echo "bench: $name failed" >&2; exit 1; }
+	read -r secs rss usr sys <"$DIR/time"
+	cpu=$(echo "$usr + $sys" | bc -l)
+	RESULTS+=("$name;$secs;$rss;$bytes;$cpu")
+	printf '  %-44s %8.2f s %9.1f MiB/s  CPU %6.2f s  RSS %6.1f MiB\n' "$name" "$secs" "$(echo "$bytes / $MiB / ($secs + 0.0001)" | bc -l)" "$cpu" "$(echo "$rss / 1024" | bc -l)" >&2
 	eval "T_$(echo "$name" | tr -c 'a-zA-Z0-9\n' '_')=$secs"
 	eval "M_$(echo "$name" | tr -c 'a-zA-Z0-9\n' '_')=$rss"
 }
@@ -96,6 +97,7 @@ log "zstd -T0 -3 (compressing the ESXi image)"
 zstd -q -T0 -3 "$DIR/esxi.img" -o "$DIR/esxi.img.zst"
 
 echo >&2
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 log "1. dense $((DENSE / MiB)) MiB file -> file"
 timed "dense: imgcopy" "$DIR/out" "$DENSE" -- $IMG "$DIR/dense.img" "$DIR/out"
 timed "dense: dd bs=4M conv=fsync" "$DIR/out" "$DENSE" -- dd if="$DIR/dense.img" of="$DIR/out" bs=4M conv=fsync status=none
@@ -116,10 +118,11 @@ timed "zstd: zstd -d (sparse) + sync" "$DIR/out" "$SPARSE" -- sh -c "zstd -q -d 
 
 echo
 echo "Results ($(nproc) CPUs, $(uname -r), dense $((DENSE / MiB)) MiB, sparse $((SPARSE / MiB)) MiB with $((SPARSE_DATA / MiB)) MiB data)"
-printf '%-44s %9s %11s %10s\n' "run" "seconds" "MiB/s" "max RSS"
+echo "load average before: $LOAD_BEFORE; after: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews wall times)"
+printf '%-44s %9s %11s %9s %10s\n' "run" "seconds" "MiB/s" "CPU s" "max RSS"
 for r in "${RESULTS[@]}"; do
-	IFS=";" read -r name secs rss bytes <<<"$r"
-	printf '%-44s %9.2f %11.1f %6.1f MiB\n' "$name" "$secs" "$(echo "$bytes / $MiB / ($secs + 0.0001)" | bc -l)" "$(echo "$rss / 1024" | bc -l)"
+	IFS=";" read -r name secs rss bytes cpu <<<"$r"
+	printf '%-44s %9.2f %11.1f %9.2f %6.1f MiB\n' "$name" "$secs" "$(echo "$bytes / $MiB / ($secs + 0.0001)" | bc -l)" "$cpu" "$(echo "$rss / 1024" | bc -l)"
 done
 echo
 echo "Throughput ratios (> 1 means imgcopy is faster):"

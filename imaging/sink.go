@@ -47,8 +47,9 @@ type rawSink struct {
 	noLimitData bool // data past limit is an error (no GPT tells us it is unused)
 
 	data, zero, discarded int64
-	end                   int64   // highest offset+len seen
-	pending               []int64 // chunk offsets whose writeback was started
+	end                   int64      // highest offset+len seen
+	pending               [][2]int64 // ranges whose writeback was started
+	inflight              int64      // bytes in pending
 }
 
 func (s *rawSink) write(b []byte, off int64) error {
@@ -168,20 +169,25 @@ func (s *rawSink) writeZeros(off, n int64) error {
 	return nil
 }
 
-// writeback starts writeback of what was just written and waits for the
-// range written a few chunks earlier, so dirty page cache stays bounded and
-// the progress shown is what reached the disk, not just memory.
+// writebackLag is how much written data may still be in flight (dirty or
+// under writeback) before write waits for it.
+const writebackLag = 128 << 20
+
+// writeback starts writeback of what was just written and waits for data
+// written writebackLag bytes earlier, so the page cache holds a bounded
+// amount of dirty data, the disk queue stays deep, and the progress shown
+// is close to what reached the disk instead of stalling in the final fsync.
 func (s *rawSink) writeback(off, n int64) {
 	fd := int(s.f.Fd())
 	_ = unix.SyncFileRange(fd, off, n, unix.SYNC_FILE_RANGE_WRITE)
-	s.pending = append(s.pending, off)
-	if len(s.pending) > 4 {
-		old := s.pending[0]
+	s.pending = append(s.pending, [2]int64{off, n})
+	s.inflight += n
+	for s.inflight > writebackLag && len(s.pending) > 1 {
+		r := s.pending[0]
 		s.pending = s.pending[1:]
-		if d := s.pending[0] - old; d > 0 {
-			_ = unix.SyncFileRange(fd, old, d,
-				unix.SYNC_FILE_RANGE_WAIT_BEFORE|unix.SYNC_FILE_RANGE_WRITE|unix.SYNC_FILE_RANGE_WAIT_AFTER)
-		}
+		s.inflight -= r[1]
+		_ = unix.SyncFileRange(fd, r[0], r[1],
+			unix.SYNC_FILE_RANGE_WAIT_BEFORE|unix.SYNC_FILE_RANGE_WRITE|unix.SYNC_FILE_RANGE_WAIT_AFTER)
 	}
 }
 
