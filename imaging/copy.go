@@ -146,6 +146,8 @@ func Copy(ctx context.Context, opt Options) (*Result, error) {
 	var err error
 	if opt.Compress != "" {
 		res, err = backup(ctx, &opt)
+	} else if opt.Dst == "-" {
+		return nil, errors.New("imaging: restoring to stdout is not supported (a backup to stdout needs -compress)")
 	} else {
 		res, err = restore(ctx, &opt)
 	}

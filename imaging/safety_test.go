@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -290,11 +289,16 @@ func TestNotAFileOrDisk(t *testing.T) {
 			t.Errorf("%s accepted as a target", dst)
 		}
 	}
+	if _, err := Copy(context.Background(), copyOpts(t, img, "-")); err == nil {
+		t.Errorf("restore to stdout accepted")
+	}
+	if _, err := os.Stat("-"); err == nil {
+		t.Errorf("a file named - was created")
+	}
 	if _, err := Copy(context.Background(), copyOpts(t, img, img)); !errors.Is(err, ErrRefused) {
 		t.Errorf("source as its own target: %v", err)
 	}
 	if _, err := Copy(context.Background(), copyOpts(t, dir+"/missing", dir+"/x")); err == nil {
 		t.Errorf("missing source accepted")
 	}
-	_ = fmt.Sprint()
 }
