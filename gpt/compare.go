@@ -532,7 +532,7 @@ func verdict(d *Diff, ref, target *Table) string {
 			for _, m := range d.Moves {
 				p = append(p, fmt.Sprintf("%d->%d", m.From, m.To))
 			}
-			moved = "partitions are in other slots (" + strings.Join(p, ", ") + ")"
+			moved = "partitions moved to other slots (" + strings.Join(p, ", ") + ")"
 		}
 		if len(d.Moves) == 1 {
 			moved = strings.Replace(moved, "entries", "entry", 1)
@@ -547,7 +547,11 @@ func verdict(d *Diff, ref, target *Table) string {
 		case LayoutRenumbered:
 			moved += ": the partitions were renumbered"
 		}
-		moved += "; the partitions themselves are unchanged, but their numbers (/dev/sdaN, ESXi's partition numbers) are not"
+		if len(d.Changed)+len(d.Removed)+len(d.Added) == 0 {
+			moved += "; the partitions themselves are unchanged, only their numbers (/dev/sdaN, ESXi's partition numbers) changed"
+		} else {
+			moved += "; partition numbers (/dev/sdaN, ESXi's partition numbers) changed"
+		}
 		s = append(s, moved)
 	}
 	for _, i := range d.Removed {
@@ -556,12 +560,29 @@ func verdict(d *Diff, ref, target *Table) string {
 	for _, j := range d.Added {
 		s = append(s, fmt.Sprintf("the target has a partition %d (%s) the reference does not have", j, describe(target.Slots()[j-1], target.SectorSize)))
 	}
+	var regen []int // only the unique GUID changed
 	for _, c := range d.Changed {
+		if len(c.Fields) == 1 && c.Fields[0].Field == "unique" {
+			regen = append(regen, c.RefSlot)
+			continue
+		}
 		var f []string
 		for _, x := range c.Fields {
-			f = append(f, fmt.Sprintf("%s %s -> %s", fieldName(x.Field), x.Ref, x.Target))
+			switch x.Field {
+			case "name-tail":
+				f = append(f, "the bytes after its name differ (leftover data, ignored by most tools)")
+			case "unique":
+				f = append(f, "unique GUID differs")
+			default:
+				f = append(f, fmt.Sprintf("%s %s -> %s", fieldName(x.Field), x.Ref, x.Target))
+			}
 		}
 		s = append(s, fmt.Sprintf("partition %d changed: %s", c.RefSlot, strings.Join(f, "; ")))
+	}
+	if len(regen) == 1 {
+		s = append(s, fmt.Sprintf("partition %d has a new unique GUID", regen[0]))
+	} else if len(regen) > 1 {
+		s = append(s, fmt.Sprintf("partitions %s have new unique GUIDs (regenerated; matched by type and position)", joinInts(regen)))
 	}
 	for _, h := range d.Header {
 		if !h.Expected {
@@ -624,8 +645,10 @@ func esxiBanksAffected(d *Diff, ref *Table) bool {
 			return true
 		}
 		for _, c := range d.Changed {
-			if c.RefSlot == i {
-				return true
+			for _, f := range c.Fields {
+				if c.RefSlot == i && (f.Field == "type" || f.Field == "first" || f.Field == "last") {
+					return true
+				}
 			}
 		}
 	}
