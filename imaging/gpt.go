@@ -8,14 +8,14 @@ import (
 	"github.com/esxi-rescue/rescue/gpt"
 )
 
-// imageLastUsedLBA parses the primary GPT at the start of an image stream
-// and returns its last used LBA.
-func imageLastUsedLBA(head []byte, sectorSize int) (uint64, error) {
+// imageGPT parses the primary GPT at the start of an image stream and
+// returns its last used LBA and where it says the backup header is.
+func imageGPT(head []byte, sectorSize int) (lastUsed, alternate uint64, err error) {
 	c, err := gpt.ParsePrimary(head, sectorSize)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	return c.LastUsedLBA(), nil
+	return c.LastUsedLBA(), c.Header.AlternateLBA, nil
 }
 
 // describeGPT describes the GPT on a disk ("" when it has none).

@@ -328,3 +328,42 @@ func TestIncidentESXi50(t *testing.T) {
 		}
 	}
 }
+
+// TestTruncatedImage: a raw image that ends inside its last partition is
+// an error; one trimmed after its last partition restores with the backup
+// GPT rebuilt.
+func TestTruncatedImage(t *testing.T) {
+	need(t, "sgdisk", "cmp")
+	dir := t.TempDir()
+	img := dir + "/img"
+	sgdiskImage(t, img, 64<<20, testParts)
+	cut := func(name string, n int64) string {
+		p := dir + "/" + name
+		run(t, "cp", "--sparse=always", img, p)
+		if err := os.Truncate(p, n); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	bad := cut("truncated", 30<<20)
+	dst := dir + "/out1"
+	if _, err := Copy(context.Background(), copyOpts(t, bad, dst)); err == nil || !strings.Contains(err.Error(), "truncated") {
+		t.Fatalf("want a truncation error, got %v", err)
+	}
+	if _, err := os.Stat(dst); err == nil {
+		t.Errorf("the failed restore left %s behind", dst)
+	}
+	trimmed := cut("trimmed", 100001*512)
+	dst = dir + "/out2"
+	opt := copyOpts(t, trimmed, dst)
+	opt.UndoPath = dir + "/undo"
+	res := mustCopy(t, opt)
+	t.Logf("%s", res.GPTFixup)
+	if fi, _ := os.Stat(dst); fi.Size() != 64<<20 {
+		t.Errorf("target size %d, want the image's disk size %d", fi.Size(), 64<<20)
+	}
+	if out, clean := sgdiskVerify(t, dst); !clean {
+		t.Errorf("sgdisk -v: %s", out)
+	}
+	checkSlotsKept(t, img, dst, 512, 100000)
+}

@@ -97,9 +97,10 @@ func restoreTo(ctx context.Context, opt *Options, created *bool) (*Result, error
 		return nil, err
 	}
 	res.SectorSize = ss
-	if last, gerr := imageLastUsedLBA(head, ss); gerr == nil {
+	var altLBA uint64
+	if last, alt, gerr := imageGPT(head, ss); gerr == nil {
 		res.HasGPT = true
-		res.LastUsedLBA = last
+		res.LastUsedLBA, altLBA = last, alt
 	} else if len(head) >= 2*ss && string(head[ss:ss+8]) == gpt.Signature {
 		opt.logf("warning: the image's primary GPT is damaged (%v): no size check by partitions, no GPT fix-up", gerr)
 	}
@@ -179,6 +180,20 @@ func restoreTo(ctx context.Context, opt *Options, created *bool) (*Result, error
 		return res, fmt.Errorf("restore failed after %s of the image; the image's partition table was not written: %w",
 			humanSize(pr.total), err)
 	}
+	// A raw image that ends before its last partition is truncated; one
+	// that ends after it but before its backup GPT was trimmed on purpose
+	// (or cut short in the last megabytes): the fix-up rebuilds the backup.
+	trimmed := false
+	if res.HasGPT {
+		if end := (int64(res.LastUsedLBA) + 1) * int64(ss); pr.total < end {
+			return res, fmt.Errorf("the image is truncated: it ends at byte %d but its last partition ends at LBA %d (byte %d); the image's partition table was not written",
+				pr.total, res.LastUsedLBA, end)
+		}
+		if end := (int64(altLBA) + 1) * int64(ss); altLBA > res.LastUsedLBA && pr.total < end {
+			trimmed = true
+			opt.logf("warning: the image ends at byte %d, before its backup GPT (LBA %d): a trimmed or cut-short image; the backup GPT will be rebuilt", pr.total, altLBA)
+		}
+	}
 	if want != nil && !bytes.Equal(want, pr.sum) {
 		return res, fmt.Errorf("%w: the image's SHA-256 is %s, expected %s; the image's partition table was not written, no GPT fix-up",
 			ErrChecksum, res.SHA256, opt.SHA256)
@@ -187,8 +202,14 @@ func restoreTo(ctx context.Context, opt *Options, created *bool) (*Result, error
 		return res, err
 	}
 	res.DataBytes, res.ZeroBytes, res.DiscardedBytes = sink.data, sink.zero, sink.discarded
+	finalSize := pr.total
+	if trimmed {
+		// A new file gets the size of the disk the image came from, so
+		// the backup GPT has its place again.
+		finalSize = (int64(altLBA) + 1) * int64(ss)
+	}
 	if t.fresh || (limit < 0) {
-		if err := t.f.Truncate(pr.total); err != nil {
+		if err := t.f.Truncate(finalSize); err != nil {
 			return res, fmt.Errorf("setting the size of %s: %w", opt.Dst, err)
 		}
 	}
@@ -197,7 +218,7 @@ func restoreTo(ctx context.Context, opt *Options, created *bool) (*Result, error
 	}
 	res.TargetSize = t.size
 	if t.fresh {
-		res.TargetSize = pr.total
+		res.TargetSize = finalSize
 	}
 	if res.DiscardedBytes > 0 {
 		opt.logf("dropped the last %s of the image, past the end of %s (outside every partition)", humanSize(res.DiscardedBytes), opt.Dst)
@@ -223,11 +244,14 @@ func restoreTo(ctx context.Context, opt *Options, created *bool) (*Result, error
 	switch {
 	case !res.HasGPT:
 		res.GPTFixup = "the image has no GPT: nothing to fix"
-	case res.TargetSize == pr.total:
+	case res.TargetSize == pr.total && !trimmed:
 		res.GPTFixup = "the target is as large as the image: GPT left as in the image"
 	case opt.NoGPTFixup:
 		res.GPTFixup = fmt.Sprintf("GPT left as in the image (-no-gpt-fixup); the target is %s %s than the image",
 			humanSize(abs(res.TargetSize-pr.total)), biggerSmaller(res.TargetSize-pr.total))
+		if trimmed {
+			res.GPTFixup = "GPT left as in the image (-no-gpt-fixup); the image has no backup GPT"
+		}
 	default:
 		undo := opt.UndoPath
 		if undo == "" {
@@ -236,7 +260,7 @@ func restoreTo(ctx context.Context, opt *Options, created *bool) (*Result, error
 		}
 		desc, applied, err := fixupGPT(opt.Dst, ss, undo)
 		if err != nil {
-			return res, fmt.Errorf("the image was written but fixing its GPT for the %s target failed: %w", biggerSmaller(res.TargetSize-pr.total), err)
+			return res, fmt.Errorf("the image was written but adapting its GPT to the target failed: %w", err)
 		}
 		res.GPTFixup = desc
 		if applied {
