@@ -42,6 +42,8 @@ poweroff
 EOF
 chmod 755 "$W/ov/bin/uinit"
 (cd "$W/ov" && find bin | cpio -o -H newc -R 0:0 --quiet >"$W/overlay.cpio")
+size=$(stat -c %s "$OUT/rescue.initramfs")
+((size % 4 == 0)) || { echo "boottest: $OUT/rescue.initramfs is $size bytes, not a multiple of 4: nothing can be appended" >&2; exit 1; }
 cat "$OUT/rescue.initramfs" "$W/overlay.cpio" >"$W/initramfs"
 truncate -s 64M "$W/disk.img"
 

@@ -5,7 +5,7 @@
 #   OUT/kver               its version (the lib/modules directory name)
 #   OUT/rescue.initramfs   u-root busybox initramfs + kernel modules, zstd-compressed
 #   OUT/modules/KVER/      the bundled modules tree (modules.dep, modules.alias, ...)
-#   OUT/rescue-usb.img     GPT USB stick image, ESP "RESCUE", GRUB for UEFI and BIOS
+#   OUT/rescue-usb.img     GPT USB stick image, ESP "RESCUE", GRUB for UEFI and BIOS (+ .bmap)
 #   OUT/pxe/               TFTP/HTTP root: kernel, initramfs, iPXE/PXELINUX/GRUB configs
 #
 # Called by ../build.sh after the Debian packages and Go modules are installed.
@@ -159,6 +159,8 @@ subst initramfs/boot/usb-README.txt >"$USBW/README.txt"
 	-grub-boot /usr/lib/grub/i386-pc/boot.img -grub-core "$USBW/core.img" \
 	/EFI/BOOT/BOOTX64.EFI="$USBW/BOOTX64.EFI" /boot/grub/grub.cfg="$USBW/grub.cfg" \
 	/rescue/vmlinuz="$OUT/rescue.vmlinuz" /rescue/initramfs="$OUT/rescue.initramfs" /README.txt="$USBW/README.txt"
+# A block map for `bmaptool copy`, which then writes only the 20 MiB in use.
+command -v bmaptool >/dev/null && bmaptool -q create -o "$OUT/rescue-usb.img.bmap" "$OUT/rescue-usb.img"
 
 log "artifacts:"
 (cd "$OUT" && ls -l rescue.vmlinuz rescue.initramfs rescue-usb.img 2>/dev/null | awk '{printf "    %-20s %6.1f MiB\n", $NF, $5/1048576}' >&2)

@@ -228,8 +228,9 @@ func installGrubBIOS(file string, bootImg, coreImg []byte) error {
 // finishFAT32 corrects what go-diskfs v1.9.4 leaves in a new FAT32 file
 // system that fsck.fat reports: ".." entries of directories in the root
 // point at the root's cluster instead of 0 (as the FAT specification
-// requires), the FSInfo free-cluster count is left "unknown", and the
-// hidden-sectors field is 0 instead of the partition's first LBA.
+// requires), the FSInfo free-cluster count is left "unknown", the
+// hidden-sectors field is 0 instead of the partition's first LBA, and the
+// volume ID is 0 (we derive one from the label and SOURCE_DATE_EPOCH).
 func finishFAT32(file string, start int64) error {
 	f, err := os.OpenFile(file, os.O_RDWR, 0)
 	if err != nil {
@@ -251,11 +252,16 @@ func finishFAT32(file string, start int64) error {
 	if bps != sector || spc == 0 || nfats == 0 || string(bs[82:87]) != "FAT32" {
 		return fmt.Errorf("usb image: unexpected FAT32 boot sector (bytes/sector %d, sectors/cluster %d)", bps, spc)
 	}
-	// Hidden sectors: the partition's first LBA, in the boot sector and its backup.
+	// Hidden sectors: the partition's first LBA; volume ID: stable but not
+	// zero (go-diskfs writes 0 in reproducible mode). In the boot sector and its backup.
+	hidden := make([]byte, 4)
+	binary.LittleEndian.PutUint32(hidden, uint32(start/sector))
+	volid := sha256.Sum256([]byte("esxi-rescue usb volume " + string(bs[71:82]) + " " + os.Getenv("SOURCE_DATE_EPOCH")))
 	for _, sec := range []int64{0, int64(binary.LittleEndian.Uint16(bs[50:52]))} {
-		b := make([]byte, 4)
-		binary.LittleEndian.PutUint32(b, uint32(start/sector))
-		if _, err := f.WriteAt(b, start+sec*bps+28); err != nil {
+		if _, err := f.WriteAt(hidden, start+sec*bps+28); err != nil {
+			return fmt.Errorf("usb image: writing FAT32 boot sector: %w", err)
+		}
+		if _, err := f.WriteAt(volid[:4], start+sec*bps+67); err != nil {
 			return fmt.Errorf("usb image: writing FAT32 boot sector: %w", err)
 		}
 	}

@@ -99,6 +99,9 @@ func TestBuildVerifiedByOtherTools(t *testing.T) {
 	if o := run(t, "fatlabel", esp); strings.TrimSpace(o) != "RESCUE" {
 		t.Errorf("fatlabel = %q, want RESCUE", o)
 	}
+	if o := run(t, "mdir", "-i", esp, "::/"); !strings.Contains(o, "Volume Serial Number is") || strings.Contains(o, "0000-0000") {
+		t.Errorf("volume serial number missing or zero:\n%s", o)
+	}
 	if o := run(t, "fsck.fat", "-n", "-v", esp); !strings.Contains(o, "4096 hidden sectors") {
 		t.Errorf("FAT hidden sectors should be the partition start (4096):\n%s", o)
 	}
