@@ -58,7 +58,8 @@ if [[ -z $KPKG ]]; then
 fi
 [[ -n $KPKG ]] || die "cannot resolve linux-image-amd64 to a kernel package"
 log "kernel: $KPKG"
-KROOT=$(fetch_deb "$KPKG" "$CACHE/kernel")
+# The .deb stays at the top of the cache, where rescue/coldplug tests look for it too.
+KROOT=$(fetch_deb "$KPKG" "$CACHE")
 KVER=$(basename "$(ls -d "$KROOT"/lib/modules/*/ | head -n1)")
 [[ -f $KROOT/boot/vmlinuz-$KVER ]] || die "no vmlinuz-$KVER in $KPKG"
 [[ -f $KROOT/lib/modules/$KVER/modules.dep ]] || depmod -b "$KROOT" "$KVER"
@@ -68,7 +69,7 @@ grep -q '^CONFIG_MODULE_COMPRESS_NONE=y' "$KROOT/boot/config-$KVER" ||
 FWROOT=$(fetch_deb firmware-linux-free "$CACHE/firmware")
 
 # --- build helpers ----------------------------------------------------------
-mkdir -p "$CACHE/bin"
+mkdir -p "$CACHE/bin" "$CACHE/logs"
 go build -trimpath -o "$CACHE/bin/mkmodules" ./initramfs/mkmodules
 go build -trimpath -o "$CACHE/bin/mkusb" ./initramfs/mkusb
 
@@ -96,11 +97,11 @@ OUR_CMDS=()
 for d in cmds/*/; do
 	d=${d%/}
 	[[ -f $d/main.go ]] || continue
-	if go build -o /dev/null "./$d" 2>"$CACHE/build-$(basename "$d").log"; then
+	if go build -o /dev/null "./$d" 2>"$CACHE/logs/build-$(basename "$d").log"; then
 		OUR_CMDS+=("./$d")
 	else
 		printf '\033[1;31mWARNING: %s does not build; left out of the initramfs:\033[0m\n' "$d" >&2
-		head -n 5 "$CACHE/build-$(basename "$d").log" >&2
+		head -n 5 "$CACHE/logs/build-$(basename "$d").log" >&2
 	fi
 done
 UINIT=()
