@@ -23,6 +23,18 @@ import (
 // opt.Compress says, and writes DST.gpt.json (the GPT layout) and
 // DST.sha256 (a sha256sum manifest) next to it.
 func backup(ctx context.Context, opt *Options) (*Result, error) {
+	var created bool
+	res, err := backupTo(ctx, opt, &created)
+	if err != nil && created {
+		// Never leave a partial image that looks like a backup.
+		os.Remove(opt.Dst)
+		os.Remove(opt.Dst + ".gpt.json")
+		os.Remove(opt.Dst + ".sha256")
+	}
+	return res, err
+}
+
+func backupTo(ctx context.Context, opt *Options, created *bool) (*Result, error) {
 	switch opt.Compress {
 	case "zstd", "gzip", "none":
 	default:
@@ -60,6 +72,7 @@ func backup(ctx context.Context, opt *Options) (*Result, error) {
 		if out, err = os.OpenFile(opt.Dst, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644); err != nil {
 			return nil, fmt.Errorf("creating %s: %w", opt.Dst, err)
 		}
+		*created = true
 		defer out.Close()
 	}
 

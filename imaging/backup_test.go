@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -99,5 +100,31 @@ func TestBackupFromBlockDevice(t *testing.T) {
 	}
 	if o, err := exec.Command("sh", "-c", "zstd -dc "+out+" | cmp - "+img).CombinedOutput(); err != nil {
 		t.Errorf("zstd -dc | cmp: %v %s", err, o)
+	}
+}
+
+// TestBackupReadError: a failing source disk ends the backup with the LBA
+// and leaves no partial image behind; -skip-bad finishes it and lists the range.
+func TestBackupReadError(t *testing.T) {
+	dir := t.TempDir()
+	disk := dir + "/disk"
+	makeImage(t, disk, 4<<20, 4096, 1, 81)
+	old := faultHook
+	faultHook = func(r io.ReaderAt) io.ReaderAt { return faultyReader{r, 2 << 20, 2<<20 + 512} }
+	defer func() { faultHook = old }()
+	out := dir + "/b.zst"
+	opt := copyOpts(t, disk, out)
+	opt.Compress = "zstd"
+	_, err := Copy(context.Background(), opt)
+	if err == nil || !strings.Contains(err.Error(), "LBA 4096") {
+		t.Fatalf("want a read error at LBA 4096, got %v", err)
+	}
+	if _, err := os.Stat(out); err == nil {
+		t.Errorf("a partial backup was left behind")
+	}
+	opt.SkipBad = true
+	res := mustCopy(t, opt)
+	if len(res.BadRanges) != 1 || res.BadRanges[0].Start != 2<<20 {
+		t.Errorf("bad ranges %+v", res.BadRanges)
 	}
 }

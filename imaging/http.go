@@ -39,6 +39,9 @@ func openHTTP(ctx context.Context, opt *Options) (*httpReader, error) {
 	if err := h.connect(); err != nil {
 		return nil, err
 	}
+	if h.size < 0 {
+		opt.logf("%s: the server sent no length: a connection closed early cannot be told from the end of the image (compressed images and GPT images are still checked; use -sha256)", h.url)
+	}
 	return h, nil
 }
 
