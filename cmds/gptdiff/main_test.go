@@ -71,19 +71,21 @@ func rawCopy(t *testing.T, src, dst string, size int64) {
 // compactBoth rewrites both entry arrays of a 512-byte-sector image with
 // the gaps closed and both CRCs recomputed: the incident's damage, written
 // independently of the gpt package.
-func compactBoth(t *testing.T, path string) {
+func compactBoth(t *testing.T, path string) { compactBothSS(t, path, 512) }
+
+func compactBothSS(t *testing.T, path string, ss int64) {
 	t.Helper()
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	h := make([]byte, 512)
-	f.ReadAt(h, 512)
+	h := make([]byte, ss)
+	f.ReadAt(h, ss)
 	for _, lba := range []int64{1, int64(binary.LittleEndian.Uint64(h[0x20:]))} {
-		h := make([]byte, 512)
-		f.ReadAt(h, lba*512)
-		at := int64(binary.LittleEndian.Uint64(h[0x48:])) * 512
+		h := make([]byte, ss)
+		f.ReadAt(h, lba*ss)
+		at := int64(binary.LittleEndian.Uint64(h[0x48:])) * ss
 		arr := make([]byte, 128*128)
 		f.ReadAt(arr, at)
 		out := make([]byte, 0, len(arr))
@@ -97,7 +99,7 @@ func compactBoth(t *testing.T, path string) {
 		binary.LittleEndian.PutUint32(h[0x10:], 0)
 		binary.LittleEndian.PutUint32(h[0x10:], crc32.ChecksumIEEE(h[:92]))
 		f.WriteAt(out, at)
-		f.WriteAt(h, lba*512)
+		f.WriteAt(h, lba*ss)
 	}
 }
 
@@ -215,5 +217,62 @@ func TestErrors(t *testing.T) {
 	os.WriteFile(empty, make([]byte, 1<<20), 0o644)
 	if code, out, _ := gptdiff(img, empty); code != 1 || !strings.Contains(out, "Verdict: DIFFERENT. The target has no readable GPT") {
 		t.Errorf("no GPT: exit %d\n%s", code, out)
+	}
+}
+
+// Test4K partitions a 4Kn image with sgdisk through a loop device with
+// 4096-byte sectors (sgdisk cannot from a file), compacts it, and compares
+// with -sector 4096. Needs root for the loop device.
+func Test4K(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for a loop device")
+	}
+	const size = 12 * gib
+	parts, err := esxi.Layout("6.7", size, 4096)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	ref := filepath.Join(dir, "ref4k.img")
+	f, _ := os.Create(ref)
+	f.Truncate(size)
+	f.Close()
+	out, err := exec.Command("losetup", "--show", "-f", "--sector-size", "4096", ref).CombinedOutput()
+	if err != nil {
+		t.Skipf("no loop device: %v %s", err, out)
+	}
+	dev := strings.TrimSpace(string(out))
+	args := []string{"-a", "1"}
+	for _, x := range parts {
+		first, last := x.LBAs(4096)
+		args = append(args, "-n", fmt.Sprintf("%d:%d:%d", x.Slot, first, last), "-t", fmt.Sprintf("%d:%s", x.Slot, x.Type))
+	}
+	out, err = exec.Command("sgdisk", append(args, dev)...).CombinedOutput()
+	exec.Command("losetup", "-d", dev).Run()
+	if err != nil {
+		t.Fatalf("sgdisk %s: %v\n%s", dev, err, out)
+	}
+	broken := filepath.Join(dir, "broken4k.img")
+	bf, _ := os.Create(broken)
+	bf.Truncate(size)
+	rf, _ := os.Open(ref)
+	for _, r := range [][2]int64{{0, 6 * 4096}, {size - 5*4096, 5 * 4096}} {
+		b := make([]byte, r[1])
+		rf.ReadAt(b, r[0])
+		bf.WriteAt(b, r[0])
+	}
+	rf.Close()
+	bf.Close()
+	compactBothSS(t, broken, 4096)
+	code, o, e := gptdiff("-sector", "4096", ref, broken)
+	if code != 1 || !strings.Contains(o, "Entries 5,6,7,8,9 moved up one slot: the entry array was compacted") || !strings.Contains(o, "4096-byte sectors") {
+		t.Errorf("exit %d %s\n%s", code, e, o)
+	}
+	if code, o, _ := gptdiff("-sector", "4096", ref, ref); code != 0 {
+		t.Errorf("same: exit %d\n%s", code, o)
+	}
+	// Read with the wrong sector size there is no GPT: a difference, said so.
+	if code, o, _ := gptdiff("-ref-sector", "4096", ref, broken); code != 1 || !strings.Contains(o, "no readable GPT") {
+		t.Errorf("wrong sector size: exit %d\n%s", code, o)
 	}
 }
