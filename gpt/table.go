@@ -2,9 +2,9 @@ package gpt
 
 // Problem is one thing found wrong with a table or one of its copies.
 type Problem struct {
-	Code   string // stable machine-readable code, e.g. "header-crc", "backup-not-at-end"
-	Copy   string // "primary", "backup", "mbr" or "" for the table as a whole
-	Detail string // plain-words explanation for a sysadmin
+	Code   string `json:"code"`   // stable machine-readable code, e.g. "header-crc", "backup-not-at-end"
+	Copy   string `json:"copy"`   // "primary", "backup", "mbr" or "" for the table as a whole
+	Detail string `json:"detail"` // plain-words explanation for a sysadmin
 }
 
 func (p Problem) String() string {
