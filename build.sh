@@ -58,6 +58,7 @@ build() {
 FUZZ_TARGETS=(
 	"./imaging FuzzRestore"
 	"./gpt FuzzParseUndo"
+	"./gpt FuzzPlanFix"
 	"./gpt FuzzRead"
 	"./gpt FuzzLoadLayout"
 	"./gpt FuzzReadSgdiskBackup"

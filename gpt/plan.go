@@ -451,12 +451,19 @@ func (p *Plan) addWrites(region string, lba uint64, data, old []byte) {
 	for i := 0; i*ss < len(data); i++ {
 		nw := data[i*ss : (i+1)*ss]
 		var ol []byte
-		if (i+1)*ss <= len(old) {
+		switch {
+		case (i+1)*ss <= len(old):
 			ol = old[i*ss : (i+1)*ss]
 			if bytes.Equal(ol, nw) {
 				continue
 			}
 			ol = bytes.Clone(ol)
+		case i*ss < len(old):
+			// The array ends inside this sector: when its part of the
+			// sector is unchanged, the rest is not the plan's business.
+			if bytes.Equal(old[i*ss:], nw[:len(old)-i*ss]) {
+				continue
+			}
 		}
 		at := lba + uint64(i)
 		p.Writes = append(p.Writes, Write{Region: region, LBA: at, Offset: int64(at) * int64(ss), Old: ol, New: bytes.Clone(nw)})
