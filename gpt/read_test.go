@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -572,5 +573,45 @@ func TestParsePrimary(t *testing.T) {
 		if _, err := gpt.ParsePrimary(make([]byte, 64<<10), ss); err == nil {
 			t.Errorf("%d: zeros accepted", ss)
 		}
+	}
+}
+
+// TestReadEntrySize256: entries of 256 bytes (allowed by the spec) keep
+// their extra bytes, and a change there is seen by Compare.
+func TestReadEntrySize256(t *testing.T) {
+	const size = 64 << 20
+	parts := []fxPart{
+		{Slot: 1, Type: "C12A7328-F81F-11D2-BA4B-00A0C93EC93B", First: 64, Last: 8191, Name: "a"},
+		{Slot: 3, Type: "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7", First: 8192, Last: 9000},
+	}
+	build := func(extra string) string {
+		ft := &fxTable{SectorSize: 512, DiskSectors: size / 512, NumEntries: 64, Array: make([]byte, 64*256), DiskGUID: "0A0B0C0D-1111-4222-8333-444455556666"}
+		for i, p := range parts {
+			copy(ft.Array[(p.Slot-1)*256:], fxEntry(t, p, i+1))
+		}
+		copy(ft.Array[128:], extra) // bytes 128-255 of slot 1
+		path := sparse(t, t.TempDir(), "e256.img", size)
+		ft.write(t, path)
+		return path
+	}
+	a := readFile(t, build("vendor data"), 512)
+	b := readFile(t, build("other data"), 512)
+	if c := allCodes(a); len(c) != 0 {
+		t.Fatalf("problems: %v", a.Problems)
+	}
+	s := a.Slots()
+	if len(s) != 64 || len(s[0].Raw) != 256 || string(s[0].Raw[128:139]) != "vendor data" || s[0].Entry().Name != "a" || !s[2].Used() {
+		t.Fatalf("slots: %d, slot 1 %q", len(s), s[0].Raw)
+	}
+	d := gpt.Compare(a, b)
+	if d.Same() || len(d.Changed) != 1 || d.Changed[0].Fields[0].Field != "name-tail" {
+		t.Errorf("changed %+v", d.Changed)
+	}
+	var buf bytes.Buffer
+	if err := gpt.SaveLayout(&buf, a); err != nil {
+		t.Fatal(err)
+	}
+	if a2, err := gpt.LoadLayout(&buf); err != nil || !reflect.DeepEqual(a, a2) {
+		t.Errorf("layout round trip: %v", err)
 	}
 }
