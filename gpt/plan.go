@@ -22,8 +22,9 @@ type FixOptions struct {
 	// put back at that slot. When a partition matches in full (GUID, type
 	// and range), the reference's raw slot bytes are used, so names, the
 	// bytes after a name's NUL and attributes come back exactly; so do
-	// the bytes of unused slots. Header fields are taken from the
-	// reference only when it is of the same disk size.
+	// the bytes of unused slots. Header fields (disk GUID, usable range)
+	// are taken from the reference only when its table was made for a
+	// disk of this size.
 	Ref *Table
 	// SlotMap moves partitions: current slot -> wanted slot (1-based),
 	// e.g. from esxi.Recognize. Slots not in the map stay where they are.
@@ -215,7 +216,7 @@ func PlanFix(t *Table, opt FixOptions) (*Plan, error) {
 				last, oldBackupLBA, humanBytes(t.DiskSize)))
 		}
 	}
-	if opt.Ref != nil && !fromRef && opt.Ref.DiskSize == t.DiskSize {
+	if opt.Ref != nil && !fromRef && madeFor(opt.Ref) == t.DiskSize {
 		if rb := bestCopy(opt.Ref); rb != nil && rb.Header.NumEntries == h.NumEntries && rb.Header.EntrySize == h.EntrySize {
 			rh := rb.Header
 			if rh.DiskGUID != nh.DiskGUID {
@@ -389,6 +390,23 @@ func anyRegion(p *Plan, prefix string) bool {
 		}
 	}
 	return false
+}
+
+// madeFor returns the size of the disk t's table was made for, from where
+// its backup header is (or the primary says it is); 0 when unknown.
+func madeFor(t *Table) int64 {
+	c := bestCopy(t)
+	if c == nil {
+		return 0
+	}
+	last := c.Header.AlternateLBA
+	if c.Which == "backup" {
+		last = c.HeaderLBA
+	}
+	if last > 1<<50 {
+		return 0
+	}
+	return int64(last+1) * int64(t.SectorSize)
 }
 
 // bestCopy is the copy to start from: the primary when valid, else the

@@ -92,11 +92,11 @@ func FuzzPlanFix(f *testing.F) {
 	f.Add(pfSmallDisk(map[int][2]uint64{1: {40, 60}, 2: {50, 100}}, 256)) // overlap
 	f.Add(pfSmallDisk(map[int][2]uint64{3: {34, 220}}, 256))
 	f.Add(pfSmallDiskN(map[int][2]uint64{1: {40, 60}, 2: {61, 100}}, 200, 98)) // array ends inside a sector
-	f.Fuzz(pfPlanFixProperty)
+	f.Fuzz(func(t *testing.T, b []byte) { pfPlanFixProperty(t, b, gpt.FixOptions{}) })
 }
 
-// pfPlanFixProperty is FuzzPlanFix's check of one disk.
-func pfPlanFixProperty(t *testing.T, b []byte) {
+// pfPlanFixProperty is FuzzPlanFix's check of one disk, repaired with opt.
+func pfPlanFixProperty(t *testing.T, b []byte, opt gpt.FixOptions) {
 	if len(b) != 256*512 {
 		return
 	}
@@ -105,7 +105,7 @@ func pfPlanFixProperty(t *testing.T, b []byte) {
 	if err != nil {
 		return
 	}
-	p, err := gpt.PlanFix(tb, gpt.FixOptions{})
+	p, err := gpt.PlanFix(tb, opt)
 	if err != nil || p.Empty() {
 		return
 	}
@@ -141,7 +141,7 @@ func pfPlanFixProperty(t *testing.T, b []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p2, err := gpt.PlanFix(after, gpt.FixOptions{})
+	p2, err := gpt.PlanFix(after, opt)
 	if err != nil || !p2.Empty() {
 		t.Fatalf("second plan after applying\n%s\nis not empty (%v):\n%s", p, err, p2)
 	}
@@ -169,9 +169,22 @@ func TestPlanFixRandomTables(t *testing.T) {
 		pfSmallDisk(map[int][2]uint64{1: {40, 60}, 2: {61, 180}}, 300),
 		pfSmallDiskN(map[int][2]uint64{1: {40, 60}, 2: {61, 100}}, 200, 98),
 	}
+	var refs []*gpt.Table
+	for _, sd := range seeds {
+		ref, err := gpt.Read(&pfMem{b: sd}, int64(len(sd)), 512)
+		if err != nil {
+			t.Fatal(err)
+		}
+		refs = append(refs, ref)
+	}
 	r := rand.New(rand.NewSource(1))
-	for i := 0; i < 300; i++ {
-		b := bytes.Clone(seeds[r.Intn(len(seeds))])
+	for i := 0; i < 400; i++ {
+		si := r.Intn(len(seeds))
+		b := bytes.Clone(seeds[si])
+		var opt gpt.FixOptions
+		if i%2 == 1 {
+			opt.Ref = refs[si] // the undamaged table as the reference
+		}
 		for k := 0; k < 1+r.Intn(4); k++ {
 			var off int
 			switch r.Intn(4) {
@@ -193,7 +206,7 @@ func TestPlanFixRandomTables(t *testing.T) {
 		if r.Intn(2) == 0 {
 			pfFixCRCs(b)
 		}
-		if !t.Run(fmt.Sprint(i), func(t *testing.T) { pfPlanFixProperty(t, b) }) {
+		if !t.Run(fmt.Sprint(i), func(t *testing.T) { pfPlanFixProperty(t, b, opt) }) {
 			return
 		}
 	}
