@@ -114,6 +114,7 @@ func Read(r io.ReaderAt, size int64, sectorSize int) (*Table, error) {
 			checkEntries(t, o, o.Which)
 		}
 	}
+	capProblems(t, maxPerCode)
 	return t, nil
 }
 

@@ -615,3 +615,24 @@ func TestReadEntrySize256(t *testing.T) {
 		t.Errorf("layout round trip: %v", err)
 	}
 }
+
+// TestReadManyBadEntries: thousands of overlapping, duplicate entries give
+// a bounded report, quickly.
+func TestReadManyBadEntries(t *testing.T) {
+	const size = 64 << 20
+	ft := &fxTable{SectorSize: 512, DiskSectors: size / 512, NumEntries: 8192, Array: make([]byte, 8192*128), DiskGUID: "0A0B0C0D-1111-4222-8333-444455556666"}
+	e := fxEntry(t, fxPart{Slot: 1, Type: "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7", First: 5000, Last: 6000}, 1)
+	for i := 0; i < 8192; i++ {
+		copy(ft.Array[i*128:], e)
+	}
+	path := sparse(t, t.TempDir(), "many.img", size)
+	ft.write(t, path)
+	tb := readFile(t, path, 512)
+	n := map[string]int{}
+	for _, p := range tb.Problems {
+		n[p.Code]++
+	}
+	if n[gpt.CodeOverlap] != 17 || n[gpt.CodeDupGUID] != 17 || len(tb.Slots()) != 8192 {
+		t.Errorf("problems per code %v, %d slots", n, len(tb.Slots()))
+	}
+}

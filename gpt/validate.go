@@ -188,15 +188,45 @@ func checkEntries(t *Table, c *Copy, which string) {
 			seen[e.Unique] = s.Index
 		}
 	}
-	sort.Slice(spans, func(i, j int) bool { return spans[i].first < spans[j].first })
-	for i := 1; i < len(spans); i++ {
-		for j := i - 1; j >= 0; j-- {
-			if spans[j].last >= spans[i].first {
-				t.add(CodeOverlap, which, "entries %d (LBA %d-%d) and %d (LBA %d-%d) overlap",
-					spans[j].slot, spans[j].first, spans[j].last, spans[i].slot, spans[i].first, spans[i].last)
-			}
+	// Overlaps in one pass: each span against the one reaching furthest
+	// among those starting before it.
+	sort.SliceStable(spans, func(i, j int) bool { return spans[i].first < spans[j].first })
+	for i, far := 1, 0; i < len(spans); i++ {
+		if spans[far].last >= spans[i].first {
+			t.add(CodeOverlap, which, "entries %d (LBA %d-%d) and %d (LBA %d-%d) overlap",
+				spans[far].slot, spans[far].first, spans[far].last, spans[i].slot, spans[i].first, spans[i].last)
+		}
+		if spans[i].last > spans[far].last {
+			far = i
 		}
 	}
+}
+
+// maxPerCode bounds how many problems of one code a table reports; a
+// corrupt array of thousands of entries gets a summary instead.
+const maxPerCode = 16
+
+// capProblems keeps at most n problems of each code in t.Problems and adds
+// a count of the rest, in a stable order.
+func capProblems(t *Table, n int) {
+	count := map[string]int{}
+	var order []string
+	var out []Problem
+	for _, p := range t.Problems {
+		if count[p.Code] == 0 {
+			order = append(order, p.Code)
+		}
+		count[p.Code]++
+		if count[p.Code] <= n {
+			out = append(out, p)
+		}
+	}
+	for _, code := range order {
+		if c := count[code]; c > n {
+			out = append(out, Problem{Code: code, Detail: fmt.Sprintf("... and %d more problems of this kind (%s)", c-n, code)})
+		}
+	}
+	t.Problems = out
 }
 
 // checkAgreement compares two valid copies: arrays byte for byte and
