@@ -72,6 +72,7 @@ type layoutSlot struct {
 	Unique   string `json:"unique,omitempty"`
 	First    uint64 `json:"first,omitempty"`
 	Last     uint64 `json:"last,omitempty"`
+	Size     string `json:"size,omitempty"` // for reading: (last-first+1) sectors in binary units
 	Attrs    uint64 `json:"attrs,omitempty"`
 	Name     string `json:"name,omitempty"`
 	// Raw is the whole entry in hex; omitted for an all-zero slot.
@@ -128,6 +129,7 @@ func SaveLayout(w io.Writer, t *Table) error {
 				e := s.Entry()
 				ls.Type, ls.TypeName, ls.Unique = e.Type.String(), TypeName(e.Type), e.Unique.String()
 				ls.First, ls.Last, ls.Attrs, ls.Name = e.First, e.Last, e.Attrs, e.Name
+				ls.Size = humanBytes(int64(e.Sectors()) * int64(t.SectorSize))
 			}
 			if !isZero(s.Raw) {
 				ls.Raw = hex.EncodeToString(s.Raw)
@@ -216,7 +218,7 @@ func LoadLayout(r io.Reader) (*Table, error) {
 				}
 				raw = b
 			}
-			if err := checkSlotFields(Slot{Index: s.Slot, Raw: raw}, s); err != nil {
+			if err := checkSlotFields(Slot{Index: s.Slot, Raw: raw}, s, ss); err != nil {
 				return nil, err
 			}
 			slotsArr = append(slotsArr, raw...)
@@ -297,12 +299,13 @@ func hexField(name, s string, want int) ([]byte, error) {
 
 // checkSlotFields makes sure the decoded fields written for a slot agree
 // with its raw bytes.
-func checkSlotFields(s Slot, ls layoutSlot) error {
+func checkSlotFields(s Slot, ls layoutSlot, sectorSize int) error {
 	want := layoutSlot{Slot: s.Index, Used: s.Used()}
 	if want.Used {
 		e := s.Entry()
 		want.Type, want.TypeName, want.Unique = e.Type.String(), TypeName(e.Type), e.Unique.String()
 		want.First, want.Last, want.Attrs, want.Name = e.First, e.Last, e.Attrs, e.Name
+		want.Size = humanBytes(int64(e.Sectors()) * int64(sectorSize))
 	}
 	want.Raw = ls.Raw
 	// Accept any case for GUID text.
