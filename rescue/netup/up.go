@@ -13,6 +13,7 @@ import (
 	"github.com/insomniacslk/dhcp/dhcpv4"
 	"github.com/insomniacslk/dhcp/dhcpv4/nclient4"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // Options bound the waits of Up.
@@ -146,6 +147,13 @@ func Up(ctx context.Context, cfg *IPConfig, o Options) (*Result, error) {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+	// DHCP transaction IDs (and HTTPS) need the kernel's random number
+	// generator; early in boot on a machine without RDRAND or a hardware
+	// RNG it may not be seeded yet.
+	if err := WaitRandom(ctx, o.DHCPTimeout, logf); err != nil {
+		return nil, err
+	}
+	dhcpv4.RandomTimeout = o.DHCPTimeout
 	var errs []error
 	for _, c := range order {
 		res, err := upOne(ctx, cfg, c, o, logf)
@@ -265,4 +273,30 @@ func upOne(ctx context.Context, cfg *IPConfig, c Candidate, o Options, logf func
 		}
 	}
 	return res, nil
+}
+
+// WaitRandom waits (bounded) until getrandom(2) answers without blocking,
+// saying why when it has to wait.
+func WaitRandom(ctx context.Context, timeout time.Duration, logf func(string, ...any)) error {
+	b := make([]byte, 4)
+	deadline := time.Now().Add(timeout)
+	said := false
+	for {
+		_, err := unix.Getrandom(b, unix.GRND_NONBLOCK)
+		if err == nil || !errors.Is(err, unix.EAGAIN) {
+			return nil
+		}
+		if !said {
+			logf("network: waiting for the kernel's random number generator (DHCP and HTTPS need it; a CPU with RDRAND, random.trust_cpu=on or a virtio-rng device avoid this wait)")
+			said = true
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the kernel's random number generator is still not seeded after %s (no RDRAND, no hardware RNG?)", timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 }
