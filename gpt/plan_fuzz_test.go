@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"math/rand"
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -161,7 +162,8 @@ func pfPlanFixProperty(t *testing.T, b []byte, opt gpt.FixOptions) {
 // TestPlanFixRandomTables runs FuzzPlanFix's checks on a few hundred
 // deterministic random variations of valid small tables (fields changed,
 // then CRCs made valid again or not), so that CI exercises the property
-// beyond the seeds even without -fuzz.
+// beyond the seeds even without -fuzz. GPT_RANDOM_TABLES=N[:SEED] runs
+// N variations (default 400, seed 1).
 func TestPlanFixRandomTables(t *testing.T) {
 	seeds := [][]byte{
 		pfSmallDisk(map[int][2]uint64{1: {40, 60}, 5: {61, 100}, 6: {101, 150}}, 256),
@@ -177,8 +179,12 @@ func TestPlanFixRandomTables(t *testing.T) {
 		}
 		refs = append(refs, ref)
 	}
-	r := rand.New(rand.NewSource(1))
-	for i := 0; i < 400; i++ {
+	n, seed := 400, int64(1)
+	if v := os.Getenv("GPT_RANDOM_TABLES"); v != "" { // "N" or "N:SEED" for a longer run
+		fmt.Sscanf(v, "%d:%d", &n, &seed)
+	}
+	r := rand.New(rand.NewSource(seed))
+	for i := 0; i < n; i++ {
 		si := r.Intn(len(seeds))
 		b := bytes.Clone(seeds[si])
 		var opt gpt.FixOptions
