@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"sort"
 	"strings"
 )
@@ -83,6 +84,17 @@ func (p *Plan) sectorCounts() (backup, primary int) {
 	return
 }
 
+// atMost returns "at most " when some writes may turn out unnecessary
+// (their old bytes are not known yet; see ReadOld).
+func (p *Plan) atMost() string {
+	for _, w := range p.Writes {
+		if w.Old == nil {
+			return "at most "
+		}
+	}
+	return ""
+}
+
 // regions summarises the writes in order, one line per region with its
 // LBA runs, e.g. "backup array: LBA 25165791-25165792".
 func (p *Plan) regions() []string {
@@ -119,7 +131,7 @@ func (p *Plan) String() string {
 			fmt.Fprintf(&b, "  %d. %s\n", i+1, s)
 		}
 		nb, np := p.sectorCounts()
-		fmt.Fprintf(&b, "Sectors to write: at most %d for the backup copy (written and flushed first), then %d for the primary copy and MBR:\n", nb, np)
+		fmt.Fprintf(&b, "Sectors to write: %s%d for the backup copy (written and flushed first), then %d for the primary copy and MBR:\n", p.atMost(), nb, np)
 		for _, r := range p.regions() {
 			fmt.Fprintf(&b, "  %s\n", r)
 		}
@@ -836,6 +848,34 @@ func growSlot(p *Plan, arr []byte, es, slot int, lastUsable uint64) error {
 		p.Steps = append(p.Steps, fmt.Sprintf("grow partition %d from %s to %s (last LBA %d, was %d); its file system must be grown separately",
 			slot, humanBytes(int64(e.Sectors())*int64(p.SectorSize)), humanBytes(int64(lastUsable-e.First+1)*int64(p.SectorSize)), lastUsable, e.Last))
 	}
+	return nil
+}
+
+// ReadOld fills in the old bytes of the writes PlanFix could not know
+// from the table (e.g. where a relocated backup goes) by reading them from
+// r, the disk the plan is for, and drops the writes whose sector already
+// holds the new bytes. Afterwards every Write has its exact old and new
+// bytes, and Apply refuses to run if any of them changed meanwhile.
+func (p *Plan) ReadOld(r io.ReaderAt) error {
+	out := p.Writes[:0]
+	for _, w := range p.Writes {
+		if w.Old == nil {
+			b := make([]byte, len(w.New))
+			n, err := r.ReadAt(b, w.Offset)
+			if n != len(b) {
+				if err == nil {
+					err = io.ErrUnexpectedEOF
+				}
+				return fmt.Errorf("gpt: reading the %s at LBA %d: %w", w.Region, w.LBA, err)
+			}
+			if bytes.Equal(b, w.New) {
+				continue
+			}
+			w.Old = b
+		}
+		out = append(out, w)
+	}
+	p.Writes = out
 	return nil
 }
 

@@ -259,6 +259,9 @@ func fix(o *options, r *report, stdout io.Writer) (int, error) {
 	if err != nil {
 		return 2, err
 	}
+	if err := plan.ReadOld(dev); err != nil {
+		return 2, err
+	}
 	r.Plan = toPlanJSON(plan)
 	for _, s := range plan.Slots() {
 		if s.Used() {
