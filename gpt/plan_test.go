@@ -799,3 +799,51 @@ func TestFixHeaderFields(t *testing.T) {
 		t.Error("headers are not the original's after the fix")
 	}
 }
+
+// TestPlanReadOld: after ReadOld every write has its old bytes, writes of
+// sectors already holding the new bytes are gone, and the plan still
+// applies; a sector changed after ReadOld makes Apply refuse.
+func TestPlanReadOld(t *testing.T) {
+	dir := t.TempDir()
+	orig, _ := pfPristine(t, dir, "5.0", 8*pfGiB, 512)
+	work := filepath.Join(dir, "work.img")
+	pfGrow(t, orig, work, 9*pfGiB)
+	tb, _ := gpt.ReadFile(work, 512)
+	p, err := gpt.PlanFix(tb, gpt.FixOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := len(p.Writes)
+	dev, err := gpt.OpenDevice(work, 512, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	if err := p.ReadOld(dev); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range p.Writes {
+		if w.Old == nil || bytes.Equal(w.Old, w.New) {
+			t.Errorf("%s LBA %d: old bytes %v", w.Region, w.LBA, w.Old == nil)
+		}
+	}
+	if len(p.Writes) >= before || strings.Contains(p.String(), "at most") {
+		t.Errorf("%d writes before ReadOld, %d after:\n%s", before, len(p.Writes), p)
+	}
+	// Someone writes into the backup array's new place: refused.
+	w := p.Writes[0]
+	junk := bytes.Repeat([]byte{0xEE}, 512)
+	if _, err := dev.WriteAt(junk, w.Offset); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Apply(dev, filepath.Join(dir, "u1")); !errors.Is(err, gpt.ErrDiskChanged) {
+		t.Errorf("Apply after a change: %v", err)
+	}
+	if _, err := dev.WriteAt(w.Old, w.Offset); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Apply(dev, filepath.Join(dir, "u2")); err != nil {
+		t.Fatal(err)
+	}
+	pfSgdiskVerify(t, work)
+}
