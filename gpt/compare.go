@@ -379,7 +379,10 @@ func headerChanges(ref, target *Table) []HeaderChange {
 	// only compared between two primaries.
 	r, t := rb.Header, tb.Header
 	if ref.DiskSize != target.DiskSize && ref.DiskSize > 0 {
-		add("disk size", ref.DiskSize, target.DiskSize, true)
+		// Bigger is what a restore onto a larger disk gives; smaller
+		// cuts partitions off.
+		add("disk size", fmt.Sprintf("%d (%s)", ref.DiskSize, humanBytes(ref.DiskSize)),
+			fmt.Sprintf("%d (%s)", target.DiskSize, humanBytes(target.DiskSize)), target.DiskSize > ref.DiskSize)
 	}
 	if r.Revision != t.Revision {
 		add("revision", fmt.Sprintf("%08X", r.Revision), fmt.Sprintf("%08X", t.Revision), false)
@@ -585,7 +588,11 @@ func verdict(d *Diff, ref, target *Table) string {
 		s = append(s, fmt.Sprintf("partitions %s have new unique GUIDs (regenerated; matched by type and position)", joinInts(regen)))
 	}
 	for _, h := range d.Header {
-		if !h.Expected {
+		switch {
+		case h.Expected:
+		case h.Field == "disk size":
+			s = append(s, fmt.Sprintf("the target disk (%s) is smaller than the reference (%s)", humanBytes(target.DiskSize), humanBytes(ref.DiskSize)))
+		default:
 			s = append(s, fmt.Sprintf("the %s differs (%s in the reference, %s in the target)", h.Field, h.Ref, h.Target))
 		}
 	}
@@ -599,7 +606,14 @@ func verdict(d *Diff, ref, target *Table) string {
 				f = append(f, p.String())
 			}
 		}
-		s = append(s, "the target's GPT is damaged ("+strings.Join(f, "; ")+")")
+		damaged := "the target's GPT is damaged (" + strings.Join(f, "; ") + ")"
+		switch {
+		case !target.Primary.Valid() && target.Backup.Valid():
+			damaged += "; its backup copy is intact and was used for this comparison, but firmware and boot loaders read the primary"
+		case target.Primary.Valid() && !target.Backup.Valid():
+			damaged += "; its primary copy is usable and was used for this comparison"
+		}
+		s = append(s, damaged)
 	}
 	if len(s) == 0 {
 		v := "the partition tables match slot for slot"

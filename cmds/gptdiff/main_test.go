@@ -60,6 +60,9 @@ func rawCopy(t *testing.T, src, dst string, size int64) {
 	defer out.Close()
 	out.Truncate(size)
 	for _, r := range [][2]int64{{0, 34 * 512}, {fi.Size() - 33*512, 33 * 512}} {
+		if r[0]+r[1] > size {
+			continue // a smaller disk: the end of the source is cut off
+		}
 		b := make([]byte, r[1])
 		if _, err := in.ReadAt(b, r[0]); err != nil {
 			t.Fatal(err)
@@ -146,6 +149,15 @@ func TestIncident(t *testing.T) {
 	code, out, _ = gptdiff(ref, restored)
 	if code != 0 || !strings.Contains(out, "Verdict: SAME") || !strings.Contains(out, "not at the end of the disk") {
 		t.Errorf("restored: exit %d\n%s", code, out)
+	}
+
+	// Restored onto a smaller disk: partition 3 is cut off.
+	shrunk := filepath.Join(dir, "shrunk.img")
+	rawCopy(t, ref, shrunk, 6*gib)
+	code, out, _ = gptdiff(ref, shrunk)
+	if code != 1 || !strings.Contains(out, "The target disk (6.0 GiB) is smaller than the reference (8.0 GiB)") ||
+		!strings.Contains(out, "entry 3 (LBA 10229760-16777182) runs past the end of the disk") {
+		t.Errorf("shrunk: exit %d\n%s", code, out)
 	}
 
 	// -json

@@ -89,15 +89,11 @@ func report(w io.Writer, refPath string, ref *gpt.Table, tgtPath string, tgt *gp
 	}
 	var changes []string
 	for _, h := range d.Header {
-		what := "differs"
+		what := "this matters"
 		if h.Expected {
 			what = "differs, as expected on a disk of another size"
 		}
-		r, t := h.Ref, h.Target
-		if h.Field == "disk size" {
-			r, t = human(ref.DiskSize), human(tgt.DiskSize)
-		}
-		changes = append(changes, fmt.Sprintf("%s: %s in the reference, %s in the target (%s)", h.Field, r, t, what))
+		changes = append(changes, fmt.Sprintf("%s: %s in the reference, %s in the target (%s)", h.Field, h.Ref, h.Target, what))
 	}
 	section(w, "Header differences", changes)
 	section(w, "Findings on the target", problems(d.Findings))
