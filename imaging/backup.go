@@ -149,7 +149,7 @@ func backupTo(ctx context.Context, opt *Options, created *bool) (*Result, error)
 	opt.logf("backing up %s to %s (%s)", opt.Src, opt.Dst, opt.Compress)
 	pool := newPool(opt.Buffers, opt.BufferSize)
 	stop := startProgress(opt, "backup", src.size, src.count.Load)
-	pr, err := runPipeline(ctx, src, pool, nil, false, write, -1)
+	pr, err := runPipeline(ctx, src, pool, nil, false, write)
 	stop()
 	res.Bytes, res.SourceBytes = pr.total, src.count.Load()
 	if src.dev != nil {

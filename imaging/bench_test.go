@@ -46,7 +46,7 @@ func BenchmarkPipeline(b *testing.B) {
 	pool := newPool(4, 4<<20)
 	for i := 0; i < b.N; i++ {
 		_, err := runPipeline(context.Background(), bytes.NewReader(data), pool, nil, false,
-			func([]byte, int64) error { return nil }, -1)
+			func([]byte, int64) error { return nil })
 		if err != nil {
 			b.Fatal(err)
 		}

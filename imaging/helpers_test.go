@@ -3,6 +3,7 @@ package imaging
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/hex"
 	"io"
 	"math/rand/v2"
@@ -34,15 +35,22 @@ func makeImage(t testing.TB, path string, size int64, blockSize int, density flo
 			continue
 		}
 		n := min(int64(blockSize), size-off)
-		for i := range buf[:n] {
-			buf[i] = byte(rng.Uint32())
-		}
+		randomFill(rng, buf[:n])
 		if _, err := f.WriteAt(buf[:n], off); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if err := f.Truncate(size); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// randomFill fills b with pseudo-random bytes, 8 at a time.
+func randomFill(rng *rand.Rand, b []byte) {
+	var w [8]byte
+	for i := 0; i < len(b); i += 8 {
+		binary.LittleEndian.PutUint64(w[:], rng.Uint64())
+		copy(b[i:], w[:])
 	}
 }
 
@@ -56,9 +64,7 @@ func fillRandom(t testing.TB, path string, off int64, n int, seed uint64) {
 	defer f.Close()
 	rng := rand.New(rand.NewPCG(seed, 7))
 	b := make([]byte, n)
-	for i := range b {
-		b[i] = byte(rng.Uint32())
-	}
+	randomFill(rng, b)
 	if _, err := f.WriteAt(b, off); err != nil {
 		t.Fatal(err)
 	}

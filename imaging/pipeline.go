@@ -41,18 +41,17 @@ func newPool(n, size int) chan *chunk {
 
 // pipeResult is what a pipeline run saw.
 type pipeResult struct {
-	total     int64  // bytes streamed
-	sum       []byte // SHA-256 of the whole stream
-	prefixSum []byte // SHA-256 of the first cut bytes (nil when the stream is shorter)
+	total int64  // bytes streamed
+	sum   []byte // SHA-256 of the whole stream
 }
 
 // runPipeline reads r in chunks from pool and hands each chunk, in order, to
 // a hashing goroutine and to write, which run in parallel with the next
 // read. first, when not nil, is a chunk already read from the start of the
-// stream (firstEOF: the stream ended there). cut (>= 0) asks for the hash of
-// the first cut bytes as well. Errors from write win over read errors.
+// stream (firstEOF: the stream ended there). Errors from write win over
+// read errors.
 func runPipeline(ctx context.Context, r io.Reader, pool chan *chunk, first *chunk, firstEOF bool,
-	write func(b []byte, off int64) error, cut int64) (pipeResult, error) {
+	write func(b []byte, off int64) error) (pipeResult, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	nbuf := cap(pool)
@@ -121,18 +120,8 @@ func runPipeline(ctx context.Context, r io.Reader, pool chan *chunk, first *chun
 	go func() {
 		defer wg.Done()
 		h := sha256.New()
-		var seen int64
 		for c := range hashCh {
-			b := c.buf[:c.n]
-			if cut >= 0 && seen < cut && seen+int64(len(b)) >= cut {
-				k := cut - seen
-				h.Write(b[:k])
-				res.prefixSum = h.Sum(nil)
-				b = b[k:]
-				seen += k
-			}
-			h.Write(b)
-			seen += int64(len(b))
+			h.Write(c.buf[:c.n])
 			release(c)
 		}
 		res.sum = h.Sum(nil)

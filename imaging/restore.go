@@ -6,17 +6,14 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	"github.com/esxi-rescue/rescue/gpt"
-	"golang.org/x/sys/unix"
 )
 
 // headLen is how much of the image start (protective MBR, primary GPT and
@@ -142,6 +139,9 @@ func restoreTo(ctx context.Context, opt *Options, created *bool) (*Result, error
 	}
 
 	sink := &rawSink{f: t.f, name: opt.Dst, limit: limit, gran: 4096, noLimitData: !res.HasGPT}
+	if opt.Verify {
+		sink.sums = newWriteSums()
+	}
 	switch {
 	case t.fresh:
 		sink.mode, sink.minZero = zeroSkip, 4096
@@ -167,7 +167,7 @@ func restoreTo(ctx context.Context, opt *Options, created *bool) (*Result, error
 	}
 	opt.logf("restoring %s (%s) onto %s", opt.Src, res.Compression, opt.Dst)
 	stop := startProgress(opt, "restore", src.size, src.count.Load)
-	pr, err := runPipeline(ctx, stream, pool, first, firstEOF, write, limit)
+	pr, err := runPipeline(ctx, stream, pool, first, firstEOF, write)
 	stop()
 	res.Bytes, res.SourceBytes = pr.total, src.count.Load()
 	if src.dev != nil {
@@ -228,12 +228,7 @@ func restoreTo(ctx context.Context, opt *Options, created *bool) (*Result, error
 	}
 
 	if opt.Verify {
-		written := pr.total
-		wantSum := pr.sum
-		if limit >= 0 && written > limit {
-			written, wantSum = limit, pr.prefixSum
-		}
-		if err := verifyRange(ctx, opt, t.f, written, wantSum); err != nil {
+		if err := sink.sums.verify(ctx, opt, t.f, opt.BufferSize); err != nil {
 			return res, err
 		}
 		res.Verified = true
@@ -326,36 +321,4 @@ func chooseSectorSize(explicit int, head []byte, targetSS int) (int, error) {
 		return 0, refused("the image's GPT is laid out for %d-byte sectors but the target has %d-byte sectors: its partitions would not be found", found, targetSS)
 	}
 	return ss, nil
-}
-
-// verifyRange reads back the first n bytes of f, bypassing the page cache
-// where possible, and compares their SHA-256 with want.
-func verifyRange(ctx context.Context, opt *Options, f *os.File, n int64, want []byte) error {
-	fd := int(f.Fd())
-	_ = unix.Fadvise(fd, 0, 0, unix.FADV_DONTNEED)
-	_, _ = unix.IoctlRetInt(fd, unix.BLKFLSBUF)
-	opt.logf("verifying: reading back %s", humanSize(n))
-	var done atomic.Int64
-	stop := startProgress(opt, "verify", n, done.Load)
-	defer stop()
-	h := sha256.New()
-	buf := alignedBuf(opt.BufferSize)
-	var off int64
-	for off < n {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		k := min(int64(len(buf)), n-off)
-		m, err := f.ReadAt(buf[:k], off)
-		if err != nil && !(errors.Is(err, io.EOF) && int64(m) == k) {
-			return fmt.Errorf("verify: reading back at byte %d: %w", off, err)
-		}
-		h.Write(buf[:k])
-		off += k
-		done.Store(off)
-	}
-	if got := h.Sum(nil); !bytes.Equal(got, want) {
-		return fmt.Errorf("%w: read back SHA-256 %x, written %x", ErrVerify, got, want)
-	}
-	return nil
 }

@@ -50,6 +50,7 @@ type rawSink struct {
 	end                   int64      // highest offset+len seen
 	pending               [][2]int64 // ranges whose writeback was started
 	inflight              int64      // bytes in pending
+	sums                  *writeSums // what was written, for -verify (nil: no verify)
 }
 
 func (s *rawSink) write(b []byte, off int64) error {
@@ -67,6 +68,9 @@ func (s *rawSink) write(b []byte, off int64) error {
 	}
 	if len(b) == 0 {
 		return nil
+	}
+	if s.sums != nil {
+		s.sums.add(b, off)
 	}
 	g := s.gran
 	dataStart := 0
