@@ -1,6 +1,6 @@
 // Package coldplug loads the kernel modules the machine's hardware needs,
 // the way udev's coldplug does on a full system: it reads every device's
-// modalias under /sys/devices, matches it against modules.alias of the
+// modalias in sysfs, matches it against modules.alias of the
 // running kernel, and loads the matching modules with their dependencies
 // (modules.dep), repeating while new devices appear (a loaded bus driver
 // such as virtio_pci or a SCSI HBA brings up child devices that need
@@ -115,32 +115,31 @@ func ModuleDir(root, release string) string {
 
 func exists(p string) bool { _, err := os.Stat(p); return err == nil }
 
-// Modaliases walks sysDevices (normally /sys/devices) and returns the
-// distinct contents of every "modalias" file, sorted. Unreadable files are
-// skipped: sysfs has attributes that fail to read on some hardware.
-func Modaliases(sysDevices string) ([]string, error) {
+// Modaliases returns the distinct modaliases of the devices under sys
+// (normally /sys), sorted: every bus device's modalias
+// (sys/bus/*/devices/*/modalias, the devices udev's coldplug triggers)
+// plus the CPU's (sys/devices/system/cpu/modalias). This is the set a
+// full walk of sys/devices finds, at a fraction of the cost, which
+// matters under emulation. Unreadable files are skipped: sysfs has
+// attributes that fail to read on some hardware, and devices vanish.
+func Modaliases(sys string) ([]string, error) {
+	if _, err := os.Stat(filepath.Join(sys, "bus")); err != nil {
+		return nil, fmt.Errorf("reading device modaliases: %w", err)
+	}
+	files, err := filepath.Glob(filepath.Join(sys, "bus/*/devices/*/modalias"))
+	if err != nil {
+		return nil, err
+	}
+	files = append(files, filepath.Join(sys, "devices/system/cpu/modalias"))
 	set := map[string]bool{}
-	err := filepath.WalkDir(sysDevices, func(p string, d os.DirEntry, err error) error {
-		if err != nil {
-			if p == sysDevices {
-				return err
-			}
-			return nil // vanished or unreadable subtree: hot-plug races
-		}
-		if d.Type()&os.ModeSymlink != 0 || d.Name() != "modalias" || d.IsDir() {
-			return nil
-		}
+	for _, p := range files {
 		b, err := os.ReadFile(p)
 		if err != nil {
-			return nil
+			continue
 		}
 		if m := strings.TrimSpace(string(b)); m != "" {
 			set[m] = true
 		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("walking %s: %w", sysDevices, err)
 	}
 	out := make([]string, 0, len(set))
 	for m := range set {

@@ -20,14 +20,14 @@ type Loader interface {
 
 // Options configure Run.
 type Options struct {
-	SysDevices string        // sysfs device tree, normally /sys/devices
-	Aliases    *Aliases      // the running kernel's modules.alias
-	Loader     Loader        // loads modules (KernelLoader on a real system)
-	Extra      []string      // loaded after the first round: AlwaysWanted, modules_load=
-	Timeout    time.Duration // upper bound for the whole run (0: 30 s)
-	Settle     time.Duration // how long to wait for new devices after a round (0: 1 s)
-	Poll       time.Duration // sysfs polling interval while settling (0: 100 ms)
-	Log        func(format string, args ...any)
+	Sys     string        // sysfs, normally /sys
+	Aliases *Aliases      // the running kernel's modules.alias
+	Loader  Loader        // loads modules (KernelLoader on a real system)
+	Extra   []string      // loaded after the first round: AlwaysWanted, modules_load=
+	Timeout time.Duration // upper bound for the whole run (0: 30 s)
+	Settle  time.Duration // how long to wait for new devices after a round (0: 1 s)
+	Poll    time.Duration // sysfs polling interval while settling (0: 100 ms)
+	Log     func(format string, args ...any)
 }
 
 // Result says what Run found and did.
@@ -89,9 +89,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	extraDone := false
 	for {
 		t0 := time.Now()
-		fresh, err := newModaliases(o.SysDevices, seen)
+		fresh, err := newModaliases(o.Sys, seen)
 		if d := time.Since(t0); d > 500*time.Millisecond {
-			logf("coldplug: scanning %s took %.1fs", o.SysDevices, d.Seconds())
+			logf("coldplug: scanning %s took %.1fs", o.Sys, d.Seconds())
 		}
 		if err != nil {
 			return res, err
@@ -104,7 +104,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 				extraDone = true
 			}
 			// Settle: wait for devices that loaded drivers bring up.
-			fresh, err = waitNew(ctx, o.SysDevices, seen, o.Settle, o.Poll)
+			fresh, err = waitNew(ctx, o.Sys, seen, o.Settle, o.Poll)
 			if err != nil {
 				return res, err
 			}

@@ -141,7 +141,7 @@ func TestLookupRealAliases(t *testing.T) {
 		all[m] = true
 	}
 	// And every device of the machine running the test.
-	host, _ := Modaliases("/sys/devices")
+	host, _ := Modaliases("/sys")
 	for _, m := range host {
 		all[m] = true
 	}
@@ -255,7 +255,7 @@ func (b *busLoader) Load(m string) error {
 	}
 	b.loaded = append(b.loaded, m)
 	for i, c := range b.children[m] {
-		d := filepath.Join(b.sys, m, "child"+string(rune('0'+i)))
+		d := filepath.Join(b.sys, "bus", m, "devices", "child"+string(rune('0'+i)))
 		os.MkdirAll(d, 0o755)
 		os.WriteFile(filepath.Join(d, "modalias"), []byte(c+"\n"), 0o444)
 	}
@@ -268,9 +268,9 @@ func TestRunFollowsNewDevices(t *testing.T) {
 		os.MkdirAll(filepath.Join(sys, p), 0o755)
 		os.WriteFile(filepath.Join(sys, p, "modalias"), []byte(alias+"\n"), 0o444)
 	}
-	dev("pci0000:00/0000:00:03.0", "pci:v00001AF4d00001001sv00001AF4sd00000002bc01sc00i00")
-	dev("pci0000:00/0000:00:04.0", "pci:v00008086d000010D3sv00001AF4sd00001100bc02sc00i00")
-	dev("platform/serial8250", "platform:serial8250")
+	dev("bus/pci/devices/0000:00:03.0", "pci:v00001AF4d00001001sv00001AF4sd00000002bc01sc00i00")
+	dev("bus/pci/devices/0000:00:04.0", "pci:v00008086d000010D3sv00001AF4sd00001100bc02sc00i00")
+	dev("bus/platform/devices/serial8250", "platform:serial8250")
 	aliases, err := ParseAliases(strings.NewReader(`alias pci:v00001AF4d*sv*sd*bc*sc*i* virtio_pci
 alias virtio:d00000002v* virtio_blk
 alias pci:v00008086d000010D3sv*sd*bc*sc*i* e1000e
@@ -284,7 +284,7 @@ alias scsi:t-0x00* sd_mod
 		"virtio_pci": {"virtio:d00000002v00001AF4"},
 		"virtio_blk": {"scsi:t-0x00"}, // not realistic, but a third generation
 	}, fail: map[string]bool{"e1000e_extra": true}}
-	res, err := Run(context.Background(), Options{SysDevices: sys, Aliases: aliases, Loader: l,
+	res, err := Run(context.Background(), Options{Sys: sys, Aliases: aliases, Loader: l,
 		Extra: AlwaysWanted, Settle: 300 * time.Millisecond, Poll: 20 * time.Millisecond, Timeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -307,6 +307,7 @@ alias scsi:t-0x00* sd_mod
 
 func TestRunTimeLimit(t *testing.T) {
 	sys := t.TempDir()
+	os.MkdirAll(filepath.Join(sys, "bus"), 0o755)
 	aliases, _ := ParseAliases(strings.NewReader("alias x:* grow\n"))
 	// Devices that keep appearing forever must not hang the boot.
 	stop := make(chan struct{})
@@ -319,7 +320,7 @@ func TestRunTimeLimit(t *testing.T) {
 				return
 			case <-time.After(20 * time.Millisecond):
 			}
-			d := filepath.Join(sys, fmt.Sprint("d", i))
+			d := filepath.Join(sys, "bus/x/devices", fmt.Sprint("d", i))
 			os.MkdirAll(d, 0o755)
 			os.WriteFile(filepath.Join(d, "modalias"), []byte(fmt.Sprint("x:", i)), 0o444)
 		}
@@ -327,7 +328,7 @@ func TestRunTimeLimit(t *testing.T) {
 	defer func() { close(stop); <-done }()
 	l := &busLoader{sys: t.TempDir()}
 	start := time.Now()
-	res, err := Run(context.Background(), Options{SysDevices: sys, Aliases: aliases, Loader: l,
+	res, err := Run(context.Background(), Options{Sys: sys, Aliases: aliases, Loader: l,
 		Timeout: 500 * time.Millisecond, Settle: 200 * time.Millisecond, Poll: 10 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -344,4 +345,33 @@ func TestModaliasesMissingRoot(t *testing.T) {
 	if _, err := Modaliases(filepath.Join(t.TempDir(), "nope")); err == nil {
 		t.Error("Modaliases of a missing directory succeeded")
 	}
+}
+
+// TestModaliasesLikeFullWalk cross-checks the bus-based scan with a walk
+// of every modalias file under /sys/devices on the machine running the
+// test.
+func TestModaliasesLikeFullWalk(t *testing.T) {
+	want := map[string]bool{}
+	filepath.WalkDir("/sys/devices", func(p string, d os.DirEntry, err error) error {
+		if err == nil && d.Name() == "modalias" && d.Type().IsRegular() {
+			if b, err := os.ReadFile(p); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+				want[strings.TrimSpace(string(b))] = true
+			}
+		}
+		return nil
+	})
+	got, err := Modaliases("/sys")
+	if err != nil {
+		t.Skipf("no sysfs here: %v", err)
+	}
+	for _, m := range got {
+		if !want[m] {
+			t.Errorf("Modaliases found %q, the full walk did not", m)
+		}
+		delete(want, m)
+	}
+	for m := range want {
+		t.Errorf("the full walk found %q, Modaliases did not", m)
+	}
+	t.Logf("%d modaliases", len(got))
 }

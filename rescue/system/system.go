@@ -91,7 +91,7 @@ func (s *System) Drivers(ctx context.Context) (any, error) {
 	}
 	l.Params = ucmdline.FlagsForModule
 	res, err := coldplug.Run(ctx, coldplug.Options{
-		SysDevices: filepath.Join(s.Sys.Root, "sys/devices"), Aliases: ix.Aliases, Loader: l,
+		Sys: filepath.Join(s.Sys.Root, "sys"), Aliases: ix.Aliases, Loader: l,
 		Extra: append(append([]string(nil), coldplug.AlwaysWanted...), extra...), Timeout: s.DriverTimeout,
 		Poll: 250 * time.Millisecond, Log: s.Con.Printf,
 	})
