@@ -77,7 +77,7 @@ Flags:
 		con.Write(rep.JSON())
 		toShell(con, *noShell, 2)
 	}
-	rep.Settings = cfg
+	rep.Settings = cfg.Summary()
 
 	sys := system.New(con)
 	sys.ExtraModules = cfg.Modules

@@ -396,3 +396,36 @@ func Read(procCmdline, stick string) ([]Arg, error) {
 	}
 	return args, nil
 }
+
+// Summary is the configuration in plain key/value form for the report.
+func (c *Config) Summary() map[string]any {
+	m := map[string]any{
+		"actions": c.Actions, "target": c.Target, "ref": c.Ref, "done": c.Done,
+	}
+	if c.Image != "" {
+		m["image"] = c.Image
+	}
+	if c.SHA256 != nil {
+		m["sha256"] = hex.EncodeToString(c.SHA256)
+	}
+	if c.Report != "" {
+		m["report"] = c.Report
+	}
+	if c.IP != nil {
+		m["ip"] = string(c.IP.Mode)
+		if c.IP.Device != "" {
+			m["ip_device"] = c.IP.Device
+		}
+	}
+	if c.BootIF != nil {
+		m["bootif"] = c.BootIF.String()
+	}
+	if len(c.Modules) > 0 {
+		m["modules_load"] = c.Modules
+	}
+	if c.TestPause != "" {
+		m["testpause"] = c.TestPause
+	}
+	m["sources"] = c.Source
+	return m
+}

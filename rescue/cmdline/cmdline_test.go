@@ -71,6 +71,9 @@ func TestParse(t *testing.T) {
 				if c.BootIF.String() != "52:54:00:12:34:56" || !c.WritesDisk() {
 					t.Errorf("got %+v", c)
 				}
+				if s := c.Summary(); s["sha256"] != sum || s["bootif"] != "52:54:00:12:34:56" || s["ip"] != "dhcp" {
+					t.Errorf("Summary = %v", s)
+				}
 			}},
 		{name: "fix defaults to the esxi reference", line: "rescue.action=fix,verify rescue.target=/dev/sda", check: func(t *testing.T, c *Config) {
 			if c.Ref != RefESXi || c.IP != nil || c.Target != "/dev/sda" {
