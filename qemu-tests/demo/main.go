@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -100,13 +101,24 @@ func indent(out string) {
 	}
 }
 
-// consoleLine shows the interesting lines of a VM's serial console live.
+// rescueLog matches the rescue system's time-stamped log lines.
+var rescueLog = regexp.MustCompile(`^\[\d\d:\d\d:\d\d \+ *[0-9.]+s\] `)
+
+// consoleLine shows the interesting lines of a VM's serial console live:
+// the rescue system's log (not its JSON report) and what esxiboot and the
+// stand-in ESXi kernel say.
 func consoleLine(l string) {
 	if *verbose {
 		fmt.Println("    | " + l)
 		return
 	}
-	for _, k := range []string{"RESCUE:", "ESXIBOOT-TEST: running", "Loaded image", "failed to load", "ESXI-STUB", "bootUUID", "GPTFIX"} {
+	if rescueLog.MatchString(l) {
+		if !strings.Contains(l, "] report:") {
+			fmt.Println("    | " + l)
+		}
+		return
+	}
+	for _, k := range []string{"ESXIBOOT-TEST: running", "Loaded image", "Name:", "Cmdline:", "failed to load", "ESXI-STUB", "GPTFIX"} {
 		if strings.Contains(l, k) {
 			fmt.Println("    | " + strings.TrimSpace(l))
 			return
@@ -230,6 +242,7 @@ func run() error {
 
 	title("The end")
 	say("Fixed with no one at the console, proved byte for byte, in %s.", time.Since(start).Round(time.Second))
+	say("Serial consoles of the three boots: %s/demo-*.log", qt.LogDir())
 	return nil
 }
 
