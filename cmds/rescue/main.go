@@ -32,6 +32,7 @@ func main() {
 	procCmdline := flag.String("cmdline", "/proc/cmdline", "kernel command line to read the settings from")
 	extra := flag.String("settings", "", "extra settings file (kernel command line syntax, # comments) read after -cmdline; its keys win")
 	consoles := flag.String("console", "", "comma list of console devices to log to (default: the kernel's console= devices, else /dev/console); - for stdout")
+	diskWait := flag.Duration("disk-wait", 15*time.Second, "how long to wait for disks to appear after the drivers load")
 	noShell := flag.Bool("no-shell", false, "exit instead of starting the shell or powering off (for trying it outside the initramfs)")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), `usage: rescue [flags]
@@ -81,6 +82,7 @@ Flags:
 
 	sys := system.New(con)
 	sys.ExtraModules = cfg.Modules
+	sys.DiskTimeout = *diskWait
 	ctx := context.Background()
 	out := flow.Run(ctx, cfg, sys, con, rep)
 
