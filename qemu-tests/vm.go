@@ -421,13 +421,35 @@ type ExpectError struct {
 	Want    string
 	Reason  string // "timeout", "QEMU exited: ...", or the failure marker seen
 	Log     string
-	Tail    string
+	Markers string // the last marker lines (RESCUE:, ESXIBOOT-TEST:, ...)
+	Tail    string // the last console lines
 	Elapsed time.Duration
 }
 
 func (e *ExpectError) Error() string {
-	return fmt.Sprintf("waiting for %q: %s after %s\n--- last console lines (full log: %s) ---\n%s\n---",
-		e.Want, e.Reason, e.Elapsed.Round(time.Second), e.Log, e.Tail)
+	m := ""
+	if e.Markers != "" {
+		m = "\n--- last markers ---\n" + e.Markers
+	}
+	return fmt.Sprintf("waiting for %q: %s after %s%s\n--- last console lines (full log: %s) ---\n%s\n---",
+		e.Want, e.Reason, e.Elapsed.Round(time.Second), m, e.Log, e.Tail)
+}
+
+// markerLine matches console lines worth repeating in a failure message.
+var markerLine = regexp.MustCompile(`RESCUE:|ESXIBOOT-TEST:|ESXI-STUB|GPTFIX|Kernel panic|BUG:|Oops`)
+
+// markers returns the last n console lines that match markerLine.
+func markers(out string, n int) string {
+	var m []string
+	for _, l := range strings.Split(out, "\n") {
+		if markerLine.MatchString(l) {
+			m = append(m, l)
+		}
+	}
+	if len(m) > n {
+		m = m[len(m)-n:]
+	}
+	return strings.Join(m, "\n")
 }
 
 // Expect waits until a console line matches want and returns the match
@@ -509,7 +531,8 @@ func (r *Running) expectErr(want *regexp.Regexp, reason string) error {
 	if reason == "timeout" || strings.HasPrefix(reason, "QEMU exited") && r.Elapsed() >= r.vm.Timeout {
 		reason = fmt.Sprintf("timeout (hard limit %s for this boot, accel %s)", r.vm.Timeout.Round(time.Second), Accel())
 	}
-	return &ExpectError{Want: want.String(), Reason: reason, Log: r.logPath, Tail: r.Tail(40), Elapsed: r.Elapsed()}
+	out := r.Output()
+	return &ExpectError{Want: want.String(), Reason: reason, Log: r.logPath, Markers: markers(out, 15), Tail: tailLines(out, 40), Elapsed: r.Elapsed()}
 }
 
 // Wait waits for QEMU to exit by itself (the guest powered off, or rebooted:
@@ -522,8 +545,11 @@ func (r *Running) Wait(timeout time.Duration) error {
 		exited, err, ch := r.exited, r.err, r.change
 		r.mu.Unlock()
 		if exited {
-			if err != nil && r.Elapsed() >= r.vm.Timeout {
+			switch {
+			case err != nil && r.Elapsed() >= r.vm.Timeout:
 				return r.expectErr(regexp.MustCompile("QEMU exit"), "timeout")
+			case err != nil:
+				return r.expectErr(regexp.MustCompile("QEMU exit"), fmt.Sprintf("QEMU failed (%v)", err))
 			}
 			return nil
 		}
