@@ -157,10 +157,13 @@ func (c *RawCopy) SlotsString() string {
 }
 
 // CheckFixedGPT checks, from the bytes on disk, that the GPT of the image at
-// path has exactly the entry array want (both copies, byte for byte), the
-// backup at the last LBA, valid CRCs, a primary pointing at that backup and
-// a LastUsableLBA that is the grown disk's. It returns every problem found.
-func CheckFixedGPT(path string, sectorSize int, want []byte) error {
+// path has exactly the original's entry array (both copies, byte for byte),
+// a primary header equal to the original's in every field but the three a
+// disk of another size changes (AlternateLBA, LastUsableLBA, the header
+// CRC), the backup at the last LBA with its array just before it, and valid
+// CRCs. It returns every problem found.
+func CheckFixedGPT(path string, sectorSize int, orig *RawCopy) error {
+	want := orig.Array
 	g, err := ReadRawGPT(path, sectorSize)
 	if err != nil {
 		return err
@@ -173,12 +176,18 @@ func CheckFixedGPT(path string, sectorSize int, want []byte) error {
 	if !bytes.Equal(p.Array, want) {
 		probs = append(probs, fmt.Sprintf("primary entry array differs from the original: slots now %s", p.SlotsString()))
 	}
+	if f := headerDiff(orig.Header, p.Header); f != "" {
+		probs = append(probs, "primary header differs from the original in "+f)
+	}
+	arraySectors := uint64((len(want) + sectorSize - 1) / sectorSize)
+	if p.EntryLBA != 2 {
+		probs = append(probs, fmt.Sprintf("primary entry array at LBA %d, want 2", p.EntryLBA))
+	}
 	if p.AlternateLBA != g.LastLBA() {
 		probs = append(probs, fmt.Sprintf("primary AlternateLBA = %d, want the last LBA %d", p.AlternateLBA, g.LastLBA()))
 	}
-	tail := uint64((len(want)+sectorSize-1)/sectorSize) + 1
-	if p.LastUsable != g.LastLBA()-tail {
-		probs = append(probs, fmt.Sprintf("primary LastUsableLBA = %d, want %d for the grown disk", p.LastUsable, g.LastLBA()-tail))
+	if p.LastUsable != g.LastLBA()-arraySectors-1 {
+		probs = append(probs, fmt.Sprintf("primary LastUsableLBA = %d, want %d for this disk", p.LastUsable, g.LastLBA()-arraySectors-1))
 	}
 	b := g.Backup
 	switch {
@@ -191,6 +200,9 @@ func CheckFixedGPT(path string, sectorSize int, want []byte) error {
 		if !bytes.Equal(b.Array, want) {
 			probs = append(probs, fmt.Sprintf("backup entry array differs from the original: slots now %s", b.SlotsString()))
 		}
+		if b.EntryLBA != g.LastLBA()-arraySectors {
+			probs = append(probs, fmt.Sprintf("backup entry array at LBA %d, want %d (just before the backup header)", b.EntryLBA, g.LastLBA()-arraySectors))
+		}
 		if b.MyLBA != g.LastLBA() || b.AlternateLBA != 1 {
 			probs = append(probs, fmt.Sprintf("backup MyLBA/AlternateLBA = %d/%d, want %d/1", b.MyLBA, b.AlternateLBA, g.LastLBA()))
 		}
@@ -199,6 +211,32 @@ func CheckFixedGPT(path string, sectorSize int, want []byte) error {
 		return fmt.Errorf("%s: %s", path, strings.Join(probs, "; "))
 	}
 	return nil
+}
+
+// headerDiff names the header fields that differ between a and b, leaving
+// out those that follow from the disk size (and the header CRC over them).
+func headerDiff(a, b []byte) string {
+	fields := []struct {
+		name     string
+		off, len int
+	}{
+		{"signature", 0x00, 8}, {"revision", 0x08, 4}, {"header size", 0x0C, 4}, {"MyLBA", 0x18, 8},
+		{"FirstUsableLBA", 0x28, 8}, {"disk GUID", 0x38, 16}, {"PartitionEntryLBA", 0x48, 8},
+		{"number of entries", 0x50, 4}, {"entry size", 0x54, 4}, {"entry array CRC", 0x58, 4},
+	}
+	if len(a) < 92 || len(b) < 92 {
+		return "length"
+	}
+	var d []string
+	for _, f := range fields {
+		if !bytes.Equal(a[f.off:f.off+f.len], b[f.off:f.off+f.len]) {
+			d = append(d, f.name)
+		}
+	}
+	if len(a) != len(b) || !bytes.Equal(a[92:], b[92:]) {
+		d = append(d, "bytes after 92")
+	}
+	return strings.Join(d, ", ")
 }
 
 // SgdiskVerify runs `sgdisk -v` on path (an image with 512-byte sectors or

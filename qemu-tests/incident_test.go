@@ -15,7 +15,7 @@ var incidentDisk = BrokenOptions{Version: "5.0", Size: "6G", DamageSize: "8G", M
 // `sgdisk -v` clean, and every partition's data as before the fix.
 func checkFixed(t *testing.T, b *Broken, before map[string]string) {
 	t.Helper()
-	if err := CheckFixedGPT(b.Damaged, b.SectorSize, b.OrigGPT.Primary.Array); err != nil {
+	if err := CheckFixedGPT(b.Damaged, b.SectorSize, b.OrigGPT.Primary); err != nil {
 		t.Error(err)
 	}
 	if b.SectorSize == 512 {
@@ -45,7 +45,7 @@ func damagedDigests(t *testing.T, b *Broken) map[string]string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := CheckFixedGPT(b.Damaged, b.SectorSize, b.OrigGPT.Primary.Array); err == nil {
+	if err := CheckFixedGPT(b.Damaged, b.SectorSize, b.OrigGPT.Primary); err == nil {
 		t.Fatalf("esximg damage left %s looking fixed already; the test would prove nothing", b.Damaged)
 	}
 	t.Logf("original slots: %s", b.OrigGPT.Primary.SlotsString())

@@ -99,7 +99,7 @@ func TestRestoreHTTP(t *testing.T) {
 				}
 			}
 			r.Stop()
-			if err := CheckFixedGPT(target, 512, ri.img.GPT.Primary.Array); err != nil {
+			if err := CheckFixedGPT(target, 512, ri.img.GPT.Primary); err != nil {
 				t.Error(err)
 			}
 			if err := SgdiskVerify(target); err != nil {

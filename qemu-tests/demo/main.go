@@ -212,7 +212,7 @@ func run() error {
 	good("the rescue system said DONE and powered off after %s", time.Since(t0).Round(time.Second))
 
 	title("5. Checking from the host")
-	if err := qt.CheckFixedGPT(b.Damaged, 512, b.OrigGPT.Primary.Array); err != nil {
+	if err := qt.CheckFixedGPT(b.Damaged, 512, b.OrigGPT.Primary); err != nil {
 		bad("%v", err)
 		return failure{err}
 	}
