@@ -103,15 +103,32 @@ func checkSlotsKept(t *testing.T, img, dst string, ss int, lastUsed uint64) {
 	for _, p := range tt.Problems {
 		t.Errorf("gpt problem on target: %v", p)
 	}
-	// Partition data (everything after the primary array up to the last
-	// used LBA) is the image's, compared with cmp(1).
+	// Partition data is the image's, compared with cmp(1): all of it up to
+	// the last used LBA on small images; on big sparse ones the first and
+	// last MiB of every partition (where the fixtures put data), so the
+	// test does not spend its time reading gigabytes of holes.
 	start := int64(2+32*512/ss) * int64(ss)
 	if ss == 4096 {
 		start = 6 * 4096
 	}
 	n := (int64(lastUsed)+1)*int64(ss) - start
-	if out, err := exec.Command("cmp", "-i", fmt.Sprintf("%d:%d", start, start), "-n", strconv.FormatInt(n, 10), img, dst).CombinedOutput(); err != nil {
-		t.Errorf("partition data differs: %v %s", err, out)
+	ranges := [][2]int64{{start, n}}
+	if n > 256<<20 {
+		ranges = nil
+		for _, sl := range it.Slots() {
+			if !sl.Used() {
+				continue
+			}
+			e := sl.Entry()
+			first, end := int64(e.First)*int64(ss), (int64(e.Last)+1)*int64(ss)
+			k := min(int64(1<<20), end-first)
+			ranges = append(ranges, [2]int64{first, k}, [2]int64{end - k, k})
+		}
+	}
+	for _, r := range ranges {
+		if out, err := exec.Command("cmp", "-i", fmt.Sprintf("%d:%d", r[0], r[0]), "-n", strconv.FormatInt(r[1], 10), img, dst).CombinedOutput(); err != nil {
+			t.Errorf("partition data differs: %v %s", err, out)
+		}
 	}
 }
 
