@@ -34,12 +34,13 @@ func (m *pfMem) Sync() error { return nil }
 // encoded), partitions at the given slots, made for a disk of madeFor
 // sectors (the backup where that disk ended).
 func pfSmallDisk(slots map[int][2]uint64, madeFor uint64) []byte {
-	return pfSmallDiskN(slots, madeFor, 128)
+	return pfSmallDiskN(slots, madeFor, 128, 256)
 }
 
-// pfSmallDiskN is pfSmallDisk with entries entries in the array.
-func pfSmallDiskN(slots map[int][2]uint64, madeFor uint64, entries int) []byte {
-	const ss, n = 512, 256
+// pfSmallDiskN is pfSmallDisk with entries entries in the array, on a
+// disk of n sectors.
+func pfSmallDiskN(slots map[int][2]uint64, madeFor uint64, entries int, n uint64) []byte {
+	const ss = 512
 	d := make([]byte, n*ss)
 	arr := make([]byte, entries*128)
 	S := uint64(len(arr)+ss-1) / ss
@@ -86,21 +87,29 @@ func pfSmallDiskN(slots map[int][2]uint64, madeFor uint64, entries int) []byte {
 // inside a partition of the old or the new table; a second plan on the
 // result has nothing left to do.
 func FuzzPlanFix(f *testing.F) {
+	// Small inputs fuzz well: disks of 48 sectors with 16-entry arrays
+	// (4 sectors), plus one 128-entry table on 256 sectors.
+	const n = 48
+	f.Add(pfSmallDiskN(map[int][2]uint64{1: {6, 10}, 5: {11, 20}, 6: {21, 30}}, n, 16, n))
+	f.Add(pfSmallDiskN(map[int][2]uint64{1: {6, 10}, 2: {11, 20}}, 40, 16, n)) // stranded backup
+	f.Add(pfSmallDiskN(map[int][2]uint64{1: {6, 10}, 2: {11, 30}}, 60, 16, n)) // shrunk but fits
+	f.Add(pfSmallDiskN(map[int][2]uint64{1: {6, 10}, 2: {11, 50}}, 60, 16, n)) // shrunk, does not fit
+	f.Add(pfSmallDiskN(map[int][2]uint64{1: {6, 10}, 2: {9, 20}}, n, 16, n))   // overlap
+	f.Add(pfSmallDiskN(map[int][2]uint64{1: {6, 10}, 2: {11, 20}}, 40, 14, n)) // array ends inside a sector
 	f.Add(pfSmallDisk(map[int][2]uint64{1: {40, 60}, 5: {61, 100}, 6: {101, 150}}, 256))
-	f.Add(pfSmallDisk(map[int][2]uint64{1: {40, 60}, 2: {61, 100}}, 200)) // stranded backup
-	f.Add(pfSmallDisk(map[int][2]uint64{1: {40, 60}, 2: {61, 180}}, 300)) // shrunk but fits
-	f.Add(pfSmallDisk(map[int][2]uint64{1: {40, 60}, 2: {61, 250}}, 300)) // shrunk, does not fit
-	f.Add(pfSmallDisk(map[int][2]uint64{1: {40, 60}, 2: {50, 100}}, 256)) // overlap
-	f.Add(pfSmallDisk(map[int][2]uint64{3: {34, 220}}, 256))
-	f.Add(pfSmallDiskN(map[int][2]uint64{1: {40, 60}, 2: {61, 100}}, 200, 98)) // array ends inside a sector
-	f.Fuzz(func(t *testing.T, b []byte) { pfPlanFixProperty(t, b, gpt.FixOptions{}) })
+	f.Fuzz(func(t *testing.T, b []byte) {
+		// Any input is a disk: whole sectors, at least 3.
+		b = b[:len(b)/512*512]
+		if len(b) < 3*512 || len(b) > 256*512 {
+			return
+		}
+		pfPlanFixProperty(t, b, gpt.FixOptions{})
+	})
 }
 
 // pfPlanFixProperty is FuzzPlanFix's check of one disk, repaired with opt.
 func pfPlanFixProperty(t *testing.T, b []byte, opt gpt.FixOptions) {
-	if len(b) != 256*512 {
-		return
-	}
+	n := uint64(len(b) / 512)
 	disk := &pfMem{b: bytes.Clone(b)}
 	tb, err := gpt.Read(disk, int64(len(b)), 512)
 	if err != nil {
@@ -128,7 +137,7 @@ func pfPlanFixProperty(t *testing.T, b []byte, opt gpt.FixOptions) {
 			spans = append(spans, [2]uint64{s.Entry().First, s.Entry().Last})
 		}
 	}
-	for lba := uint64(0); lba < 256; lba++ {
+	for lba := uint64(0); lba < n; lba++ {
 		if bytes.Equal(b[lba*512:(lba+1)*512], disk.b[lba*512:(lba+1)*512]) {
 			continue
 		}
@@ -169,7 +178,7 @@ func TestPlanFixRandomTables(t *testing.T) {
 		pfSmallDisk(map[int][2]uint64{1: {40, 60}, 5: {61, 100}, 6: {101, 150}}, 256),
 		pfSmallDisk(map[int][2]uint64{1: {40, 60}, 2: {61, 100}}, 200),
 		pfSmallDisk(map[int][2]uint64{1: {40, 60}, 2: {61, 180}}, 300),
-		pfSmallDiskN(map[int][2]uint64{1: {40, 60}, 2: {61, 100}}, 200, 98),
+		pfSmallDiskN(map[int][2]uint64{1: {40, 60}, 2: {61, 100}}, 200, 98, 256),
 	}
 	var refs []*gpt.Table
 	for _, sd := range seeds {
