@@ -44,7 +44,10 @@ type Options struct {
 	// SHA256 is the expected hex SHA-256 of the uncompressed image; empty to skip the check.
 	// On a mismatch Copy fails before writing the image's partition table and before any GPT fix-up.
 	SHA256 string
-	// Verify reads back what was written and compares its hash with the stream's.
+	// Verify reads back what was written and compares it with what was
+	// written, region by region (64 MiB): a seeded 64-bit digest for data,
+	// zeros (or a hole) for zero regions; a mismatch names the byte range.
+	// A backup is verified by decompressing it and comparing SHA-256.
 	Verify bool
 	// Yes allows overwriting a block device that already holds a partition table
 	// (and, when backing up, an existing non-empty image file).

@@ -79,7 +79,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		quiet    = fs.Bool("q", false, "no log lines on stderr (errors are still printed)")
 	)
 	fs.StringVar(&opt.SHA256, "sha256", "", "expected SHA-256 (hex) of the uncompressed image; checked before the partition table is written")
-	fs.BoolVar(&opt.Verify, "verify", false, "read back what was written and compare SHA-256")
+	fs.BoolVar(&opt.Verify, "verify", false, "read back what was written and compare (per-64MiB digests; zero regions must read as zeros)")
 	fs.BoolVar(&opt.Yes, "yes", false, "overwrite a disk that holds a partition table (or an existing backup file)")
 	fs.BoolVar(&opt.NoGPTFixup, "no-gpt-fixup", false, "leave the GPT exactly as in the image, even on a disk of another size")
 	fs.BoolVar(&opt.AssumeZeroed, "assume-zeroed", false, "the target disk was just zeroed/discarded: skip the image's zero regions instead of zeroing them")
