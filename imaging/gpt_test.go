@@ -384,3 +384,52 @@ func TestTruncatedImage(t *testing.T) {
 	}
 	checkSlotsKept(t, img, dst, 512, 100000)
 }
+
+// TestESXiCreatedImage restores images built by esxi.Create (go-diskfs
+// GPT and FAT file systems, ESXi slot layout) onto bigger disks: both
+// entry arrays stay byte-identical, sgdisk (512) finds no problem, and
+// mtools still reads the boot bank by its slot-5 offset.
+func TestESXiCreatedImage(t *testing.T) {
+	need(t, "sgdisk", "mdir", "cmp")
+	for _, tc := range []struct {
+		v    esxi.Version
+		size int64
+		ss   int
+	}{
+		{"5.0", 1 << 30, 512},
+		{"6.5", 1 << 30, 4096},
+	} {
+		t.Run(fmt.Sprintf("%s-%d", tc.v, tc.ss), func(t *testing.T) {
+			dir := t.TempDir()
+			img := dir + "/esxi.img"
+			if err := esxi.Create(img, esxi.CreateOptions{Version: tc.v, Size: tc.size, SectorSize: tc.ss, Seed: 7}); err != nil {
+				t.Fatal(err)
+			}
+			it := readTable(t, img, tc.ss)
+			dst := dir + "/disk"
+			sparseFile(t, dst, tc.size+256<<20)
+			opt := copyOpts(t, img, dst)
+			opt.UndoPath, opt.Verify = dir+"/undo", true
+			res := mustCopy(t, opt)
+			if res.SectorSize != tc.ss || !res.Verified {
+				t.Errorf("sector size %d verified %v", res.SectorSize, res.Verified)
+			}
+			checkSlotsKept(t, img, dst, tc.ss, it.LastUsedLBA())
+			if tc.ss == 512 {
+				if out, clean := sgdiskVerify(t, dst); !clean {
+					t.Errorf("sgdisk -v: %s", out)
+				}
+			}
+			var bank5 uint64
+			for _, s := range readTable(t, dst, tc.ss).Slots() {
+				if s.Index == 5 {
+					bank5 = s.Entry().First
+				}
+			}
+			out := run(t, "mdir", "-i", fmt.Sprintf("%s@@%d", dst, bank5*uint64(tc.ss)), "::")
+			if !strings.Contains(strings.ToLower(out), "boot") {
+				t.Errorf("mdir of slot 5 on the target: %s", out)
+			}
+		})
+	}
+}
