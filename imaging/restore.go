@@ -250,7 +250,7 @@ func restoreTo(ctx context.Context, opt *Options, created *bool) (*Result, error
 	default:
 		undo := opt.UndoPath
 		if undo == "" {
-			undo = filepath.Join(os.TempDir(), fmt.Sprintf("imgcopy-undo-%s-%s.bin",
+			undo = filepath.Join(os.TempDir(), fmt.Sprintf("imgcopy-undo-%s-%s.json",
 				strings.ReplaceAll(strings.Trim(opt.Dst, "/"), "/", "_"), time.Now().UTC().Format("20060102T150405")))
 		}
 		desc, applied, err := fixupGPT(opt.Dst, ss, undo)
