@@ -123,3 +123,37 @@ func TestIncident(t *testing.T) {
 		t.Errorf("esxiboot loaded bank %q but the kernel says %q", res.Loaded, res.Booted)
 	}
 }
+
+// TestFixAndBoot is scenario 1 in one boot, as an administrator would run
+// it: fix hands-off, then rescue.done=boot kexecs ESXi from the fixed disk.
+// The kernel must see the corrected partition numbers (a re-read of the
+// partition table after the write), or the boot takes the wrong bank.
+func TestFixAndBoot(t *testing.T) {
+	a := artifacts(t)
+	tl := tools(t, "esximg")
+	missingRescue(t)
+	t.Parallel()
+	b, err := MakeBroken(tl, t.TempDir(), incidentDisk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := damagedDigests(t, b)
+	r, m, err := HandsOff(context.Background(), VM{
+		Name:    t.Name(),
+		Kernel:  a.Kernel,
+		Initrd:  a.Initramfs,
+		Cmdline: KernelCmdline("rescue.action=fix", "rescue.ref=esxi", "rescue.target=auto", "rescue.done=boot"),
+		Disks:   []Disk{{Path: b.Damaged}},
+	}, reStub)
+	if r != nil {
+		defer r.Stop()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m[1] != b.RightBank {
+		t.Errorf("after the fix, rescue.done=boot booted bank %s, want the primary bank %s (the alternate is %s)", m[1], b.RightBank, b.AltBank)
+	}
+	r.Stop()
+	checkFixed(t, b, before)
+}

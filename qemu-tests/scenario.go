@@ -132,7 +132,9 @@ type EsxibootResult struct {
 var (
 	reEsxibootExit = regexp.MustCompile(`ESXIBOOT-TEST: exit (\d+)`)
 	reBootUUID     = regexp.MustCompile(`bootUUID=([0-9a-f]{32})`)
-	reStub         = regexp.MustCompile(`ESXI-STUB: booted from bank (\S+)`)
+	// reEsxibootFailed is esxiboot's own fatal message.
+	reEsxibootFailed = regexp.MustCompile(`(?i)failed to (load|boot) ESXi`)
+	reStub           = regexp.MustCompile(`ESXI-STUB: booted from bank (\S+)`)
 )
 
 // RunEsxiboot boots the rescue kernel with the esxiboot test uinit against
@@ -256,7 +258,9 @@ func HandsOff(ctx context.Context, vm VM, wantAfter *regexp.Regexp) (*Running, [
 		return r, nil, err
 	}
 	if wantAfter != nil {
-		m, err := r.Expect(wantAfter, 0, MarkFailed)
+		// After DONE the rescue system hands over (e.g. execs esxiboot);
+		// if that fails nobody prints a marker, so do not wait for long.
+		m, err := r.Expect(wantAfter, Scaled(90*time.Second), MarkFailed, reEsxibootFailed)
 		if err != nil {
 			return r, nil, err
 		}
