@@ -47,7 +47,7 @@ func Read(r io.ReaderAt, size int64, sectorSize int) (*Table, error) {
 	}
 	switch {
 	case t.Primary == nil:
-		t.add(CodePrimaryMissing, "primary", "no GPT header at LBA 1%s", otherSectorSizeNote(r, size, sectorSize))
+		t.add(CodePrimaryMissing, "primary", "no GPT header at LBA 1")
 	case !t.Primary.Valid():
 		t.add(CodePrimaryInvalid, "primary", "the primary GPT is damaged and cannot be used")
 	}
@@ -287,22 +287,4 @@ func mbrLastLBA(mbr []byte) uint64 {
 		}
 	}
 	return 0
-}
-
-// otherSectorSizeNote looks for a GPT header at LBA 1 of the other sector
-// size and, when there is one, says so: the usual mistake with 4Kn disk
-// images is reading them with 512-byte sectors.
-func otherSectorSizeNote(r io.ReaderAt, size int64, sectorSize int) string {
-	other := 4096
-	if sectorSize == 4096 {
-		other = 512
-	}
-	if size < 3*int64(other) {
-		return ""
-	}
-	sig := make([]byte, len(Signature))
-	if n, _ := r.ReadAt(sig, int64(other)); n == len(sig) && string(sig) == Signature {
-		return fmt.Sprintf(" with %d-byte sectors, but there is one with %d-byte sectors: read it with sector size %d", sectorSize, other, other)
-	}
-	return ""
 }

@@ -85,3 +85,22 @@ func LoadReference(path string, sectorSize int) (*Table, error) {
 	}
 	return t, nil
 }
+
+// GuessSectorSize tells which logical sector size (512 or 4096) puts a GPT
+// header signature at LBA 1 of path, or 0 when neither does. It helps to
+// say "read it with 4096-byte sectors" when a 4Kn disk image is read as
+// 512 (the usual mistake); devices report their own sector size.
+func GuessSectorSize(path string) int {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sig := make([]byte, len(Signature))
+	for _, ss := range []int{512, 4096} {
+		if n, _ := f.ReadAt(sig, int64(ss)); n == len(sig) && string(sig) == Signature {
+			return ss
+		}
+	}
+	return 0
+}

@@ -284,7 +284,7 @@ func Test4K(t *testing.T) {
 		t.Errorf("same: exit %d\n%s", code, o)
 	}
 	// Read with the wrong sector size there is no GPT: a difference, said so.
-	if code, o, _ := gptdiff("-ref-sector", "4096", ref, broken); code != 1 || !strings.Contains(o, "no readable GPT") {
+	if code, o, _ := gptdiff("-ref-sector", "4096", ref, broken); code != 1 || !strings.Contains(o, "no readable GPT") || !strings.Contains(o, "use -sector 4096") {
 		t.Errorf("wrong sector size: exit %d\n%s", code, o)
 	}
 }

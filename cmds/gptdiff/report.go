@@ -96,8 +96,23 @@ func report(w io.Writer, refPath string, ref *gpt.Table, tgtPath string, tgt *gp
 		changes = append(changes, fmt.Sprintf("%s: %s in the reference, %s in the target (%s)", h.Field, h.Ref, h.Target, what))
 	}
 	section(w, "Header differences", changes)
-	section(w, "Findings on the target", problems(d.Findings))
-	section(w, "Findings on the reference", problems(d.RefFindings))
+	section(w, "Findings on the target", append(problems(d.Findings), sectorHint(tgtPath, tgt)...))
+	section(w, "Findings on the reference", append(problems(d.RefFindings), sectorHint(refPath, ref)...))
+}
+
+// sectorHint says when an image without a GPT at LBA 1 has one with the
+// other sector size (a 4Kn image read as 512, or the reverse).
+func sectorHint(path string, t *gpt.Table) []string {
+	if t.Primary != nil {
+		return nil
+	}
+	if kind, _ := gpt.DetectKind(path); kind != gpt.KindImage {
+		return nil
+	}
+	if ss := gpt.GuessSectorSize(path); ss != 0 && ss != t.SectorSize {
+		return []string{fmt.Sprintf("%s has a GPT when read with %d-byte sectors: use -sector %d (or -ref-sector for REF)", path, ss, ss)}
+	}
+	return nil
 }
 
 func lastSlots(ts ...*gpt.Table) int {
