@@ -14,6 +14,8 @@
 #   uefi    OUT/rescue-usb.img under OVMF (GRUB x86_64-efi)
 #   bios    OUT/rescue-usb.img under SeaBIOS (GRUB i386-pc in the MBR)
 #   pxe     OUT/pxe over QEMU's TFTP with iPXE (boot.ipxe)
+#   pxelinux, grubnet-bios, grubnet-efi   the same with PXELINUX and GRUB's netboot images
+#           (not in the default set: run them by name)
 set -euo pipefail
 cd "$(dirname "$(readlink -f "$0")")/.."
 OUT=$(readlink -f "${1:-out}")
@@ -83,11 +85,18 @@ for t in "${TESTS[@]}"; do
 		run "$t" "${fw[@]}" -drive file="$W/usb.img",format=raw,if=ide -nic none \
 			-drive file="$W/disk.img",format=raw,if=virtio || fail=1
 		;;
-	pxe)
+	pxe | pxelinux | grubnet-bios | grubnet-efi)
 		rm -rf "$W/pxe"
 		cp -r "$OUT/pxe" "$W/pxe"
 		cp "$W/initramfs" "$W/pxe/initramfs"
-		run pxe -netdev user,id=n0,restrict=on,tftp="$W/pxe",bootfile=boot.ipxe \
+		fw=()
+		case $t in
+		pxe) nbp=boot.ipxe ;;
+		pxelinux) nbp=pxelinux.0 ;;
+		grubnet-bios) nbp=boot/grub/i386-pc/core.0 ;;
+		grubnet-efi) nbp=boot/grub/x86_64-efi/core.efi fw=(-bios /usr/share/ovmf/OVMF.fd) ;;
+		esac
+		run "$t" "${fw[@]}" -netdev user,id=n0,restrict=on,tftp="$W/pxe",bootfile="$nbp" \
 			-device virtio-net-pci,netdev=n0 -boot n \
 			-drive file="$W/disk.img",format=raw,if=virtio || fail=1
 		;;

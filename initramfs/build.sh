@@ -94,16 +94,22 @@ find "$STAGE" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
 mapfile -t UROOT_CMDS < <(sed -n 's/^\s*_ "\(github.com\/u-root\/u-root\/cmds\/[^"]*\)"$/\1/p' tools.go)
 # Our commands: those that exist and compile (others may still be writing them).
 OUR_CMDS=()
+ALL_CMDS=()
 for d in cmds/*/; do
-	d=${d%/}
-	[[ -f $d/main.go ]] || continue
+	[[ -f $d/main.go ]] && ALL_CMDS+=("./${d%/}")
+done
+# Compiling them together (no linking) is the fast path; one by one only on failure.
+if ((${#ALL_CMDS[@]} > 1)) && go build "${ALL_CMDS[@]}" 2>/dev/null; then
+	OUR_CMDS=("${ALL_CMDS[@]}")
+else for d in "${ALL_CMDS[@]}"; do
+	d=${d#./}
 	if go build -o /dev/null "./$d" 2>"$CACHE/logs/build-$(basename "$d").log"; then
 		OUR_CMDS+=("./$d")
 	else
 		printf '\033[1;31mWARNING: %s does not build; left out of the initramfs:\033[0m\n' "$d" >&2
 		head -n 5 "$CACHE/logs/build-$(basename "$d").log" >&2
 	fi
-done
+done; fi
 UINIT=()
 [[ " ${OUR_CMDS[*]} " == *" ./cmds/rescue "* ]] && UINIT=(-uinitcmd=rescue)
 log "initramfs: ${#UROOT_CMDS[@]} u-root commands + ${OUR_CMDS[*]:-none of ours yet}"
