@@ -106,6 +106,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "gptdiff: %v\n", err)
 			return 2
 		}
+		if target.Slots() == nil {
+			fmt.Fprintf(stderr, "gptdiff: warning: %s has no usable GPT; the saved layout records what is there\n", tgtPath)
+		}
 		if refPath == "" {
 			fmt.Fprintf(stdout, "saved the partition table of %s to %s\n", tgtPath, o.save)
 			return 0
