@@ -152,7 +152,8 @@ func TestFixAndBoot(t *testing.T) {
 		t.Fatal(err)
 	}
 	if m[1] != b.RightBank {
-		t.Errorf("after the fix, rescue.done=boot booted bank %s, want the primary bank %s (the alternate is %s)", m[1], b.RightBank, b.AltBank)
+		t.Errorf("after the fix, rescue.done=boot booted bank %s, want the primary bank %s (the alternate is %s); "+
+			"does the rescue system make the kernel re-read the partition table (BLKRRPART) after the fix?", m[1], b.RightBank, b.AltBank)
 	}
 	r.Stop()
 	checkFixed(t, b, before)

@@ -222,6 +222,14 @@ func Diagnose(lines []string) string {
 			"(CONFIG_FAT_DEFAULT_IOCHARSET) and the initramfs lacks the nls_ascii module "+
 			"(add it to initramfs/modules.txt and load it with vfat, e.g. in rescue/coldplug AlwaysWanted)")
 	}
+	if strings.Contains(all, "flag provided but not defined: -v") {
+		d = append(d, "esxiboot was given single-dash long flags: u-root's unixflag reads -device as -d -e -v -i -c -e; "+
+			"call it with --device and --dry-run")
+	}
+	if regexp.MustCompile(`stat /dev/[a-z]+[0-9]+: no such file`).MatchString(all) {
+		d = append(d, "the kernel has no node for a partition the new table has: re-read the partition table "+
+			"(BLKRRPART, gpt.RereadPartitions) after writing it")
+	}
 	if strings.Contains(all, "did not appear") {
 		d = append(d, "the disk never appeared: is its driver (virtio_blk, ahci, virtio_scsi) in the initramfs?")
 	}
@@ -255,14 +263,14 @@ func HandsOff(ctx context.Context, vm VM, wantAfter *regexp.Regexp) (*Running, [
 		return nil, nil, err
 	}
 	if _, err := r.Expect(MarkDone, 0, MarkFailed); err != nil {
-		return r, nil, err
+		return r, nil, fmt.Errorf("%w%s", err, Diagnose(strings.Split(r.Output(), "\n")))
 	}
 	if wantAfter != nil {
 		// After DONE the rescue system hands over (e.g. execs esxiboot);
 		// if that fails nobody prints a marker, so do not wait for long.
 		m, err := r.Expect(wantAfter, Scaled(90*time.Second), MarkFailed, reEsxibootFailed)
 		if err != nil {
-			return r, nil, err
+			return r, nil, fmt.Errorf("%w%s", err, Diagnose(strings.Split(r.Output(), "\n")))
 		}
 		r.Wait(Scaled(20 * time.Second))
 		return r, m, nil
