@@ -101,3 +101,28 @@ func TestOpenDevice(t *testing.T) {
 		t.Error("character device accepted")
 	}
 }
+
+// TestSgdiskBackup4KReal: a real `sgdisk --backup` of a 4Kn disk (made
+// through a 4096-byte loop device) is in 512-byte blocks like any other;
+// its sector size is inferred and it matches the disk.
+func TestSgdiskBackup4KReal(t *testing.T) {
+	const size = 12 * gib
+	parts := esxiLayout(t, "7.0", size, 4096)
+	dir := t.TempDir()
+	img := sparse(t, dir, "4k.img", size)
+	newFxTable(t, 4096, size, parts).write(t, img)
+	dev := loopDevice(t, img, 4096)
+	bak := dir + "/4k.sgdisk"
+	run(t, "sgdisk", "-b", bak, dev)
+	if fi, err := os.Stat(bak); err != nil || fi.Size() != 3*512+128*128 {
+		t.Fatalf("sgdisk backup: %v %v", fi, err)
+	}
+	bt, err := gpt.LoadReference(bak, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	it := readFile(t, img, 4096)
+	if d := gpt.Compare(it, bt); bt.SectorSize != 4096 || bt.DiskSize != size || !d.Same() || !d.Identical {
+		t.Errorf("sector %d size %d: %s", bt.SectorSize, bt.DiskSize, d.Verdict)
+	}
+}
