@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/esxi-rescue/rescue/gpt"
+	"github.com/esxi-rescue/rescue/internal/gpttest"
 )
 
 // swap exchanges two 128-byte entries (1-based slots).
@@ -51,9 +52,9 @@ func TestCompareIncident(t *testing.T) {
 	dir := t.TempDir()
 	const size = 8 * gib
 	parts := esxiLayout(t, "5.0", size, 512)
-	ref := sgdiskImage(t, dir, size, parts)
-	bad := incident(t, ref, dir, size, 12*gib)
-	if out := run(t, "sgdisk", "-v", bad); !strings.Contains(out, "No problems found") {
+	ref := gpttest.SgdiskImage(t, dir, size, parts)
+	bad := gpttest.Incident(t, ref, dir, size, 12*gib)
+	if out := gpttest.Run(t, "sgdisk", "-v", bad); !strings.Contains(out, "No problems found") {
 		t.Fatalf("the damaged image should look fine to sgdisk:\n%s", out)
 	}
 	rt, tt := readFile(t, ref, 512), readFile(t, bad, 512)
@@ -110,7 +111,7 @@ func TestCompare(t *testing.T) {
 		{name: "identical", edit: func([]byte) {}, layout: gpt.LayoutSame, same: true, verdict: "match slot for slot"},
 		{name: "junk in unused slot", edit: func(a []byte) { copy(a[11*128+20:], "junk") }, layout: gpt.LayoutSame, same: true,
 			verdict: "leftover bytes", unusedOK: []int{12}},
-		{name: "compacted", edit: func(a []byte) { compact(a, 128) }, layout: gpt.LayoutCompacted, moves: "5>4 6>5 7>6 8>7",
+		{name: "compacted", edit: func(a []byte) { gpttest.Compact(a, 128) }, layout: gpt.LayoutCompacted, moves: "5>4 6>5 7>6 8>7",
 			verdict: "entries 5,6,7,8 moved up one slot: the entry array was compacted"},
 		{name: "sorted", edit: sortByStart, layout: gpt.LayoutSorted, moves: "2>6 3>7 5>2 6>3 7>4 8>5",
 			verdict: "sorted by start sector"},
@@ -122,7 +123,7 @@ func TestCompare(t *testing.T) {
 			for i := 0; i < 9; i++ {
 				a[i*128+16+5] ^= 0x55
 			}
-			compact(a, 128)
+			gpttest.Compact(a, 128)
 		}, layout: gpt.LayoutCompacted, moves: "5>4 6>5 7>6 8>7",
 			check: func(t *testing.T, d *gpt.Diff) {
 				if len(d.MatchedByPosition) != len(d.Mapping) || len(d.Changed) != len(d.Mapping) || d.Changed[0].Fields[0].Field != "unique" || len(d.Mapping) < 7 {
@@ -159,13 +160,13 @@ func TestCompare(t *testing.T) {
 				parts := esxiLayout(t, v, size, ss)
 				var ref, tgt string
 				if ss == 512 {
-					ref, tgt = sgdiskImage(t, dir, size, parts), sgdiskImage(t, t.TempDir(), size, parts)
+					ref, tgt = gpttest.SgdiskImage(t, dir, size, parts), gpttest.SgdiskImage(t, t.TempDir(), size, parts)
 				} else {
-					ref, tgt = sparse(t, dir, "ref.img", size), sparse(t, dir, "tgt.img", size)
-					newFxTable(t, ss, size, parts).write(t, ref)
-					newFxTable(t, ss, size, parts).write(t, tgt)
+					ref, tgt = gpttest.Sparse(t, dir, "ref.img", size), gpttest.Sparse(t, dir, "tgt.img", size)
+					gpttest.NewTable(t, ss, size, parts).Write(t, ref)
+					gpttest.NewTable(t, ss, size, parts).Write(t, tgt)
 				}
-				editArrays(t, tgt, ss, tc.edit)
+				gpttest.EditArrays(t, tgt, ss, tc.edit)
 				rt, tt := readFile(t, ref, ss), readFile(t, tgt, ss)
 				d := gpt.Compare(rt, tt)
 				t.Logf("verdict: %s", d.Verdict)
@@ -213,11 +214,11 @@ func TestCompareHeaders(t *testing.T) {
 	dir := t.TempDir()
 	const size = 8 * gib
 	parts := esxiLayout(t, "5.0", size, 512)
-	ref := sgdiskImage(t, dir, size, parts)
+	ref := gpttest.SgdiskImage(t, dir, size, parts)
 	rt := readFile(t, ref, 512)
 
-	grown := sparse(t, dir, "grown.img", 12*gib)
-	copyRegions(t, ref, grown, gptRegions(size, 512)...)
+	grown := gpttest.Sparse(t, dir, "grown.img", 12*gib)
+	gpttest.CopyRegions(t, ref, grown, gpttest.Regions(size, 512)...)
 	d := gpt.Compare(rt, readFile(t, grown, 512))
 	if !d.Same() || !d.Identical || !strings.Contains(d.Verdict, "match slot for slot") || !strings.Contains(d.Verdict, "not at the end of the disk") {
 		t.Errorf("raw copy on a bigger disk: same %v identical %v verdict %q header %+v", d.Same(), d.Identical, d.Verdict, d.Header)
@@ -237,9 +238,9 @@ func TestCompareHeaders(t *testing.T) {
 		{"last usable shrunk", 0x30, 16000000, "last usable LBA"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			tgt := sgdiskImage(t, t.TempDir(), size, parts)
+			tgt := gpttest.SgdiskImage(t, t.TempDir(), size, parts)
 			for _, lba := range []uint64{1, uint64(size/512 - 1)} {
-				rewriteCopy(t, tgt, 512, lba, func(h, a []byte) { binary.LittleEndian.PutUint64(h[tc.off:], tc.val) })
+				gpttest.RewriteCopy(t, tgt, 512, lba, func(h, a []byte) { binary.LittleEndian.PutUint64(h[tc.off:], tc.val) })
 			}
 			d := gpt.Compare(rt, readFile(t, tgt, 512))
 			if d.Same() || !slices.ContainsFunc(d.Header, func(h gpt.HeaderChange) bool { return h.Field == tc.field && !h.Expected }) ||
@@ -250,8 +251,8 @@ func TestCompareHeaders(t *testing.T) {
 	}
 
 	// A damaged target is never "same".
-	tgt := sgdiskImage(t, t.TempDir(), size, parts)
-	rewriteCopy(t, tgt, 512, uint64(size/512-1), func(h, a []byte) { a[0] ^= 1 })
+	tgt := gpttest.SgdiskImage(t, t.TempDir(), size, parts)
+	gpttest.RewriteCopy(t, tgt, 512, uint64(size/512-1), func(h, a []byte) { a[0] ^= 1 })
 	d = gpt.Compare(rt, readFile(t, tgt, 512))
 	if d.Same() || !d.TargetDamaged || !strings.Contains(d.Verdict, "damaged") {
 		t.Errorf("backup array differs: same %v verdict %q", d.Same(), d.Verdict)

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/esxi-rescue/rescue/gpt"
+	"github.com/esxi-rescue/rescue/internal/gpttest"
 )
 
 // loopDevice attaches path read-only to a free loop device with the given
@@ -39,10 +40,10 @@ func TestOpenDevice(t *testing.T) {
 			dir := t.TempDir()
 			var img string
 			if ss == 512 {
-				img = sgdiskImage(t, dir, size, parts)
+				img = gpttest.SgdiskImage(t, dir, size, parts)
 			} else {
-				img = sparse(t, dir, "4k.img", size)
-				newFxTable(t, ss, size, parts).write(t, img)
+				img = gpttest.Sparse(t, dir, "4k.img", size)
+				gpttest.NewTable(t, ss, size, parts).Write(t, img)
 			}
 			dev := loopDevice(t, img, ss)
 			d, err := gpt.OpenDevice(dev, 0, false)
@@ -64,7 +65,7 @@ func TestOpenDevice(t *testing.T) {
 			checkSlots(t, dt, parts)
 			// sgdisk reads a 4Kn table through the device (it cannot from
 			// a file): the independent encoder's 4K fixture checked by it.
-			sg := sgdiskList(t, dev)
+			sg := gpttest.SgdiskList(t, dev)
 			used := 0
 			for _, s := range dt.Slots() {
 				if !s.Used() {
@@ -79,7 +80,7 @@ func TestOpenDevice(t *testing.T) {
 			if used != len(sg) {
 				t.Errorf("sgdisk lists %d partitions, we %d", len(sg), used)
 			}
-			if out := run(t, "sgdisk", "-v", dev); !strings.Contains(out, "No problems found") {
+			if out := gpttest.Run(t, "sgdisk", "-v", dev); !strings.Contains(out, "No problems found") {
 				t.Errorf("sgdisk -v %s:\n%s", dev, out)
 			}
 			other := 4096
@@ -109,11 +110,11 @@ func TestSgdiskBackup4KReal(t *testing.T) {
 	const size = 12 * gib
 	parts := esxiLayout(t, "7.0", size, 4096)
 	dir := t.TempDir()
-	img := sparse(t, dir, "4k.img", size)
-	newFxTable(t, 4096, size, parts).write(t, img)
+	img := gpttest.Sparse(t, dir, "4k.img", size)
+	gpttest.NewTable(t, 4096, size, parts).Write(t, img)
 	dev := loopDevice(t, img, 4096)
 	bak := dir + "/4k.sgdisk"
-	run(t, "sgdisk", "-b", bak, dev)
+	gpttest.Run(t, "sgdisk", "-b", bak, dev)
 	if fi, err := os.Stat(bak); err != nil || fi.Size() != 3*512+128*128 {
 		t.Fatalf("sgdisk backup: %v %v", fi, err)
 	}

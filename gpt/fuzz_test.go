@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/esxi-rescue/rescue/gpt"
+	"github.com/esxi-rescue/rescue/internal/gpttest"
 )
 
 // Fuzz seeds are real tables kept small so that the fuzzer can minimise
@@ -44,40 +45,40 @@ func seedImages(f testing.TB) map[string]seedImage {
 }
 
 func makeSeedImages(f testing.TB) map[string]seedImage {
-	need(f, "sgdisk")
+	gpttest.Need(f, "sgdisk")
 	dir := f.TempDir()
 	out := map[string]seedImage{}
-	sg := sparse(f, dir, "seed.img", seedSectors*512)
-	run(f, "sgdisk", "-S", "4", "-a", "1",
+	sg := gpttest.Sparse(f, dir, "seed.img", seedSectors*512)
+	gpttest.Run(f, "sgdisk", "-S", "4", "-a", "1",
 		"-n", "1:3:6", "-t", "1:C12A7328-F81F-11D2-BA4B-00A0C93EC93B", "-c", "1:efi", "-A", "1:set:2",
 		"-n", "3:7:9", "-t", "3:EBD0A0A2-B9E5-4433-87C0-68B6B72699C7",
 		"-n", "2:10:20", "-t", "2:AA31E02A-400F-11DB-9590-000C2911D1B8", sg)
-	img := readRaw(f, sg, 0, seedSectors*512)
+	img := gpttest.ReadAt(f, sg, 0, seedSectors*512)
 	split := func(img []byte, ss int, fourK bool) seedImage {
 		return seedImage{head: img[:3*ss], tail: img[len(img)-2*ss:], sectors: uint64(len(img) / ss), fourK: fourK, full: img}
 	}
 	out["sgdisk"] = split(img, 512, false)
 	// A tiny 8-sector table (encoder) restored onto a bigger disk: the
 	// backup is stranded in the middle, inside the head.
-	tiny := sparse(f, dir, "tiny.img", 8*512)
-	ft8 := newFxTable(f, 512, 8*512, []fxPart{{Slot: 2, Type: "0FC63DAF-8483-4772-8E79-3D69D8477DE4", First: 3, Last: 5, Name: "linux"}})
+	tiny := gpttest.Sparse(f, dir, "tiny.img", 8*512)
+	ft8 := gpttest.NewTable(f, 512, 8*512, []gpttest.Part{{Slot: 2, Type: "0FC63DAF-8483-4772-8E79-3D69D8477DE4", First: 3, Last: 5, Name: "linux"}})
 	ft8.NumEntries, ft8.Array = 4, ft8.Array[:4*128]
-	ft8.write(f, tiny)
-	out["grown"] = seedImage{head: readRaw(f, tiny, 0, 8*512), sectors: 1008}
+	ft8.Write(f, tiny)
+	out["grown"] = seedImage{head: gpttest.ReadAt(f, tiny, 0, 8*512), sectors: 1008}
 	t := out["sgdisk"]
 	t.head = t.head[:2*512] // truncated: array missing
 	out["cut"] = t
 	bak := filepath.Join(dir, "seed.sgdisk")
-	run(f, "sgdisk", "-b", bak, sg)
-	out["sgdisk-backup"] = seedImage{full: readRaw(f, bak, 0, 3*512+4*128)}
+	gpttest.Run(f, "sgdisk", "-b", bak, sg)
+	out["sgdisk-backup"] = seedImage{full: gpttest.ReadAt(f, bak, 0, 3*512+4*128)}
 
-	p4 := sparse(f, dir, "4k.img", 16*4096)
-	ft := newFxTable(f, 4096, 16*4096, []fxPart{
+	p4 := gpttest.Sparse(f, dir, "4k.img", 16*4096)
+	ft := gpttest.NewTable(f, 4096, 16*4096, []gpttest.Part{
 		{Slot: 1, Type: "C12A7328-F81F-11D2-BA4B-00A0C93EC93B", First: 3, Last: 7},
 		{Slot: 3, Type: "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7", First: 8, Last: 10}})
 	ft.NumEntries, ft.Array = 4, ft.Array[:4*128]
-	ft.write(f, p4)
-	out["4k"] = split(readRaw(f, p4, 0, 16*4096), 4096, true)
+	ft.Write(f, p4)
+	out["4k"] = split(gpttest.ReadAt(f, p4, 0, 16*4096), 4096, true)
 	return out
 }
 

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/esxi-rescue/rescue/gpt"
+	"github.com/esxi-rescue/rescue/internal/gpttest"
 )
 
 // layoutTables builds tables of several kinds for round trips: ESXi
@@ -21,36 +22,36 @@ func layoutTables(t *testing.T) map[string]*gpt.Table {
 	out := map[string]*gpt.Table{}
 	const size = 8 * gib
 	parts := esxiLayout(t, "5.0", size, 512)
-	img := sgdiskImage(t, dir, size, parts)
+	img := gpttest.SgdiskImage(t, dir, size, parts)
 	out["esxi5"] = readFile(t, img, 512)
 
-	p4 := sparse(t, dir, "4k.img", 12*gib)
-	newFxTable(t, 4096, 12*gib, esxiLayout(t, "6.7", 12*gib, 4096)).write(t, p4)
+	p4 := gpttest.Sparse(t, dir, "4k.img", 12*gib)
+	gpttest.NewTable(t, 4096, 12*gib, esxiLayout(t, "6.7", 12*gib, 4096)).Write(t, p4)
 	out["esxi67-4k"] = readFile(t, p4, 4096)
 
-	grown := sparse(t, dir, "grown.img", 12*gib)
-	copyRegions(t, img, grown, gptRegions(size, 512)...)
+	grown := gpttest.Sparse(t, dir, "grown.img", 12*gib)
+	gpttest.CopyRegions(t, img, grown, gpttest.Regions(size, 512)...)
 	out["grown"] = readFile(t, grown, 512)
 
-	inc := incident(t, img, dir, size, 12*gib)
+	inc := gpttest.Incident(t, img, dir, size, 12*gib)
 	out["incident"] = readFile(t, inc, 512)
 
-	junk := sgdiskImage(t, t.TempDir(), size, parts)
-	editArrays(t, junk, 512, func(a []byte) { copy(a[20*128+16:], "junk"); copy(a[4*128+100:], "tail") })
+	junk := gpttest.SgdiskImage(t, t.TempDir(), size, parts)
+	gpttest.EditArrays(t, junk, 512, func(a []byte) { copy(a[20*128+16:], "junk"); copy(a[4*128+100:], "tail") })
 	out["junk"] = readFile(t, junk, 512)
 
-	dmg := sgdiskImage(t, t.TempDir(), size, parts)
+	dmg := gpttest.SgdiskImage(t, t.TempDir(), size, parts)
 	f, _ := os.OpenFile(dmg, os.O_RDWR, 0)
-	writeAt(t, f, []byte{0x77}, 512+0x38)    // primary header CRC now wrong
-	writeAt(t, f, []byte{0x01}, 2*512+5*128) // and its array
+	gpttest.WriteAt(t, f, []byte{0x77}, 512+0x38)    // primary header CRC now wrong
+	gpttest.WriteAt(t, f, []byte{0x01}, 2*512+5*128) // and its array
 	f.Close()
 	out["primary-damaged"] = readFile(t, dmg, 512)
 
-	absurd := sgdiskImage(t, t.TempDir(), size, parts)
-	rewriteCopy(t, absurd, 512, 1, func(h, a []byte) { binary.LittleEndian.PutUint32(h[0x50:], 1<<30) })
+	absurd := gpttest.SgdiskImage(t, t.TempDir(), size, parts)
+	gpttest.RewriteCopy(t, absurd, 512, 1, func(h, a []byte) { binary.LittleEndian.PutUint32(h[0x50:], 1<<30) })
 	out["absurd-count"] = readFile(t, absurd, 512)
 
-	empty := sparse(t, dir, "empty.img", 1<<20)
+	empty := gpttest.Sparse(t, dir, "empty.img", 1<<20)
 	out["no-gpt"] = readFile(t, empty, 512)
 	return out
 }
@@ -155,9 +156,9 @@ func TestSgdiskBackup(t *testing.T) {
 			dir := t.TempDir()
 			parts := esxiLayout(t, tc.v, tc.size, 512)
 			parts[0].Name = "EFI boot"
-			img := sgdiskImage(t, dir, tc.size, parts)
+			img := gpttest.SgdiskImage(t, dir, tc.size, parts)
 			bak := filepath.Join(dir, "table.sgdisk")
-			run(t, "sgdisk", "-b", bak, img)
+			gpttest.Run(t, "sgdisk", "-b", bak, img)
 			f, err := os.Open(bak)
 			if err != nil {
 				t.Fatal(err)
@@ -198,13 +199,13 @@ func TestSgdiskBackup(t *testing.T) {
 	}
 	// Truncated and foreign files are errors.
 	dir := t.TempDir()
-	img := sgdiskImage(t, dir, 64<<20, []fxPart{{Slot: 1, Type: "C12A7328-F81F-11D2-BA4B-00A0C93EC93B", First: 64, Last: 8191}})
+	img := gpttest.SgdiskImage(t, dir, 64<<20, []gpttest.Part{{Slot: 1, Type: "C12A7328-F81F-11D2-BA4B-00A0C93EC93B", First: 64, Last: 8191}})
 	bak := filepath.Join(dir, "b")
-	run(t, "sgdisk", "-b", bak, img)
+	gpttest.Run(t, "sgdisk", "-b", bak, img)
 	data, _ := os.ReadFile(bak)
 	for name, b := range map[string][]byte{
 		"truncated": data[:len(data)-1], "short": data[:1000], "longer": append(append([]byte(nil), data...), 0),
-		"image": readRaw(t, img, 0, 1<<16), "zeros": make([]byte, len(data)),
+		"image": gpttest.ReadAt(t, img, 0, 1<<16), "zeros": make([]byte, len(data)),
 	} {
 		if _, err := gpt.ReadSgdiskBackup(bytes.NewReader(b)); err == nil {
 			t.Errorf("%s: no error", name)
@@ -220,14 +221,14 @@ func TestSgdiskBackup4K(t *testing.T) {
 	const size = 12 * gib
 	dir := t.TempDir()
 	parts := esxiLayout(t, "7.0", size, 4096)
-	img := sparse(t, dir, "4k.img", size)
-	ft := newFxTable(t, 4096, size, parts)
-	ft.write(t, img)
+	img := gpttest.Sparse(t, dir, "4k.img", size)
+	ft := gpttest.NewTable(t, 4096, size, parts)
+	ft.Write(t, img)
 	last := uint64(size/4096 - 1)
 	var bak []byte
-	bak = append(bak, readRaw(t, img, 0, 512)...)
-	bak = append(bak, readRaw(t, img, 4096, 512)...)
-	bak = append(bak, readRaw(t, img, int64(last)*4096, 512)...)
+	bak = append(bak, gpttest.ReadAt(t, img, 0, 512)...)
+	bak = append(bak, gpttest.ReadAt(t, img, 4096, 512)...)
+	bak = append(bak, gpttest.ReadAt(t, img, int64(last)*4096, 512)...)
 	bak = append(bak, ft.Array...)
 	bt, err := gpt.ReadSgdiskBackup(bytes.NewReader(bak))
 	if err != nil {

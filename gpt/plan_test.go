@@ -9,13 +9,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"reflect"
 	"strings"
 	"sync"
 	"testing"
 
 	"github.com/esxi-rescue/rescue/esxi"
 	"github.com/esxi-rescue/rescue/gpt"
+	"github.com/esxi-rescue/rescue/internal/gpttest"
 )
 
 // pfBase caches one pristine image per (version, size, sector size):
@@ -60,7 +60,7 @@ func pfPristine(t *testing.T, dir string, v esxi.Version, size int64, ss int) (s
 	}
 	parts, _ := esxi.Layout(v, size, ss)
 	dst := filepath.Join(dir, "orig.img")
-	pfRun(t, "cp", "--sparse=always", b.path, dst)
+	gpttest.Run(t, "cp", "--sparse=always", b.path, dst)
 	return dst, parts
 }
 
@@ -105,19 +105,19 @@ func pfCheckFixed(t *testing.T, path string, ss int, want []byte) {
 	}
 	last := uint64(fi.Size()/int64(ss)) - 1
 	S := uint64(len(want)+ss-1) / uint64(ss)
-	p := pfDecode(t, path, ss, 1)
-	b := pfDecode(t, path, ss, last)
-	if !p.hdrOK || !p.arrOK || !b.hdrOK || !b.arrOK {
-		t.Fatalf("CRCs: primary header %v array %v, backup header %v array %v", p.hdrOK, p.arrOK, b.hdrOK, b.arrOK)
+	p := gpttest.Decode(t, path, ss, 1)
+	b := gpttest.Decode(t, path, ss, last)
+	if !p.HdrOK || !p.ArrOK || !b.HdrOK || !b.ArrOK {
+		t.Fatalf("CRCs: primary header %v array %v, backup header %v array %v", p.HdrOK, p.ArrOK, b.HdrOK, b.ArrOK)
 	}
-	if !bytes.Equal(p.arr, want) || !bytes.Equal(b.arr, want) {
-		t.Errorf("entry arrays differ from the original (primary equal: %v, backup equal: %v)", bytes.Equal(p.arr, want), bytes.Equal(b.arr, want))
+	if !bytes.Equal(p.Arr, want) || !bytes.Equal(b.Arr, want) {
+		t.Errorf("entry arrays differ from the original (primary equal: %v, backup equal: %v)", bytes.Equal(p.Arr, want), bytes.Equal(b.Arr, want))
 	}
-	if p.my != 1 || p.alt != last || b.my != last || b.alt != 1 || b.entry != last-S || p.lastU != last-S-1 || b.lastU != p.lastU {
+	if p.My != 1 || p.Alt != last || b.My != last || b.Alt != 1 || b.Entry != last-S || p.LastUsable != last-S-1 || b.LastUsable != p.LastUsable {
 		t.Errorf("header fields: primary my %d alt %d lastUsable %d; backup my %d alt %d entry %d; disk last LBA %d",
-			p.my, p.alt, p.lastU, b.my, b.alt, b.entry, last)
+			p.My, p.Alt, p.LastUsable, b.My, b.Alt, b.Entry, last)
 	}
-	mbr := pfRead(t, path, 0, 512)
+	mbr := gpttest.ReadAt(t, path, 0, 512)
 	if got := binary.LittleEndian.Uint32(mbr[446+12:]); uint64(got) != min(last, 0xFFFFFFFF) {
 		t.Errorf("protective MBR size %d, want %d", got, last)
 	}
@@ -130,12 +130,12 @@ func pfCheckFixed(t *testing.T, path string, ss int, want []byte) {
 func TestFixIncident(t *testing.T) {
 	dir := t.TempDir()
 	orig, parts := pfPristine(t, dir, "5.0", 8*pfGiB, 512)
-	markers := pfMarkers(t, orig, parts)
-	origArr := pfDecode(t, orig, 512, 1).arr
+	markers := gpttest.Markers(t, orig, pfExtents(parts)...)
+	origArr := gpttest.Decode(t, orig, 512, 1).Arr
 	broken := filepath.Join(dir, "broken.img")
-	pfGrow(t, orig, broken, 12*pfGiB)
-	pfRewrite(t, broken, 512, pfCompact)
-	if bytes.Equal(pfDecode(t, broken, 512, 1).arr, origArr) {
+	gpttest.Grow(t, orig, broken, 12*pfGiB)
+	gpttest.EditArrays(t, broken, 512, gpttest.Compact128)
+	if bytes.Equal(gpttest.Decode(t, broken, 512, 1).Arr, origArr) {
 		t.Fatal("fixture: compaction changed nothing")
 	}
 	ref, err := gpt.ReadFile(orig, 512)
@@ -145,7 +145,7 @@ func TestFixIncident(t *testing.T) {
 	for _, mode := range []string{"ref", "esxi"} {
 		t.Run(mode, func(t *testing.T) {
 			work := filepath.Join(t.TempDir(), "work.img")
-			pfRun(t, "cp", "--sparse=always", broken, work)
+			gpttest.Run(t, "cp", "--sparse=always", broken, work)
 			opt := gpt.FixOptions{}
 			if mode == "ref" {
 				opt.Ref = ref
@@ -163,12 +163,10 @@ func TestFixIncident(t *testing.T) {
 				}
 			}
 			pfCheckFixed(t, work, 512, origArr)
-			pfSgdiskVerify(t, work)
-			if got, want := pfSgdiskSlots(t, work), pfLayoutSlots(parts); !reflect.DeepEqual(got, want) {
-				t.Errorf("sgdisk -p entries %v, want %v", got, want)
-			}
+			gpttest.SgdiskVerify(t, work)
+			pfCheckSlots(t, work, parts)
 			pfCheckSfdisk(t, work, parts)
-			pfCheckMarkers(t, work, markers)
+			gpttest.CheckMarkers(t, work, markers)
 			// The whole table is now clean for our reader too, and a
 			// second run has nothing to do.
 			tb, err := gpt.ReadFile(work, 512)
@@ -204,9 +202,9 @@ func TestFixLayouts(t *testing.T) {
 		useESXi bool
 	}
 	scenarios := []scenario{
-		{name: "compacted-grown", grow: 4 * pfGiB, useESXi: true, damage: func(t *testing.T, p string, ss int) { pfRewrite(t, p, ss, pfCompact) }},
-		{name: "sorted-grown", grow: 2 * pfGiB, useESXi: true, damage: func(t *testing.T, p string, ss int) { pfRewrite(t, p, ss, pfSort) }},
-		{name: "compacted-same-size", useESXi: true, damage: func(t *testing.T, p string, ss int) { pfRewrite(t, p, ss, pfCompact) }},
+		{name: "compacted-grown", grow: 4 * pfGiB, useESXi: true, damage: func(t *testing.T, p string, ss int) { gpttest.EditArrays(t, p, ss, gpttest.Compact128) }},
+		{name: "sorted-grown", grow: 2 * pfGiB, useESXi: true, damage: func(t *testing.T, p string, ss int) { gpttest.EditArrays(t, p, ss, gpttest.Sort) }},
+		{name: "compacted-same-size", useESXi: true, damage: func(t *testing.T, p string, ss int) { gpttest.EditArrays(t, p, ss, gpttest.Compact128) }},
 		{name: "stale-backup", grow: 1 * pfGiB},
 		{name: "primary-header-damaged", damage: func(t *testing.T, p string, ss int) { pfFlip(t, p, int64(ss)+0x30) }},
 		{name: "primary-array-damaged", grow: 3 * pfGiB, damage: func(t *testing.T, p string, ss int) { pfFlip(t, p, 2*int64(ss)+40) }},
@@ -215,7 +213,7 @@ func TestFixLayouts(t *testing.T) {
 			pfFlip(t, p, fi.Size()-int64(ss)+0x58)
 		}},
 		{name: "backup-missing-grown", grow: 1 * pfGiB, damage: func(t *testing.T, p string, ss int) {
-			pfZero(t, p, int64(pfDecode(t, p, ss, 1).alt)*int64(ss), ss)
+			pfZero(t, p, int64(gpttest.Decode(t, p, ss, 1).Alt)*int64(ss), ss)
 		}},
 	}
 	for _, l := range layouts {
@@ -225,10 +223,10 @@ func TestFixLayouts(t *testing.T) {
 				t.Run(sc.name, func(t *testing.T) {
 					dir := t.TempDir()
 					orig, parts := pfPristine(t, dir, l.v, l.size, l.ss)
-					markers := pfMarkers(t, orig, parts)
-					o := pfDecode(t, orig, l.ss, 1)
+					markers := gpttest.Markers(t, orig, pfExtents(parts)...)
+					o := gpttest.Decode(t, orig, l.ss, 1)
 					work := filepath.Join(dir, "work.img")
-					pfGrow(t, orig, work, l.size+sc.grow)
+					gpttest.Grow(t, orig, work, l.size+sc.grow)
 					if sc.damage != nil {
 						sc.damage(t, work, l.ss)
 					}
@@ -236,22 +234,20 @@ func TestFixLayouts(t *testing.T) {
 					if p.Empty() {
 						t.Fatal("empty plan for a damaged table")
 					}
-					pfCheckFixed(t, work, l.ss, o.arr)
+					pfCheckFixed(t, work, l.ss, o.Arr)
 					if sc.grow == 0 {
 						// Same disk: both copies must be exactly the original's.
 						fi, _ := os.Stat(work)
 						last := uint64(fi.Size()/int64(l.ss)) - 1
-						if !bytes.Equal(pfDecode(t, work, l.ss, 1).hdr, o.hdr) || !bytes.Equal(pfDecode(t, work, l.ss, last).hdr, pfDecode(t, orig, l.ss, last).hdr) {
+						if !bytes.Equal(gpttest.Decode(t, work, l.ss, 1).Hdr, o.Hdr) || !bytes.Equal(gpttest.Decode(t, work, l.ss, last).Hdr, gpttest.Decode(t, orig, l.ss, last).Hdr) {
 							t.Error("headers differ from the original")
 						}
 					}
 					if l.ss == 512 {
-						pfSgdiskVerify(t, work)
-						if got, want := pfSgdiskSlots(t, work), pfLayoutSlots(parts); !reflect.DeepEqual(got, want) {
-							t.Errorf("sgdisk -p entries %v, want %v", got, want)
-						}
+						gpttest.SgdiskVerify(t, work)
+						pfCheckSlots(t, work, parts)
 					}
-					pfCheckMarkers(t, work, markers)
+					gpttest.CheckMarkers(t, work, markers)
 				})
 			}
 		})
@@ -268,7 +264,7 @@ func pfFlip(t testing.TB, path string, off int64) {
 	b := make([]byte, 1)
 	f.ReadAt(b, off)
 	b[0] ^= 0x5A
-	pfWrite(t, f, b, off)
+	gpttest.WriteAt(t, f, b, off)
 }
 
 func pfZero(t testing.TB, path string, off int64, n int) {
@@ -278,7 +274,7 @@ func pfZero(t testing.TB, path string, off int64, n int) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	pfWrite(t, f, make([]byte, n), off)
+	gpttest.WriteAt(t, f, make([]byte, n), off)
 }
 
 // TestFixShrunk: a table for a bigger disk is refused when a partition no
@@ -288,31 +284,29 @@ func TestFixShrunk(t *testing.T) {
 	// ESXi 5.0 on 8 GiB: the datastore runs to the end; 7 GiB cuts it.
 	orig, _ := pfPristine(t, dir, "5.0", 8*pfGiB, 512)
 	small := filepath.Join(dir, "small.img")
-	pfGrow(t, orig, small, 7*pfGiB)
+	gpttest.Grow(t, orig, small, 7*pfGiB)
 	tb, err := gpt.ReadFile(small, 512)
 	if err != nil {
 		t.Fatal(err)
 	}
-	before := pfRead(t, small, 0, 34*512)
+	before := gpttest.ReadAt(t, small, 0, 34*512)
 	if _, err := gpt.PlanFix(tb, gpt.FixOptions{}); err == nil || !strings.Contains(err.Error(), "smaller than the table needs") {
 		t.Errorf("shrunk disk cutting partition 3: err = %v", err)
 	}
-	if !bytes.Equal(before, pfRead(t, small, 0, 34*512)) {
+	if !bytes.Equal(before, gpttest.ReadAt(t, small, 0, 34*512)) {
 		t.Error("a refused plan changed the disk")
 	}
 
 	// ESXi 5.0 on 3 GiB has no scratch or datastore: 2 GiB still holds it all.
 	dir2 := t.TempDir()
 	orig2, parts := pfPristine(t, dir2, "5.0", 3*pfGiB, 512)
-	o := pfDecode(t, orig2, 512, 1)
+	o := gpttest.Decode(t, orig2, 512, 1)
 	small2 := filepath.Join(dir2, "small.img")
-	pfGrow(t, orig2, small2, 2*pfGiB)
+	gpttest.Grow(t, orig2, small2, 2*pfGiB)
 	pfFix(t, small2, 512, gpt.FixOptions{}, false)
-	pfCheckFixed(t, small2, 512, o.arr)
-	pfSgdiskVerify(t, small2)
-	if got, want := pfSgdiskSlots(t, small2), pfLayoutSlots(parts); !reflect.DeepEqual(got, want) {
-		t.Errorf("sgdisk -p entries %v, want %v", got, want)
-	}
+	pfCheckFixed(t, small2, 512, o.Arr)
+	gpttest.SgdiskVerify(t, small2)
+	pfCheckSlots(t, small2, parts)
 }
 
 // TestFixGrow grows the datastore (entry 3) to the end of the bigger disk.
@@ -320,8 +314,8 @@ func TestFixGrow(t *testing.T) {
 	dir := t.TempDir()
 	orig, _ := pfPristine(t, dir, "5.0", 8*pfGiB, 512)
 	work := filepath.Join(dir, "work.img")
-	pfGrow(t, orig, work, 12*pfGiB)
-	pfRewrite(t, work, 512, pfCompact)
+	gpttest.Grow(t, orig, work, 12*pfGiB)
+	gpttest.EditArrays(t, work, 512, gpttest.Compact128)
 	tb, _ := gpt.ReadFile(work, 512)
 	// Partition 3 is in slot 2 of the compacted table; GrowSlot names the
 	// final slot, after the move.
@@ -344,9 +338,9 @@ func TestFixGrow(t *testing.T) {
 		t.Fatal(err)
 	}
 	dev.Close()
-	pfSgdiskVerify(t, work)
+	gpttest.SgdiskVerify(t, work)
 	lastUsable := uint64(12*pfGiB/512) - 34
-	out := pfRun(t, "sgdisk", "-i", "3", work)
+	out := gpttest.Run(t, "sgdisk", "-i", "3", work)
 	if !strings.Contains(out, fmt.Sprintf("Last sector: %d", lastUsable)) {
 		t.Errorf("sgdisk -i 3:\n%s\nwant last sector %d", out, lastUsable)
 	}
@@ -388,7 +382,8 @@ func pfSgdiskUsable(t *testing.T, path string, ss, nparts int) {
 		}
 		path = loop
 	}
-	out, _ := pfSgdiskRaw(path, "-v")
+	outB, _ := exec.Command("sgdisk", "-v", path).CombinedOutput() // whatever its exit status
+	out := string(outB)
 	if strings.Contains(out, "Creating new GPT entries") {
 		t.Fatalf("sgdisk found no usable GPT copy:\n%s", out)
 	}
@@ -397,7 +392,7 @@ func pfSgdiskUsable(t *testing.T, path string, ss, nparts int) {
 	if !mainOK && !backupOK {
 		t.Fatalf("sgdisk: neither copy is good (%s):\n%s", path, out)
 	}
-	if got := len(pfSgdiskSlots(t, path)); got != nparts {
+	if got := len(gpttest.SgdiskSlots(t, path)); got != nparts {
 		t.Fatalf("sgdisk -p lists %d partitions, want %d", got, nparts)
 	}
 }
@@ -439,17 +434,17 @@ func TestCrashSafety(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			dir := t.TempDir()
 			orig, parts := pfPristine(t, dir, c.v, c.size, c.ss)
-			origArr := pfDecode(t, orig, c.ss, 1).arr
+			origArr := gpttest.Decode(t, orig, c.ss, 1).Arr
 			broken := filepath.Join(dir, "broken.img")
 			newSize := c.size + c.grow
-			pfGrow(t, orig, broken, newSize)
-			pfRewrite(t, broken, c.ss, pfCompact)
+			gpttest.Grow(t, orig, broken, newSize)
+			gpttest.EditArrays(t, broken, c.ss, gpttest.Compact128)
 			ss := int64(c.ss)
 			regions := func(path string) []byte { // every sector the repair may touch
 				var b []byte
-				b = append(b, pfRead(t, path, 0, int(6*ss+16384))...)
-				b = append(b, pfRead(t, path, c.size-ss-16384, int(ss+16384))...)
-				return append(b, pfRead(t, path, newSize-ss-16384, int(ss+16384))...)
+				b = append(b, gpttest.ReadAt(t, path, 0, int(6*ss+16384))...)
+				b = append(b, gpttest.ReadAt(t, path, c.size-ss-16384, int(ss+16384))...)
+				return append(b, gpttest.ReadAt(t, path, newSize-ss-16384, int(ss+16384))...)
 			}
 			brokenRegions := regions(broken)
 
@@ -464,7 +459,7 @@ func TestCrashSafety(t *testing.T) {
 			}
 			// How many sector writes does the full repair make?
 			dry := filepath.Join(dir, "dry.img")
-			pfRun(t, "cp", "--sparse=always", broken, dry)
+			gpttest.Run(t, "cp", "--sparse=always", broken, dry)
 			f, err := os.OpenFile(dry, os.O_RDWR, 0)
 			if err != nil {
 				t.Fatal(err)
@@ -481,7 +476,7 @@ func TestCrashSafety(t *testing.T) {
 			t.Logf("the repair writes %d sectors (plan lists %d candidates)", total, len(plan.Writes))
 			for k := 0; k <= total; k++ {
 				work := filepath.Join(t.TempDir(), "work.img")
-				pfRun(t, "cp", "--sparse=always", broken, work)
+				gpttest.Run(t, "cp", "--sparse=always", broken, work)
 				f, err := os.OpenFile(work, os.O_RDWR, 0)
 				if err != nil {
 					t.Fatal(err)
@@ -499,7 +494,7 @@ func TestCrashSafety(t *testing.T) {
 
 				// Undo from this state restores the starting point exactly.
 				undone := filepath.Join(t.TempDir(), "undone.img")
-				pfRun(t, "cp", "--sparse=always", work, undone)
+				gpttest.Run(t, "cp", "--sparse=always", work, undone)
 				dev, err := gpt.OpenDevice(undone, c.ss, true)
 				if err != nil {
 					t.Fatal(err)
@@ -516,7 +511,7 @@ func TestCrashSafety(t *testing.T) {
 				pfFix(t, work, c.ss, gpt.FixOptions{}, true)
 				pfCheckFixed(t, work, c.ss, origArr)
 				if c.ss == 512 {
-					pfSgdiskVerify(t, work)
+					gpttest.SgdiskVerify(t, work)
 				}
 			}
 		})
@@ -529,23 +524,23 @@ func TestApplyRefusesChangedDisk(t *testing.T) {
 	dir := t.TempDir()
 	orig, _ := pfPristine(t, dir, "5.0", 8*pfGiB, 512)
 	work := filepath.Join(dir, "work.img")
-	pfGrow(t, orig, work, 9*pfGiB)
-	pfRewrite(t, work, 512, pfCompact)
+	gpttest.Grow(t, orig, work, 9*pfGiB)
+	gpttest.EditArrays(t, work, 512, gpttest.Compact128)
 	tb, _ := gpt.ReadFile(work, 512)
 	m, _ := esxi.Recognize(tb)
 	p, err := gpt.PlanFix(tb, gpt.FixOptions{SlotMap: m.SlotMap})
 	if err != nil {
 		t.Fatal(err)
 	}
-	pfRewrite(t, work, 512, pfSort) // someone else changes the table
-	before := pfRead(t, work, 0, 34*512)
+	gpttest.EditArrays(t, work, 512, gpttest.Sort) // someone else changes the table
+	before := gpttest.ReadAt(t, work, 0, 34*512)
 	dev, _ := gpt.OpenDevice(work, 512, true)
 	defer dev.Close()
 	undo := filepath.Join(dir, "undo.json")
 	if err := p.Apply(dev, undo); !errors.Is(err, gpt.ErrDiskChanged) {
 		t.Errorf("Apply on a changed disk: %v", err)
 	}
-	if !bytes.Equal(before, pfRead(t, work, 0, 34*512)) {
+	if !bytes.Equal(before, gpttest.ReadAt(t, work, 0, 34*512)) {
 		t.Error("the refused plan wrote to the disk")
 	}
 	if _, err := os.Stat(undo); err == nil {
@@ -559,8 +554,8 @@ func TestUndoFile(t *testing.T) {
 	dir := t.TempDir()
 	orig, _ := pfPristine(t, dir, "6.7", 10*pfGiB, 512)
 	work := filepath.Join(dir, "work.img")
-	pfGrow(t, orig, work, 11*pfGiB)
-	brokenHead := pfRead(t, work, 0, 34*512)
+	gpttest.Grow(t, orig, work, 11*pfGiB)
+	brokenHead := gpttest.ReadAt(t, work, 0, 34*512)
 	tb, _ := gpt.ReadFile(work, 512)
 	p, err := gpt.PlanFix(tb, gpt.FixOptions{})
 	if err != nil {
@@ -602,7 +597,7 @@ func TestUndoFile(t *testing.T) {
 
 	// Another disk size.
 	other := filepath.Join(dir, "other.img")
-	pfGrow(t, work, other, 12*pfGiB)
+	gpttest.Grow(t, work, other, 12*pfGiB)
 	dev, _ = gpt.OpenDevice(other, 512, true)
 	if err := gpt.ApplyUndo(dev, undo); err == nil || !strings.Contains(err.Error(), "undo file is for a disk") {
 		t.Errorf("undo on another disk: %v", err)
@@ -615,7 +610,7 @@ func TestUndoFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	dev.Close()
-	if !bytes.Equal(brokenHead, pfRead(t, work, 0, 34*512)) {
+	if !bytes.Equal(brokenHead, gpttest.ReadAt(t, work, 0, 34*512)) {
 		t.Error("undo did not restore the start of the disk")
 	}
 }
@@ -652,7 +647,7 @@ func TestPlanEmpty(t *testing.T) {
 func TestFixRefDetails(t *testing.T) {
 	dir := t.TempDir()
 	orig, parts := pfPristine(t, dir, "5.0", 8*pfGiB, 512)
-	pfRewrite(t, orig, 512, func(arr []byte) {
+	gpttest.EditArrays(t, orig, 512, func(arr []byte) {
 		for i := 99*128 + 16; i < 100*128; i++ { // junk in unused slot 100 (type GUID stays zero)
 			arr[i] = byte(i*7 + 3)
 		}
@@ -662,13 +657,13 @@ func TestFixRefDetails(t *testing.T) {
 		}
 		copy(e[56+18:], "JUNK-AFTER-NUL")
 	})
-	origArr := pfDecode(t, orig, 512, 1).arr
+	origArr := gpttest.Decode(t, orig, 512, 1).Arr
 	ref, err := gpt.ReadFile(orig, 512)
 	if err != nil {
 		t.Fatal(err)
 	}
 	windows := func(arr []byte) { // a list-based editor's rewrite
-		pfCompact(arr)
+		gpttest.Compact(arr, 128)
 		for i := 0; i < 128; i++ {
 			e := arr[i*128 : (i+1)*128]
 			for j := 56; j+1 < 128; j += 2 {
@@ -682,8 +677,8 @@ func TestFixRefDetails(t *testing.T) {
 
 	t.Run("junk-and-names", func(t *testing.T) {
 		work := filepath.Join(t.TempDir(), "work.img")
-		pfGrow(t, orig, work, 10*pfGiB)
-		pfRewrite(t, work, 512, windows)
+		gpttest.Grow(t, orig, work, 10*pfGiB)
+		gpttest.EditArrays(t, work, 512, windows)
 		p := pfFix(t, work, 512, gpt.FixOptions{Ref: ref}, false)
 		for _, want := range []string{"restore the bytes of unused slot 100", "restore entry 5 byte for byte"} {
 			if !strings.Contains(p.String(), want) {
@@ -691,26 +686,26 @@ func TestFixRefDetails(t *testing.T) {
 			}
 		}
 		pfCheckFixed(t, work, 512, origArr)
-		pfSgdiskVerify(t, work)
+		gpttest.SgdiskVerify(t, work)
 	})
 
 	t.Run("regenerated-guids", func(t *testing.T) {
 		work := filepath.Join(t.TempDir(), "work.img")
-		pfGrow(t, orig, work, 10*pfGiB)
-		pfRewrite(t, work, 512, func(arr []byte) {
-			pfCompact(arr)
+		gpttest.Grow(t, orig, work, 10*pfGiB)
+		gpttest.EditArrays(t, work, 512, func(arr []byte) {
+			gpttest.Compact(arr, 128)
 			for i := 0; i < len(parts); i++ {
 				for j := 16; j < 32; j++ {
 					arr[i*128+j] ^= 0xA5
 				}
 			}
 		})
-		before := pfDecode(t, work, 512, 1).arr
+		before := gpttest.Decode(t, work, 512, 1).Arr
 		p := pfFix(t, work, 512, gpt.FixOptions{Ref: ref}, false)
 		if !strings.Contains(strings.Join(p.Notes, "\n"), "by type and position") {
 			t.Errorf("plan notes do not mention the fallback match:\n%s", p)
 		}
-		after := pfDecode(t, work, 512, 1).arr
+		after := gpttest.Decode(t, work, 512, 1).Arr
 		for slot := 1; slot <= 128; slot++ {
 			a, o := after[(slot-1)*128:slot*128], origArr[(slot-1)*128:slot*128]
 			if !bytes.Equal(a[0:16], o[0:16]) || !bytes.Equal(a[32:48], o[32:48]) {
@@ -723,12 +718,12 @@ func TestFixRefDetails(t *testing.T) {
 		if bytes.Equal(before, after) {
 			t.Error("nothing moved")
 		}
-		pfSgdiskVerify(t, work)
+		gpttest.SgdiskVerify(t, work)
 	})
 
 	t.Run("both-copies-damaged", func(t *testing.T) {
 		work := filepath.Join(t.TempDir(), "work.img")
-		pfGrow(t, orig, work, 8*pfGiB)
+		gpttest.Grow(t, orig, work, 8*pfGiB)
 		pfFlip(t, work, 512+0x58)         // primary array CRC field
 		pfFlip(t, work, 8*pfGiB-512+0x58) // backup array CRC field
 		tb, err := gpt.ReadFile(work, 512)
@@ -743,7 +738,7 @@ func TestFixRefDetails(t *testing.T) {
 			t.Errorf("plan:\n%s", p)
 		}
 		pfCheckFixed(t, work, 512, origArr)
-		pfSgdiskVerify(t, work)
+		gpttest.SgdiskVerify(t, work)
 	})
 }
 
@@ -752,8 +747,8 @@ func TestFixNoRelocate(t *testing.T) {
 	dir := t.TempDir()
 	orig, _ := pfPristine(t, dir, "6.7", 10*pfGiB, 512)
 	work := filepath.Join(dir, "work.img")
-	pfGrow(t, orig, work, 12*pfGiB)
-	pfRewrite(t, work, 512, pfCompact)
+	gpttest.Grow(t, orig, work, 12*pfGiB)
+	gpttest.EditArrays(t, work, 512, gpttest.Compact128)
 	tb, _ := gpt.ReadFile(work, 512)
 	m, err := esxi.Recognize(tb)
 	if err != nil {
@@ -764,11 +759,11 @@ func TestFixNoRelocate(t *testing.T) {
 	if p.BackupLBA() != oldLast {
 		t.Errorf("backup planned at %d, want it kept at %d", p.BackupLBA(), oldLast)
 	}
-	b := pfDecode(t, work, 512, oldLast)
-	if !b.hdrOK || !b.arrOK || !bytes.Equal(b.arr, pfDecode(t, orig, 512, 1).arr) {
+	b := gpttest.Decode(t, work, 512, oldLast)
+	if !b.HdrOK || !b.ArrOK || !bytes.Equal(b.Arr, gpttest.Decode(t, orig, 512, 1).Arr) {
 		t.Error("the kept backup is not the repaired table")
 	}
-	if end := pfRead(t, work, 12*pfGiB-512, 512); !bytes.Equal(end, make([]byte, 512)) {
+	if end := gpttest.ReadAt(t, work, 12*pfGiB-512, 512); !bytes.Equal(end, make([]byte, 512)) {
 		t.Error("something was written at the end of the disk")
 	}
 }
@@ -779,23 +774,23 @@ func TestFixNoRelocate(t *testing.T) {
 func TestFixHeaderFields(t *testing.T) {
 	dir := t.TempDir()
 	orig, _ := pfPristine(t, dir, "6.7", 10*pfGiB, 512)
-	o := pfDecode(t, orig, 512, 1)
+	o := gpttest.Decode(t, orig, 512, 1)
 	last := uint64(10*pfGiB/512) - 1
-	b := pfDecode(t, orig, 512, last)
+	b := gpttest.Decode(t, orig, 512, last)
 	work := filepath.Join(dir, "work.img")
-	pfRun(t, "cp", "--sparse=always", orig, work)
-	h := bytes.Clone(b.hdr)
+	gpttest.Run(t, "cp", "--sparse=always", orig, work)
+	h := bytes.Clone(b.Hdr)
 	binary.LittleEndian.PutUint64(h[0x28:], 40) // FirstUsableLBA 34 -> 40
 	binary.LittleEndian.PutUint32(h[0x10:], 0)
 	binary.LittleEndian.PutUint32(h[0x10:], crc32.ChecksumIEEE(h[:92]))
 	f, _ := os.OpenFile(work, os.O_RDWR, 0)
-	pfWrite(t, f, h, int64(last)*512)
+	gpttest.WriteAt(t, f, h, int64(last)*512)
 	f.Close()
 	p := pfFix(t, work, 512, gpt.FixOptions{}, false)
 	if !strings.Contains(p.String(), "correct the backup header: FirstUsableLBA 40 -> 34") {
 		t.Errorf("plan:\n%s", p)
 	}
-	if !bytes.Equal(pfDecode(t, work, 512, last).hdr, b.hdr) || !bytes.Equal(pfDecode(t, work, 512, 1).hdr, o.hdr) {
+	if !bytes.Equal(gpttest.Decode(t, work, 512, last).Hdr, b.Hdr) || !bytes.Equal(gpttest.Decode(t, work, 512, 1).Hdr, o.Hdr) {
 		t.Error("headers are not the original's after the fix")
 	}
 }
@@ -807,7 +802,7 @@ func TestPlanReadOld(t *testing.T) {
 	dir := t.TempDir()
 	orig, _ := pfPristine(t, dir, "5.0", 8*pfGiB, 512)
 	work := filepath.Join(dir, "work.img")
-	pfGrow(t, orig, work, 9*pfGiB)
+	gpttest.Grow(t, orig, work, 9*pfGiB)
 	tb, _ := gpt.ReadFile(work, 512)
 	p, err := gpt.PlanFix(tb, gpt.FixOptions{})
 	if err != nil {
@@ -845,5 +840,5 @@ func TestPlanReadOld(t *testing.T) {
 	if err := p.Apply(dev, filepath.Join(dir, "u2")); err != nil {
 		t.Fatal(err)
 	}
-	pfSgdiskVerify(t, work)
+	gpttest.SgdiskVerify(t, work)
 }

@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/esxi-rescue/rescue/gpt"
+	"github.com/esxi-rescue/rescue/internal/gpttest"
 )
 
 const gib = int64(1) << 30
@@ -46,9 +47,9 @@ func readFile(t *testing.T, path string, ss int) *gpt.Table {
 }
 
 // checkSlots compares the used slots of tb with parts, slot for slot.
-func checkSlots(t *testing.T, tb *gpt.Table, parts []fxPart) {
+func checkSlots(t *testing.T, tb *gpt.Table, parts []gpttest.Part) {
 	t.Helper()
-	want := map[int]fxPart{}
+	want := map[int]gpttest.Part{}
 	for _, p := range parts {
 		want[p.Slot] = p
 	}
@@ -86,7 +87,7 @@ func crossCheck(t *testing.T, path string, tb *gpt.Table) {
 		}
 	}
 	if tb.SectorSize == 512 {
-		sg := sgdiskList(t, path)
+		sg := gpttest.SgdiskList(t, path)
 		if len(sg) != len(used) {
 			t.Fatalf("sgdisk -p lists %d partitions, we read %d", len(sg), len(used))
 		}
@@ -95,19 +96,19 @@ func crossCheck(t *testing.T, path string, tb *gpt.Table) {
 			if p.Num != used[i].Index || p.First != e.First || p.Last != e.Last {
 				t.Errorf("sgdisk -p: %d %d-%d %q; we: %d %d-%d %q", p.Num, p.First, p.Last, p.Name, used[i].Index, e.First, e.Last, e.Name)
 			}
-			info := sgdiskInfo(t, path, p.Num)
+			info := gpttest.SgdiskInfo(t, path, p.Num)
 			if !strings.HasPrefix(info["Partition GUID code"], e.Type.String()) || info["Partition unique GUID"] != e.Unique.String() ||
 				info["Attribute flags"] != fmt.Sprintf("%016X", e.Attrs) || info["Partition name"] != "'"+e.Name+"'" {
 				t.Errorf("sgdisk -i %d: %v; we: type %s unique %s attrs %016X", p.Num, info, e.Type, e.Unique, e.Attrs)
 			}
 		}
-		if out := run(t, "sgdisk", "-v", path); !strings.Contains(out, "No problems found") {
+		if out := gpttest.Run(t, "sgdisk", "-v", path); !strings.Contains(out, "No problems found") {
 			t.Errorf("sgdisk -v finds problems:\n%s", out)
 		}
 	}
 	if tb.SectorSize != 512 {
 		// sfdisk has no sector size option for files; fdisk -b has.
-		fd := fdiskList(t, path, tb.SectorSize)
+		fd := gpttest.FdiskList(t, path, tb.SectorSize)
 		if len(fd) != len(used) {
 			t.Fatalf("fdisk -b %d lists %d partitions, we read %d", tb.SectorSize, len(fd), len(used))
 		}
@@ -119,7 +120,7 @@ func crossCheck(t *testing.T, path string, tb *gpt.Table) {
 		}
 		return
 	}
-	sf := sfdiskJSON(t, path).PartitionTable
+	sf := gpttest.SfdiskJSON(t, path).PartitionTable
 	h := tb.Primary.Header
 	if sf.Label != "gpt" || sf.ID != h.DiskGUID.String() || sf.FirstLBA != h.FirstUsableLBA || sf.LastLBA != h.LastUsableLBA {
 		t.Errorf("sfdisk: %s %s %d-%d; we: %s %d-%d", sf.Label, sf.ID, sf.FirstLBA, sf.LastLBA, h.DiskGUID, h.FirstUsableLBA, h.LastUsableLBA)
@@ -129,7 +130,7 @@ func crossCheck(t *testing.T, path string, tb *gpt.Table) {
 	}
 	for i, p := range sf.Partitions {
 		e := used[i].Entry()
-		if sfdiskSlot(p.Node) != used[i].Index || p.Start != e.First || p.Size != e.Sectors() || p.Type != e.Type.String() || p.UUID != e.Unique.String() || p.Name != e.Name {
+		if gpttest.SfdiskSlot(p.Node) != used[i].Index || p.Start != e.First || p.Size != e.Sectors() || p.Type != e.Type.String() || p.UUID != e.Unique.String() || p.Name != e.Name {
 			t.Errorf("sfdisk: %+v; we: slot %d %+v", p, used[i].Index, e)
 		}
 	}
@@ -158,10 +159,10 @@ func TestReadESXi(t *testing.T) {
 			dir := t.TempDir()
 			var path string
 			if tc.ss == 512 {
-				path = sgdiskImage(t, dir, tc.size, parts)
+				path = gpttest.SgdiskImage(t, dir, tc.size, parts)
 			} else {
-				path = sparse(t, dir, "4k.img", tc.size)
-				newFxTable(t, tc.ss, tc.size, parts).write(t, path)
+				path = gpttest.Sparse(t, dir, "4k.img", tc.size)
+				gpttest.NewTable(t, tc.ss, tc.size, parts).Write(t, path)
 			}
 			tb := readFile(t, path, tc.ss)
 			if c := allCodes(tb); len(c) != 0 {
@@ -198,12 +199,12 @@ func TestReadESXi(t *testing.T) {
 // and junk in unused slots byte for byte.
 func TestReadNamesAttrsJunk(t *testing.T) {
 	dir := t.TempDir()
-	parts := []fxPart{
+	parts := []gpttest.Part{
 		{Slot: 1, Type: "C12A7328-F81F-11D2-BA4B-00A0C93EC93B", First: 64, Last: 8191, Name: "EFI system", Attrs: 1<<2 | 1<<60},
 		{Slot: 3, Type: "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7", First: 8192, Last: 16383, Name: "données ☃"},
 		{Slot: 2, Type: "AA31E02A-400F-11DB-9590-000C2911D1B8", First: 16384, Last: 100000, Name: strings.Repeat("n", 36)},
 	}
-	path := sgdiskImage(t, dir, 64<<20, parts)
+	path := gpttest.SgdiskImage(t, dir, 64<<20, parts)
 	junk4 := bytes.Repeat([]byte{0}, 128)
 	// Junk in the unique GUID and name of an unused slot (zero type GUID,
 	// zero LBAs: sgdisk counts an entry with non-zero LBAs as used).
@@ -211,7 +212,7 @@ func TestReadNamesAttrsJunk(t *testing.T) {
 	copy(junk4[60:], "and a name in an unused slot")
 	var tail []byte
 	for _, lba := range []uint64{1, uint64(64<<20)/512 - 1} {
-		rewriteCopy(t, path, 512, lba, func(hdr, arr []byte) {
+		gpttest.RewriteCopy(t, path, 512, lba, func(hdr, arr []byte) {
 			copy(arr[3*128:], junk4)                 // slot 4
 			copy(arr[2*128+56+20:], "\x00\x00AFTER") // after the NUL of slot 3's name
 			tail = append([]byte(nil), arr...)
@@ -241,11 +242,11 @@ func TestReadGrownShrunk(t *testing.T) {
 	dir := t.TempDir()
 	const size = 8 * gib
 	parts := esxiLayout(t, "5.0", size, 512)
-	src := sgdiskImage(t, dir, size, parts)
+	src := gpttest.SgdiskImage(t, dir, size, parts)
 	oldLast := uint64(size/512 - 1)
 
-	grown := sparse(t, dir, "grown.img", 12*gib)
-	copyRegions(t, src, grown, gptRegions(size, 512)...)
+	grown := gpttest.Sparse(t, dir, "grown.img", 12*gib)
+	gpttest.CopyRegions(t, src, grown, gpttest.Regions(size, 512)...)
 	tb := readFile(t, grown, 512)
 	c := allCodes(tb)
 	for _, want := range []string{gpt.CodeBackupNotAtEnd, gpt.CodeMBRSize} {
@@ -264,7 +265,7 @@ func TestReadGrownShrunk(t *testing.T) {
 	// Primary damaged as well (a disk GUID byte): the stranded backup is
 	// still found through the primary's AlternateLBA, validated on its own.
 	f, _ := os.OpenFile(grown, os.O_RDWR, 0)
-	writeAt(t, f, []byte{0x5A}, 512+0x38)
+	gpttest.WriteAt(t, f, []byte{0x5A}, 512+0x38)
 	f.Close()
 	tb = readFile(t, grown, 512)
 	if tb.Primary.Valid() || !slices.Contains(codes(tb.Primary.Problems), gpt.CodeHeaderCRC) {
@@ -278,7 +279,7 @@ func TestReadGrownShrunk(t *testing.T) {
 	// is not a header and is not trusted; the backup is still found where
 	// the protective MBR says the old disk ended.
 	f, _ = os.OpenFile(grown, os.O_RDWR, 0)
-	writeAt(t, f, []byte{0x10}, 512+0x20+2)
+	gpttest.WriteAt(t, f, []byte{0x10}, 512+0x20+2)
 	f.Close()
 	tb = readFile(t, grown, 512)
 	if !tb.Backup.Valid() || tb.Backup.HeaderLBA != oldLast {
@@ -286,7 +287,7 @@ func TestReadGrownShrunk(t *testing.T) {
 	}
 	// Without the MBR hint nothing is found, and nothing is trusted.
 	f, _ = os.OpenFile(grown, os.O_RDWR, 0)
-	writeAt(t, f, make([]byte, 16), 446)
+	gpttest.WriteAt(t, f, make([]byte, 16), 446)
 	f.Close()
 	tb = readFile(t, grown, 512)
 	if tb.Backup.Valid() || tb.Slots() != nil {
@@ -295,10 +296,10 @@ func TestReadGrownShrunk(t *testing.T) {
 
 	// Primary zeroed on the bigger disk: nothing points to the stranded
 	// backup but the protective MBR's size field, which still says 8 GiB.
-	gone := sparse(t, dir, "gone.img", 12*gib)
-	copyRegions(t, src, gone, gptRegions(size, 512)...)
+	gone := gpttest.Sparse(t, dir, "gone.img", 12*gib)
+	gpttest.CopyRegions(t, src, gone, gpttest.Regions(size, 512)...)
 	f, _ = os.OpenFile(gone, os.O_RDWR, 0)
-	writeAt(t, f, make([]byte, 512), 512)
+	gpttest.WriteAt(t, f, make([]byte, 512), 512)
 	f.Close()
 	tb = readFile(t, gone, 512)
 	if tb.Primary != nil || !tb.Backup.Valid() || tb.Backup.HeaderLBA != oldLast || !slices.Contains(codes(tb.Problems), gpt.CodeBackupNotAtEnd) {
@@ -308,10 +309,10 @@ func TestReadGrownShrunk(t *testing.T) {
 
 	// Primary zeroed on an image of the original size: the backup at the
 	// end is used.
-	same := sparse(t, dir, "same.img", size)
-	copyRegions(t, src, same, gptRegions(size, 512)...)
+	same := gpttest.Sparse(t, dir, "same.img", size)
+	gpttest.CopyRegions(t, src, same, gpttest.Regions(size, 512)...)
 	f, _ = os.OpenFile(same, os.O_RDWR, 0)
-	writeAt(t, f, make([]byte, 512), 512)
+	gpttest.WriteAt(t, f, make([]byte, 512), 512)
 	f.Close()
 	tb = readFile(t, same, 512)
 	if tb.Primary != nil || !tb.Backup.Valid() || tb.Backup.HeaderLBA != oldLast || tb.Best() != tb.Backup {
@@ -319,8 +320,8 @@ func TestReadGrownShrunk(t *testing.T) {
 	}
 	checkSlots(t, tb, parts)
 
-	shrunk := sparse(t, dir, "shrunk.img", 6*gib)
-	copyRegions(t, src, shrunk, [2]int64{0, 34 * 512})
+	shrunk := gpttest.Sparse(t, dir, "shrunk.img", 6*gib)
+	gpttest.CopyRegions(t, src, shrunk, [2]int64{0, 34 * 512})
 	tb = readFile(t, shrunk, 512)
 	c = allCodes(tb)
 	for _, want := range []string{gpt.CodeBackupMissing, gpt.CodeAltLBA, gpt.CodeUsableRange, gpt.CodeEntryRange, gpt.CodeMBRSize} {
@@ -338,20 +339,20 @@ func TestReadGrownShrunk(t *testing.T) {
 func TestReadStrayBackup(t *testing.T) {
 	dir := t.TempDir()
 	const size = 64 << 20
-	parts := []fxPart{{Slot: 1, Type: "C12A7328-F81F-11D2-BA4B-00A0C93EC93B", First: 64, Last: 8191}}
-	src := sgdiskImage(t, dir, size, parts)
-	big := sparse(t, dir, "big.img", 2*size)
-	copyRegions(t, src, big, gptRegions(size, 512)...)
+	parts := []gpttest.Part{{Slot: 1, Type: "C12A7328-F81F-11D2-BA4B-00A0C93EC93B", First: 64, Last: 8191}}
+	src := gpttest.SgdiskImage(t, dir, size, parts)
+	big := gpttest.Sparse(t, dir, "big.img", 2*size)
+	gpttest.CopyRegions(t, src, big, gpttest.Regions(size, 512)...)
 	// Put the backup at the new end as well.
 	b := make([]byte, 33*512)
 	in, _ := os.Open(src)
 	in.ReadAt(b, size-33*512)
 	in.Close()
 	f, _ := os.OpenFile(big, os.O_RDWR, 0)
-	writeAt(t, f, b, 2*size-33*512)
+	gpttest.WriteAt(t, f, b, 2*size-33*512)
 	f.Close()
 	newLast := uint64(2*size/512 - 1)
-	rewriteCopy(t, big, 512, newLast, func(hdr, arr []byte) {
+	gpttest.RewriteCopy(t, big, 512, newLast, func(hdr, arr []byte) {
 		binary.LittleEndian.PutUint64(hdr[0x18:], newLast)
 		binary.LittleEndian.PutUint64(hdr[0x48:], newLast-32)
 	})
@@ -369,7 +370,7 @@ func TestReadStrayBackup(t *testing.T) {
 func TestReadDamage(t *testing.T) {
 	const size = 16 << 20
 	const last = size/512 - 1
-	parts := []fxPart{
+	parts := []gpttest.Part{
 		{Slot: 1, Type: "C12A7328-F81F-11D2-BA4B-00A0C93EC93B", First: 64, Last: 8191},
 		{Slot: 2, Type: "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7", First: 8192, Last: 16383},
 	}
@@ -418,15 +419,15 @@ func TestReadDamage(t *testing.T) {
 		{"duplicate guid", 1, func(h, a []byte) { copy(a[128+16:128+32], a[16:32]) }, true, gpt.CodeDupGUID, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			path := sgdiskImage(t, t.TempDir(), size, parts)
+			path := gpttest.SgdiskImage(t, t.TempDir(), size, parts)
 			if tc.crcFix {
-				rewriteCopy(t, path, 512, tc.lba, tc.edit)
+				gpttest.RewriteCopy(t, path, 512, tc.lba, tc.edit)
 			} else {
 				f, _ := os.OpenFile(path, os.O_RDWR, 0)
 				h := make([]byte, 512)
 				f.ReadAt(h, int64(tc.lba)*512)
 				tc.edit(h, make([]byte, 128*128))
-				writeAt(t, f, h, int64(tc.lba)*512)
+				gpttest.WriteAt(t, f, h, int64(tc.lba)*512)
 				f.Close()
 			}
 			tb := readFile(t, path, 512)
@@ -448,7 +449,7 @@ func TestReadDamage(t *testing.T) {
 // TestReadMBR checks the protective MBR findings.
 func TestReadMBR(t *testing.T) {
 	const size = 16 << 20
-	parts := []fxPart{{Slot: 1, Type: "C12A7328-F81F-11D2-BA4B-00A0C93EC93B", First: 64, Last: 8191}}
+	parts := []gpttest.Part{{Slot: 1, Type: "C12A7328-F81F-11D2-BA4B-00A0C93EC93B", First: 64, Last: 8191}}
 	for _, tc := range []struct {
 		name string
 		off  int
@@ -461,9 +462,9 @@ func TestReadMBR(t *testing.T) {
 		{"start", 446 + 8, []byte{2}, gpt.CodeMBRStart},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			path := sgdiskImage(t, t.TempDir(), size, parts)
+			path := gpttest.SgdiskImage(t, t.TempDir(), size, parts)
 			f, _ := os.OpenFile(path, os.O_RDWR, 0)
-			writeAt(t, f, tc.b, int64(tc.off))
+			gpttest.WriteAt(t, f, tc.b, int64(tc.off))
 			f.Close()
 			tb := readFile(t, path, 512)
 			if c := codes(tb.Problems); len(c) != 1 || c[0] != tc.want {
@@ -515,7 +516,7 @@ func TestReadErrors(t *testing.T) {
 	// A truncated image whose claimed size passes the header but whose
 	// backup region is missing.
 	dir := t.TempDir()
-	path := sgdiskImage(t, dir, 16<<20, []fxPart{{Slot: 1, Type: "C12A7328-F81F-11D2-BA4B-00A0C93EC93B", First: 64, Last: 8191}})
+	path := gpttest.SgdiskImage(t, dir, 16<<20, []gpttest.Part{{Slot: 1, Type: "C12A7328-F81F-11D2-BA4B-00A0C93EC93B", First: 64, Last: 8191}})
 	data, _ := os.ReadFile(path)
 	_, err := gpt.Read(shortReader{bytes.NewReader(data), 8 << 20}, int64(len(data)), 512)
 	if err == nil || !errors.Is(err, io.ErrUnexpectedEOF) {
@@ -541,8 +542,8 @@ func TestParsePrimary(t *testing.T) {
 			v = "6.7"
 		}
 		parts := esxiLayout(t, v, size, ss)
-		path := sparse(t, t.TempDir(), "p.img", size)
-		newFxTable(t, ss, size, parts).write(t, path)
+		path := gpttest.Sparse(t, t.TempDir(), "p.img", size)
+		gpttest.NewTable(t, ss, size, parts).Write(t, path)
 		f, _ := os.Open(path)
 		head := make([]byte, 1<<20)
 		io.ReadFull(f, head)
@@ -583,18 +584,18 @@ func TestParsePrimary(t *testing.T) {
 // their extra bytes, and a change there is seen by Compare.
 func TestReadEntrySize256(t *testing.T) {
 	const size = 64 << 20
-	parts := []fxPart{
+	parts := []gpttest.Part{
 		{Slot: 1, Type: "C12A7328-F81F-11D2-BA4B-00A0C93EC93B", First: 64, Last: 8191, Name: "a"},
 		{Slot: 3, Type: "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7", First: 8192, Last: 9000},
 	}
 	build := func(extra string) string {
-		ft := &fxTable{SectorSize: 512, DiskSectors: size / 512, NumEntries: 64, Array: make([]byte, 64*256), DiskGUID: "0A0B0C0D-1111-4222-8333-444455556666"}
+		ft := &gpttest.Table{SectorSize: 512, DiskSectors: size / 512, NumEntries: 64, Array: make([]byte, 64*256), DiskGUID: "0A0B0C0D-1111-4222-8333-444455556666"}
 		for i, p := range parts {
-			copy(ft.Array[(p.Slot-1)*256:], fxEntry(t, p, i+1))
+			copy(ft.Array[(p.Slot-1)*256:], gpttest.Entry(t, p, i+1))
 		}
 		copy(ft.Array[128:], extra) // bytes 128-255 of slot 1
-		path := sparse(t, t.TempDir(), "e256.img", size)
-		ft.write(t, path)
+		path := gpttest.Sparse(t, t.TempDir(), "e256.img", size)
+		ft.Write(t, path)
 		return path
 	}
 	a := readFile(t, build("vendor data"), 512)
@@ -623,13 +624,13 @@ func TestReadEntrySize256(t *testing.T) {
 // a bounded report, quickly.
 func TestReadManyBadEntries(t *testing.T) {
 	const size = 64 << 20
-	ft := &fxTable{SectorSize: 512, DiskSectors: size / 512, NumEntries: 8192, Array: make([]byte, 8192*128), DiskGUID: "0A0B0C0D-1111-4222-8333-444455556666"}
-	e := fxEntry(t, fxPart{Slot: 1, Type: "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7", First: 5000, Last: 6000}, 1)
+	ft := &gpttest.Table{SectorSize: 512, DiskSectors: size / 512, NumEntries: 8192, Array: make([]byte, 8192*128), DiskGUID: "0A0B0C0D-1111-4222-8333-444455556666"}
+	e := gpttest.Entry(t, gpttest.Part{Slot: 1, Type: "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7", First: 5000, Last: 6000}, 1)
 	for i := 0; i < 8192; i++ {
 		copy(ft.Array[i*128:], e)
 	}
-	path := sparse(t, t.TempDir(), "many.img", size)
-	ft.write(t, path)
+	path := gpttest.Sparse(t, t.TempDir(), "many.img", size)
+	ft.Write(t, path)
 	tb := readFile(t, path, 512)
 	n := map[string]int{}
 	for _, p := range tb.Problems {

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/esxi-rescue/rescue/gpt"
+	"github.com/esxi-rescue/rescue/internal/gpttest"
 )
 
 // TestInUse mounts an image through a loop device and checks that InUse
@@ -30,7 +31,7 @@ func TestInUse(t *testing.T) {
 	if err := os.Truncate(img, 16<<20); err != nil {
 		t.Fatal(err)
 	}
-	pfRun(t, "mkfs.ext2", "-q", "-F", img)
+	gpttest.Run(t, "mkfs.ext2", "-q", "-F", img)
 	out, err := exec.Command("losetup", "-f", "--show", img).CombinedOutput()
 	if err != nil {
 		t.Skipf("no loop device: %v %s", err, out)
@@ -58,7 +59,7 @@ func TestInUse(t *testing.T) {
 			t.Errorf("InUse(%s) = %v, %v; want it mounted on %s", target, why, err, mnt)
 		}
 	}
-	pfRun(t, "umount", mnt)
+	gpttest.Run(t, "umount", mnt)
 	mounted = false
 	if why, err := gpt.InUse(loop); err != nil || len(why) != 0 {
 		t.Errorf("after umount: %v %v", why, err)
