@@ -2,10 +2,7 @@ package main
 
 import (
 	"bytes"
-	"encoding/binary"
 	"encoding/json"
-	"fmt"
-	"hash/crc32"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,9 +10,21 @@ import (
 	"testing"
 
 	"github.com/esxi-rescue/rescue/esxi"
+	"github.com/esxi-rescue/rescue/internal/gpttest"
 )
 
 const gib = int64(1) << 30
+
+// sgdiskParts is the layout for gpttest.Sgdisk with ss-byte sectors (no
+// attribute bits).
+func sgdiskParts(parts []esxi.Part, ss int) []gpttest.Part {
+	var out []gpttest.Part
+	for _, p := range parts {
+		f, l := p.LBAs(ss)
+		out = append(out, gpttest.Part{Slot: p.Slot, Type: p.Type, First: f, Last: l})
+	}
+	return out
+}
 
 // esxiImage partitions a sparse image of size bytes with sgdisk in the
 // ESXi layout of version v, every partition at its slot.
@@ -25,20 +34,8 @@ func esxiImage(t *testing.T, dir, name, v string, size int64) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := filepath.Join(dir, name)
-	f, err := os.Create(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.Truncate(size)
-	f.Close()
-	args := []string{"-a", "1"}
-	for _, x := range parts {
-		args = append(args, "-n", fmt.Sprintf("%d:%d:%d", x.Slot, x.First, x.Last), "-t", fmt.Sprintf("%d:%s", x.Slot, x.Type))
-	}
-	if out, err := exec.Command("sgdisk", append(args, p)...).CombinedOutput(); err != nil {
-		t.Fatalf("sgdisk: %v\n%s", err, out)
-	}
+	p := gpttest.Sparse(t, dir, name, size)
+	gpttest.Sgdisk(t, p, sgdiskParts(parts, 512))
 	return p
 }
 
@@ -47,63 +44,25 @@ func esxiImage(t *testing.T, dir, name, v string, size int64) string {
 // onto a bigger disk, as far as the partition table is concerned.
 func rawCopy(t *testing.T, src, dst string, size int64) {
 	t.Helper()
-	in, err := os.Open(src)
+	fi, err := os.Stat(src)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer in.Close()
-	fi, _ := in.Stat()
-	out, err := os.Create(dst)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer out.Close()
-	out.Truncate(size)
-	for _, r := range [][2]int64{{0, 34 * 512}, {fi.Size() - 33*512, 33 * 512}} {
+	gpttest.Sparse(t, filepath.Dir(dst), filepath.Base(dst), size)
+	for _, r := range gpttest.Regions(fi.Size(), 512) {
 		if r[0]+r[1] > size {
 			continue // a smaller disk: the end of the source is cut off
 		}
-		b := make([]byte, r[1])
-		if _, err := in.ReadAt(b, r[0]); err != nil {
-			t.Fatal(err)
-		}
-		out.WriteAt(b, r[0])
+		gpttest.CopyRegions(t, src, dst, r)
 	}
 }
 
-// compactBoth rewrites both entry arrays of a 512-byte-sector image with
-// the gaps closed and both CRCs recomputed: the incident's damage, written
-// independently of the gpt package.
-func compactBoth(t *testing.T, path string) { compactBothSS(t, path, 512) }
-
-func compactBothSS(t *testing.T, path string, ss int64) {
+// compactBoth rewrites both entry arrays of an image with ss-byte sectors
+// with the gaps closed and both CRCs recomputed: the incident's damage,
+// written independently of the gpt package.
+func compactBoth(t *testing.T, path string, ss int) {
 	t.Helper()
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	h := make([]byte, ss)
-	f.ReadAt(h, ss)
-	for _, lba := range []int64{1, int64(binary.LittleEndian.Uint64(h[0x20:]))} {
-		h := make([]byte, ss)
-		f.ReadAt(h, lba*ss)
-		at := int64(binary.LittleEndian.Uint64(h[0x48:])) * ss
-		arr := make([]byte, 128*128)
-		f.ReadAt(arr, at)
-		out := make([]byte, 0, len(arr))
-		for i := 0; i < len(arr); i += 128 {
-			if !bytes.Equal(arr[i:i+16], make([]byte, 16)) {
-				out = append(out, arr[i:i+128]...)
-			}
-		}
-		out = append(out, make([]byte, len(arr)-len(out))...)
-		binary.LittleEndian.PutUint32(h[0x58:], crc32.ChecksumIEEE(out))
-		binary.LittleEndian.PutUint32(h[0x10:], 0)
-		binary.LittleEndian.PutUint32(h[0x10:], crc32.ChecksumIEEE(h[:92]))
-		f.WriteAt(out, at)
-		f.WriteAt(h, lba*ss)
-	}
+	gpttest.EditArrays(t, path, ss, gpttest.Compact128)
 }
 
 func gptdiff(args ...string) (int, string, string) {
@@ -121,7 +80,7 @@ func TestIncident(t *testing.T) {
 	rawCopy(t, ref, restored, 12*gib)
 	broken := filepath.Join(dir, "broken.img")
 	rawCopy(t, ref, broken, 12*gib)
-	compactBoth(t, broken)
+	compactBoth(t, broken, 512)
 	// sgdisk simply lists the compacted partitions as 1-7.
 	if out, _ := exec.Command("sgdisk", "-p", broken).CombinedOutput(); !strings.Contains(string(out), "\n   4            8224          520191 ") {
 		t.Fatalf("sgdisk -p:\n%s", out)
@@ -245,37 +204,19 @@ func Test4K(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	ref := filepath.Join(dir, "ref4k.img")
-	f, _ := os.Create(ref)
-	f.Truncate(size)
-	f.Close()
+	ref := gpttest.Sparse(t, dir, "ref4k.img", size)
 	out, err := exec.Command("losetup", "--show", "-f", "--sector-size", "4096", ref).CombinedOutput()
 	if err != nil {
 		t.Skipf("no loop device: %v %s", err, out)
 	}
 	dev := strings.TrimSpace(string(out))
-	args := []string{"-a", "1"}
-	for _, x := range parts {
-		first, last := x.LBAs(4096)
-		args = append(args, "-n", fmt.Sprintf("%d:%d:%d", x.Slot, first, last), "-t", fmt.Sprintf("%d:%s", x.Slot, x.Type))
-	}
-	out, err = exec.Command("sgdisk", append(args, dev)...).CombinedOutput()
-	exec.Command("losetup", "-d", dev).Run()
-	if err != nil {
-		t.Fatalf("sgdisk %s: %v\n%s", dev, err, out)
-	}
-	broken := filepath.Join(dir, "broken4k.img")
-	bf, _ := os.Create(broken)
-	bf.Truncate(size)
-	rf, _ := os.Open(ref)
-	for _, r := range [][2]int64{{0, 6 * 4096}, {size - 5*4096, 5 * 4096}} {
-		b := make([]byte, r[1])
-		rf.ReadAt(b, r[0])
-		bf.WriteAt(b, r[0])
-	}
-	rf.Close()
-	bf.Close()
-	compactBothSS(t, broken, 4096)
+	func() {
+		defer exec.Command("losetup", "-d", dev).Run()
+		gpttest.Sgdisk(t, dev, sgdiskParts(parts, 4096))
+	}()
+	broken := gpttest.Sparse(t, dir, "broken4k.img", size)
+	gpttest.CopyRegions(t, ref, broken, gpttest.Regions(size, 4096)...)
+	compactBoth(t, broken, 4096)
 	code, o, e := gptdiff("-sector", "4096", ref, broken)
 	if code != 1 || !strings.Contains(o, "Entries 5,6,7,8,9 moved up one slot: the entry array was compacted") || !strings.Contains(o, "4096-byte sectors") {
 		t.Errorf("exit %d %s\n%s", code, e, o)

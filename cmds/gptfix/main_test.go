@@ -2,12 +2,9 @@ package main
 
 import (
 	"bytes"
-	"crypto/rand"
-	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
-	"hash/crc32"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,20 +12,24 @@ import (
 	"testing"
 
 	"github.com/esxi-rescue/rescue/esxi"
+	"github.com/esxi-rescue/rescue/internal/gpttest"
 )
 
 const gib = int64(1) << 30
 
-// The fixtures below are built with sgdisk and a hand-written writer
-// (raw offsets, hash/crc32) — not with the gpt package under test.
+// The fixtures below are built with sgdisk and internal/gpttest's
+// hand-written writer (raw offsets, hash/crc32) — not with the gpt
+// package under test.
 
-func sh(t *testing.T, name string, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+// sgdiskParts is the layout for gpttest.Sgdisk with ss-byte sectors (no
+// attribute bits).
+func sgdiskParts(parts []esxi.Part, ss int) []gpttest.Part {
+	var out []gpttest.Part
+	for _, p := range parts {
+		f, l := p.LBAs(ss)
+		out = append(out, gpttest.Part{Slot: p.Slot, Type: p.Type, First: f, Last: l})
 	}
-	return string(out)
+	return out
 }
 
 // esxiImage makes an 8 GiB-class ESXi image with sgdisk -a 1 -n ...
@@ -38,94 +39,47 @@ func esxiImage(t *testing.T, path string, v esxi.Version, size int64) []esxi.Par
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.Truncate(size)
-	f.Close()
-	args := []string{"-a", "1"}
-	for _, p := range parts {
-		args = append(args, "-n", fmt.Sprintf("%d:%d:%d", p.Slot, p.First, p.Last), "-t", fmt.Sprintf("%d:%s", p.Slot, p.Type))
-	}
-	sh(t, "sgdisk", append(args, path)...)
+	gpttest.Sparse(t, filepath.Dir(path), filepath.Base(path), size)
+	gpttest.Sgdisk(t, path, sgdiskParts(parts, 512))
 	return parts
-}
-
-func readAt(t *testing.T, path string, off int64, n int) []byte {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	b := make([]byte, n)
-	if _, err := f.ReadAt(b, off); err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
-func writeAt(t *testing.T, path string, b []byte, off int64) {
-	t.Helper()
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if _, err := f.WriteAt(b, off); err != nil {
-		t.Fatal(err)
-	}
 }
 
 // compactTable closes the gaps in both entry arrays (primary at LBA 1,
 // backup where it points) and makes the CRCs valid: the incident damage.
-func compactTable(t *testing.T, path string) { compactTableSS(t, path, 512) }
-
-func compactTableSS(t *testing.T, path string, ss int64) {
+func compactTable(t *testing.T, path string, ss int) {
 	t.Helper()
-	p := readAt(t, path, ss, 512)
-	for _, lba := range []uint64{1, binary.LittleEndian.Uint64(p[0x20:])} {
-		h := readAt(t, path, int64(lba)*ss, 512)
-		entry := binary.LittleEndian.Uint64(h[0x48:])
-		arr := readAt(t, path, int64(entry)*ss, 128*128)
-		out := make([]byte, len(arr))
-		n := 0
-		for i := 0; i < 128; i++ {
-			if e := arr[i*128 : (i+1)*128]; !bytes.Equal(e[:16], make([]byte, 16)) {
-				copy(out[n*128:], e)
-				n++
-			}
-		}
-		binary.LittleEndian.PutUint32(h[0x58:], crc32.ChecksumIEEE(out))
-		binary.LittleEndian.PutUint32(h[0x10:], 0)
-		binary.LittleEndian.PutUint32(h[0x10:], crc32.ChecksumIEEE(h[:92]))
-		writeAt(t, path, out, int64(entry)*ss)
-		writeAt(t, path, h, int64(lba)*ss)
-	}
+	gpttest.EditArrays(t, path, ss, gpttest.Compact128)
 }
 
 // markers writes random blocks into every partition and returns their hashes.
 func markers(t *testing.T, path string, parts []esxi.Part) map[int64][32]byte {
-	m := map[int64][32]byte{}
+	t.Helper()
+	var r [][2]int64
 	for _, p := range parts {
-		for _, off := range []int64{int64(p.First) * 512, int64(p.Last+1)*512 - 4096} {
-			b := make([]byte, 4096)
-			rand.Read(b)
-			writeAt(t, path, b, off)
-			m[off] = sha256.Sum256(b)
-		}
+		r = append(r, [2]int64{int64(p.First) * 512, int64(p.Last+1) * 512})
 	}
-	return m
+	return gpttest.Markers(t, path, r...)
 }
 
-func checkMarkers(t *testing.T, path string, m map[int64][32]byte) {
+// incident is the incident made in a test's directory: an ESXi image
+// (orig.img) with markers in its partitions, raw-copied onto a bigger
+// disk (broken.img) whose entry arrays are then compacted.
+type incident struct {
+	orig, broken string
+	parts        []esxi.Part
+	markers      map[int64][32]byte
+	origArr      []byte // the original entry array
+}
+
+func newIncident(t *testing.T, dir string, v esxi.Version, size, newSize int64) incident {
 	t.Helper()
-	for off, want := range m {
-		if sha256.Sum256(readAt(t, path, off, 4096)) != want {
-			t.Errorf("%s: partition data at byte %d changed", path, off)
-		}
-	}
+	in := incident{orig: filepath.Join(dir, "orig.img"), broken: filepath.Join(dir, "broken.img")}
+	in.parts = esxiImage(t, in.orig, v, size)
+	in.markers = markers(t, in.orig, in.parts)
+	in.origArr = gpttest.ReadAt(t, in.orig, 1024, 128*128)
+	gpttest.Grow(t, in.orig, in.broken, newSize)
+	compactTable(t, in.broken, 512)
+	return in
 }
 
 func gptfix(t *testing.T, args ...string) (int, string, string) {
@@ -135,7 +89,7 @@ func gptfix(t *testing.T, args ...string) (int, string, string) {
 	return code, o.String(), e.String()
 }
 
-func cp(t *testing.T, src, dst string) { sh(t, "cp", "--sparse=always", src, dst) }
+func cp(t *testing.T, src, dst string) { gpttest.Run(t, "cp", "--sparse=always", src, dst) }
 
 // fixed checks the repaired image: the original entry array in both
 // copies, the backup at the last LBA, sgdisk -v clean, slots as in the
@@ -143,32 +97,27 @@ func cp(t *testing.T, src, dst string) { sh(t, "cp", "--sparse=always", src, dst
 func fixed(t *testing.T, path string, size int64, origArr []byte, parts []esxi.Part, m map[int64][32]byte) {
 	t.Helper()
 	last := size/512 - 1
-	if got := readAt(t, path, 2*512, len(origArr)); !bytes.Equal(got, origArr) {
+	if got := gpttest.ReadAt(t, path, 2*512, len(origArr)); !bytes.Equal(got, origArr) {
 		t.Errorf("%s: primary entry array differs from the original", path)
 	}
-	if got := readAt(t, path, (last-32)*512, len(origArr)); !bytes.Equal(got, origArr) {
+	if got := gpttest.ReadAt(t, path, (last-32)*512, len(origArr)); !bytes.Equal(got, origArr) {
 		t.Errorf("%s: backup entry array at the new end differs from the original", path)
 	}
-	bh := readAt(t, path, last*512, 512)
+	bh := gpttest.ReadAt(t, path, last*512, 512)
 	if string(bh[:8]) != "EFI PART" || binary.LittleEndian.Uint64(bh[0x18:]) != uint64(last) {
 		t.Errorf("%s: no backup header at the last LBA %d", path, last)
 	}
-	if out := sh(t, "sgdisk", "-v", path); !strings.Contains(out, "No problems found") {
-		t.Errorf("sgdisk -v:\n%s", out)
-	}
-	out := sh(t, "sgdisk", "-p", path)
+	gpttest.SgdiskVerify(t, path)
 	listed := map[string]bool{}
-	for _, l := range strings.Split(out, "\n") {
-		if f := strings.Fields(l); len(f) > 3 {
-			listed[f[0]+":"+f[1]+"-"+f[2]] = true
-		}
+	for _, s := range gpttest.SgdiskSlots(t, path) {
+		listed[s] = true
 	}
 	for _, p := range parts {
 		if !listed[fmt.Sprintf("%d:%d-%d", p.Slot, p.First, p.Last)] {
-			t.Errorf("sgdisk -p does not list entry %d at %d-%d:\n%s", p.Slot, p.First, p.Last, out)
+			t.Errorf("sgdisk -p does not list entry %d at %d-%d: %v", p.Slot, p.First, p.Last, listed)
 		}
 	}
-	checkMarkers(t, path, m)
+	gpttest.CheckMarkers(t, path, m)
 }
 
 // TestIncident runs the command on the incident: ESXi 5.0, 8 GiB copied
@@ -178,15 +127,9 @@ func TestIncident(t *testing.T) {
 		t.Fatal("sgdisk is needed (build.sh APT_PACKAGES installs gdisk)")
 	}
 	dir := t.TempDir()
-	orig := filepath.Join(dir, "orig.img")
-	parts := esxiImage(t, orig, "5.0", 8*gib)
-	m := markers(t, orig, parts)
-	origArr := readAt(t, orig, 1024, 128*128)
-	broken := filepath.Join(dir, "broken.img")
-	cp(t, orig, broken)
-	os.Truncate(broken, 12*gib)
-	compactTable(t, broken)
-	brokenHead := readAt(t, broken, 0, 34*512)
+	in := newIncident(t, dir, "5.0", 8*gib, 12*gib)
+	orig, broken, parts, m, origArr := in.orig, in.broken, in.parts, in.markers, in.origArr
+	brokenHead := gpttest.ReadAt(t, broken, 0, 34*512)
 
 	// Plan only: exit 1, says what it would do, writes nothing.
 	code, out, errOut := gptfix(t, "-esxi", broken)
@@ -200,7 +143,7 @@ func TestIncident(t *testing.T) {
 		}
 	}
 	t.Logf("gptfix -esxi %s:\n%s", filepath.Base(broken), out)
-	if !bytes.Equal(brokenHead, readAt(t, broken, 0, 34*512)) {
+	if !bytes.Equal(brokenHead, gpttest.ReadAt(t, broken, 0, 34*512)) {
 		t.Fatal("gptfix without -yes wrote to the disk")
 	}
 	// Without -esxi/-ref only the backup is moved: still exit 1.
@@ -218,14 +161,14 @@ func TestIncident(t *testing.T) {
 	}
 	sameSize := filepath.Join(dir, "same.img")
 	cp(t, orig, sameSize)
-	compactTable(t, sameSize)
+	compactTable(t, sameSize, 512)
 	if code, _, _ := gptfix(t, "-check", sameSize); code != 0 {
 		t.Errorf("-check (no profile) on a compacted same-size disk: exit %d, want 0: nothing is wrong without a reference", code)
 	}
 	if code, out, _ := gptfix(t, "-check", "-esxi", "-yes", sameSize); code != 1 || !strings.Contains(out, "move entries 5,6,7,8") {
 		t.Errorf("-check -esxi on a compacted disk: exit %d, want 1\n%s", code, out)
 	}
-	if !bytes.Equal(readAt(t, sameSize, 1024, 128*128), readAt(t, broken, 1024, 128*128)) {
+	if !bytes.Equal(gpttest.ReadAt(t, sameSize, 1024, 128*128), gpttest.ReadAt(t, broken, 1024, 128*128)) {
 		t.Error("-check -yes wrote to the disk")
 	}
 
@@ -258,7 +201,7 @@ func TestIncident(t *testing.T) {
 			if code, out, errOut := gptfix(t, "-undo", u, "-yes", work); code != 0 {
 				t.Fatalf("-undo -yes: exit %d\n%s%s", code, out, errOut)
 			}
-			if !bytes.Equal(brokenHead, readAt(t, work, 0, 34*512)) {
+			if !bytes.Equal(brokenHead, gpttest.ReadAt(t, work, 0, 34*512)) {
 				t.Error("undo did not restore the start of the disk")
 			}
 			os.Remove(u)
@@ -289,20 +232,14 @@ func TestIncident(t *testing.T) {
 // references as well as the original image.
 func TestReferenceFormats(t *testing.T) {
 	dir := t.TempDir()
-	orig := filepath.Join(dir, "orig.img")
-	parts := esxiImage(t, orig, "6.7", 10*gib)
-	m := markers(t, orig, parts)
-	origArr := readAt(t, orig, 1024, 128*128)
+	in := newIncident(t, dir, "6.7", 10*gib, 11*gib)
+	orig, broken, parts, m, origArr := in.orig, in.broken, in.parts, in.markers, in.origArr
 	layout := filepath.Join(dir, "orig.json")
 	if code, out, errOut := gptfix(t, "-check", "-save", layout, orig); code != 0 {
 		t.Fatalf("-check -save: exit %d\n%s%s", code, out, errOut)
 	}
 	sgd := filepath.Join(dir, "orig.sgdisk")
-	sh(t, "sgdisk", "-b", sgd, orig)
-	broken := filepath.Join(dir, "broken.img")
-	cp(t, orig, broken)
-	os.Truncate(broken, 11*gib)
-	compactTable(t, broken)
+	gpttest.Run(t, "sgdisk", "-b", sgd, orig)
 	for _, ref := range []string{layout, sgd} {
 		t.Run(filepath.Ext(ref), func(t *testing.T) {
 			work := filepath.Join(t.TempDir(), "work.img")
@@ -323,11 +260,11 @@ func TestRefusals(t *testing.T) {
 	small := filepath.Join(dir, "small.img")
 	cp(t, orig, small)
 	os.Truncate(small, 7*gib)
-	head := readAt(t, small, 0, 34*512)
+	head := gpttest.ReadAt(t, small, 0, 34*512)
 	linux := filepath.Join(dir, "linux.img")
 	os.WriteFile(linux, nil, 0o600)
 	os.Truncate(linux, 1*gib)
-	sh(t, "sgdisk", "-n", "1:2048:+100M", "-t", "1:8300", "-n", "2:0:0", linux)
+	gpttest.Run(t, "sgdisk", "-n", "1:2048:+100M", "-t", "1:8300", "-n", "2:0:0", linux)
 	cases := []struct {
 		args []string
 		want string
@@ -346,7 +283,7 @@ func TestRefusals(t *testing.T) {
 			t.Errorf("gptfix %v: exit %d, want 2 with %q\n%s%s", c.args, code, c.want, out, errOut)
 		}
 	}
-	if !bytes.Equal(head, readAt(t, small, 0, 34*512)) {
+	if !bytes.Equal(head, gpttest.ReadAt(t, small, 0, 34*512)) {
 		t.Error("a refused run wrote to the disk")
 	}
 }
@@ -355,7 +292,7 @@ func TestRefusals(t *testing.T) {
 // real process.
 func TestBinary(t *testing.T) {
 	bin := filepath.Join(t.TempDir(), "gptfix")
-	sh(t, "go", "build", "-o", bin, ".")
+	gpttest.Run(t, "go", "build", "-o", bin, ".")
 	out, err := exec.Command(bin, "-h").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "GPTFIX_TEST_PAUSE") || !strings.Contains(string(out), "-esxi") {
 		t.Errorf("gptfix -h: %v\n%s", err, out)
@@ -383,16 +320,10 @@ func TestBinary(t *testing.T) {
 // second run must finish the repair.
 func TestPowerCutAtPause(t *testing.T) {
 	bin := filepath.Join(t.TempDir(), "gptfix")
-	sh(t, "go", "build", "-o", bin, ".")
+	gpttest.Run(t, "go", "build", "-o", bin, ".")
 	dir := t.TempDir()
-	orig := filepath.Join(dir, "orig.img")
-	parts := esxiImage(t, orig, "5.0", 8*gib)
-	m := markers(t, orig, parts)
-	origArr := readAt(t, orig, 1024, 128*128)
-	img := filepath.Join(dir, "work.img")
-	cp(t, orig, img)
-	os.Truncate(img, 12*gib)
-	compactTable(t, img)
+	in := newIncident(t, dir, "5.0", 8*gib, 12*gib)
+	img, parts, m, origArr := in.broken, in.parts, in.markers, in.origArr
 
 	cmd := exec.Command(bin, "-esxi", "-yes", "-undo-dir", dir, img)
 	cmd.Env = append(os.Environ(), "GPTFIX_TEST_PAUSE=60")
@@ -423,7 +354,7 @@ func TestPowerCutAtPause(t *testing.T) {
 		t.Errorf("after the cut sgdisk cannot use the primary:\n%s", out)
 	}
 	last := 12*gib/512 - 1
-	if got := readAt(t, img, (last-32)*512, len(origArr)); !bytes.Equal(got, origArr) {
+	if got := gpttest.ReadAt(t, img, (last-32)*512, len(origArr)); !bytes.Equal(got, origArr) {
 		t.Error("the new backup array was not written before the pause")
 	}
 	// Running again finishes the job.
@@ -456,20 +387,15 @@ func TestBlockDevice(t *testing.T) {
 			os.WriteFile(img, nil, 0o600)
 			os.Truncate(img, size)
 			loop := attach(t, img, ss)
-			args := []string{"-a", "1"}
-			for _, p := range parts {
-				f, l := p.LBAs(ss)
-				args = append(args, "-n", fmt.Sprintf("%d:%d:%d", p.Slot, f, l), "-t", fmt.Sprintf("%d:%s", p.Slot, p.Type))
-			}
-			sh(t, "sgdisk", append(args, loop)...)
+			gpttest.Sgdisk(t, loop, sgdiskParts(parts, ss))
 			exec.Command("blockdev", "--rereadpt", loop).Run()
 			name := filepath.Base(loop)
 			_, err = os.Stat(fmt.Sprintf("/sys/block/%s/%sp1", name, name))
 			kernelScans := err == nil
 			detach(loop)
-			origArr := readAt(t, img, int64(2*ss), 128*128)
+			origArr := gpttest.ReadAt(t, img, int64(2*ss), 128*128)
 			os.Truncate(img, size+2*gib)
-			compactTableSS(t, img, int64(ss))
+			compactTable(t, img, ss)
 
 			loop = attach(t, img, ss)
 			defer detach(loop)
@@ -480,9 +406,7 @@ func TestBlockDevice(t *testing.T) {
 			if strings.Contains(out, "Warning") {
 				t.Errorf("output:\n%s", out)
 			}
-			if out := sh(t, "sgdisk", "-v", loop); !strings.Contains(out, "No problems found") {
-				t.Errorf("sgdisk -v %s:\n%s", loop, out)
-			}
+			gpttest.SgdiskVerify(t, loop)
 			name = filepath.Base(loop)
 			var have []string
 			for _, p := range esxi.BySlot(parts) {
@@ -496,7 +420,7 @@ func TestBlockDevice(t *testing.T) {
 				t.Errorf("kernel partitions after the fix: %v (p4 present: %v), want every layout slot and no 4", have, err == nil)
 			}
 			detach(loop)
-			if got := readAt(t, img, int64(2*ss), 128*128); !bytes.Equal(got, origArr) {
+			if got := gpttest.ReadAt(t, img, int64(2*ss), 128*128); !bytes.Equal(got, origArr) {
 				t.Error("primary entry array differs from the original")
 			}
 		})
@@ -535,7 +459,7 @@ func TestESXiImages(t *testing.T) {
 				t.Fatal(err)
 			}
 			parts, _ := esxi.Layout(im.v, im.size, im.ss)
-			origArr := readAt(t, orig, int64(2*im.ss), 128*128)
+			origArr := gpttest.ReadAt(t, orig, int64(2*im.ss), 128*128)
 			for _, mode := range modes {
 				for _, how := range []string{"-esxi", "-ref"} {
 					t.Run(mode+how, func(t *testing.T) {
@@ -573,8 +497,8 @@ func TestESXiImages(t *testing.T) {
 						}
 						fi, _ := os.Stat(work)
 						last := fi.Size()/int64(im.ss) - 1
-						if !bytes.Equal(readAt(t, work, int64(2*im.ss), len(origArr)), origArr) ||
-							!bytes.Equal(readAt(t, work, (last-int64(16384/im.ss))*int64(im.ss), len(origArr)), origArr) {
+						if !bytes.Equal(gpttest.ReadAt(t, work, int64(2*im.ss), len(origArr)), origArr) ||
+							!bytes.Equal(gpttest.ReadAt(t, work, (last-int64(16384/im.ss))*int64(im.ss), len(origArr)), origArr) {
 							t.Error("entry arrays differ from the original's")
 						}
 						f, err := os.Open(work)
@@ -587,9 +511,7 @@ func TestESXiImages(t *testing.T) {
 							t.Errorf("after the fix ESXi would not boot correctly: %v\n%+v", err, rep)
 						}
 						if im.ss == 512 {
-							if out := sh(t, "sgdisk", "-v", work); !strings.Contains(out, "No problems found") {
-								t.Errorf("sgdisk -v:\n%s", out)
-							}
+							gpttest.SgdiskVerify(t, work)
 						}
 					})
 				}
