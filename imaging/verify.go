@@ -12,10 +12,14 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// sumGroup is the size of the regions whose written content is summed for
-// -verify: small enough to say where a mismatch is, large enough to keep
-// the table small (32k entries for 2 TB).
-const sumGroup = 64 << 20
+// sumGroup is the largest data region summed as one for -verify: small
+// enough to say where a mismatch is, large enough to keep the table small.
+// sumUnit is the granularity at which zero and data regions are told
+// apart (4 MiB: at most 512k regions, 16 MiB of table, for 2 TB).
+const (
+	sumGroup = 64 << 20
+	sumUnit  = 4 << 20
+)
 
 // region is one contiguous written range and a digest of its content.
 type region struct {
@@ -44,18 +48,18 @@ func newWriteSums() *writeSums {
 // add records b written at off.
 func (w *writeSums) add(b []byte, off int64) {
 	for len(b) > 0 {
-		if w.cur == nil || w.cur.off+w.cur.n != off || w.cur.n >= sumGroup {
+		k := min(int64(len(b)), sumUnit-off%sumUnit)
+		part := b[:k]
+		zero := isZero(part)
+		if w.cur == nil || w.cur.off+w.cur.n != off || w.cur.zero != zero || (!zero && w.cur.n >= sumGroup) {
 			w.flush()
-			w.regions = append(w.regions, region{off: off, zero: true})
+			w.regions = append(w.regions, region{off: off, zero: zero})
 			w.cur = &w.regions[len(w.regions)-1]
 			w.h.Reset()
 		}
-		k := min(int64(len(b)), sumGroup-w.cur.n)
-		part := b[:k]
-		if w.cur.zero && !isZero(part) {
-			w.cur.zero = false
+		if !zero {
+			w.h.Write(part)
 		}
-		w.h.Write(part)
 		w.cur.n += k
 		off += k
 		b = b[k:]
