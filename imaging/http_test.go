@@ -42,10 +42,10 @@ type imageServer struct {
 	data     []byte
 	etag     string
 	drops    []int64
-	noRanges bool   // a server without range support: no Accept-Ranges, ignores Range
-	lieRange bool   // announces ranges but answers 200 to a Range request
-	changeAt int    // from this request on, the ETag changes (0: never)
-	status   []int  // per request: answer this status instead (0: normal)
+	noRanges bool  // a server without range support: no Accept-Ranges, ignores Range
+	lieRange bool  // announces ranges but answers 200 to a Range request
+	changeAt int   // from this request on, the ETag changes (0: never)
+	status   []int // per request: answer this status instead (0: normal)
 	requests atomic.Int32
 	ranges   []string
 }
