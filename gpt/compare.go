@@ -381,8 +381,8 @@ func headerChanges(ref, target *Table) []HeaderChange {
 	if ref.DiskSize != target.DiskSize && ref.DiskSize > 0 {
 		// Bigger is what a restore onto a larger disk gives; smaller
 		// cuts partitions off.
-		add("disk size", fmt.Sprintf("%d (%s)", ref.DiskSize, humanBytes(ref.DiskSize)),
-			fmt.Sprintf("%d (%s)", target.DiskSize, humanBytes(target.DiskSize)), target.DiskSize > ref.DiskSize)
+		add("disk size", fmt.Sprintf("%d (%s)", ref.DiskSize, HumanBytes(ref.DiskSize)),
+			fmt.Sprintf("%d (%s)", target.DiskSize, HumanBytes(target.DiskSize)), target.DiskSize > ref.DiskSize)
 	}
 	if r.Revision != t.Revision {
 		add("revision", fmt.Sprintf("%08X", r.Revision), fmt.Sprintf("%08X", t.Revision), false)
@@ -591,7 +591,7 @@ func verdict(d *Diff, ref, target *Table) string {
 		switch {
 		case h.Expected:
 		case h.Field == "disk size":
-			s = append(s, fmt.Sprintf("the target disk (%s) is smaller than the reference (%s)", humanBytes(target.DiskSize), humanBytes(ref.DiskSize)))
+			s = append(s, fmt.Sprintf("the target disk (%s) is smaller than the reference (%s)", HumanBytes(target.DiskSize), HumanBytes(ref.DiskSize)))
 		default:
 			s = append(s, fmt.Sprintf("the %s differs (%s in the reference, %s in the target)", h.Field, h.Ref, h.Target))
 		}
@@ -671,5 +671,5 @@ func esxiBanksAffected(d *Diff, ref *Table) bool {
 
 func describe(s Slot, sectorSize int) string {
 	e := s.Entry()
-	return fmt.Sprintf("%s, sectors %d-%d, %s", TypeName(e.Type), e.First, e.Last, humanBytes(int64(e.Sectors())*int64(sectorSize)))
+	return fmt.Sprintf("%s, sectors %d-%d, %s", TypeName(e.Type), e.First, e.Last, HumanBytes(int64(e.Sectors())*int64(sectorSize)))
 }

@@ -129,7 +129,7 @@ func SaveLayout(w io.Writer, t *Table) error {
 				e := s.Entry()
 				ls.Type, ls.TypeName, ls.Unique = e.Type.String(), TypeName(e.Type), e.Unique.String()
 				ls.First, ls.Last, ls.Attrs, ls.Name = e.First, e.Last, e.Attrs, e.Name
-				ls.Size = humanBytes(int64(e.Sectors()) * int64(t.SectorSize))
+				ls.Size = HumanBytes(int64(e.Sectors()) * int64(t.SectorSize))
 			}
 			if !isZero(s.Raw) {
 				ls.Raw = hex.EncodeToString(s.Raw)
@@ -305,7 +305,7 @@ func checkSlotFields(s Slot, ls layoutSlot, sectorSize int) error {
 		e := s.Entry()
 		want.Type, want.TypeName, want.Unique = e.Type.String(), TypeName(e.Type), e.Unique.String()
 		want.First, want.Last, want.Attrs, want.Name = e.First, e.Last, e.Attrs, e.Name
-		want.Size = humanBytes(int64(e.Sectors()) * int64(sectorSize))
+		want.Size = HumanBytes(int64(e.Sectors()) * int64(sectorSize))
 	}
 	want.Raw = ls.Raw
 	// Accept any case for GUID text.

@@ -222,10 +222,10 @@ func PlanFix(t *Table, opt FixOptions) (*Plan, error) {
 		nh.LastUsableLBA = last - S - 1
 		if oldBackupLBA < last {
 			p.Steps = append(p.Steps, fmt.Sprintf("write the backup GPT at the disk's last LBA %d (was %d: the table was made for a disk of %s, this one has %s)",
-				last, oldBackupLBA, humanBytes(int64(oldBackupLBA+1)*int64(ss)), humanBytes(t.DiskSize)))
+				last, oldBackupLBA, HumanBytes(int64(oldBackupLBA+1)*int64(ss)), HumanBytes(t.DiskSize)))
 		} else {
 			p.Steps = append(p.Steps, fmt.Sprintf("write the backup GPT at the disk's last LBA %d (the table says %d, past the end of this %s disk)",
-				last, oldBackupLBA, humanBytes(t.DiskSize)))
+				last, oldBackupLBA, HumanBytes(t.DiskSize)))
 		}
 	}
 	if opt.Ref != nil && !fromRef && madeFor(opt.Ref) == t.DiskSize {
@@ -252,7 +252,7 @@ func PlanFix(t *Table, opt FixOptions) (*Plan, error) {
 	backupEntryLBA := backupLBA - S
 	if nh.FirstUsableLBA < primaryEntryLBA+S || nh.LastUsableLBA >= backupEntryLBA || nh.FirstUsableLBA > nh.LastUsableLBA {
 		return nil, fmt.Errorf("gpt: the usable range LBA %d-%d does not fit between the primary array (LBA %d-%d) and the backup array (LBA %d-%d) on this %s disk",
-			nh.FirstUsableLBA, nh.LastUsableLBA, primaryEntryLBA, primaryEntryLBA+S-1, backupEntryLBA, backupLBA-1, humanBytes(t.DiskSize))
+			nh.FirstUsableLBA, nh.LastUsableLBA, primaryEntryLBA, primaryEntryLBA+S-1, backupEntryLBA, backupLBA-1, HumanBytes(t.DiskSize))
 	}
 
 	if opt.GrowSlot != 0 {
@@ -269,7 +269,7 @@ func PlanFix(t *Table, opt FixOptions) (*Plan, error) {
 		e := s.Entry()
 		if e.Last > nh.LastUsableLBA || e.First < nh.FirstUsableLBA {
 			return nil, fmt.Errorf("gpt: partition %d (LBA %d-%d) does not fit in this disk's usable range LBA %d-%d: the disk (%s) is smaller than the table needs; refusing to change anything",
-				s.Index, e.First, e.Last, nh.FirstUsableLBA, nh.LastUsableLBA, humanBytes(t.DiskSize))
+				s.Index, e.First, e.Last, nh.FirstUsableLBA, nh.LastUsableLBA, HumanBytes(t.DiskSize))
 		}
 	}
 
@@ -846,7 +846,7 @@ func growSlot(p *Plan, arr []byte, es, slot int, lastUsable uint64) error {
 	default:
 		binary.LittleEndian.PutUint64(slots[slot-1].Raw[40:], lastUsable)
 		p.Steps = append(p.Steps, fmt.Sprintf("grow partition %d from %s to %s (last LBA %d, was %d); its file system must be grown separately",
-			slot, humanBytes(int64(e.Sectors())*int64(p.SectorSize)), humanBytes(int64(lastUsable-e.First+1)*int64(p.SectorSize)), lastUsable, e.Last))
+			slot, HumanBytes(int64(e.Sectors())*int64(p.SectorSize)), HumanBytes(int64(lastUsable-e.First+1)*int64(p.SectorSize)), lastUsable, e.Last))
 	}
 	return nil
 }

@@ -103,7 +103,7 @@ func Read(r io.ReaderAt, size int64, sectorSize int) (*Table, error) {
 		t.add(CodeBackupInvalid, "backup", "the backup GPT at LBA %d is damaged and cannot be used", b.HeaderLBA)
 	case b.HeaderLBA != last:
 		t.add(CodeBackupNotAtEnd, "backup", "the backup GPT is at LBA %d, not at the disk's last LBA %d: the table was made for a disk of %s, this one has %s",
-			b.HeaderLBA, last, humanBytes(int64(b.HeaderLBA+1)*int64(sectorSize)), humanBytes(size))
+			b.HeaderLBA, last, HumanBytes(int64(b.HeaderLBA+1)*int64(sectorSize)), HumanBytes(size))
 	}
 	if t.Primary.Valid() && t.Backup.Valid() {
 		checkAgreement(t, t.Primary, t.Backup)
@@ -255,8 +255,9 @@ func problemList(ps []Problem) string {
 	return b.String()
 }
 
-// humanBytes formats n in binary units (e.g. "8.0 GiB").
-func humanBytes(n int64) string {
+// HumanBytes formats a byte count n in binary units with one decimal
+// (e.g. "8.0 GiB", "512 B"), as the package's messages do.
+func HumanBytes(n int64) string {
 	const unit = 1024
 	if n < unit {
 		return fmt.Sprintf("%d B", n)

@@ -122,7 +122,7 @@ func ParseUndo(r io.Reader) (*Undo, error) {
 func (u *Undo) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "Undo file made %s for %s (%s, %d-byte sectors): %d sector(s):\n",
-		u.Created.Format(time.RFC3339), u.Device, humanBytes(u.DiskSize), u.SectorSize, len(u.Records))
+		u.Created.Format(time.RFC3339), u.Device, HumanBytes(u.DiskSize), u.SectorSize, len(u.Records))
 	for _, r := range u.Records {
 		fmt.Fprintf(&b, "  LBA %-12d %s\n", r.LBA, r.Region)
 	}

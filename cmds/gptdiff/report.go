@@ -25,21 +25,7 @@ func describeSource(path string, t *gpt.Table) source {
 }
 
 func (s source) String() string {
-	return fmt.Sprintf("%s (%s, %s, %d-byte sectors)", s.Path, s.Kind, human(s.DiskSize), s.SectorSize)
-}
-
-// human formats a byte count in binary units.
-func human(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; m >= unit && exp < 5; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+	return fmt.Sprintf("%s (%s, %s, %d-byte sectors)", s.Path, s.Kind, gpt.HumanBytes(s.DiskSize), s.SectorSize)
 }
 
 const cellWidth = 44
@@ -49,7 +35,7 @@ func cell(e *gpt.EntryInfo) string {
 	if e == nil {
 		return "(empty)"
 	}
-	return fmt.Sprintf("%-14s %s %9s", trunc(e.TypeName, 14), fmt.Sprintf("%-19s", fmt.Sprintf("%d-%d", e.First, e.Last)), human(e.Bytes))
+	return fmt.Sprintf("%-14s %s %9s", trunc(e.TypeName, 14), fmt.Sprintf("%-19s", fmt.Sprintf("%d-%d", e.First, e.Last)), gpt.HumanBytes(e.Bytes))
 }
 
 func trunc(s string, n int) string {
