@@ -76,7 +76,7 @@ func ExecBoot(dev string) error {
 	if err != nil {
 		return err
 	}
-	return syscall.Exec(p, []string{p, "-device", dev}, os.Environ())
+	return syscall.Exec(p, []string{p, "--device", dev}, os.Environ())
 }
 
 // PowerOff syncs the disks and powers the machine off (reboot false) or

@@ -487,7 +487,7 @@ func (s *System) BootCheck(ctx context.Context, dst string) (any, error) {
 		return nil, err
 	}
 	var out bytes.Buffer
-	cmd := exec.CommandContext(ctx, p, "-device", dst, "-dry-run")
+	cmd := exec.CommandContext(ctx, p, "--device", dst, "--dry-run") // u-root unixflag: -device would be -d -e -v ...
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err = cmd.Run()
 	text := strings.TrimSpace(out.String())
@@ -495,7 +495,7 @@ func (s *System) BootCheck(ctx context.Context, dst string) (any, error) {
 		s.Con.Printf("esxiboot: %s", l)
 	}
 	if err != nil {
-		return text, fmt.Errorf("esxiboot -device %s -dry-run: %w", dst, err)
+		return text, fmt.Errorf("esxiboot --device %s --dry-run: %w", dst, err)
 	}
 	return text, nil
 }
