@@ -23,7 +23,7 @@ const Commands = `Commands:
   gptfix    put GPT entries back where ESXi expects them (dry run unless -w)
   imgcopy   restore or back up a raw disk image (file, device, http/https)
   esximg    inspect an ESXi disk (boot banks, layout)
-  esxiboot  boot the ESXi installation on a disk (kexec): esxiboot -device /dev/sdX
+  esxiboot  boot the ESXi installation on a disk (kexec): esxiboot --device /dev/sdX
   ls /sys/block, ip addr, dhclient, mount, dmesg, modprobe, poweroff
 `
 
