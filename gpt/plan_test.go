@@ -64,6 +64,18 @@ func pfPristine(t *testing.T, dir string, v esxi.Version, size int64, ss int) (s
 	return dst, parts
 }
 
+// pfCompacted returns a copy of the pristine ESXi image for v (orig, in
+// dir) and that image raw-copied onto a disk of newSize bytes with both
+// entry arrays compacted (work): the incident.
+func pfCompacted(t *testing.T, dir string, v esxi.Version, size, newSize int64) (orig, work string) {
+	t.Helper()
+	orig, _ = pfPristine(t, dir, v, size, 512)
+	work = filepath.Join(dir, "work.img")
+	gpttest.Grow(t, orig, work, newSize)
+	gpttest.EditArrays(t, work, 512, gpttest.Compact128)
+	return orig, work
+}
+
 // pfFix reads path, plans with opt (or with esxi.Recognize when useESXi),
 // applies, and returns the plan.
 func pfFix(t *testing.T, path string, ss int, opt gpt.FixOptions, useESXi bool) *gpt.Plan {
@@ -312,10 +324,7 @@ func TestFixShrunk(t *testing.T) {
 // TestFixGrow grows the datastore (entry 3) to the end of the bigger disk.
 func TestFixGrow(t *testing.T) {
 	dir := t.TempDir()
-	orig, _ := pfPristine(t, dir, "5.0", 8*pfGiB, 512)
-	work := filepath.Join(dir, "work.img")
-	gpttest.Grow(t, orig, work, 12*pfGiB)
-	gpttest.EditArrays(t, work, 512, gpttest.Compact128)
+	_, work := pfCompacted(t, dir, "5.0", 8*pfGiB, 12*pfGiB)
 	tb, _ := gpt.ReadFile(work, 512)
 	// Partition 3 is in slot 2 of the compacted table; GrowSlot names the
 	// final slot, after the move.
@@ -522,10 +531,7 @@ func TestCrashSafety(t *testing.T) {
 // the table is not applied, and nothing is written.
 func TestApplyRefusesChangedDisk(t *testing.T) {
 	dir := t.TempDir()
-	orig, _ := pfPristine(t, dir, "5.0", 8*pfGiB, 512)
-	work := filepath.Join(dir, "work.img")
-	gpttest.Grow(t, orig, work, 9*pfGiB)
-	gpttest.EditArrays(t, work, 512, gpttest.Compact128)
+	_, work := pfCompacted(t, dir, "5.0", 8*pfGiB, 9*pfGiB)
 	tb, _ := gpt.ReadFile(work, 512)
 	m, _ := esxi.Recognize(tb)
 	p, err := gpt.PlanFix(tb, gpt.FixOptions{SlotMap: m.SlotMap})
@@ -745,10 +751,7 @@ func TestFixRefDetails(t *testing.T) {
 // TestFixNoRelocate keeps a stranded backup where it is.
 func TestFixNoRelocate(t *testing.T) {
 	dir := t.TempDir()
-	orig, _ := pfPristine(t, dir, "6.7", 10*pfGiB, 512)
-	work := filepath.Join(dir, "work.img")
-	gpttest.Grow(t, orig, work, 12*pfGiB)
-	gpttest.EditArrays(t, work, 512, gpttest.Compact128)
+	orig, work := pfCompacted(t, dir, "6.7", 10*pfGiB, 12*pfGiB)
 	tb, _ := gpt.ReadFile(work, 512)
 	m, err := esxi.Recognize(tb)
 	if err != nil {

@@ -249,30 +249,19 @@ func checkAgreement(t *Table, p, b *Copy) {
 	}
 	ph, bh := p.Header, b.Header
 	var f []string
-	if ph.Revision != bh.Revision {
-		f = append(f, fmt.Sprintf("revision %08X/%08X", ph.Revision, bh.Revision))
+	differ := func(differs bool, format string, pv, bv any) {
+		if differs {
+			f = append(f, fmt.Sprintf(format, pv, bv))
+		}
 	}
-	if ph.HeaderSize != bh.HeaderSize {
-		f = append(f, fmt.Sprintf("header size %d/%d", ph.HeaderSize, bh.HeaderSize))
-	}
-	if ph.FirstUsableLBA != bh.FirstUsableLBA {
-		f = append(f, fmt.Sprintf("first usable LBA %d/%d", ph.FirstUsableLBA, bh.FirstUsableLBA))
-	}
-	if ph.LastUsableLBA != bh.LastUsableLBA {
-		f = append(f, fmt.Sprintf("last usable LBA %d/%d", ph.LastUsableLBA, bh.LastUsableLBA))
-	}
-	if ph.DiskGUID != bh.DiskGUID {
-		f = append(f, fmt.Sprintf("disk GUID %s/%s", ph.DiskGUID, bh.DiskGUID))
-	}
-	if ph.NumEntries != bh.NumEntries {
-		f = append(f, fmt.Sprintf("entry count %d/%d", ph.NumEntries, bh.NumEntries))
-	}
-	if ph.EntrySize != bh.EntrySize {
-		f = append(f, fmt.Sprintf("entry size %d/%d", ph.EntrySize, bh.EntrySize))
-	}
-	if ph.ArrayCRC != bh.ArrayCRC {
-		f = append(f, fmt.Sprintf("array checksum %08X/%08X", ph.ArrayCRC, bh.ArrayCRC))
-	}
+	differ(ph.Revision != bh.Revision, "revision %08X/%08X", ph.Revision, bh.Revision)
+	differ(ph.HeaderSize != bh.HeaderSize, "header size %d/%d", ph.HeaderSize, bh.HeaderSize)
+	differ(ph.FirstUsableLBA != bh.FirstUsableLBA, "first usable LBA %d/%d", ph.FirstUsableLBA, bh.FirstUsableLBA)
+	differ(ph.LastUsableLBA != bh.LastUsableLBA, "last usable LBA %d/%d", ph.LastUsableLBA, bh.LastUsableLBA)
+	differ(ph.DiskGUID != bh.DiskGUID, "disk GUID %s/%s", ph.DiskGUID, bh.DiskGUID)
+	differ(ph.NumEntries != bh.NumEntries, "entry count %d/%d", ph.NumEntries, bh.NumEntries)
+	differ(ph.EntrySize != bh.EntrySize, "entry size %d/%d", ph.EntrySize, bh.EntrySize)
+	differ(ph.ArrayCRC != bh.ArrayCRC, "array checksum %08X/%08X", ph.ArrayCRC, bh.ArrayCRC)
 	if ph.AlternateLBA != b.HeaderLBA {
 		f = append(f, fmt.Sprintf("primary points to a backup at LBA %d, but it is at %d", ph.AlternateLBA, b.HeaderLBA))
 	}
