@@ -66,13 +66,13 @@ type Plan struct {
 	primaryHdr []byte // the primary header sector
 	backupHdr  []byte // the backup header sector
 	backupLBA  uint64
-	mbr        []byte // the protective MBR after the plan (nil when unchanged)
 }
 
 // Empty reports whether the plan changes nothing.
 func (p *Plan) Empty() bool { return len(p.Writes) == 0 }
 
-// SectorCount returns how many sectors the plan writes, per copy.
+// sectorCounts returns how many sectors the plan writes, per copy (the
+// protective MBR counts with the primary).
 func (p *Plan) sectorCounts() (backup, primary int) {
 	for _, w := range p.Writes {
 		if w.backup() {
@@ -326,21 +326,21 @@ func PlanFix(t *Table, opt FixOptions) (*Plan, error) {
 	p.addWrites("primary array", primaryEntryLBA, padded, oldPrimaryArr)
 	// Header fields a valid copy had wrong (beyond what the steps above
 	// already change on purpose).
-	for _, c := range []struct {
-		name     string
-		old      *Copy
-		at       uint64
-		new      []byte
-		relocate bool
-	}{{"primary", t.Primary, 1, p.primaryHdr, oldBackupLBA != backupLBA}, {"backup", t.Backup, backupLBA, p.backupHdr, oldBackupLBA != backupLBA}} {
-		if c.old.Valid() && c.old.HeaderLBA == c.at && !c.relocate && !fromRef {
-			if d := headerFieldDiff(c.old.Header, ParseHeader(c.new), nh, h); len(d) > 0 {
-				p.Steps = append(p.Steps, fmt.Sprintf("correct the %s header: %s", c.name, strings.Join(d, ", ")))
+	if oldBackupLBA == backupLBA && !fromRef {
+		for _, c := range []struct {
+			name string
+			old  *Copy
+			at   uint64
+			new  []byte
+		}{{"primary", t.Primary, 1, p.primaryHdr}, {"backup", t.Backup, backupLBA, p.backupHdr}} {
+			if c.old.Valid() && c.old.HeaderLBA == c.at {
+				if d := headerFieldDiff(c.old.Header, ParseHeader(c.new), nh, h); len(d) > 0 {
+					p.Steps = append(p.Steps, fmt.Sprintf("correct the %s header: %s", c.name, strings.Join(d, ", ")))
+				}
 			}
 		}
 	}
 	if m := fixMBR(t); m != nil {
-		p.mbr = m
 		p.addWrites("protective MBR", 0, m, t.MBR)
 		old := binary.LittleEndian.Uint32(t.MBR[mbrSizeOffset(t.MBR):])
 		p.Steps = append(p.Steps, fmt.Sprintf("set the protective MBR's size to %d sectors (was %d)", binary.LittleEndian.Uint32(m[mbrSizeOffset(m):]), old))

@@ -41,16 +41,10 @@ func (c *Copy) Valid() bool {
 
 // Slots splits the copy's entry array into slots, 1-based.
 func (c *Copy) Slots() []Slot {
-	if c == nil || c.Header.EntrySize == 0 {
+	if c == nil {
 		return nil
 	}
-	n := len(c.Array) / int(c.Header.EntrySize)
-	out := make([]Slot, n)
-	for i := range out {
-		sz := int(c.Header.EntrySize)
-		out[i] = Slot{Index: i + 1, Raw: c.Array[i*sz : (i+1)*sz]}
-	}
-	return out
+	return splitSlots(c.Array, int(c.Header.EntrySize))
 }
 
 // fatalCodes are the problem codes that make a copy unusable as a source
