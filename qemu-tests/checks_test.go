@@ -1,6 +1,10 @@
 package qemutests
 
 import (
+	"bytes"
+	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -99,5 +103,52 @@ func TestDigestRange(t *testing.T) {
 	f.Close()
 	if c, _ := FileDigest(dense); c == a {
 		t.Errorf("a changed byte did not change the digest")
+	}
+}
+
+// TestImageServerCut checks the test server's drop: a plain GET ends early
+// with an error after CutAfter bytes, and resuming with a Range request
+// gives exactly the rest.
+func TestImageServerCut(t *testing.T) {
+	t.Parallel()
+	file := filepath.Join(t.TempDir(), "img")
+	want := make([]byte, 3<<20)
+	for i := range want {
+		want[i] = byte(i * 7 / 5)
+	}
+	if err := os.WriteFile(file, want, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := ServeFiles(map[string]string{"/img": file})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	srv.CutAfter = 1 << 20
+	resp, err := http.Get("http://" + srv.Addr + "/img")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err == nil || int64(len(got)) != srv.CutAfter {
+		t.Fatalf("plain GET: %d bytes, err %v; want a cut after %d bytes", len(got), err, srv.CutAfter)
+	}
+	req, _ := http.NewRequest("GET", "http://"+srv.Addr+"/img", nil)
+	req.Header.Set("Range", fmt.Sprintf("bytes=%d-", len(got)))
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rest, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusPartialContent {
+		t.Fatalf("Range GET: status %d, err %v", resp.StatusCode, err)
+	}
+	if !bytes.Equal(append(got, rest...), want) {
+		t.Errorf("cut + resumed bytes differ from the file")
+	}
+	if srv.Cuts() != 1 || srv.RangeRequests() != 1 {
+		t.Errorf("Cuts() = %d, RangeRequests() = %d, want 1 and 1", srv.Cuts(), srv.RangeRequests())
 	}
 }
