@@ -164,7 +164,7 @@ func Compare(ref, target *Table) *Diff {
 	if ts == nil {
 		d.TargetDamaged = true
 	}
-	rb, tb := ref.best(), target.best()
+	rb, tb := ref.Best(), target.Best()
 	d.Identical = rb != nil && tb != nil && bytes.Equal(rb.Array, tb.Array)
 
 	used := func(ss []Slot) map[int]Entry {
@@ -370,7 +370,7 @@ func headerChanges(ref, target *Table) []HeaderChange {
 	if ref.SectorSize != target.SectorSize {
 		add("sector size", ref.SectorSize, target.SectorSize, false)
 	}
-	rb, tb := ref.best(), target.best()
+	rb, tb := ref.Best(), target.Best()
 	if rb == nil || tb == nil {
 		return hc
 	}

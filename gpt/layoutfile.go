@@ -110,7 +110,7 @@ func SaveLayout(w io.Writer, t *Table) error {
 		MBR: hex.EncodeToString(t.MBR), Problems: t.Problems,
 	}
 	var slotsArr []byte
-	if best := t.best(); best != nil {
+	if best := t.Best(); best != nil {
 		lf.SlotsFrom, slotsArr = best.Which, best.Array
 	} else if t.Primary != nil && t.Primary.Array != nil {
 		lf.SlotsFrom, slotsArr = "primary", t.Primary.Array

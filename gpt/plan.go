@@ -168,12 +168,12 @@ func PlanFix(t *Table, opt FixOptions) (*Plan, error) {
 	last := t.LastLBA()
 	p := &Plan{SectorSize: ss, DiskSize: t.DiskSize}
 
-	src := bestCopy(t)
+	src := t.Best()
 	fromRef := false
 	switch {
 	case src != nil:
-	case opt.Ref != nil && bestCopy(opt.Ref) != nil:
-		src, fromRef = bestCopy(opt.Ref), true
+	case opt.Ref != nil && opt.Ref.Best() != nil:
+		src, fromRef = opt.Ref.Best(), true
 		p.Steps = append(p.Steps, "write a new partition table from the reference: neither the primary nor the backup GPT on this disk is usable")
 	default:
 		return nil, fmt.Errorf("gpt: neither the primary nor the backup GPT is usable (%s); a reference (-ref) is needed to rebuild the table", problemSummary(t))
@@ -229,7 +229,7 @@ func PlanFix(t *Table, opt FixOptions) (*Plan, error) {
 		}
 	}
 	if opt.Ref != nil && !fromRef && madeFor(opt.Ref) == t.DiskSize {
-		if rb := bestCopy(opt.Ref); rb != nil && rb.Header.NumEntries == h.NumEntries && rb.Header.EntrySize == h.EntrySize {
+		if rb := opt.Ref.Best(); rb != nil && rb.Header.NumEntries == h.NumEntries && rb.Header.EntrySize == h.EntrySize {
 			rh := rb.Header
 			if rh.DiskGUID != nh.DiskGUID {
 				p.Steps = append(p.Steps, fmt.Sprintf("restore the disk GUID %s from the reference (was %s)", rh.DiskGUID, nh.DiskGUID))
@@ -407,7 +407,7 @@ func anyRegion(p *Plan, prefix string) bool {
 // madeFor returns the size of the disk t's table was made for, from where
 // its backup header is (or the primary says it is); 0 when unknown.
 func madeFor(t *Table) int64 {
-	c := bestCopy(t)
+	c := t.Best()
 	if c == nil {
 		return 0
 	}
@@ -419,20 +419,6 @@ func madeFor(t *Table) int64 {
 		return 0
 	}
 	return int64(last+1) * int64(t.SectorSize)
-}
-
-// bestCopy is the copy to start from: the primary when valid, else the
-// backup when valid, else nil (the same choice as Table.Slots).
-func bestCopy(t *Table) *Copy {
-	switch {
-	case t == nil:
-		return nil
-	case t.Primary.Valid():
-		return t.Primary
-	case t.Backup.Valid():
-		return t.Backup
-	}
-	return nil
 }
 
 func problemSummary(t *Table) string {
@@ -522,7 +508,7 @@ func (p *Plan) checkWrites(t *Table) error {
 			}
 		}
 	}
-	if c := bestCopy(t); c != nil {
+	if c := t.Best(); c != nil {
 		add(c.Array, int(c.Header.EntrySize))
 	}
 	if len(p.array) > 0 {
@@ -683,7 +669,7 @@ func plural(n int) string {
 
 // remapFromRef puts every partition of arr at the slot it has in ref.
 func remapFromRef(p *Plan, arr []byte, h Header, ref *Table) ([]byte, error) {
-	rc := bestCopy(ref)
+	rc := ref.Best()
 	if rc == nil {
 		return nil, fmt.Errorf("gpt: the reference has no usable GPT (%s)", problemSummary(ref))
 	}

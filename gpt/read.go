@@ -108,7 +108,7 @@ func Read(r io.ReaderAt, size int64, sectorSize int) (*Table, error) {
 	if t.Primary.Valid() && t.Backup.Valid() {
 		checkAgreement(t, t.Primary, t.Backup)
 	}
-	if best := t.best(); best != nil {
+	if best := t.Best(); best != nil {
 		checkEntries(t, best, "")
 		if o := t.other(best); o.Valid() && !bytes.Equal(o.Array, best.Array) {
 			checkEntries(t, o, o.Which)
@@ -164,10 +164,12 @@ func readCopy(r io.ReaderAt, which string, lba uint64, sectorSize int, lastLBA u
 	return c, nil
 }
 
-// best returns the copy to trust: the primary when valid, else the backup
-// when valid, else nil.
-func (t *Table) best() *Copy {
+// Best returns the copy whose contents are trusted: the primary when it is
+// valid, else the backup when it is valid, else nil (also for a nil table).
+func (t *Table) Best() *Copy {
 	switch {
+	case t == nil:
+		return nil
 	case t.Primary.Valid():
 		return t.Primary
 	case t.Backup.Valid():
@@ -183,17 +185,13 @@ func (t *Table) other(c *Copy) *Copy {
 	return t.Primary
 }
 
-// Best returns the copy whose contents are trusted: the primary when it is
-// valid, else the backup when it is valid, else nil.
-func (t *Table) Best() *Copy { return t.best() }
-
 // Slots returns the entry array of the best valid copy (primary if valid,
 // else backup), one Slot per entry, 1-based; nil when neither is valid.
-func (t *Table) Slots() []Slot { return t.best().Slots() }
+func (t *Table) Slots() []Slot { return t.Best().Slots() }
 
 // LastUsedLBA returns the highest Last LBA of any used entry of the best
 // valid copy (0 when there is none).
-func (t *Table) LastUsedLBA() uint64 { return t.best().LastUsedLBA() }
+func (t *Table) LastUsedLBA() uint64 { return t.Best().LastUsedLBA() }
 
 // LastUsedLBA returns the highest Last LBA of any used entry of c.
 func (c *Copy) LastUsedLBA() uint64 {
