@@ -88,6 +88,7 @@ func headerJSON(h Header) layoutHeader {
 	}
 }
 
+// isZero reports whether every byte of b is zero.
 func isZero(b []byte) bool {
 	for _, c := range b {
 		if c != 0 {
@@ -124,13 +125,7 @@ func SaveLayout(w io.Writer, t *Table) error {
 		}
 		lf.SlotSize = int(c.Header.EntrySize)
 		for _, s := range c.Slots() {
-			ls := layoutSlot{Slot: s.Index, Used: s.Used()}
-			if ls.Used {
-				e := s.Entry()
-				ls.Type, ls.TypeName, ls.Unique = e.Type.String(), TypeName(e.Type), e.Unique.String()
-				ls.First, ls.Last, ls.Attrs, ls.Name = e.First, e.Last, e.Attrs, e.Name
-				ls.Size = HumanBytes(int64(e.Sectors()) * int64(t.SectorSize))
-			}
+			ls := slotFields(s, t.SectorSize)
 			if !isZero(s.Raw) {
 				ls.Raw = hex.EncodeToString(s.Raw)
 			}
@@ -297,16 +292,23 @@ func hexField(name, s string, want int) ([]byte, error) {
 	return b, nil
 }
 
+// slotFields is a slot's decoded fields as the layout file shows them
+// (everything but raw_hex).
+func slotFields(s Slot, sectorSize int) layoutSlot {
+	ls := layoutSlot{Slot: s.Index, Used: s.Used()}
+	if ls.Used {
+		e := s.Entry()
+		ls.Type, ls.TypeName, ls.Unique = e.Type.String(), TypeName(e.Type), e.Unique.String()
+		ls.First, ls.Last, ls.Attrs, ls.Name = e.First, e.Last, e.Attrs, e.Name
+		ls.Size = HumanBytes(int64(e.Sectors()) * int64(sectorSize))
+	}
+	return ls
+}
+
 // checkSlotFields makes sure the decoded fields written for a slot agree
 // with its raw bytes.
 func checkSlotFields(s Slot, ls layoutSlot, sectorSize int) error {
-	want := layoutSlot{Slot: s.Index, Used: s.Used()}
-	if want.Used {
-		e := s.Entry()
-		want.Type, want.TypeName, want.Unique = e.Type.String(), TypeName(e.Type), e.Unique.String()
-		want.First, want.Last, want.Attrs, want.Name = e.First, e.Last, e.Attrs, e.Name
-		want.Size = HumanBytes(int64(e.Sectors()) * int64(sectorSize))
-	}
+	want := slotFields(s, sectorSize)
 	want.Raw = ls.Raw
 	// Accept any case for GUID text.
 	ls.Type, ls.Unique = strings.ToUpper(ls.Type), strings.ToUpper(ls.Unique)

@@ -486,15 +486,6 @@ func (p *Plan) addWrites(region string, lba uint64, data, old []byte) {
 	}
 }
 
-func allZero(b []byte) bool {
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
-}
-
 // checkWrites makes sure no write lands inside a partition of either the
 // current or the new table, or outside the disk.
 func (p *Plan) checkWrites(t *Table) error {
@@ -783,7 +774,7 @@ func remapFromRef(p *Plan, arr []byte, h Header, ref *Table) ([]byte, error) {
 			copy(dst, refs[k-1].Raw)
 		}
 		if _, ok := target[k]; !ok && !unmatchedSet[k] && !bytes.Equal(dst, cur[k-1].Raw) {
-			if allZero(dst) {
+			if isZero(dst) {
 				zeroed = append(zeroed, fmt.Sprint(k))
 			} else {
 				junk = append(junk, fmt.Sprint(k))
