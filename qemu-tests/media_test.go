@@ -139,6 +139,12 @@ func TestUSB(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The kernel line must be the stick's own (its console_args) with the
+	// arguments edited into the stick's file.
+	want := strings.Join(append([]string{"panic=-1"}, handsOffFix...), " ")
+	if cl := regexp.MustCompile(`Command line: (.*)`).FindStringSubmatch(r.Output()); cl == nil || !strings.Contains(cl[1], want) {
+		t.Errorf("the kernel did not get the stick's edited arguments %q; command line: %q", want, cl)
+	}
 	checkFixed(t, b, before)
 	// The rescue medium itself must never be written to.
 	if after, err := FileDigest(stick); err != nil {
