@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"slices"
-	"sort"
 	"strings"
 	"testing"
 
@@ -17,24 +16,6 @@ func swap(arr []byte, a, b int) {
 	x := append([]byte(nil), arr[(a-1)*128:a*128]...)
 	copy(arr[(a-1)*128:], arr[(b-1)*128:b*128])
 	copy(arr[(b-1)*128:], x)
-}
-
-// sortByStart rewrites the array as a list sorted by first LBA, as most
-// partition editors do when asked to "sort".
-func sortByStart(arr []byte) {
-	var used [][]byte
-	for i := 0; i < len(arr); i += 128 {
-		if binary.LittleEndian.Uint64(arr[i:]) != 0 || binary.LittleEndian.Uint64(arr[i+8:]) != 0 {
-			used = append(used, append([]byte(nil), arr[i:i+128]...))
-		}
-	}
-	sort.SliceStable(used, func(i, j int) bool {
-		return binary.LittleEndian.Uint64(used[i][32:]) < binary.LittleEndian.Uint64(used[j][32:])
-	})
-	clear(arr)
-	for i, e := range used {
-		copy(arr[i*128:], e)
-	}
 }
 
 func moves(d *gpt.Diff) string {
@@ -113,7 +94,7 @@ func TestCompare(t *testing.T) {
 			verdict: "leftover bytes", unusedOK: []int{12}},
 		{name: "compacted", edit: func(a []byte) { gpttest.Compact(a, 128) }, layout: gpt.LayoutCompacted, moves: "5>4 6>5 7>6 8>7",
 			verdict: "entries 5,6,7,8 moved up one slot: the entry array was compacted"},
-		{name: "sorted", edit: sortByStart, layout: gpt.LayoutSorted, moves: "2>6 3>7 5>2 6>3 7>4 8>5",
+		{name: "sorted", edit: gpttest.Sort, layout: gpt.LayoutSorted, moves: "2>6 3>7 5>2 6>3 7>4 8>5",
 			verdict: "sorted by start sector"},
 		{name: "reordered", edit: func(a []byte) { swap(a, 5, 6) }, layout: gpt.LayoutReordered, moves: "5>6 6>5",
 			verdict: "reordered; the partitions themselves are unchanged, only their numbers"},

@@ -1,6 +1,7 @@
 package gpt_test
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"reflect"
@@ -12,20 +13,32 @@ import (
 	"github.com/esxi-rescue/rescue/internal/gpttest"
 )
 
-// loopDevice attaches path read-only to a free loop device with the given
-// logical sector size and detaches it when the test ends. It skips when
-// not root or when loop devices are unavailable (containers).
-func loopDevice(t *testing.T, path string, ss int) string {
+// attachLoop attaches path read-only to a free loop device with logical
+// sector size ss and detaches it when the test ends. When that is not
+// possible here (not root, no loop devices in a container) it returns ""
+// and why.
+func attachLoop(t *testing.T, path string, ss int) (dev, why string) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("loop devices need root")
+		return "", "loop devices need root"
 	}
 	out, err := exec.Command("losetup", "--show", "-f", "-r", "--sector-size", strconv.Itoa(ss), path).CombinedOutput()
 	if err != nil {
-		t.Skipf("no loop device available: %v: %s", err, out)
+		return "", fmt.Sprintf("no loop device available: %v: %s", err, out)
 	}
-	dev := strings.TrimSpace(string(out))
+	dev = strings.TrimSpace(string(out))
 	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
+	return dev, ""
+}
+
+// loopDevice is attachLoop that skips the test when no loop device can
+// be had.
+func loopDevice(t *testing.T, path string, ss int) string {
+	t.Helper()
+	dev, why := attachLoop(t, path, ss)
+	if dev == "" {
+		t.Skip(why)
+	}
 	return dev
 }
 

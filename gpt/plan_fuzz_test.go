@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/esxi-rescue/rescue/gpt"
+	"github.com/esxi-rescue/rescue/internal/gpttest"
 )
 
 // pfMem is an in-memory disk.
@@ -31,55 +32,21 @@ func (m *pfMem) WriteAt(p []byte, off int64) (int, error) {
 func (m *pfMem) Sync() error { return nil }
 
 // pfSmallDisk is a 256-sector disk with a GPT of 128 entries (hand
-// encoded), partitions at the given slots, made for a disk of madeFor
-// sectors (the backup where that disk ended).
-func pfSmallDisk(slots map[int][2]uint64, madeFor uint64) []byte {
-	return pfSmallDiskN(slots, madeFor, 128, 256)
+// encoded by gpttest), partitions at the given slots, made for a disk of
+// madeFor sectors (the backup where that disk ended).
+func pfSmallDisk(t testing.TB, slots map[int][2]uint64, madeFor uint64) []byte {
+	return pfSmallDiskN(t, slots, madeFor, 128, 256)
 }
 
 // pfSmallDiskN is pfSmallDisk with entries entries in the array, on a
 // disk of n sectors.
-func pfSmallDiskN(slots map[int][2]uint64, madeFor uint64, entries int, n uint64) []byte {
-	const ss = 512
-	d := make([]byte, n*ss)
-	arr := make([]byte, entries*128)
-	S := uint64(len(arr)+ss-1) / ss
-	typ := []byte{0x28, 0x73, 0x2a, 0xc1, 0x1f, 0xf8, 0xd2, 0x11, 0xba, 0x4b, 0x00, 0xa0, 0xc9, 0x3e, 0xc9, 0x3b}
+func pfSmallDiskN(t testing.TB, slots map[int][2]uint64, madeFor uint64, entries int, n uint64) []byte {
+	ft := &gpttest.Table{SectorSize: 512, DiskSectors: madeFor, NumEntries: entries, Array: make([]byte, entries*128), DiskGUID: "0A0B0C0D-1111-4222-8333-444455556666"}
 	for s, r := range slots {
-		e := arr[(s-1)*128:]
-		copy(e, typ)
-		e[16], e[17] = byte(s), 0x42
-		binary.LittleEndian.PutUint64(e[32:], r[0])
-		binary.LittleEndian.PutUint64(e[40:], r[1])
+		p := gpttest.Part{Slot: s, Type: "C12A7328-F81F-11D2-BA4B-00A0C93EC93B", First: r[0], Last: r[1]}
+		copy(ft.Array[(s-1)*128:], gpttest.Entry(t, p, s))
 	}
-	last := madeFor - 1
-	hdr := func(my, alt, entry uint64) []byte {
-		h := make([]byte, ss)
-		copy(h, "EFI PART")
-		binary.LittleEndian.PutUint32(h[8:], 0x10000)
-		binary.LittleEndian.PutUint32(h[12:], 92)
-		binary.LittleEndian.PutUint64(h[0x18:], my)
-		binary.LittleEndian.PutUint64(h[0x20:], alt)
-		binary.LittleEndian.PutUint64(h[0x28:], 2+S)
-		binary.LittleEndian.PutUint64(h[0x30:], last-S-1)
-		binary.LittleEndian.PutUint64(h[0x48:], entry)
-		binary.LittleEndian.PutUint32(h[0x50:], uint32(entries))
-		binary.LittleEndian.PutUint32(h[0x54:], 128)
-		binary.LittleEndian.PutUint32(h[0x58:], crc32.ChecksumIEEE(arr))
-		binary.LittleEndian.PutUint32(h[0x10:], crc32.ChecksumIEEE(h[:92]))
-		return h
-	}
-	d[446+4] = 0xEE
-	binary.LittleEndian.PutUint32(d[446+8:], 1)
-	binary.LittleEndian.PutUint32(d[446+12:], uint32(last))
-	d[510], d[511] = 0x55, 0xAA
-	copy(d[ss:], hdr(1, last, 2))
-	copy(d[2*ss:], arr)
-	if last < n {
-		copy(d[(last-S)*ss:], arr)
-		copy(d[last*ss:], hdr(last, 1, last-S))
-	}
-	return d
+	return ft.Image(t, n)
 }
 
 // FuzzPlanFix feeds arbitrary small disks to PlanFix and Apply and checks
@@ -90,12 +57,12 @@ func FuzzPlanFix(f *testing.F) {
 	// Small inputs fuzz well: disks of 48 sectors with 16-entry arrays
 	// (4 sectors). TestPlanFixRandomTables covers 128-entry tables.
 	const n = 48
-	f.Add(pfSmallDiskN(map[int][2]uint64{1: {6, 10}, 5: {11, 20}, 6: {21, 30}}, n, 16, n))
-	f.Add(pfSmallDiskN(map[int][2]uint64{1: {6, 10}, 2: {11, 20}}, 40, 16, n)) // stranded backup
-	f.Add(pfSmallDiskN(map[int][2]uint64{1: {6, 10}, 2: {11, 30}}, 60, 16, n)) // shrunk but fits
-	f.Add(pfSmallDiskN(map[int][2]uint64{1: {6, 10}, 2: {11, 50}}, 60, 16, n)) // shrunk, does not fit
-	f.Add(pfSmallDiskN(map[int][2]uint64{1: {6, 10}, 2: {9, 20}}, n, 16, n))   // overlap
-	f.Add(pfSmallDiskN(map[int][2]uint64{1: {6, 10}, 2: {11, 20}}, 40, 14, n)) // array ends inside a sector
+	f.Add(pfSmallDiskN(f, map[int][2]uint64{1: {6, 10}, 5: {11, 20}, 6: {21, 30}}, n, 16, n))
+	f.Add(pfSmallDiskN(f, map[int][2]uint64{1: {6, 10}, 2: {11, 20}}, 40, 16, n)) // stranded backup
+	f.Add(pfSmallDiskN(f, map[int][2]uint64{1: {6, 10}, 2: {11, 30}}, 60, 16, n)) // shrunk but fits
+	f.Add(pfSmallDiskN(f, map[int][2]uint64{1: {6, 10}, 2: {11, 50}}, 60, 16, n)) // shrunk, does not fit
+	f.Add(pfSmallDiskN(f, map[int][2]uint64{1: {6, 10}, 2: {9, 20}}, n, 16, n))   // overlap
+	f.Add(pfSmallDiskN(f, map[int][2]uint64{1: {6, 10}, 2: {11, 20}}, 40, 14, n)) // array ends inside a sector
 	f.Fuzz(func(t *testing.T, b []byte) {
 		// Any input is a disk: whole sectors, at least 3.
 		b = b[:len(b)/512*512]
@@ -174,10 +141,10 @@ func pfPlanFixProperty(t *testing.T, b []byte, opt gpt.FixOptions) {
 // N variations (default 400, seed 1).
 func TestPlanFixRandomTables(t *testing.T) {
 	seeds := [][]byte{
-		pfSmallDisk(map[int][2]uint64{1: {40, 60}, 5: {61, 100}, 6: {101, 150}}, 256),
-		pfSmallDisk(map[int][2]uint64{1: {40, 60}, 2: {61, 100}}, 200),
-		pfSmallDisk(map[int][2]uint64{1: {40, 60}, 2: {61, 180}}, 300),
-		pfSmallDiskN(map[int][2]uint64{1: {40, 60}, 2: {61, 100}}, 200, 98, 256),
+		pfSmallDisk(t, map[int][2]uint64{1: {40, 60}, 5: {61, 100}, 6: {101, 150}}, 256),
+		pfSmallDisk(t, map[int][2]uint64{1: {40, 60}, 2: {61, 100}}, 200),
+		pfSmallDisk(t, map[int][2]uint64{1: {40, 60}, 2: {61, 180}}, 300),
+		pfSmallDiskN(t, map[int][2]uint64{1: {40, 60}, 2: {61, 100}}, 200, 98, 256),
 	}
 	var refs []*gpt.Table
 	for _, sd := range seeds {

@@ -268,25 +268,14 @@ func TestFixLayouts(t *testing.T) {
 
 func pfFlip(t testing.TB, path string, off int64) {
 	t.Helper()
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	b := make([]byte, 1)
-	f.ReadAt(b, off)
+	b := gpttest.ReadAt(t, path, off, 1)
 	b[0] ^= 0x5A
-	gpttest.WriteAt(t, f, b, off)
+	gpttest.Patch(t, path, b, off)
 }
 
 func pfZero(t testing.TB, path string, off int64, n int) {
 	t.Helper()
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	gpttest.WriteAt(t, f, make([]byte, n), off)
+	gpttest.Patch(t, path, make([]byte, n), off)
 }
 
 // TestFixShrunk: a table for a bigger disk is refused when a partition no
@@ -410,17 +399,10 @@ func pfSgdiskUsable(t *testing.T, path string, ss, nparts int) {
 // returns it ("" and a log line when that is not possible here).
 func pfLoop(t *testing.T, path string, ss int) string {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Logf("not root: sgdisk check of the %d-byte-sector image skipped", ss)
-		return ""
+	dev, why := attachLoop(t, path, ss)
+	if dev == "" {
+		t.Logf("%s: sgdisk check of the %d-byte-sector image skipped", why, ss)
 	}
-	out, err := exec.Command("losetup", "-r", "-b", fmt.Sprint(ss), "-f", "--show", path).CombinedOutput()
-	if err != nil {
-		t.Logf("no loop device (%v %s): sgdisk check of the %d-byte-sector image skipped", err, out, ss)
-		return ""
-	}
-	dev := strings.TrimSpace(string(out))
-	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
 	return dev
 }
 

@@ -108,15 +108,15 @@ func (ft *Table) header(t testing.TB, my, alt, entryLBA uint64) []byte {
 	return h
 }
 
-// Write writes the protective MBR, the primary GPT and the backup GPT
-// (at DiskSectors-1) into the existing file at path.
-func (ft *Table) Write(t testing.TB, path string) {
-	t.Helper()
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
+// piece is bytes at an offset of a disk image.
+type piece struct {
+	off int64
+	b   []byte
+}
+
+// pieces are the protective MBR, the primary GPT and the backup GPT (at
+// DiskSectors-1), in write order.
+func (ft *Table) pieces(t testing.TB) []piece {
 	ss := int64(ft.SectorSize)
 	last := ft.DiskSectors - 1
 	mbr := make([]byte, ft.SectorSize)
@@ -126,12 +126,43 @@ func (ft *Table) Write(t testing.TB, path string) {
 	binary.LittleEndian.PutUint32(mbr[446+8:], 1)
 	binary.LittleEndian.PutUint32(mbr[446+12:], uint32(min(last, 0xFFFFFFFF)))
 	mbr[510], mbr[511] = 0x55, 0xAA
-	WriteAt(t, f, mbr, 0)
-	WriteAt(t, f, ft.header(t, 1, last, 2), ss)
-	WriteAt(t, f, ft.Array, 2*ss)
 	bArr := last - ft.arraySectors()
-	WriteAt(t, f, ft.Array, int64(bArr)*ss)
-	WriteAt(t, f, ft.header(t, last, 1, bArr), int64(last)*ss)
+	return []piece{
+		{0, mbr},
+		{ss, ft.header(t, 1, last, 2)},
+		{2 * ss, ft.Array},
+		{int64(bArr) * ss, ft.Array},
+		{int64(last) * ss, ft.header(t, last, 1, bArr)},
+	}
+}
+
+// Write writes the protective MBR, the primary GPT and the backup GPT
+// (at DiskSectors-1) into the existing file at path.
+func (ft *Table) Write(t testing.TB, path string) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, p := range ft.pieces(t) {
+		WriteAt(t, f, p.b, p.off)
+	}
+}
+
+// Image is a zeroed in-memory disk of n sectors with what Write writes;
+// a backup GPT that would lie past the end (a table made for a bigger
+// disk) is left out.
+func (ft *Table) Image(t testing.TB, n uint64) []byte {
+	d := make([]byte, n*uint64(ft.SectorSize))
+	ps := ft.pieces(t)
+	if ft.DiskSectors > n {
+		ps = ps[:3] // MBR and primary only
+	}
+	for _, p := range ps {
+		copy(d[p.off:], p.b)
+	}
+	return d
 }
 
 // RewriteCopy edits the header at headerLBA and its array in place, then
@@ -202,11 +233,11 @@ func Compact(arr []byte, size int) {
 // Compact128 is Compact for 128-byte entries.
 func Compact128(arr []byte) { Compact(arr, 128) }
 
-// Sort puts the used 128-byte entries in disk order (by first LBA) from
-// slot 1 on.
+// Sort rewrites an array of 128-byte entries as a list sorted by first
+// LBA from slot 1 on, as most partition editors do when asked to "sort".
 func Sort(arr []byte) {
 	u := used(arr, 128)
-	sort.Slice(u, func(i, j int) bool {
+	sort.SliceStable(u, func(i, j int) bool {
 		return binary.LittleEndian.Uint64(u[i][32:]) < binary.LittleEndian.Uint64(u[j][32:])
 	})
 	clear(arr)
