@@ -60,11 +60,9 @@ func makeSeedImages(f testing.TB) map[string]seedImage {
 	out["sgdisk"] = split(img, 512, false)
 	// A tiny 8-sector table (encoder) restored onto a bigger disk: the
 	// backup is stranded in the middle, inside the head.
-	tiny := gpttest.Sparse(f, dir, "tiny.img", 8*512)
 	ft8 := gpttest.NewTable(f, 512, 8*512, []gpttest.Part{{Slot: 2, Type: "0FC63DAF-8483-4772-8E79-3D69D8477DE4", First: 3, Last: 5, Name: "linux"}})
 	ft8.NumEntries, ft8.Array = 4, ft8.Array[:4*128]
-	ft8.Write(f, tiny)
-	out["grown"] = seedImage{head: gpttest.ReadAt(f, tiny, 0, 8*512), sectors: 1008}
+	out["grown"] = seedImage{head: ft8.Image(f, 8), sectors: 1008}
 	t := out["sgdisk"]
 	t.head = t.head[:2*512] // truncated: array missing
 	out["cut"] = t
@@ -72,13 +70,11 @@ func makeSeedImages(f testing.TB) map[string]seedImage {
 	gpttest.Run(f, "sgdisk", "-b", bak, sg)
 	out["sgdisk-backup"] = seedImage{full: gpttest.ReadAt(f, bak, 0, 3*512+4*128)}
 
-	p4 := gpttest.Sparse(f, dir, "4k.img", 16*4096)
 	ft := gpttest.NewTable(f, 4096, 16*4096, []gpttest.Part{
 		{Slot: 1, Type: "C12A7328-F81F-11D2-BA4B-00A0C93EC93B", First: 3, Last: 7},
 		{Slot: 3, Type: "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7", First: 8, Last: 10}})
 	ft.NumEntries, ft.Array = 4, ft.Array[:4*128]
-	ft.Write(f, p4)
-	out["4k"] = split(gpttest.ReadAt(f, p4, 0, 16*4096), 4096, true)
+	out["4k"] = split(ft.Image(f, 16), 4096, true)
 	return out
 }
 
