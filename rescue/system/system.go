@@ -323,6 +323,9 @@ func (s *System) Restore(ctx context.Context, c *cmdline.Config, dst string) (an
 	if res.GPTFixup != "" {
 		s.Con.Printf("restore: %s", res.GPTFixup)
 	}
+	if err := Reread(dst, 10*time.Second); err != nil {
+		return res, err
+	}
 	return res, nil
 }
 
@@ -385,6 +388,10 @@ func (s *System) Fix(ctx context.Context, c *cmdline.Config, dst string) (any, e
 	}
 	res.Applied = true
 	s.Con.Printf("fix: written and verified; undo file %s", res.UndoPath)
+	dev.Close()
+	if err := Reread(dst, 10*time.Second); err != nil {
+		return res, err
+	}
 	return res, nil
 }
 
@@ -484,6 +491,11 @@ func Esxiboot() (string, error) {
 func (s *System) BootCheck(ctx context.Context, dst string) (any, error) {
 	p, err := Esxiboot()
 	if err != nil {
+		return nil, err
+	}
+	// The kernel's partitions must be the table's (esxiboot mounts 5 and
+	// 6 by number), whatever step wrote the table last.
+	if err := Reread(dst, 10*time.Second); err != nil {
 		return nil, err
 	}
 	var out bytes.Buffer
