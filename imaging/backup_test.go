@@ -12,13 +12,13 @@ import (
 	"testing"
 
 	"github.com/esxi-rescue/rescue/gpt"
+	"github.com/esxi-rescue/rescue/internal/gpttest"
 )
 
 func TestBackup(t *testing.T) {
-	need(t, "sgdisk", "zstd", "gzip", "sha256sum", "cmp")
+	gpttest.Need(t, "sgdisk", "zstd", "gzip", "sha256sum", "cmp")
 	dir := t.TempDir()
-	img := dir + "/disk.img"
-	sgdiskImage(t, img, 48<<20, []sgPart{{1, 2048, 10239, "EF00"}, {5, 10240, 90000, "0700"}})
+	img := sgdiskImage(t, dir, 48<<20, []gpttest.Part{{Slot: 1, First: 2048, Last: 10239, Type: "EF00"}, {Slot: 5, First: 10240, Last: 90000, Type: "0700"}})
 	want := sha256sum(t, img)
 	for _, tc := range []struct{ comp, name, decompress string }{
 		{"zstd", "b.img.zst", "zstd -dc"},
@@ -86,11 +86,10 @@ func TestBackup(t *testing.T) {
 
 func TestBackupFromBlockDevice(t *testing.T) {
 	needRoot(t)
-	need(t, "sgdisk", "zstd", "cmp")
+	gpttest.Need(t, "sgdisk", "zstd", "cmp")
 	dir := t.TempDir()
-	img := dir + "/disk.img"
-	sgdiskImage(t, img, 32<<20, testParts[:2])
-	dev := loopDev(t, img)
+	img := sgdiskImage(t, dir, 32<<20, testParts[:2])
+	dev := gpttest.Loop(t, img)
 	out := dir + "/backup.zst"
 	opt := copyOpts(t, dev, out)
 	opt.Compress, opt.Verify = "zstd", true

@@ -5,6 +5,8 @@ import (
 	"context"
 	"os"
 	"testing"
+
+	"github.com/esxi-rescue/rescue/internal/gpttest"
 )
 
 // FuzzRestore feeds arbitrary images (raw, or with a compressor's magic
@@ -19,6 +21,9 @@ func FuzzRestore(f *testing.F) {
 	head := make([]byte, 4096)
 	copy(head[512:], "EFI PART")
 	f.Add(head)
+	// A whole valid GPT disk of 128 sectors from the independent encoder.
+	efi := gpttest.Part{Slot: 1, Type: "C12A7328-F81F-11D2-BA4B-00A0C93EC93B", First: 40, Last: 90, Name: "EFI"}
+	f.Add(gpttest.NewTable(f, 512, 128*512, []gpttest.Part{efi}).Image(f, 128))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if len(data) == 0 {
 			return

@@ -15,50 +15,33 @@ import (
 	dgpt "github.com/diskfs/go-diskfs/partition/gpt"
 	"github.com/esxi-rescue/rescue/esxi"
 	"github.com/esxi-rescue/rescue/gpt"
+	"github.com/esxi-rescue/rescue/internal/gpttest"
 )
 
-// sgPart is a partition for sgdisk: slot, first and last LBA, type code.
-type sgPart struct {
-	slot        int
-	first, last uint64
-	typ         string
-}
-
-// sgdiskImage makes a sparse image with sgdisk (an independent GPT writer)
-// and random data at the start and end of every partition.
-func sgdiskImage(t testing.TB, path string, size int64, parts []sgPart) {
+// sgdiskImage makes a sparse image of size bytes in dir, partitioned by
+// sgdisk (an independent GPT writer, through gpttest.SgdiskImage), each
+// partition named "partN", with random data at the start and end of every
+// partition, and returns its path.
+func sgdiskImage(t testing.TB, dir string, size int64, parts []gpttest.Part) string {
 	t.Helper()
-	need(t, "sgdisk")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
+	named := make([]gpttest.Part, len(parts))
+	for i, p := range parts {
+		p.Name = fmt.Sprintf("part%d", p.Slot)
+		named[i] = p
 	}
-	f.Truncate(size)
-	f.Close()
-	args := []string{"-a", "1"}
+	path := gpttest.SgdiskImage(t, dir, size, named)
 	for _, p := range parts {
-		args = append(args, "-n", fmt.Sprintf("%d:%d:%d", p.slot, p.first, p.last), "-t", fmt.Sprintf("%d:%s", p.slot, p.typ),
-			"-c", fmt.Sprintf("%d:part%d", p.slot, p.slot))
+		fillRandom(t, path, int64(p.First)*512, 8192, uint64(p.Slot))
+		fillRandom(t, path, int64(p.Last+1)*512-8192, 8192, uint64(p.Slot)+100)
 	}
-	run(t, "sgdisk", append(args, path)...)
-	for _, p := range parts {
-		fillRandom(t, path, int64(p.first)*512, 8192, uint64(p.slot))
-		fillRandom(t, path, int64(p.last+1)*512-8192, 8192, uint64(p.slot)+100)
-	}
+	return path
 }
 
 // testParts: slots 1, 5 and 2 in disk order 1,5,2 (gaps at 3 and 4).
-var testParts = []sgPart{
-	{1, 2048, 10239, "EF00"},
-	{5, 10240, 40959, "0700"},
-	{2, 40960, 100000, "8300"},
-}
-
-// sgdiskVerify runs sgdisk -v and returns its output and whether it found no problems.
-func sgdiskVerify(t testing.TB, path string) (string, bool) {
-	t.Helper()
-	out, _ := exec.Command("sgdisk", "-v", path).CombinedOutput()
-	return string(out), strings.Contains(string(out), "No problems found")
+var testParts = []gpttest.Part{
+	{Slot: 1, First: 2048, Last: 10239, Type: "EF00"},
+	{Slot: 5, First: 10240, Last: 40959, Type: "0700"},
+	{Slot: 2, First: 40960, Last: 100000, Type: "8300"},
 }
 
 func readTable(t testing.TB, path string, ss int) *gpt.Table {
@@ -68,18 +51,6 @@ func readTable(t testing.TB, path string, ss int) *gpt.Table {
 		t.Fatal(err)
 	}
 	return tb
-}
-
-func sparseFile(t testing.TB, path string, size int64) {
-	t.Helper()
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Truncate(size); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
 }
 
 // checkSlotsKept checks that both entry arrays on the target are
@@ -133,11 +104,10 @@ func checkSlotsKept(t *testing.T, img, dst string, ss int, lastUsed uint64) {
 }
 
 func TestGPTTargetSizes(t *testing.T) {
-	need(t, "sgdisk", "cmp")
+	gpttest.Need(t, "sgdisk", "cmp")
 	dir := t.TempDir()
-	img := dir + "/img"
 	const imgSize = 64 << 20
-	sgdiskImage(t, img, imgSize, testParts)
+	img := sgdiskImage(t, dir, imgSize, testParts)
 	const lastUsed = 100000
 	need := int64(lastUsed+1) * 512
 	for _, tc := range []struct {
@@ -154,8 +124,7 @@ func TestGPTTargetSizes(t *testing.T) {
 		{name: "larger-no-fixup", size: 96 << 20, noFixup: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			dst := t.TempDir() + "/disk"
-			sparseFile(t, dst, tc.size)
+			dst := gpttest.Sparse(t, t.TempDir(), "disk", tc.size)
 			opt := copyOpts(t, img, dst)
 			opt.NoGPTFixup = tc.noFixup
 			opt.UndoPath = t.TempDir() + "/undo"
@@ -166,7 +135,7 @@ func TestGPTTargetSizes(t *testing.T) {
 					t.Fatalf("want refusal containing %q, got %v", tc.wantErr, err)
 				}
 				t.Logf("refused as expected: %v", err)
-				if b := readAt(t, dst, 0, 1<<20); !isZero(b) {
+				if b := gpttest.ReadAt(t, dst, 0, 1<<20); !isZero(b) {
 					t.Errorf("the refused target was written")
 				}
 				return
@@ -181,7 +150,7 @@ func TestGPTTargetSizes(t *testing.T) {
 				t.Errorf("target size changed to %d", fi.Size())
 			}
 			t.Logf("GPT: %s", res.GPTFixup)
-			out, clean := sgdiskVerify(t, dst)
+			out, clean := gpttest.SgdiskCheck(t, dst)
 			switch {
 			case tc.size == imgSize:
 				cmpFiles(t, img, dst, -1)
@@ -233,12 +202,11 @@ func diskfsImage4K(t testing.TB, path string, size int64) uint64 {
 }
 
 func TestGPT4KSectors(t *testing.T) {
-	need(t, "cmp")
+	gpttest.Need(t, "cmp")
 	dir := t.TempDir()
 	img := dir + "/img"
 	lastUsed := diskfsImage4K(t, img, 64<<20)
-	dst := dir + "/disk"
-	sparseFile(t, dst, 100<<20)
+	dst := gpttest.Sparse(t, dir, "disk", 100<<20)
 	opt := copyOpts(t, img, dst)
 	opt.UndoPath = dir + "/undo"
 	res := mustCopy(t, opt)
@@ -247,8 +215,7 @@ func TestGPT4KSectors(t *testing.T) {
 	}
 	checkSlotsKept(t, img, dst, 4096, lastUsed)
 	// Too small in 4K sectors.
-	small := dir + "/small"
-	sparseFile(t, small, 40<<20)
+	small := gpttest.Sparse(t, dir, "small", 40<<20)
 	if _, err := Copy(context.Background(), copyOpts(t, img, small)); !errors.Is(err, ErrRefused) {
 		t.Errorf("40 MiB target for a table ending at 4K LBA %d: want refusal, got %v", lastUsed, err)
 	}
@@ -264,14 +231,12 @@ func TestGPT4KSectors(t *testing.T) {
 // own partition table (the image's head is never written) and nothing is
 // "fixed".
 func TestChecksumMismatchKeepsGPT(t *testing.T) {
-	need(t, "sgdisk")
+	gpttest.Need(t, "sgdisk")
 	dir := t.TempDir()
-	img := dir + "/img"
-	sgdiskImage(t, img, 64<<20, testParts)
-	dst := dir + "/disk"
-	sgdiskImage(t, dst, 96<<20, []sgPart{{1, 2048, 150000, "8300"}})
-	head0, tail0 := readAt(t, dst, 0, 1<<20), readAt(t, dst, 95<<20, 1<<20)
-	p0 := run(t, "sgdisk", "-p", dst)
+	img := sgdiskImage(t, dir, 64<<20, testParts)
+	dst := sgdiskImage(t, dir, 96<<20, []gpttest.Part{{Slot: 1, First: 2048, Last: 150000, Type: "8300"}})
+	head0, tail0 := gpttest.ReadAt(t, dst, 0, 1<<20), gpttest.ReadAt(t, dst, 95<<20, 1<<20)
+	p0 := gpttest.Run(t, "sgdisk", "-p", dst)
 	opt := copyOpts(t, img, dst)
 	opt.SHA256 = strings.Repeat("0", 64)
 	opt.UndoPath = dir + "/undo"
@@ -283,10 +248,10 @@ func TestChecksumMismatchKeepsGPT(t *testing.T) {
 	if res == nil || res.SHA256 != sha256sum(t, img) {
 		t.Errorf("the result should still report the image's real SHA-256")
 	}
-	if !bytes.Equal(readAt(t, dst, 0, 1<<20), head0) || !bytes.Equal(readAt(t, dst, 95<<20, 1<<20), tail0) {
+	if !bytes.Equal(gpttest.ReadAt(t, dst, 0, 1<<20), head0) || !bytes.Equal(gpttest.ReadAt(t, dst, 95<<20, 1<<20), tail0) {
 		t.Errorf("the target's GPT regions changed")
 	}
-	if p1 := run(t, "sgdisk", "-p", dst); p1 != p0 {
+	if p1 := gpttest.Run(t, "sgdisk", "-p", dst); p1 != p0 {
 		t.Errorf("sgdisk -p changed:\n%s\nwas\n%s", p1, p0)
 	}
 	if _, err := os.Stat(opt.UndoPath); err == nil {
@@ -299,49 +264,47 @@ func TestChecksumMismatchKeepsGPT(t *testing.T) {
 // onto a bigger disk keeps both entry arrays byte-identical to the image and
 // leaves a table sgdisk finds clean.
 func TestIncidentESXi50(t *testing.T) {
-	need(t, "sgdisk", "cmp")
+	gpttest.Need(t, "sgdisk", "cmp")
 	layout, err := esxi.Layout("5.0", 7<<30, 512)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// The brief's table with a small datastore, so the image stays ~5 GiB sparse.
-	var parts []sgPart
+	var parts []gpttest.Part
 	var lastUsed uint64
 	codes := map[string]string{esxi.TypeEFISystem: "EF00", esxi.TypeBasicData: "0700", esxi.TypeVMFS: "FB00", esxi.TypeVMKDiagnostic: "FC00"}
 	for _, p := range layout {
 		if p.Slot == 3 {
 			p.Last = p.First + 2047
 		}
-		parts = append(parts, sgPart{p.Slot, p.First, p.Last, codes[p.Type]})
+		parts = append(parts, gpttest.Part{Slot: p.Slot, First: p.First, Last: p.Last, Type: codes[p.Type]})
 		lastUsed = max(lastUsed, p.Last)
 	}
 	if len(parts) != 7 {
 		t.Fatalf("ESXi 5.0 layout has %d partitions, want 7", len(parts))
 	}
 	dir := t.TempDir()
-	img := dir + "/esxi50.img"
-	sgdiskImage(t, img, int64(lastUsed+34)*512, parts)
+	img := sgdiskImage(t, dir, int64(lastUsed+34)*512, parts)
 	it := readTable(t, img, 512)
 	slots := it.Slots()
 	if slots[3].Used() || !slots[4].Used() || !slots[7].Used() {
 		t.Fatalf("fixture: slot 4 should be empty and 5..8 used")
 	}
-	dst := dir + "/bigger-disk"
-	sparseFile(t, dst, 8<<30)
+	dst := gpttest.Sparse(t, dir, "bigger-disk", 8<<30)
 	opt := copyOpts(t, img, dst)
 	opt.BufferSize = 4 << 20
 	opt.UndoPath = dir + "/undo"
 	res := mustCopy(t, opt)
 	t.Logf("%s", res.GPTFixup)
 	checkSlotsKept(t, img, dst, 512, lastUsed)
-	if out, clean := sgdiskVerify(t, dst); !clean {
+	if out, clean := gpttest.SgdiskCheck(t, dst); !clean {
 		t.Errorf("sgdisk -v: %s", out)
 	}
 	// sgdisk still lists partitions 1,2,3,5,6,7,8 by the same numbers.
-	out := run(t, "sgdisk", "-p", dst)
+	out := gpttest.Run(t, "sgdisk", "-p", dst)
 	for _, p := range parts {
-		if !strings.Contains(out, fmt.Sprintf("\n   %d        %11d", p.slot, p.first)) && !strings.Contains(out, fmt.Sprintf("   %d ", p.slot)) {
-			t.Errorf("sgdisk -p does not list partition %d:\n%s", p.slot, out)
+		if !strings.Contains(out, fmt.Sprintf("\n   %d        %11d", p.Slot, p.First)) && !strings.Contains(out, fmt.Sprintf("   %d ", p.Slot)) {
+			t.Errorf("sgdisk -p does not list partition %d:\n%s", p.Slot, out)
 		}
 	}
 }
@@ -350,13 +313,12 @@ func TestIncidentESXi50(t *testing.T) {
 // an error; one trimmed after its last partition restores with the backup
 // GPT rebuilt.
 func TestTruncatedImage(t *testing.T) {
-	need(t, "sgdisk", "cmp")
+	gpttest.Need(t, "sgdisk", "cmp")
 	dir := t.TempDir()
-	img := dir + "/img"
-	sgdiskImage(t, img, 64<<20, testParts)
+	img := sgdiskImage(t, dir, 64<<20, testParts)
 	cut := func(name string, n int64) string {
 		p := dir + "/" + name
-		run(t, "cp", "--sparse=always", img, p)
+		gpttest.Run(t, "cp", "--sparse=always", img, p)
 		if err := os.Truncate(p, n); err != nil {
 			t.Fatal(err)
 		}
@@ -379,7 +341,7 @@ func TestTruncatedImage(t *testing.T) {
 	if fi, _ := os.Stat(dst); fi.Size() != 64<<20 {
 		t.Errorf("target size %d, want the image's disk size %d", fi.Size(), 64<<20)
 	}
-	if out, clean := sgdiskVerify(t, dst); !clean {
+	if out, clean := gpttest.SgdiskCheck(t, dst); !clean {
 		t.Errorf("sgdisk -v: %s", out)
 	}
 	checkSlotsKept(t, img, dst, 512, 100000)
@@ -390,7 +352,7 @@ func TestTruncatedImage(t *testing.T) {
 // entry arrays stay byte-identical, sgdisk (512) finds no problem, and
 // mtools still reads the boot bank by its slot-5 offset.
 func TestESXiCreatedImage(t *testing.T) {
-	need(t, "sgdisk", "mdir", "cmp")
+	gpttest.Need(t, "sgdisk", "mdir", "cmp")
 	for _, tc := range []struct {
 		v    esxi.Version
 		size int64
@@ -406,8 +368,7 @@ func TestESXiCreatedImage(t *testing.T) {
 				t.Fatal(err)
 			}
 			it := readTable(t, img, tc.ss)
-			dst := dir + "/disk"
-			sparseFile(t, dst, tc.size+256<<20)
+			dst := gpttest.Sparse(t, dir, "disk", tc.size+256<<20)
 			opt := copyOpts(t, img, dst)
 			opt.UndoPath, opt.Verify = dir+"/undo", true
 			res := mustCopy(t, opt)
@@ -416,7 +377,7 @@ func TestESXiCreatedImage(t *testing.T) {
 			}
 			checkSlotsKept(t, img, dst, tc.ss, it.LastUsedLBA())
 			if tc.ss == 512 {
-				if out, clean := sgdiskVerify(t, dst); !clean {
+				if out, clean := gpttest.SgdiskCheck(t, dst); !clean {
 					t.Errorf("sgdisk -v: %s", out)
 				}
 			}
@@ -426,7 +387,7 @@ func TestESXiCreatedImage(t *testing.T) {
 					bank5 = s.Entry().First
 				}
 			}
-			out := run(t, "mdir", "-i", fmt.Sprintf("%s@@%d", dst, bank5*uint64(tc.ss)), "::")
+			out := gpttest.Run(t, "mdir", "-i", fmt.Sprintf("%s@@%d", dst, bank5*uint64(tc.ss)), "::")
 			if !strings.Contains(strings.ToLower(out), "boot") {
 				t.Errorf("mdir of slot 5 on the target: %s", out)
 			}

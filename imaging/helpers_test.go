@@ -15,6 +15,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/esxi-rescue/rescue/internal/gpttest"
 	"golang.org/x/sys/unix"
 )
 
@@ -57,38 +58,10 @@ func randomFill(rng *rand.Rand, b []byte) {
 // fillRandom writes n random bytes at off into the file at path.
 func fillRandom(t testing.TB, path string, off int64, n int, seed uint64) {
 	t.Helper()
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
 	rng := rand.New(rand.NewPCG(seed, 7))
 	b := make([]byte, n)
 	randomFill(rng, b)
-	if _, err := f.WriteAt(b, off); err != nil {
-		t.Fatal(err)
-	}
-}
-
-// run runs a command and fails the test with its output on error.
-func run(t testing.TB, name string, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
-// need skips nothing: tools the tests need are installed by build.sh (CI);
-// a missing one is a failure with a clear message.
-func need(t testing.TB, tools ...string) {
-	t.Helper()
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s is not installed (build.sh installs it: see APT_PACKAGES)", tool)
-		}
-	}
+	gpttest.Patch(t, path, b, off)
 }
 
 // needRoot skips a test that needs root (loop devices, mounts).
@@ -100,19 +73,6 @@ func needRoot(t testing.TB) {
 	if _, err := os.Stat("/dev/loop-control"); err != nil {
 		t.Skip("needs loop devices (/dev/loop-control missing)")
 	}
-}
-
-// loopDev attaches path to a loop device (removed at cleanup).
-func loopDev(t testing.TB, path string, extra ...string) string {
-	t.Helper()
-	args := append([]string{"-f", "--show"}, extra...)
-	out, err := exec.Command("losetup", append(args, path)...).CombinedOutput()
-	if err != nil {
-		t.Skipf("cannot attach a loop device: %v: %s", err, out)
-	}
-	dev := strings.TrimSpace(string(out))
-	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
-	return dev
 }
 
 // cmpFiles compares two files with cmp(1), optionally only the first n bytes.
@@ -130,7 +90,7 @@ func cmpFiles(t testing.TB, a, b string, n int64) {
 // sha256sum hashes a file with sha256sum(1), an independent implementation.
 func sha256sum(t testing.TB, path string) string {
 	t.Helper()
-	out := run(t, "sha256sum", path)
+	out := gpttest.Run(t, "sha256sum", path)
 	return strings.Fields(out)[0]
 }
 
@@ -147,21 +107,6 @@ func allocated(t testing.TB, path string) int64 {
 		t.Fatal(err)
 	}
 	return st.Blocks * 512
-}
-
-// readAt reads n bytes at off from path.
-func readAt(t testing.TB, path string, off int64, n int) []byte {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	b := make([]byte, n)
-	if _, err := f.ReadAt(b, off); err != nil {
-		t.Fatal(err)
-	}
-	return b
 }
 
 // copyOpts returns Options for a test copy with small buffers and a test log.

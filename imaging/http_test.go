@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/esxi-rescue/rescue/internal/gpttest"
 )
 
 // dropWriter aborts the response after limit bytes, as a dropped
@@ -87,11 +89,11 @@ func httpOpts(t *testing.T, url, dst string) Options {
 }
 
 func TestHTTP(t *testing.T) {
-	need(t, "zstd", "cmp")
+	gpttest.Need(t, "zstd", "cmp")
 	dir := t.TempDir()
 	raw := dir + "/img"
 	makeImage(t, raw, 6<<20, 64<<10, 0.6, 21)
-	run(t, "zstd", "-q", raw, "-o", raw+".zst")
+	gpttest.Run(t, "zstd", "-q", raw, "-o", raw+".zst")
 	plain, _ := os.ReadFile(raw)
 	zst, _ := os.ReadFile(raw + ".zst")
 	for _, tc := range []struct {

@@ -7,6 +7,8 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/esxi-rescue/rescue/internal/gpttest"
 )
 
 // compressors make a compressed copy of an image with the real CLI tools
@@ -16,9 +18,9 @@ var compressors = []struct {
 	ext  string
 	make func(t *testing.T, raw, out string)
 }{
-	{"none", "", func(t *testing.T, raw, out string) { run(t, "cp", "--sparse=always", raw, out) }},
+	{"none", "", func(t *testing.T, raw, out string) { gpttest.Run(t, "cp", "--sparse=always", raw, out) }},
 	{"gzip-cli", ".gz", func(t *testing.T, raw, out string) { shell(t, "gzip -c -1 "+raw+" > "+out) }},
-	{"zstd-cli", ".zst", func(t *testing.T, raw, out string) { run(t, "zstd", "-q", "-T0", raw, "-o", out) }},
+	{"zstd-cli", ".zst", func(t *testing.T, raw, out string) { gpttest.Run(t, "zstd", "-q", "-T0", raw, "-o", out) }},
 	{"zstd-cli-multiframe", ".zst", func(t *testing.T, raw, out string) {
 		shell(t, "head -c 1000000 "+raw+" | zstd -q > "+out+" && tail -c +1000001 "+raw+" | zstd -q >> "+out)
 	}},
@@ -29,7 +31,7 @@ var compressors = []struct {
 
 func shell(t *testing.T, cmd string) {
 	t.Helper()
-	need(t, "gzip", "zstd", "xz")
+	gpttest.Need(t, "gzip", "zstd", "xz")
 	if out, err := exec.Command("sh", "-c", cmd).CombinedOutput(); err != nil {
 		t.Fatalf("%s: %v: %s", cmd, err, out)
 	}
@@ -43,7 +45,7 @@ func ourBackup(t *testing.T, raw, out, comp string) {
 }
 
 func TestRoundTrip(t *testing.T) {
-	need(t, "cmp", "sha256sum", "gzip", "zstd", "xz")
+	gpttest.Need(t, "cmp", "sha256sum", "gzip", "zstd", "xz")
 	images := []struct {
 		name    string
 		size    int64
@@ -87,7 +89,7 @@ func TestRoundTrip(t *testing.T) {
 // TestRoundTripBuffers exercises buffer sizes that do not divide the image
 // and the head hold-back (first MiB written last).
 func TestRoundTripBuffers(t *testing.T) {
-	need(t, "cmp")
+	gpttest.Need(t, "cmp")
 	dir := t.TempDir()
 	raw := dir + "/img"
 	makeImage(t, raw, 5<<20+4097, 4096, 0.5, 3)
@@ -107,7 +109,7 @@ func TestRoundTripBuffers(t *testing.T) {
 // TestExistingFileTarget: an existing file keeps its size (it plays a disk)
 // and stale data where the image has zeros is cleared.
 func TestExistingFileTarget(t *testing.T) {
-	need(t, "cmp")
+	gpttest.Need(t, "cmp")
 	dir := t.TempDir()
 	raw := dir + "/img"
 	makeImage(t, raw, 8<<20, 64<<10, 0.3, 5)
@@ -122,17 +124,17 @@ func TestExistingFileTarget(t *testing.T) {
 		t.Errorf("no zero regions handled")
 	}
 	// The part past the image is the disk's own, untouched.
-	if got := readAt(t, dst, 8<<20, 4096); isZero(got) {
+	if got := gpttest.ReadAt(t, dst, 8<<20, 4096); isZero(got) {
 		t.Errorf("data past the image was cleared")
 	}
 }
 
 func TestStdinSource(t *testing.T) {
-	need(t, "cmp", "zstd")
+	gpttest.Need(t, "cmp", "zstd")
 	dir := t.TempDir()
 	raw := dir + "/img"
 	makeImage(t, raw, 3<<20, 4096, 0.7, 8)
-	run(t, "zstd", "-q", raw, "-o", raw+".zst")
+	gpttest.Run(t, "zstd", "-q", raw, "-o", raw+".zst")
 	f, err := os.Open(raw + ".zst")
 	if err != nil {
 		t.Fatal(err)
@@ -160,7 +162,7 @@ func TestStdinSource(t *testing.T) {
 }
 
 func TestBadCompressedInput(t *testing.T) {
-	need(t, "gzip", "zstd", "xz")
+	gpttest.Need(t, "gzip", "zstd", "xz")
 	dir := t.TempDir()
 	raw := dir + "/img"
 	makeImage(t, raw, 4<<20, 4096, 1, 11)

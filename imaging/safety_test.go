@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/esxi-rescue/rescue/internal/gpttest"
 	"golang.org/x/sys/unix"
 )
 
@@ -57,7 +58,7 @@ func (f faultyReader) ReadAt(p []byte, off int64) (int, error) {
 }
 
 func TestSourceReadErrors(t *testing.T) {
-	need(t, "cmp")
+	gpttest.Need(t, "cmp")
 	dir := t.TempDir()
 	raw := dir + "/disk"
 	makeImage(t, raw, 4<<20, 4096, 1, 31)
@@ -78,12 +79,12 @@ func TestSourceReadErrors(t *testing.T) {
 	if len(res.BadRanges) != 1 || res.BadRanges[0] != (Range{badStart, badEnd - badStart}) {
 		t.Fatalf("bad ranges %+v, want [{%d %d}]", res.BadRanges, badStart, badEnd-badStart)
 	}
-	got := readAt(t, dir+"/out2", badStart, badEnd-badStart)
+	got := gpttest.ReadAt(t, dir+"/out2", badStart, badEnd-badStart)
 	if !isZero(got) {
 		t.Errorf("bad range not zero-filled")
 	}
 	cmpFiles(t, raw, dir+"/out2", badStart)
-	a, b := readAt(t, raw, badEnd, 3<<20-3072), readAt(t, dir+"/out2", badEnd, 3<<20-3072)
+	a, b := gpttest.ReadAt(t, raw, badEnd, 3<<20-3072), gpttest.ReadAt(t, dir+"/out2", badEnd, 3<<20-3072)
 	if !bytes.Equal(a, b) {
 		t.Errorf("data after the bad range differs")
 	}
@@ -127,14 +128,13 @@ func TestRefuseRootDisk(t *testing.T) {
 
 func TestBlockDeviceTarget(t *testing.T) {
 	needRoot(t)
-	need(t, "sgdisk", "cmp")
+	gpttest.Need(t, "sgdisk", "cmp")
 	dir := t.TempDir()
-	img := dir + "/img"
-	sgdiskImage(t, img, 64<<20, testParts)
+	img := sgdiskImage(t, dir, 64<<20, testParts)
 	backing := dir + "/disk"
 	makeImage(t, backing, 96<<20, 1<<20, 1, 41) // stale data everywhere
-	run(t, "sgdisk", "-a", "1", "-n", "1:2048:100000", backing)
-	dev := loopDev(t, backing)
+	gpttest.Run(t, "sgdisk", "-a", "1", "-n", "1:2048:100000", backing)
+	dev := gpttest.Loop(t, backing)
 
 	opt := copyOpts(t, img, dev)
 	opt.UndoPath = dir + "/undo"
@@ -149,17 +149,17 @@ func TestBlockDeviceTarget(t *testing.T) {
 	if res.ZeroBytes == 0 {
 		t.Errorf("no zero regions")
 	}
-	out, clean := sgdiskVerify(t, dev)
+	out, clean := gpttest.SgdiskCheck(t, dev)
 	if !clean {
 		t.Errorf("sgdisk -v: %s", out)
 	}
 	checkSlotsKept(t, img, dev, 512, 100000)
 	// Stale data where the image has zeros was cleared (BLKZEROOUT).
 	zeroOff := int64(50000 * 512)
-	if im := readAt(t, img, zeroOff, 64<<10); !isZero(im) {
+	if im := gpttest.ReadAt(t, img, zeroOff, 64<<10); !isZero(im) {
 		t.Fatalf("fixture: image not zero at %d", zeroOff)
 	}
-	if got := readAt(t, dev, zeroOff, 64<<10); !isZero(got) {
+	if got := gpttest.ReadAt(t, dev, zeroOff, 64<<10); !isZero(got) {
 		t.Errorf("stale data left where the image has zeros")
 	}
 
@@ -169,20 +169,19 @@ func TestBlockDeviceTarget(t *testing.T) {
 	if _, err := Copy(context.Background(), opt); !errors.Is(err, ErrVerify) {
 		t.Errorf("-assume-zeroed over stale data with -verify: want ErrVerify, got %v", err)
 	}
-	if got := readAt(t, dev, zeroOff, 64<<10); isZero(got) {
+	if got := gpttest.ReadAt(t, dev, zeroOff, 64<<10); isZero(got) {
 		t.Errorf("-assume-zeroed zeroed a region anyway")
 	}
 }
 
 func TestBlockDevice4K(t *testing.T) {
 	needRoot(t)
-	need(t, "sgdisk")
+	gpttest.Need(t, "sgdisk")
 	dir := t.TempDir()
 	img4k := dir + "/img4k"
 	lastUsed := diskfsImage4K(t, img4k, 64<<20)
-	backing := dir + "/disk"
-	sparseFile(t, backing, 96<<20)
-	dev := loopDev(t, backing, "--sector-size", "4096")
+	backing := gpttest.Sparse(t, dir, "disk", 96<<20)
+	dev := gpttest.Loop(t, backing, "--sector-size", "4096")
 	if ss, _ := os.ReadFile("/sys/block/" + filepath.Base(dev) + "/queue/logical_block_size"); strings.TrimSpace(string(ss)) != "4096" {
 		t.Skipf("loop device did not take 4096-byte sectors (%q)", ss)
 	}
@@ -190,13 +189,12 @@ func TestBlockDevice4K(t *testing.T) {
 	opt.UndoPath = dir + "/undo"
 	res := mustCopy(t, opt)
 	checkSlotsKept(t, img4k, dev, 4096, lastUsed)
-	if out, clean := sgdiskVerify(t, dev); !clean {
+	if out, clean := gpttest.SgdiskCheck(t, dev); !clean {
 		t.Errorf("sgdisk -v on the 4Kn loop device: %s", out)
 	}
 	t.Logf("%s", res.GPTFixup)
 	// A 512-byte-sector image cannot work on this disk.
-	img512 := dir + "/img512"
-	sgdiskImage(t, img512, 64<<20, testParts)
+	img512 := sgdiskImage(t, dir, 64<<20, testParts)
 	opt = copyOpts(t, img512, dev)
 	opt.Yes = true
 	if _, err := Copy(context.Background(), opt); !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "sectors") {
@@ -206,14 +204,13 @@ func TestBlockDevice4K(t *testing.T) {
 
 func TestMountedTargetRefused(t *testing.T) {
 	needRoot(t)
-	need(t, "sgdisk", "mkfs.ext4")
+	gpttest.Need(t, "sgdisk", "mkfs.ext4")
 	dir := t.TempDir()
 	img := dir + "/img"
 	makeImage(t, img, 4<<20, 4096, 1, 51)
-	backing := dir + "/disk"
-	sparseFile(t, backing, 64<<20)
-	run(t, "sgdisk", "-n", "1:2048:0", backing)
-	dev := loopDev(t, backing, "-P")
+	backing := gpttest.Sparse(t, dir, "disk", 64<<20)
+	gpttest.Run(t, "sgdisk", "-n", "1:2048:0", backing)
+	dev := gpttest.Loop(t, backing, "-P")
 	part := dev + "p1"
 	for i := 0; i < 40; i++ { // the partition node appears asynchronously
 		if _, err := os.Stat(part); err == nil {
@@ -236,14 +233,14 @@ func TestMountedTargetRefused(t *testing.T) {
 			t.Skipf("mknod %s: %v", part, err)
 		}
 	}
-	run(t, "mkfs.ext4", "-q", part)
+	gpttest.Run(t, "mkfs.ext4", "-q", part)
 	mnt := dir + "/mnt"
 	os.Mkdir(mnt, 0o755)
 	if out, err := exec.Command("mount", part, mnt).CombinedOutput(); err != nil {
 		t.Skipf("cannot mount: %v %s", err, out)
 	}
 	defer exec.Command("umount", mnt).Run()
-	before := readAt(t, dev, 0, 1<<20)
+	before := gpttest.ReadAt(t, dev, 0, 1<<20)
 	for _, target := range []string{dev, part, backing} {
 		opt := copyOpts(t, img, target)
 		opt.Yes = true
@@ -254,7 +251,7 @@ func TestMountedTargetRefused(t *testing.T) {
 			t.Logf("refused as expected: %v", err)
 		}
 	}
-	if !bytes.Equal(before, readAt(t, dev, 0, 1<<20)) {
+	if !bytes.Equal(before, gpttest.ReadAt(t, dev, 0, 1<<20)) {
 		t.Errorf("the mounted disk was written")
 	}
 }

@@ -16,7 +16,7 @@ import (
 // Part is one partition entry of a fixture.
 type Part struct {
 	Slot        int    // entry number, from 1
-	Type        string // canonical GUID text
+	Type        string // canonical GUID text (Sgdisk also takes sgdisk's codes, "EF00")
 	First, Last uint64 // LBAs in the table's sector size
 	Name        string
 	Attrs       uint64

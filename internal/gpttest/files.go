@@ -10,11 +10,13 @@ import (
 	"testing"
 )
 
-// Need fails the test unless tool is on PATH.
-func Need(t testing.TB, tool string) {
+// Need fails the test unless every one of tools is on PATH.
+func Need(t testing.TB, tools ...string) {
 	t.Helper()
-	if _, err := exec.LookPath(tool); err != nil {
-		t.Fatalf("%s is needed (build.sh APT_PACKAGES installs it): %v", tool, err)
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s is needed (build.sh APT_PACKAGES installs it): %v", tool, err)
+		}
 	}
 }
 

@@ -83,6 +83,15 @@ func SgdiskVerify(t testing.TB, path string) {
 	}
 }
 
+// SgdiskCheck runs sgdisk -v on path and returns its output and whether
+// sgdisk reported no problems. Unlike SgdiskVerify it fails nothing, not
+// even when sgdisk exits non-zero, for tests that expect problems.
+func SgdiskCheck(t testing.TB, path string) (out string, clean bool) {
+	t.Helper()
+	b, _ := exec.Command("sgdisk", "-v", path).CombinedOutput()
+	return string(b), strings.Contains(string(b), "No problems found")
+}
+
 // SgdiskSlots returns "slot:first-last" for each partition sgdisk -p lists.
 func SgdiskSlots(t testing.TB, path string) []string {
 	t.Helper()
