@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/esxi-rescue/rescue/esxi/stubkernel"
+	"github.com/esxi-rescue/rescue/internal/gpttest"
 )
 
 // TestBankBootsInQEMU takes b.b00 and its modules out of a created image's
@@ -53,7 +54,7 @@ func TestBankBootsInQEMU(t *testing.T) {
 				spec := fmt.Sprintf("%s@@%d", img, start)
 				var mods []string
 				for _, name := range append([]string{"b.b00"}, BankModules...) {
-					run(t, false, mcopy, "-n", "-i", spec, "::"+name, filepath.Join(dir, name))
+					gpttest.Run(t, mcopy, "-n", "-i", spec, "::"+name, filepath.Join(dir, name))
 					if name != "b.b00" {
 						mods = append(mods, filepath.Join(dir, name))
 					}

@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/esxi-rescue/rescue/esxi/stubkernel"
+	"github.com/esxi-rescue/rescue/internal/gpttest"
 )
 
 // createCases covers every version, both sector sizes where allowed, and
@@ -91,7 +92,7 @@ func checkGPTWithTools(t *testing.T, img string, sector int, parts []Part) {
 	dev := img
 	if sector == 4096 {
 		fdisk := needTool(t, "fdisk", "fdisk")
-		out := run(t, false, fdisk, "-b", "4096", "-l", img)
+		out := gpttest.Run(t, fdisk, "-b", "4096", "-l", img)
 		if strings.Contains(out, "corrupt") || strings.Contains(out, "invalid") {
 			t.Errorf("fdisk -b 4096 complains:\n%s", out)
 		}
@@ -106,12 +107,10 @@ func checkGPTWithTools(t *testing.T, img string, sector int, parts []Part) {
 		compare("fdisk -b 4096", got)
 		dev = loopDevice(t, img, 4096)
 	}
-	sgdisk := needTool(t, "sgdisk", "gdisk")
-	if out := run(t, false, sgdisk, "-v", dev); !strings.Contains(out, "No problems found") {
-		t.Errorf("sgdisk -v %s:\n%s", dev, out)
-	}
+	needTool(t, "sgdisk", "gdisk")
+	gpttest.SgdiskVerify(t, dev)
 	got := map[int][2]uint64{}
-	for _, r := range sgdiskPrint(t, dev) {
+	for _, r := range gpttest.SgdiskList(t, dev) {
 		got[r.Num] = [2]uint64{r.First, r.Last}
 	}
 	compare("sgdisk -p", got)

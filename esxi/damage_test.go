@@ -7,13 +7,15 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/esxi-rescue/rescue/internal/gpttest"
 )
 
 // TestDamage damages a 5.0 image in every mode and checks the result with
 // sgdisk (an independent GPT reader), fsck.fat and mtools, and that no
 // partition data moved except where the mode says.
 func TestDamage(t *testing.T) {
-	sgdisk := needTool(t, "sgdisk", "gdisk")
+	needTool(t, "sgdisk", "gdisk")
 	opt := CreateOptions{Version: "5.0", Size: 8 << 30, Seed: 11}
 	orig := createImage(t, opt)
 	parts, _ := Layout(opt.Version, opt.Size, 512)
@@ -61,14 +63,14 @@ func TestDamage(t *testing.T) {
 			if st, _ := os.Stat(dmg); st.Size() != c.wantSize {
 				t.Errorf("size %d, want %d", st.Size(), c.wantSize)
 			}
-			out := run(t, true, sgdisk, "-v", dmg)
+			out, _ := gpttest.SgdiskCheck(t, dmg)
 			for _, w := range c.verify {
 				if !strings.Contains(out, w) {
 					t.Errorf("sgdisk -v lacks %q:\n%s", w, out)
 				}
 			}
 			got := map[int][2]uint64{}
-			for _, r := range sgdiskPrint(t, dmg) {
+			for _, r := range gpttest.SgdiskList(t, dmg) {
 				got[r.Num] = [2]uint64{r.First, r.Last}
 			}
 			if fmt.Sprint(got) != fmt.Sprint(c.rows) {
@@ -140,8 +142,8 @@ func TestDamage4Kn(t *testing.T) {
 				t.Fatal(err)
 			}
 			dev := loopDevice(t, dmg, 4096)
-			sgdisk := needTool(t, "sgdisk", "gdisk")
-			if out := run(t, true, sgdisk, "-v", dev); !strings.Contains(out, "No problems found") {
+			needTool(t, "sgdisk", "gdisk")
+			if out, clean := gpttest.SgdiskCheck(t, dev); !clean {
 				t.Errorf("sgdisk -v:\n%s", out)
 			}
 			ps := BySlot(parts)
@@ -153,7 +155,7 @@ func TestDamage4Kn(t *testing.T) {
 				f, l := p.LBAs(4096)
 				want = append(want, fmt.Sprint(i+1, f, l))
 			}
-			for _, r := range sgdiskPrint(t, dev) {
+			for _, r := range gpttest.SgdiskList(t, dev) {
 				got = append(got, fmt.Sprint(r.Num, r.First, r.Last))
 			}
 			if fmt.Sprint(got) != fmt.Sprint(want) {

@@ -10,21 +10,47 @@ import (
 	"testing"
 )
 
-// Need fails the test unless every one of tools is on PATH.
+// Path returns where tool is: on PATH, else in /usr/sbin or /sbin, where
+// Debian keeps sgdisk, fdisk and losetup but an ordinary user's PATH does
+// not look; "" when it is in none of them.
+func Path(tool string) string {
+	if p, err := exec.LookPath(tool); err == nil {
+		return p
+	}
+	if strings.Contains(tool, "/") {
+		return ""
+	}
+	for _, dir := range []string{"/usr/sbin", "/sbin"} {
+		if p, err := exec.LookPath(filepath.Join(dir, tool)); err == nil {
+			return p
+		}
+	}
+	return ""
+}
+
+// command is exec.Command with name found by Path.
+func command(name string, args ...string) *exec.Cmd {
+	if p := Path(name); p != "" {
+		name = p
+	}
+	return exec.Command(name, args...)
+}
+
+// Need fails the test unless every one of tools is found by Path.
 func Need(t testing.TB, tools ...string) {
 	t.Helper()
 	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s is needed (build.sh APT_PACKAGES installs it): %v", tool, err)
+		if Path(tool) == "" {
+			t.Fatalf("%s is needed (build.sh APT_PACKAGES installs it): not on PATH nor in /usr/sbin, /sbin", tool)
 		}
 	}
 }
 
-// Run runs a command and returns its combined output; it fails the test
-// when the command fails.
+// Run runs a command (found by Path) and returns its combined output; it
+// fails the test when the command fails.
 func Run(t testing.TB, name string, args ...string) string {
 	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
+	out, err := command(name, args...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
 	}

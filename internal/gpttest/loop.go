@@ -3,7 +3,6 @@ package gpttest
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 )
@@ -18,12 +17,12 @@ func AttachLoop(t testing.TB, path string, opts ...string) (dev, why string) {
 		return "", "loop devices need root"
 	}
 	args := append(append([]string{"-f", "--show"}, opts...), path)
-	out, err := exec.Command("losetup", args...).CombinedOutput()
+	out, err := command("losetup", args...).CombinedOutput()
 	if err != nil {
 		return "", fmt.Sprintf("no loop device available: %v: %s", err, out)
 	}
 	dev = strings.TrimSpace(string(out))
-	t.Cleanup(func() { exec.Command("losetup", "-d", dev).Run() })
+	t.Cleanup(func() { command("losetup", "-d", dev).Run() })
 	return dev, ""
 }
 

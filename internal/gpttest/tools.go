@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -88,7 +87,7 @@ func SgdiskVerify(t testing.TB, path string) {
 // even when sgdisk exits non-zero, for tests that expect problems.
 func SgdiskCheck(t testing.TB, path string) (out string, clean bool) {
 	t.Helper()
-	b, _ := exec.Command("sgdisk", "-v", path).CombinedOutput()
+	b, _ := command("sgdisk", "-v", path).CombinedOutput()
 	return string(b), strings.Contains(string(b), "No problems found")
 }
 
@@ -184,7 +183,7 @@ type SfdiskDump struct {
 func SfdiskJSON(t testing.TB, path string) SfdiskDump {
 	t.Helper()
 	Need(t, "sfdisk")
-	out, err := exec.Command("sfdisk", "--json", path).Output()
+	out, err := command("sfdisk", "--json", path).Output()
 	if err != nil {
 		t.Fatalf("sfdisk --json %s: %v", path, err)
 	}
@@ -217,7 +216,7 @@ type FdiskPart struct {
 func FdiskList(t testing.TB, path string, ss int) []FdiskPart {
 	t.Helper()
 	Need(t, "fdisk")
-	out, err := exec.Command("fdisk", "-b", strconv.Itoa(ss), "-l", "-o", "Device,Start,End,Type-UUID,UUID", path).Output()
+	out, err := command("fdisk", "-b", strconv.Itoa(ss), "-l", "-o", "Device,Start,End,Type-UUID,UUID", path).Output()
 	if err != nil {
 		t.Fatalf("fdisk -l %s: %v\n%s", path, err, out)
 	}
