@@ -166,7 +166,7 @@ subst initramfs/boot/usb-README.txt >"$USBW/README.txt"
 	-grub-boot /usr/lib/grub/i386-pc/boot.img -grub-core "$USBW/core.img" \
 	/EFI/BOOT/BOOTX64.EFI="$USBW/BOOTX64.EFI" /boot/grub/grub.cfg="$USBW/grub.cfg" \
 	/rescue/vmlinuz="$OUT/rescue.vmlinuz" /rescue/initramfs="$OUT/rescue.initramfs" /README.txt="$USBW/README.txt"
-# A block map for `bmaptool copy`, which then writes only the 20 MiB in use.
+# A block map for `bmaptool copy`, which then writes only the blocks in use.
 command -v bmaptool >/dev/null && bmaptool -q create -o "$OUT/rescue-usb.img.bmap" "$OUT/rescue-usb.img"
 
 log "artifacts:"
