@@ -226,17 +226,23 @@ func damageFile(f *os.File, mode string, ss int) error {
 		back.Array, prim.Array = arr, append([]byte(nil), arr...)
 		back.seal()
 		prim.seal()
-		if err := writeRawCopy(f, back); err != nil {
-			return err
-		}
-		if err := f.Sync(); err != nil {
-			return err
-		}
-		return writeRawCopy(f, prim)
+		return writeBackupFirst(f, back, prim)
 	case "windows":
 		return damageWindows(f, prim, lastLBA)
 	}
 	return fmt.Errorf("mode %s not handled", mode)
+}
+
+// writeBackupFirst writes the backup copy, fsyncs, then writes the
+// primary: the order every writer of both copies uses.
+func writeBackupFirst(f *os.File, back, prim *rawCopy) error {
+	if err := writeRawCopy(f, back); err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	return writeRawCopy(f, prim)
 }
 
 // rearrange returns a new entry array with the used entries moved up to
@@ -268,13 +274,7 @@ func damageWindows(f *os.File, prim *rawCopy, lastLBA uint64) error {
 	back.set64(0x48, lastLBA-prim.arraySectors())
 	prim.seal()
 	back.seal()
-	if err := writeRawCopy(f, back); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := writeRawCopy(f, prim); err != nil {
+	if err := writeBackupFirst(f, back, prim); err != nil {
 		return err
 	}
 	// Protective MBR: partition 1 covers LBA 1 to the end (capped).
