@@ -15,6 +15,7 @@ import (
 	"runtime"
 	"strings"
 
+	"github.com/esxi-rescue/rescue/gpt"
 	"github.com/klauspost/compress/zstd"
 	"github.com/klauspost/pgzip"
 )
@@ -64,7 +65,7 @@ func backupTo(ctx context.Context, opt *Options, created *bool) (*Result, error)
 				return nil, refused("%s is the source itself", opt.Dst)
 			}
 			if fi.Size() > 0 && !opt.Yes {
-				return nil, refused("%s exists (%s); use -yes to overwrite it", opt.Dst, humanSize(fi.Size()))
+				return nil, refused("%s exists (%s); use -yes to overwrite it", opt.Dst, gpt.HumanBytes(fi.Size()))
 			}
 		case err != nil && !errors.Is(err, fs.ErrNotExist):
 			return nil, fmt.Errorf("backup target: %w", err)
@@ -156,7 +157,7 @@ func backupTo(ctx context.Context, opt *Options, created *bool) (*Result, error)
 		res.BadRanges = src.dev.bad
 	}
 	if err != nil {
-		return res, fmt.Errorf("backup failed after %s: %w", humanSize(pr.total), err)
+		return res, fmt.Errorf("backup failed after %s: %w", gpt.HumanBytes(pr.total), err)
 	}
 	res.SHA256 = hex.EncodeToString(pr.sum)
 	if err := finish(pr.total); err != nil {

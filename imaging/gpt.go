@@ -42,7 +42,7 @@ func describeGPT(r io.ReaderAt, size int64, sectorSize int) string {
 		}
 		e := s.Entry()
 		fmt.Fprintf(&b, "\n  %3d  LBA %d-%d  %9s  %s  %q", s.Index, e.First, e.Last,
-			humanSize(int64(e.Last-e.First+1)*int64(sectorSize)), e.Type, e.Name)
+			gpt.HumanBytes(int64(e.Last-e.First+1)*int64(sectorSize)), e.Type, e.Name)
 	}
 	return b.String()
 }

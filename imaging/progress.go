@@ -5,6 +5,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/esxi-rescue/rescue/gpt"
 	"github.com/schollz/progressbar/v3"
 )
 
@@ -72,11 +73,11 @@ func startProgress(opt *Options, label string, total int64, counter func() int64
 // "restore: 1.2 GiB / 16.0 GiB (7%), 450.0 MiB/s, ETA 0:35".
 func progressLine(label string, n, total int64, elapsed time.Duration) string {
 	rate := float64(n) / max(elapsed.Seconds(), 1e-9)
-	s := fmt.Sprintf("%s: %s", label, humanSize(n))
+	s := fmt.Sprintf("%s: %s", label, gpt.HumanBytes(n))
 	if total > 0 {
-		s += fmt.Sprintf(" / %s (%d%%)", humanSize(total), n*100/total)
+		s += fmt.Sprintf(" / %s (%d%%)", gpt.HumanBytes(total), n*100/total)
 	}
-	s += fmt.Sprintf(", %s/s", humanSize(int64(rate)))
+	s += fmt.Sprintf(", %s/s", gpt.HumanBytes(int64(rate)))
 	if total > 0 && rate > 0 && n < total {
 		eta := time.Duration(float64(total-n) / rate * float64(time.Second)).Round(time.Second)
 		s += fmt.Sprintf(", ETA %d:%02d", int(eta.Minutes()), int(eta.Seconds())%60)

@@ -113,18 +113,18 @@ func restoreTo(ctx context.Context, opt *Options, created *bool) (*Result, error
 		switch {
 		case res.HasGPT:
 			need = (int64(res.LastUsedLBA) + 1) * int64(ss)
-			what = fmt.Sprintf("the image's last partition ends at LBA %d (%s)", res.LastUsedLBA, humanSize(need))
+			what = fmt.Sprintf("the image's last partition ends at LBA %d (%s)", res.LastUsedLBA, gpt.HumanBytes(need))
 		case imgSize >= 0:
 			need = imgSize
-			what = fmt.Sprintf("the image is %s (%d bytes) and has no GPT", humanSize(imgSize), imgSize)
+			what = fmt.Sprintf("the image is %s (%d bytes) and has no GPT", gpt.HumanBytes(imgSize), imgSize)
 		}
 		if need > limit {
 			return nil, refused("%s is %s (%d bytes) but %s: it is %s (%d bytes) too small",
-				opt.Dst, humanSize(limit), limit, what, humanSize(need-limit), need-limit)
+				opt.Dst, gpt.HumanBytes(limit), limit, what, gpt.HumanBytes(need-limit), need-limit)
 		}
 		if res.HasGPT && imgSize > limit {
 			opt.logf("%s is %s smaller than the image; the image's tail past the last partition is dropped and its backup GPT rebuilt at the end of %s",
-				opt.Dst, humanSize(imgSize-limit), opt.Dst)
+				opt.Dst, gpt.HumanBytes(imgSize-limit), opt.Dst)
 		}
 	}
 
@@ -178,7 +178,7 @@ func restoreTo(ctx context.Context, opt *Options, created *bool) (*Result, error
 	}
 	if err != nil {
 		return res, fmt.Errorf("restore failed after %s of the image; the image's partition table was not written: %w",
-			humanSize(pr.total), err)
+			gpt.HumanBytes(pr.total), err)
 	}
 	// A raw image that ends before its last partition is truncated; one
 	// that ends after it but before its backup GPT was trimmed on purpose
@@ -221,7 +221,7 @@ func restoreTo(ctx context.Context, opt *Options, created *bool) (*Result, error
 		res.TargetSize = finalSize
 	}
 	if res.DiscardedBytes > 0 {
-		opt.logf("dropped the last %s of the image, past the end of %s (outside every partition)", humanSize(res.DiscardedBytes), opt.Dst)
+		opt.logf("dropped the last %s of the image, past the end of %s (outside every partition)", gpt.HumanBytes(res.DiscardedBytes), opt.Dst)
 	}
 	if len(res.BadRanges) > 0 {
 		opt.logf("%d unreadable ranges were filled with zeros", len(res.BadRanges))
@@ -243,7 +243,7 @@ func restoreTo(ctx context.Context, opt *Options, created *bool) (*Result, error
 		res.GPTFixup = "the target is as large as the image: GPT left as in the image"
 	case opt.NoGPTFixup:
 		res.GPTFixup = fmt.Sprintf("GPT left as in the image (-no-gpt-fixup); the target is %s %s than the image",
-			humanSize(abs(res.TargetSize-pr.total)), biggerSmaller(res.TargetSize-pr.total))
+			gpt.HumanBytes(abs(res.TargetSize-pr.total)), biggerSmaller(res.TargetSize-pr.total))
 		if trimmed {
 			res.GPTFixup = "GPT left as in the image (-no-gpt-fixup); the image has no backup GPT"
 		}

@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/esxi-rescue/rescue/gpt"
 )
 
 // target is the opened destination of a restore.
@@ -121,24 +123,10 @@ func describeTable(r io.ReaderAt, size int64, sectorSize int) string {
 		start := binary.LittleEndian.Uint32(e[8:])
 		count := binary.LittleEndian.Uint32(e[12:])
 		fmt.Fprintf(&b, "\n  %3d  type 0x%02x  LBA %d-%d  %s", i+1, e[4], start, uint64(start)+uint64(count)-1,
-			humanSize(int64(count)*512))
+			gpt.HumanBytes(int64(count)*512))
 	}
 	if n == 0 {
 		return ""
 	}
 	return fmt.Sprintf("an MBR partition table with %d partitions:%s", n, b.String())
-}
-
-// humanSize formats n bytes in binary units.
-func humanSize(n int64) string {
-	const unit = 1024
-	if n < unit && n > -unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	div, exp := int64(unit), 0
-	for m := n / unit; (m >= unit || m <= -unit) && exp < 5; m /= unit {
-		div *= unit
-		exp++
-	}
-	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }

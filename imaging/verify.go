@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/esxi-rescue/rescue/gpt"
 )
 
 // sumGroup is the largest data region summed as one for -verify: small
@@ -84,7 +86,7 @@ func (w *writeSums) verify(ctx context.Context, opt *Options, f *os.File, bufSiz
 	for _, r := range w.regions {
 		total += r.n
 	}
-	opt.logf("verifying: reading back %s", humanSize(total))
+	opt.logf("verifying: reading back %s", gpt.HumanBytes(total))
 	var done atomic.Int64
 	stop := startProgress(opt, "verify", total, done.Load)
 	defer stop()
