@@ -9,8 +9,9 @@ import (
 )
 
 // AlwaysWanted are loaded whatever the hardware: the FAT driver and code
-// pages to read the USB stick and ESXi's boot banks.
-var AlwaysWanted = []string{"vfat", "nls_cp437", "nls_iso8859_1"}
+// pages to read the USB stick and ESXi's boot banks (Debian mounts FAT with
+// iocharset=ascii by default: CONFIG_FAT_DEFAULT_IOCHARSET).
+var AlwaysWanted = []string{"vfat", "nls_cp437", "nls_iso8859_1", "nls_ascii", "nls_utf8"}
 
 // Loader loads one module and its dependencies. It must tolerate modules
 // that are already loaded or built in.

@@ -185,7 +185,7 @@ func TestKernelLoaderDependencies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, mod := range []string{"virtio_blk", "megaraid_sas", "nvme", "vfat", "nls_iso8859_1", "nls_cp437", "mlx5_core", "ext4", "sd_mod", "crc32c_intel"} {
+	for _, mod := range []string{"virtio_blk", "megaraid_sas", "nvme", "vfat", "nls_iso8859_1", "nls_cp437", "nls_ascii", "mlx5_core", "ext4", "sd_mod", "crc32c_intel"} {
 		var got []string
 		l, err := NewKernelLoader(ix, "")
 		if err != nil {
@@ -289,7 +289,7 @@ alias scsi:t-0x00* sd_mod
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"e1000e", "virtio_pci", "virtio_blk", "sd_mod", "vfat", "nls_cp437", "nls_iso8859_1"}
+	want := []string{"e1000e", "virtio_pci", "virtio_blk", "sd_mod", "vfat", "nls_cp437", "nls_iso8859_1", "nls_ascii", "nls_utf8"}
 	sort.Strings(want)
 	got := append([]string(nil), res.Loaded...)
 	sort.Strings(got)
