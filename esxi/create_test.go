@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -97,12 +96,8 @@ func checkGPTWithTools(t *testing.T, img string, sector int, parts []Part) {
 			t.Errorf("fdisk -b 4096 complains:\n%s", out)
 		}
 		got := map[int][2]uint64{}
-		re := regexp.MustCompile(`(?m)^\S+?img(\d+)\s+(\d+)\s+(\d+)\s`)
-		for _, m := range re.FindAllStringSubmatch(out, -1) {
-			n, _ := strconv.Atoi(m[1])
-			f, _ := strconv.ParseUint(m[2], 10, 64)
-			l, _ := strconv.ParseUint(m[3], 10, 64)
-			got[n] = [2]uint64{f, l}
+		for _, r := range gpttest.FdiskList(t, img, 4096) {
+			got[r.Slot] = [2]uint64{r.First, r.Last}
 		}
 		compare("fdisk -b 4096", got)
 		dev = loopDevice(t, img, 4096)
