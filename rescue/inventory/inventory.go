@@ -36,7 +36,11 @@ type Disk struct {
 // Describe is a one-line summary: "/dev/sda 40.0 GiB QEMU HARDDISK serial QM0001".
 func (d Disk) Describe() string {
 	s := fmt.Sprintf("%s %s", d.Path, HumanSize(d.Size))
-	if m := strings.TrimSpace(d.Vendor + " " + d.Model); m != "" {
+	vendor := d.Vendor
+	if strings.HasPrefix(vendor, "0x") {
+		vendor = "" // virtio: the PCI vendor ID, not a name
+	}
+	if m := strings.TrimSpace(vendor + " " + d.Model); m != "" {
 		s += " " + m
 	}
 	if d.Serial != "" {

@@ -80,6 +80,9 @@ func TestDisks(t *testing.T) {
 	if got := sda.Describe(); got != "/dev/sda 40.0 GiB DELL PERC H730P Mini" {
 		t.Errorf("Describe = %q", got)
 	}
+	if got := (Disk{Path: "/dev/vda", Size: 3 << 30, Vendor: "0x1af4"}).Describe(); got != "/dev/vda 3.0 GiB" {
+		t.Errorf("Describe of a virtio disk = %q", got)
+	}
 }
 
 func TestNICs(t *testing.T) {
