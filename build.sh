@@ -20,7 +20,7 @@ APT_PACKAGES=(
 	qemu-system-x86:qemu-system-x86_64 ovmf:/usr/share/ovmf/OVMF.fd ipxe-qemu:/usr/lib/ipxe/qemu/pxe-virtio.rom
 	zstd:zstd xz-utils:xz gzip:gzip bmap-tools:bmaptool cpio:cpio binutils:objcopy
 	systemd-boot-efi:/usr/lib/systemd/boot/efi/linuxx64.efi.stub
-	util-linux:losetup kmod:depmod ca-certificates:/etc/ssl/certs/ca-certificates.crt
+	util-linux:losetup iproute2:ip kmod:depmod ca-certificates:/etc/ssl/certs/ca-certificates.crt
 	e2fsprogs:mkfs.ext4 diffutils:cmp
 	grub-common:grub-mkimage grub-efi-amd64-bin:/usr/lib/grub/x86_64-efi/kernel.img grub-pc-bin:/usr/lib/grub/i386-pc/boot.img
 	ipxe:/usr/lib/ipxe/undionly.kpxe pxelinux:/usr/lib/PXELINUX/pxelinux.0 syslinux-common:/usr/lib/syslinux/modules/bios/ldlinux.c32

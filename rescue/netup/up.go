@@ -178,7 +178,9 @@ func ethernet() ([]Candidate, error) {
 	var out []Candidate
 	for _, l := range links {
 		a := l.Attrs()
-		if l.Type() != "device" || a.EncapType != "ether" || len(a.HardwareAddr) != 6 {
+		// Physical NICs are "device"; veth pairs (containers, tests)
+		// behave like one. Bridges, bonds, VLANs, ifb, tun are left out.
+		if (l.Type() != "device" && l.Type() != "veth") || a.EncapType != "ether" || len(a.HardwareAddr) != 6 {
 			continue
 		}
 		out = append(out, Candidate{Name: a.Name, MAC: a.HardwareAddr, Carrier: a.OperState == netlink.OperUp})
