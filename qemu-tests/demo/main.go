@@ -162,7 +162,8 @@ func run() error {
 	}
 	say("\n$ sgdisk -v broken.img    # what an ordinary partition tool says")
 	sg, _ := exec.Command("sgdisk", "-v", b.Damaged).CombinedOutput()
-	indent(firstLines(string(sg), 2))
+	indent(verdictLines(string(sg)))
+	say("(every checksum is valid and no partition overlaps: to sgdisk the table is fine)")
 
 	title("2. gptdiff: original vs. the copy")
 	say("$ gptdiff original.img broken.img")
@@ -267,12 +268,23 @@ func exitCode(err error) int {
 // printed separately).
 func trimErr(out string) string { return strings.TrimRight(out, "\n") }
 
-func firstLines(s string, n int) string {
-	l := strings.Split(strings.TrimSpace(s), "\n")
-	if len(l) > n {
-		l = l[:n]
+// verdictLines keeps sgdisk -v's verdict ("No problems found..." or the
+// problems), dropping its cautions about alignment.
+func verdictLines(s string) string {
+	var keep []string
+	on := false
+	for _, l := range strings.Split(strings.TrimSpace(s), "\n") {
+		if strings.HasPrefix(l, "No problems") || strings.HasPrefix(l, "Problem") || strings.HasPrefix(l, "Identified") {
+			on = true
+		}
+		if on {
+			keep = append(keep, l)
+		}
 	}
-	return strings.Join(l, "\n")
+	if len(keep) == 0 {
+		return strings.TrimSpace(s)
+	}
+	return strings.Join(keep, "\n")
 }
 
 // verdict keeps the table and the verdict of gptdiff's output, dropping the
