@@ -11,7 +11,8 @@
 # test one (mtools), so the boot loaders and their configs are the shipped ones.
 #
 #   direct  qemu -kernel/-initrd (SeaBIOS) with a virtio disk
-#   uefi    OUT/rescue-usb.img under OVMF (GRUB x86_64-efi)
+#   uefi    OUT/rescue-usb.img under OVMF (shim + Debian's signed GRUB)
+#   uefi-sb the same with Secure Boot enforced (slow under TCG: run it by name)
 #   bios    OUT/rescue-usb.img under SeaBIOS (GRUB i386-pc in the MBR)
 #   pxe     OUT/pxe over QEMU's TFTP with iPXE (boot.ipxe)
 #   pxelinux, grubnet-bios, grubnet-efi   the same with PXELINUX and GRUB's netboot images
@@ -57,7 +58,9 @@ run() {
 	local ms=$((($(date +%s%N) - start) / 1000000))
 	local secs=$((ms / 1000)).$((ms % 1000 / 100))
 	cp "$W/$name.log" "$OUT/boottest-$name.log"
-	if grep -aq 'BOOTTEST: OK' "$W/$name.log" && grep -aEq 'BOOTTEST: disk vd[a-z] 131072 sectors' "$W/$name.log"; then
+	local sb=true
+	[[ $name == uefi-sb ]] && ! grep -aq 'Secure boot enabled' "$W/$name.log" && sb=false
+	if $sb && grep -aq 'BOOTTEST: OK' "$W/$name.log" && grep -aEq 'BOOTTEST: disk vd[a-z] 131072 sectors' "$W/$name.log"; then
 		printf 'PASS %-7s %5ss  %s\n' "$name" "$secs" "$(grep -a -m1 -o 'Kernel command line:.*' "$W/$name.log" | tr -d '\r')"
 	else
 		printf 'FAIL %-7s %5ss  (qemu rc %s, log %s)\n' "$name" "$secs" "$rc" "$OUT/boottest-$name.log"
@@ -74,11 +77,18 @@ for t in "${TESTS[@]}"; do
 			-append "console=ttyS0 panic=-1" -nic none \
 			-drive file="$W/disk.img",format=raw,if=virtio || fail=1
 		;;
-	uefi | bios)
+	uefi | uefi-sb | bios)
 		cp --sparse=always "$OUT/rescue-usb.img" "$W/usb.img"
 		mcopy -o -i "$W/usb.img@@$((4096 * 512))" "$W/initramfs" ::/rescue/initramfs
 		fw=()
 		[[ $t == uefi ]] && fw=(-bios /usr/share/ovmf/OVMF.fd)
+		if [[ $t == uefi-sb ]]; then
+			# OVMF with Secure Boot enforced and Microsoft's keys enrolled (shim is signed by them).
+			cp /usr/share/OVMF/OVMF_VARS_4M.ms.fd "$W/vars.fd"
+			fw=(-machine q35,smm=on -global driver=cfi.pflash01,property=secure,value=on
+				-drive if=pflash,format=raw,unit=0,file=/usr/share/OVMF/OVMF_CODE_4M.secboot.fd,readonly=on
+				-drive if=pflash,format=raw,unit=1,file="$W/vars.fd")
+		fi
 		# Stick and 64 MiB test disk both on virtio (much faster than IDE for
 		# GRUB under TCG); bootindex makes the firmware boot the stick.
 		run "$t" "${fw[@]}" -nic none -drive file="$W/disk.img",format=raw,if=virtio \

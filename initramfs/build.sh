@@ -9,7 +9,7 @@
 #   OUT/pxe/               TFTP/HTTP root: kernel, initramfs, iPXE/PXELINUX/GRUB configs
 #
 # Called by ../build.sh after the Debian packages and Go modules are installed.
-# Downloads (kernel and firmware .debs) are cached in .cache/ (RESCUE_CACHE).
+# Downloads (kernel, firmware, signed shim and GRUB .debs) are cached in .cache/ (RESCUE_CACHE).
 # Environment:
 #   KERNEL_PACKAGE     e.g. linux-image-6.1.0-56-amd64 (default: what linux-image-amd64 depends on)
 #   SOURCE_DATE_EPOCH  time stamps in the images (default: the last commit's time)
@@ -156,15 +156,23 @@ log "USB stick image"
 USBW="$CACHE/usb"
 rm -rf "$USBW"
 mkdir -p "$USBW"
+# UEFI: Debian's signed shim and GRUB, so the stick also boots with Secure Boot on
+# (the Debian kernel is signed too). Shim starts grubx64.efi from its own
+# directory; that GRUB looks for $prefix/grub.cfg with prefix /EFI/debian.
+SHIM="$(fetch_deb shim-signed "$CACHE/efi")/usr/lib/shim/shimx64.efi.signed"
+SGRUB="$(fetch_deb grub-efi-amd64-signed "$CACHE/efi")/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed"
+[[ -f $SHIM && -f $SGRUB ]] || die "no signed shim or GRUB in the Debian packages"
+printf '# Debian'"'"'s signed GRUB reads this file; the configuration is /boot/grub/grub.cfg.\nsource /boot/grub/grub.cfg\n' >"$USBW/debian-grub.cfg"
+# Legacy BIOS: GRUB core.img in the BIOS boot partition, boot.img in the MBR.
 GRUB_MODS="part_gpt fat normal linux echo test configfile search search_label ls cat sleep reboot halt help"
-grub-mkimage -O x86_64-efi -p /boot/grub -o "$USBW/BOOTX64.EFI" $GRUB_MODS all_video efi_gop serial terminal
 printf 'set root="${root},gpt1"\nset prefix="(${root})/boot/grub"\n' >"$USBW/bios-early.cfg"
 grub-mkimage -O i386-pc -p /boot/grub -c "$USBW/bios-early.cfg" -o "$USBW/core.img" $GRUB_MODS biosdisk serial terminal
 subst initramfs/boot/usb-grub.cfg >"$USBW/grub.cfg"
 subst initramfs/boot/usb-README.txt >"$USBW/README.txt"
 "$CACHE/bin/mkusb" -o "$OUT/rescue-usb.img" -label RESCUE \
 	-grub-boot /usr/lib/grub/i386-pc/boot.img -grub-core "$USBW/core.img" \
-	/EFI/BOOT/BOOTX64.EFI="$USBW/BOOTX64.EFI" /boot/grub/grub.cfg="$USBW/grub.cfg" \
+	/EFI/BOOT/BOOTX64.EFI="$SHIM" /EFI/BOOT/grubx64.efi="$SGRUB" /EFI/debian/grub.cfg="$USBW/debian-grub.cfg" \
+	/boot/grub/grub.cfg="$USBW/grub.cfg" \
 	/rescue/vmlinuz="$OUT/rescue.vmlinuz" /rescue/initramfs="$OUT/rescue.initramfs" /README.txt="$USBW/README.txt"
 # A block map for `bmaptool copy`, which then writes only the blocks in use.
 command -v bmaptool >/dev/null && bmaptool -q create -o "$OUT/rescue-usb.img.bmap" "$OUT/rescue-usb.img"
