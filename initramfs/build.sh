@@ -29,25 +29,30 @@ die() { printf 'initramfs/build.sh: %s\n' "$*" >&2; exit 2; }
 
 # fetch_deb PACKAGE DIR: download PACKAGE's .deb (candidate version) into
 # DIR once and unpack it into DIR/<package>_<version>/; prints that path.
+# Stale package lists get one `apt-get update`; without a network, an
+# already unpacked version of the package is used (with a warning).
 fetch_deb() {
-	local pkg=$1 dir=$2 ver deb root
-	ver=$(apt-cache show --no-all-versions "$pkg" 2>/dev/null | sed -n 's/^Version: //p' | head -n1)
-	if [[ -z $ver ]]; then
-		# No package lists yet (fresh machine) or a stale one.
-		[[ $(id -u) == 0 ]] && apt-get update -qq >&2
+	local pkg=$1 dir=$2 ver root try
+	mkdir -p "$dir"
+	for try in 1 2; do
 		ver=$(apt-cache show --no-all-versions "$pkg" 2>/dev/null | sed -n 's/^Version: //p' | head -n1)
-	fi
-	[[ -n $ver ]] || die "Debian package $pkg not found (apt-get update?)"
-	root="$dir/${pkg}_${ver//:/%3a}"
-	if [[ ! -e $root/.unpacked ]]; then
-		mkdir -p "$dir"
-		rm -rf "$root"
-		(cd "$dir" && apt-get -qq -o APT::Sandbox::User=root download "$pkg=$ver" >&2) ||
-			die "cannot download $pkg=$ver"
-		dpkg-deb -x "$dir/${pkg}_${ver//:/%3a}_"*.deb "$root"
-		touch "$root/.unpacked"
-	fi
-	echo "$root"
+		if [[ -n $ver ]]; then
+			root="$dir/${pkg}_${ver//:/%3a}"
+			[[ -e $root/.unpacked ]] && { echo "$root"; return; }
+			if (cd "$dir" && apt-get -qq -o APT::Sandbox::User=root download "$pkg=$ver" >&2); then
+				rm -rf "$root"
+				dpkg-deb -x "$dir/${pkg}_${ver//:/%3a}_"*.deb "$root"
+				touch "$root/.unpacked"
+				echo "$root"
+				return
+			fi
+		fi
+		((try == 1)) && [[ $(id -u) == 0 ]] && apt-get update -qq >&2 || break
+	done
+	root=$(ls -d "$dir/${pkg}_"*/.unpacked 2>/dev/null | sort -V | tail -n1)
+	[[ -n $root ]] || die "cannot download the Debian package $pkg"
+	printf 'WARNING: cannot download %s; using the cached %s\n' "$pkg" "$(dirname "$root")" >&2
+	dirname "$root"
 }
 
 # --- kernel -----------------------------------------------------------------
