@@ -92,6 +92,28 @@ func FindArtifacts() (*Artifacts, error) {
 	return a, nil
 }
 
+// Snapshot copies the artifacts into dir and returns the copies, so that a
+// run boots one consistent set even if ./build.sh rewrites out/ meanwhile
+// (QEMU reads -kernel and -initrd at every boot). Missing optional
+// artifacts (USB image, PXE tree) stay missing.
+func (a *Artifacts) Snapshot(dir string) (*Artifacts, error) {
+	s := &Artifacts{
+		Kernel:    filepath.Join(dir, "rescue.vmlinuz"),
+		Initramfs: filepath.Join(dir, "rescue.initramfs"),
+		USB:       filepath.Join(dir, "rescue-usb.img"),
+		PXEDir:    filepath.Join(dir, "pxe"),
+	}
+	for _, c := range [][2]string{{a.Kernel, s.Kernel}, {a.Initramfs, s.Initramfs}, {a.USB, s.USB}, {a.PXEDir, s.PXEDir}} {
+		if _, err := os.Stat(c[0]); err != nil {
+			continue
+		}
+		if out, err := exec.Command("cp", "-a", "--sparse=always", c[0], c[1]).CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("snapshot of %s: %v: %s", c[0], err, out)
+		}
+	}
+	return s, nil
+}
+
 // Tools are our own commands, built once for the host from this checkout.
 type Tools struct {
 	Dir string

@@ -46,16 +46,30 @@ func needQEMU(t *testing.T) {
 	}
 }
 
+var (
+	snapOnce sync.Once
+	snap     *Artifacts
+	snapErr  error
+)
+
 // artifacts returns the out/ artifacts, failing (not skipping) when
-// ./build.sh has not been run: CI always builds them first.
+// ./build.sh has not been run: CI always builds them first. All tests of
+// a run boot one copy, taken at the first call.
 func artifacts(t *testing.T) *Artifacts {
 	t.Helper()
 	needQEMU(t)
-	a, err := FindArtifacts()
-	if err != nil {
-		t.Fatal(err)
+	snapOnce.Do(func() {
+		a, err := FindArtifacts()
+		if err != nil {
+			snapErr = err
+			return
+		}
+		snap, snapErr = a.Snapshot(toolDir)
+	})
+	if snapErr != nil {
+		t.Fatal(snapErr)
 	}
-	return a
+	return snap
 }
 
 var (

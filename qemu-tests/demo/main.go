@@ -144,6 +144,9 @@ func run() error {
 	} else {
 		defer os.RemoveAll(work)
 	}
+	if a, err = a.Snapshot(work); err != nil {
+		return err
+	}
 	tools, err := qt.BuildTools(work, "esximg", "gptdiff")
 	if err != nil {
 		return err
