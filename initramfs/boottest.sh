@@ -5,7 +5,8 @@
 #
 # A test initramfs is the real OUT/rescue.initramfs with a small cpio
 # appended whose /bin/uinit (replacing the rescue flow) loads virtio_pci and
-# virtio_blk, prints the disks and the kernel command line, prints
+# virtio_blk, prints the disks and the kernel command line, mounts the stick's
+# FAT partition when there is one, prints
 # "BOOTTEST: OK" and powers off. The USB and PXE checks use copies of the real
 # OUT/rescue-usb.img and OUT/pxe with only the initramfs file swapped for the
 # test one (mtools), so the boot loaders and their configs are the shipped ones.
@@ -36,6 +37,18 @@ modprobe virtio_pci
 modprobe virtio_blk
 sleep 2
 for d in /sys/block/*; do echo BOOTTEST: disk $(basename $d) $(cat $d/size) sectors; done
+# The kernel cannot load modules on demand here (no /sbin/modprobe): load
+# the FAT code page and charset explicitly, as the rescue init's coldplug does.
+modprobe vfat
+modprobe nls_cp437
+modprobe nls_ascii
+mkdir -p /mnt
+for p in /dev/vda1 /dev/vdb1; do
+	if mount -r -t vfat $p /mnt; then
+		test -f /mnt/rescue/initramfs && echo BOOTTEST: fat $p has rescue/initramfs
+		umount /mnt
+	fi
+done
 echo BOOTTEST: modules $(ls /lib/modules)
 echo BOOTTEST: OK
 sync
@@ -58,9 +71,11 @@ run() {
 	local ms=$((($(date +%s%N) - start) / 1000000))
 	local secs=$((ms / 1000)).$((ms % 1000 / 100))
 	cp "$W/$name.log" "$OUT/boottest-$name.log"
-	local sb=true
-	[[ $name == uefi-sb ]] && ! grep -aq 'Secure boot enabled' "$W/$name.log" && sb=false
-	if $sb && grep -aq 'BOOTTEST: OK' "$W/$name.log" && grep -aEq 'BOOTTEST: disk vd[a-z] 131072 sectors' "$W/$name.log"; then
+	local ok=true
+	[[ $name == uefi-sb ]] && ! grep -aq 'Secure boot enabled' "$W/$name.log" && ok=false
+	# Booted from the stick: its FAT partition must mount (vfat, nls_cp437, nls_ascii).
+	[[ $name == uefi* || $name == bios ]] && ! grep -aq 'BOOTTEST: fat /dev/vd.1 has rescue/initramfs' "$W/$name.log" && ok=false
+	if $ok && grep -aq 'BOOTTEST: OK' "$W/$name.log" && grep -aEq 'BOOTTEST: disk vd[a-z] 131072 sectors' "$W/$name.log"; then
 		printf 'PASS %-7s %5ss  %s\n' "$name" "$secs" "$(grep -a -m1 -o 'Kernel command line:.*' "$W/$name.log" | tr -d '\r')"
 	else
 		printf 'FAIL %-7s %5ss  (qemu rc %s, log %s)\n' "$name" "$secs" "$rc" "$OUT/boottest-$name.log"
