@@ -493,6 +493,9 @@ func (s *System) BootCheck(ctx context.Context, dst string) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := CheckKexecAllowed(); err != nil {
+		return nil, err
+	}
 	// The kernel's partitions must be the table's (esxiboot mounts 5 and
 	// 6 by number), whatever step wrote the table last.
 	if err := Reread(dst, 10*time.Second); err != nil {
