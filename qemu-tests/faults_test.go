@@ -21,11 +21,7 @@ func TestPowerCut(t *testing.T) {
 	tl := tools(t, "esximg")
 	missingRescue(t)
 	t.Parallel()
-	b, err := MakeBroken(tl, t.TempDir(), incidentDisk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	before := damagedDigests(t, b)
+	b, before := brokenIncident(t, tl)
 
 	r := boot(t, "cut", VM{
 		Kernel: a.Kernel, Initrd: a.Initramfs,

@@ -36,6 +36,18 @@ func checkFixed(t *testing.T, b *Broken, before map[string]string) {
 	}
 }
 
+// brokenIncident makes the incident's disk (ESXi 5.0 compacted onto a
+// bigger disk) in a new temporary directory and returns it with the
+// partition digests damagedDigests took.
+func brokenIncident(t *testing.T, tl *Tools) (*Broken, map[string]string) {
+	t.Helper()
+	b, err := MakeBroken(tl, t.TempDir(), incidentDisk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b, damagedDigests(t, b)
+}
+
 // damagedDigests checks that the damage really changed the entry array (a
 // test whose disk is not broken proves nothing) and returns the partition
 // digests to compare after the fix.
@@ -67,11 +79,7 @@ func TestIncident(t *testing.T) {
 	tl := tools(t, "esximg")
 	missingRescue(t)
 	t.Parallel()
-	b, err := MakeBroken(tl, t.TempDir(), incidentDisk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	before := damagedDigests(t, b)
+	b, before := brokenIncident(t, tl)
 	initrd := esxibootInitrd(t, a)
 	ctx := context.Background()
 
@@ -133,11 +141,7 @@ func TestFixAndBoot(t *testing.T) {
 	tl := tools(t, "esximg")
 	missingRescue(t)
 	t.Parallel()
-	b, err := MakeBroken(tl, t.TempDir(), incidentDisk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	before := damagedDigests(t, b)
+	b, before := brokenIncident(t, tl)
 	r, m, err := HandsOff(context.Background(), VM{
 		Name:    t.Name(),
 		Kernel:  a.Kernel,

@@ -48,11 +48,7 @@ func TestPXE(t *testing.T) {
 			}
 		}
 	}
-	b, err := MakeBroken(tl, t.TempDir(), incidentDisk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	before := damagedDigests(t, b)
+	b, before := brokenIncident(t, tl)
 	r, _, err := HandsOff(context.Background(), VM{
 		Name:  t.Name(),
 		Boot:  "n",
