@@ -11,18 +11,14 @@ import (
 	"testing"
 
 	"github.com/esxi-rescue/rescue/esxi"
+	"github.com/esxi-rescue/rescue/internal/esxitest"
 	"github.com/esxi-rescue/rescue/internal/gpttest"
 )
 
 const pfGiB = int64(1) << 30
 
 func fromLayout(parts []esxi.Part, sectorSize int) []gpttest.Part {
-	var out []gpttest.Part
-	for _, p := range parts {
-		f, l := p.LBAs(sectorSize)
-		out = append(out, gpttest.Part{Slot: p.Slot, Type: p.Type, First: f, Last: l, Attrs: p.Attrs})
-	}
-	return out
+	return esxitest.Parts(parts, sectorSize, true)
 }
 
 func esxiLayout(t testing.TB, v string, size int64, ss int) []gpttest.Part {

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/esxi-rescue/rescue/esxi"
+	"github.com/esxi-rescue/rescue/internal/esxitest"
 	"github.com/esxi-rescue/rescue/internal/gpttest"
 )
 
@@ -18,12 +19,7 @@ const gib = int64(1) << 30
 // sgdiskParts is the layout for gpttest.Sgdisk with ss-byte sectors (no
 // attribute bits).
 func sgdiskParts(parts []esxi.Part, ss int) []gpttest.Part {
-	var out []gpttest.Part
-	for _, p := range parts {
-		f, l := p.LBAs(ss)
-		out = append(out, gpttest.Part{Slot: p.Slot, Type: p.Type, First: f, Last: l})
-	}
-	return out
+	return esxitest.Parts(parts, ss, false)
 }
 
 // esxiImage partitions a sparse image of size bytes with sgdisk in the
