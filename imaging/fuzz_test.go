@@ -6,6 +6,7 @@ import (
 	"os"
 	"testing"
 
+	"github.com/esxi-rescue/rescue/gpt"
 	"github.com/esxi-rescue/rescue/internal/gpttest"
 )
 
@@ -37,12 +38,33 @@ func FuzzRestore(f *testing.F) {
 		if err != nil {
 			return
 		}
-		out, _ := os.ReadFile(dir + "/out")
-		if res.Compression == "none" && !bytes.Equal(out, data) {
-			t.Fatalf("raw image of %d bytes copied as %d different bytes", len(data), len(out))
+		if res.UndoPath != "" {
+			// The GPT fix-up rewrote some sectors (e.g. rebuilt the backup of
+			// a cut-short image at the end of the grown file). Undo exactly
+			// those: what remains must be the image, byte for byte.
+			dev, err := gpt.OpenDevice(dir+"/out", res.SectorSize, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = gpt.ApplyUndo(dev, res.UndoPath)
+			dev.Close()
+			if err != nil {
+				t.Fatalf("undoing the GPT fix-up: %v", err)
+			}
 		}
-		if int64(len(out)) != res.Bytes || sha256Of(out) != res.SHA256 {
-			t.Fatalf("result says %d bytes %s, target has %d bytes %s", res.Bytes, res.SHA256, len(out), sha256Of(out))
+		out, _ := os.ReadFile(dir + "/out")
+		if int64(len(out)) != res.TargetSize || res.TargetSize < res.Bytes {
+			t.Fatalf("target has %d bytes, result says target %d bytes for an image of %d", len(out), res.TargetSize, res.Bytes)
+		}
+		img, pad := out[:res.Bytes], out[res.Bytes:]
+		if res.Compression == "none" && !bytes.Equal(img, data) {
+			t.Fatalf("raw image of %d bytes copied as %d different bytes", len(data), len(img))
+		}
+		if sha256Of(img) != res.SHA256 {
+			t.Fatalf("result says %d bytes %s, target's first %d bytes hash to %s", res.Bytes, res.SHA256, len(img), sha256Of(img))
+		}
+		if !bytes.Equal(pad, make([]byte, len(pad))) {
+			t.Fatalf("target has non-zero bytes after the image's end (%d bytes of padding)", len(pad))
 		}
 	})
 }
