@@ -17,17 +17,13 @@ import (
 
 const pfGiB = int64(1) << 30
 
-func fromLayout(parts []esxi.Part, sectorSize int) []gpttest.Part {
-	return esxitest.Parts(parts, sectorSize, true)
-}
-
 func esxiLayout(t testing.TB, v string, size int64, ss int) []gpttest.Part {
 	t.Helper()
 	parts, err := esxi.Layout(esxi.Version(v), size, ss)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return fromLayout(parts, ss)
+	return esxitest.Parts(parts, ss, true)
 }
 
 // pfImage makes a sparse image of size bytes holding the ESXi layout of
@@ -41,10 +37,10 @@ func pfImage(t testing.TB, dir, name string, v esxi.Version, size int64, ss int)
 	}
 	path := gpttest.Sparse(t, dir, name, size)
 	if ss == 512 {
-		gpttest.Sgdisk(t, path, fromLayout(parts, ss))
+		gpttest.Sgdisk(t, path, esxitest.Parts(parts, ss, true))
 		return path, parts
 	}
-	gpttest.NewTable(t, ss, size, fromLayout(parts, ss)).Write(t, path)
+	gpttest.NewTable(t, ss, size, esxitest.Parts(parts, ss, true)).Write(t, path)
 	return path, parts
 }
 

@@ -16,12 +16,6 @@ import (
 
 const gib = int64(1) << 30
 
-// sgdiskParts is the layout for gpttest.Sgdisk with ss-byte sectors (no
-// attribute bits).
-func sgdiskParts(parts []esxi.Part, ss int) []gpttest.Part {
-	return esxitest.Parts(parts, ss, false)
-}
-
 // esxiImage partitions a sparse image of size bytes with sgdisk in the
 // ESXi layout of version v, every partition at its slot.
 func esxiImage(t *testing.T, dir, name, v string, size int64) string {
@@ -31,7 +25,7 @@ func esxiImage(t *testing.T, dir, name, v string, size int64) string {
 		t.Fatal(err)
 	}
 	p := gpttest.Sparse(t, dir, name, size)
-	gpttest.Sgdisk(t, p, sgdiskParts(parts, 512))
+	gpttest.Sgdisk(t, p, esxitest.Parts(parts, 512, false))
 	return p
 }
 
@@ -208,7 +202,7 @@ func Test4K(t *testing.T) {
 	dev := strings.TrimSpace(string(out))
 	func() {
 		defer exec.Command("losetup", "-d", dev).Run()
-		gpttest.Sgdisk(t, dev, sgdiskParts(parts, 4096))
+		gpttest.Sgdisk(t, dev, esxitest.Parts(parts, 4096, false))
 	}()
 	broken := gpttest.Sparse(t, dir, "broken4k.img", size)
 	gpttest.CopyRegions(t, ref, broken, gpttest.Regions(size, 4096)...)

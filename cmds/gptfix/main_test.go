@@ -22,12 +22,6 @@ const gib = int64(1) << 30
 // hand-written writer (raw offsets, hash/crc32) — not with the gpt
 // package under test.
 
-// sgdiskParts is the layout for gpttest.Sgdisk with ss-byte sectors (no
-// attribute bits).
-func sgdiskParts(parts []esxi.Part, ss int) []gpttest.Part {
-	return esxitest.Parts(parts, ss, false)
-}
-
 // esxiImage makes an 8 GiB-class ESXi image with sgdisk -a 1 -n ...
 func esxiImage(t *testing.T, path string, v esxi.Version, size int64) []esxi.Part {
 	t.Helper()
@@ -36,7 +30,7 @@ func esxiImage(t *testing.T, path string, v esxi.Version, size int64) []esxi.Par
 		t.Fatal(err)
 	}
 	gpttest.Sparse(t, filepath.Dir(path), filepath.Base(path), size)
-	gpttest.Sgdisk(t, path, sgdiskParts(parts, 512))
+	gpttest.Sgdisk(t, path, esxitest.Parts(parts, 512, false))
 	return parts
 }
 
@@ -383,7 +377,7 @@ func TestBlockDevice(t *testing.T) {
 			os.WriteFile(img, nil, 0o600)
 			os.Truncate(img, size)
 			loop := attach(t, img, ss)
-			gpttest.Sgdisk(t, loop, sgdiskParts(parts, ss))
+			gpttest.Sgdisk(t, loop, esxitest.Parts(parts, ss, false))
 			exec.Command("blockdev", "--rereadpt", loop).Run()
 			name := filepath.Base(loop)
 			_, err = os.Stat(fmt.Sprintf("/sys/block/%s/%sp1", name, name))
