@@ -1,7 +1,6 @@
 package qemutests
 
 import (
-	"context"
 	"os/exec"
 	"regexp"
 	"strings"
@@ -59,18 +58,12 @@ func TestPowerCut(t *testing.T) {
 		t.Error(err)
 	}
 
-	r2, _, err := HandsOff(context.Background(), VM{
+	handsOff(t, VM{
 		Name:   t.Name() + "-again",
 		Kernel: a.Kernel, Initrd: a.Initramfs,
 		Cmdline: KernelCmdline(handsOffFix...),
 		Disks:   []Disk{{Path: b.Damaged}},
 	}, nil)
-	if r2 != nil {
-		defer r2.Stop()
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
 	checkFixed(t, b, before)
 }
 
@@ -98,18 +91,12 @@ func TestLayouts(t *testing.T) {
 				t.Fatal(err)
 			}
 			before := damagedDigests(t, b)
-			r, _, err := HandsOff(context.Background(), VM{
+			handsOff(t, VM{
 				Name:   t.Name(),
 				Kernel: a.Kernel, Initrd: a.Initramfs,
 				Cmdline: KernelCmdline(handsOffFix...),
 				Disks:   []Disk{{Path: b.Damaged, Bus: tc.bus}},
 			}, nil)
-			if r != nil {
-				defer r.Stop()
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
 			checkFixed(t, b, before)
 		})
 	}

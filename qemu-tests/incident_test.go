@@ -98,19 +98,13 @@ func TestIncident(t *testing.T) {
 	t.Logf("before the fix: %s", msg)
 
 	// 2. The fix, hands-off.
-	r, _, err = HandsOff(ctx, VM{
+	handsOff(t, VM{
 		Name:    t.Name() + "-fix",
 		Kernel:  a.Kernel,
 		Initrd:  a.Initramfs,
 		Cmdline: KernelCmdline("rescue.action=fix", "rescue.ref=esxi", "rescue.target=auto", "rescue.done=poweroff"),
 		Disks:   []Disk{{Path: b.Damaged}},
 	}, nil)
-	if r != nil {
-		t.Cleanup(r.Stop)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
 	checkFixed(t, b, before)
 	if t.Failed() {
 		t.FailNow()
@@ -142,19 +136,13 @@ func TestFixAndBoot(t *testing.T) {
 	missingRescue(t)
 	t.Parallel()
 	b, before := brokenIncident(t, tl)
-	r, m, err := HandsOff(context.Background(), VM{
+	r, m := handsOff(t, VM{
 		Name:    t.Name(),
 		Kernel:  a.Kernel,
 		Initrd:  a.Initramfs,
 		Cmdline: KernelCmdline("rescue.action=fix", "rescue.ref=esxi", "rescue.target=auto", "rescue.done=boot"),
 		Disks:   []Disk{{Path: b.Damaged}},
 	}, reStub)
-	if r != nil {
-		defer r.Stop()
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
 	if m[1] != b.RightBank {
 		t.Errorf("after the fix, rescue.done=boot booted bank %s, want the primary bank %s (the alternate is %s); "+
 			"does the rescue system make the kernel re-read the partition table (BLKRRPART) after the fix?", m[1], b.RightBank, b.AltBank)

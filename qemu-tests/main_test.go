@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sync"
 	"testing"
 	"time"
@@ -142,6 +143,20 @@ func boot(t *testing.T, suffix string, vm VM) *Running {
 	t.Cleanup(r.Stop)
 	t.Logf("booting %s (console: %s)", vm.Name, r.LogPath())
 	return r
+}
+
+// handsOff runs HandsOff for a test: the VM is stopped when the test
+// ends, and a boot that did not end as wanted fails the test at once.
+func handsOff(t *testing.T, vm VM, wantAfter *regexp.Regexp) (*Running, []string) {
+	t.Helper()
+	r, m, err := HandsOff(context.Background(), vm, wantAfter)
+	if r != nil {
+		t.Cleanup(r.Stop)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, m
 }
 
 // quick is a short timeout for harness checks that need no rescue system.

@@ -1,7 +1,6 @@
 package qemutests
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -49,18 +48,12 @@ func TestPXE(t *testing.T) {
 		}
 	}
 	b, before := brokenIncident(t, tl)
-	r, _, err := HandsOff(context.Background(), VM{
+	r, _ := handsOff(t, VM{
 		Name:  t.Name(),
 		Boot:  "n",
 		Disks: []Disk{{Path: b.Damaged}},
 		Net:   &Net{TFTPDir: tftp, BootFile: "boot.ipxe"},
 	}, nil)
-	if r != nil {
-		defer r.Stop()
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
 	if !strings.Contains(r.Output(), "BOOTIF=01-") {
 		t.Logf("note: the kernel command line shows no BOOTIF= from iPXE")
 	}
@@ -124,17 +117,11 @@ func TestUSB(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := damagedDigests(t, b)
-	r, _, err := HandsOff(context.Background(), VM{
+	r, _ := handsOff(t, VM{
 		Name:  t.Name(),
 		BIOS:  ovmf,
 		Disks: []Disk{{Path: stick, Bus: "usb"}, {Path: b.Damaged}},
 	}, nil)
-	if r != nil {
-		defer r.Stop()
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
 	// The kernel line must be the stick's own (its console_args) with the
 	// arguments edited into the stick's file.
 	want := strings.Join(append([]string{"panic=-1"}, handsOffFix...), " ")
