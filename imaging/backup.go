@@ -95,19 +95,19 @@ func backupTo(ctx context.Context, opt *Options, created *bool) (*Result, error)
 	}
 
 	fileHash := sha256.New()
-	var write func(b []byte, off int64) error
+	var w consumer
 	var finish func(total int64) error
 	switch opt.Compress {
 	case "none":
 		if toStdout {
-			write = func(b []byte, _ int64) error { _, err := out.Write(b); return err }
+			w = &streamWriter{w: out, name: "stdout"}
 			finish = func(int64) error { return nil }
 			break
 		}
 		sink := &rawSink{f: out, name: opt.Dst, limit: -1, gran: 4096, minZero: 4096, mode: zeroSkip}
-		write = sink.write
+		w = sink
 		finish = func(total int64) error {
-			res.DataBytes, res.ZeroBytes = sink.data, sink.zero
+			res.DataBytes, res.ZeroBytes = sink.dataBytes, sink.zeroBytes
 			if err := out.Truncate(total); err != nil {
 				return fmt.Errorf("setting the size of %s: %w", opt.Dst, err)
 			}
@@ -129,14 +129,10 @@ func backupTo(ctx context.Context, opt *Options, created *bool) (*Result, error)
 		if err != nil {
 			return nil, fmt.Errorf("%s encoder: %w", opt.Compress, err)
 		}
-		write = func(b []byte, _ int64) error {
-			if _, err := enc.Write(b); err != nil {
-				return fmt.Errorf("writing %s: %w", opt.Dst, unwrapPath(err))
-			}
-			res.DataBytes += int64(len(b))
-			return nil
-		}
+		sw := &streamWriter{w: enc, name: opt.Dst}
+		w = sw
 		finish = func(int64) error {
+			res.DataBytes = sw.n
 			if err := enc.Close(); err != nil {
 				return fmt.Errorf("writing %s: %w", opt.Dst, unwrapPath(err))
 			}
@@ -150,17 +146,19 @@ func backupTo(ctx context.Context, opt *Options, created *bool) (*Result, error)
 	opt.logf("backing up %s to %s (%s)", opt.Src, opt.Dst, opt.Compress)
 	pool := newPool(opt.Buffers, opt.BufferSize)
 	stop := startProgress(opt, "backup", src.size, src.count.Load)
-	pr, err := runPipeline(ctx, src, pool, nil, false, write)
+	sha := &shaDigest{h: sha256.New()}
+	total, err := runPipeline(ctx, src, pool, nil, false, w, sha)
 	stop()
-	res.Bytes, res.SourceBytes = pr.total, src.count.Load()
+	res.Bytes, res.SourceBytes = total, src.count.Load()
 	if src.dev != nil {
 		res.BadRanges = src.dev.bad
 	}
 	if err != nil {
-		return res, fmt.Errorf("backup failed after %s: %w", gpt.HumanBytes(pr.total), err)
+		return res, fmt.Errorf("backup failed after %s: %w", gpt.HumanBytes(total), err)
 	}
-	res.SHA256 = hex.EncodeToString(pr.sum)
-	if err := finish(pr.total); err != nil {
+	sum := sha.h.Sum(nil)
+	res.SHA256 = hex.EncodeToString(sum)
+	if err := finish(total); err != nil {
 		return res, err
 	}
 	if !toStdout {
@@ -203,12 +201,39 @@ func backupTo(ctx context.Context, opt *Options, created *bool) (*Result, error)
 	}
 
 	if opt.Verify {
-		if err := verifyImageFile(ctx, opt, opt.Dst, pr.sum); err != nil {
+		if err := verifyImageFile(ctx, opt, opt.Dst, sum); err != nil {
 			return res, err
 		}
 		res.Verified = true
 	}
 	return res, nil
+}
+
+// streamWriter is a consumer writing the stream in order to w (a
+// compressor or stdout), zero runs included.
+type streamWriter struct {
+	w    io.Writer
+	name string
+	n    int64 // bytes written
+}
+
+func (s *streamWriter) data(b []byte, _ int64) error {
+	if _, err := s.w.Write(b); err != nil {
+		return fmt.Errorf("writing %s: %w", s.name, unwrapPath(err))
+	}
+	s.n += int64(len(b))
+	return nil
+}
+
+func (s *streamWriter) zero(_ int64, n int64) error {
+	for n > 0 {
+		k := min(n, int64(len(zeroBuf)))
+		if err := s.data(zeroBuf[:k], 0); err != nil {
+			return err
+		}
+		n -= k
+	}
+	return nil
 }
 
 // rawName is the name of the uncompressed image: the name without its

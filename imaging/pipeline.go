@@ -2,20 +2,22 @@ package imaging
 
 import (
 	"context"
-	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"sync"
 	"sync/atomic"
 	"unsafe"
 )
 
-// chunk is one pipeline buffer and what it holds.
+// chunk is one pipeline buffer and what it holds, or a run of zeros that
+// was never read (a hole of a sparse source file).
 type chunk struct {
-	buf  []byte // aligned, fixed size
-	n    int    // bytes held
+	buf  []byte // aligned, fixed size (nil for a hole)
+	n    int    // bytes held (or zero bytes in a hole)
 	off  int64  // offset in the uncompressed stream
+	hole bool   // n zero bytes, not in buf
 	refs atomic.Int32
 	own  bool // not from the pool: dropped after use
 }
@@ -39,39 +41,81 @@ func newPool(n, size int) chan *chunk {
 	return pool
 }
 
-// pipeResult is what a pipeline run saw.
-type pipeResult struct {
-	total int64  // bytes streamed
-	sum   []byte // SHA-256 of the whole stream
+// consumer takes the image stream in order: data bytes, and runs of zeros
+// that were never read (holes of a sparse source file).
+type consumer interface {
+	data(b []byte, off int64) error
+	zero(off, n int64) error
 }
 
-// runPipeline reads r in chunks from pool and hands each chunk, in order, to
-// a hashing goroutine and to write, which run in parallel with the next
-// read. first, when not nil, is a chunk already read from the start of the
-// stream (firstEOF: the stream ended there). Errors from write win over
-// read errors.
+// holeSkipper is a reader that knows where its source has holes.
+type holeSkipper interface {
+	// skipHole moves past up to max bytes of a hole at the current
+	// position and says how many; 0 when data (or nothing known) is next.
+	skipHole(max int64) int64
+}
+
+// maxHoleChunk bounds one hole chunk, so progress moves on a huge hole.
+const maxHoleChunk = 1 << 30
+
+// shaDigest is a consumer hashing the whole stream, holes included.
+type shaDigest struct{ h hash.Hash }
+
+func (s *shaDigest) data(b []byte, _ int64) error { s.h.Write(b); return nil }
+
+func (s *shaDigest) zero(_ int64, n int64) error {
+	for n > 0 {
+		k := min(n, int64(len(zeroBuf)))
+		s.h.Write(zeroBuf[:k])
+		n -= k
+	}
+	return nil
+}
+
+// feed hands chunk c to consumer k.
+func feed(k consumer, c *chunk) error {
+	if c.hole {
+		return k.zero(c.off, int64(c.n))
+	}
+	return k.data(c.buf[:c.n], c.off)
+}
+
+// runPipeline reads r in chunks from pool and hands each chunk, in order,
+// to w and to every digest; each digest runs in its own goroutine, in
+// parallel with w and with the next read. When r is a holeSkipper, holes
+// pass as zero runs without being read. first, when not nil, is a chunk
+// already read from the start of the stream (firstEOF: the stream ended
+// there). It returns the stream's length. The first error stops the
+// pipeline; errors from w win over a digest's, a digest's over the read's.
 func runPipeline(ctx context.Context, r io.Reader, pool chan *chunk, first *chunk, firstEOF bool,
-	write func(b []byte, off int64) error) (pipeResult, error) {
+	w consumer, digests ...consumer) (int64, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	nbuf := cap(pool)
-	hashCh := make(chan *chunk, nbuf)
-	writeCh := make(chan *chunk, nbuf)
+	chans := make([]chan *chunk, 1+len(digests))
+	for i := range chans {
+		chans[i] = make(chan *chunk, nbuf)
+	}
 	release := func(c *chunk) {
 		if c.refs.Add(-1) == 0 && !c.own {
 			pool <- c
 		}
 	}
+	hs, _ := r.(holeSkipper)
 	var rerr error
 	var total int64
 	go func() {
-		defer close(writeCh)
-		defer close(hashCh)
+		defer func() {
+			for _, ch := range chans {
+				close(ch)
+			}
+		}()
 		send := func(c *chunk) {
-			c.refs.Store(2)
+			c.refs.Store(int32(len(chans)))
 			total += int64(c.n)
-			hashCh <- c
-			writeCh <- c
+			for _, ch := range chans {
+				ch <- c
+			}
 		}
 		var off int64
 		if first != nil {
@@ -83,6 +127,17 @@ func runPipeline(ctx context.Context, r io.Reader, pool chan *chunk, first *chun
 			}
 		}
 		for {
+			if ctx.Err() != nil {
+				rerr = ctx.Err()
+				return
+			}
+			if hs != nil {
+				if n := hs.skipHole(maxHoleChunk); n > 0 {
+					send(&chunk{n: int(n), off: off, hole: true, own: true})
+					off += n
+					continue
+				}
+			}
 			var c *chunk
 			select {
 			case c = <-pool:
@@ -107,45 +162,53 @@ func runPipeline(ctx context.Context, r io.Reader, pool chan *chunk, first *chun
 				rerr = err
 				return
 			}
-			if ctx.Err() != nil {
-				rerr = ctx.Err()
-				return
-			}
 		}
 	}()
 
-	var res pipeResult
+	derrs := make([]error, len(digests))
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		h := sha256.New()
-		for c := range hashCh {
-			h.Write(c.buf[:c.n])
-			release(c)
-		}
-		res.sum = h.Sum(nil)
-	}()
+	for i, d := range digests {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for c := range chans[1+i] {
+				if derrs[i] == nil && ctx.Err() == nil {
+					if derrs[i] = feed(d, c); derrs[i] != nil {
+						cancel()
+					}
+				}
+				release(c)
+			}
+		}()
+	}
 
 	var werr error
-	for c := range writeCh {
-		if werr == nil {
-			if werr = write(c.buf[:c.n], c.off); werr != nil {
+	for c := range chans[0] {
+		if werr == nil && ctx.Err() == nil {
+			if werr = feed(w, c); werr != nil {
 				cancel()
 			}
 		}
 		release(c)
 	}
 	wg.Wait()
-	res.total = total
 	if werr != nil {
-		return res, werr
+		return total, werr
+	}
+	for _, err := range derrs {
+		if err != nil {
+			return total, err
+		}
 	}
 	if rerr != nil {
-		if errors.Is(rerr, context.Canceled) && ctx.Err() != nil {
-			return res, fmt.Errorf("cancelled: %w", rerr)
+		if errors.Is(rerr, context.Canceled) {
+			return total, fmt.Errorf("cancelled: %w", rerr)
 		}
-		return res, rerr
+		return total, rerr
 	}
-	return res, nil
+	if err := ctx.Err(); err != nil {
+		// Cancelled from outside after the last read: writes were skipped.
+		return total, fmt.Errorf("cancelled: %w", err)
+	}
+	return total, nil
 }

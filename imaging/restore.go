@@ -45,7 +45,8 @@ func restoreTo(ctx context.Context, opt *Options, created *bool) (*Result, error
 	defer src.Close()
 	var stream io.Reader = src
 	res.Compression = "none"
-	if !src.isBlock {
+	if !src.isBlock && !(src.dev != nil && peekCompression(src.file) == "none") {
+		// A plain image file is read as it is, so its holes are skipped.
 		var closeDec func() error
 		stream, res.Compression, closeDec, err = decompress(src)
 		if err != nil {
@@ -155,54 +156,44 @@ func restoreTo(ctx context.Context, opt *Options, created *bool) (*Result, error
 
 	hl := min(headLen, n)
 	headCopy := bytes.Clone(head[:hl])
-	write := func(b []byte, off int64) error {
-		if off < int64(hl) {
-			skip := int64(hl) - off
-			if skip >= int64(len(b)) {
-				return nil
-			}
-			b, off = b[skip:], off+skip
-		}
-		return sink.write(b, off)
-	}
+	sha := &shaDigest{h: sha256.New()}
 	opt.logf("restoring %s (%s) onto %s", opt.Src, res.Compression, opt.Dst)
 	stop := startProgress(opt, "restore", src.size, src.count.Load)
-	pr, err := runPipeline(ctx, stream, pool, first, firstEOF, write)
+	total, err := runPipeline(ctx, stream, pool, first, firstEOF, &heldHead{sink, int64(hl)}, sha)
 	stop()
-	res.Bytes, res.SourceBytes = pr.total, src.count.Load()
+	res.Bytes, res.SourceBytes = total, src.count.Load()
 	if src.dev != nil {
 		res.BadRanges = src.dev.bad
 	}
-	if pr.sum != nil {
-		res.SHA256 = hex.EncodeToString(pr.sum)
-	}
 	if err != nil {
 		return res, fmt.Errorf("restore failed after %s of the image; the image's partition table was not written: %w",
-			gpt.HumanBytes(pr.total), err)
+			gpt.HumanBytes(total), err)
 	}
+	sum := sha.h.Sum(nil)
+	res.SHA256 = hex.EncodeToString(sum)
 	// A raw image that ends before its last partition is truncated; one
 	// that ends after it but before its backup GPT was trimmed on purpose
 	// (or cut short in the last megabytes): the fix-up rebuilds the backup.
 	trimmed := false
 	if res.HasGPT {
-		if end := (int64(res.LastUsedLBA) + 1) * int64(ss); pr.total < end {
+		if end := (int64(res.LastUsedLBA) + 1) * int64(ss); total < end {
 			return res, fmt.Errorf("the image is truncated: it ends at byte %d but its last partition ends at LBA %d (byte %d); the image's partition table was not written",
-				pr.total, res.LastUsedLBA, end)
+				total, res.LastUsedLBA, end)
 		}
-		if end := (int64(altLBA) + 1) * int64(ss); altLBA > res.LastUsedLBA && pr.total < end {
+		if end := (int64(altLBA) + 1) * int64(ss); altLBA > res.LastUsedLBA && total < end {
 			trimmed = true
-			opt.logf("warning: the image ends at byte %d, before its backup GPT (LBA %d): a trimmed or cut-short image; the backup GPT will be rebuilt", pr.total, altLBA)
+			opt.logf("warning: the image ends at byte %d, before its backup GPT (LBA %d): a trimmed or cut-short image; the backup GPT will be rebuilt", total, altLBA)
 		}
 	}
-	if want != nil && !bytes.Equal(want, pr.sum) {
+	if want != nil && !bytes.Equal(want, sum) {
 		return res, fmt.Errorf("%w: the image's SHA-256 is %s, expected %s; the image's partition table was not written, no GPT fix-up",
 			ErrChecksum, res.SHA256, opt.SHA256)
 	}
-	if err := sink.write(headCopy, 0); err != nil {
+	if err := sink.data(headCopy, 0); err != nil {
 		return res, err
 	}
-	res.DataBytes, res.ZeroBytes, res.DiscardedBytes = sink.data, sink.zero, sink.discarded
-	finalSize := pr.total
+	res.DataBytes, res.ZeroBytes, res.DiscardedBytes = sink.dataBytes, sink.zeroBytes, sink.discarded
+	finalSize := total
 	if trimmed {
 		// A new file gets the size of the disk the image came from, so
 		// the backup GPT has its place again.
@@ -239,11 +230,11 @@ func restoreTo(ctx context.Context, opt *Options, created *bool) (*Result, error
 	switch {
 	case !res.HasGPT:
 		res.GPTFixup = "the image has no GPT: nothing to fix"
-	case res.TargetSize == pr.total && !trimmed:
+	case res.TargetSize == total && !trimmed:
 		res.GPTFixup = "the target is as large as the image: GPT left as in the image"
 	case opt.NoGPTFixup:
 		res.GPTFixup = fmt.Sprintf("GPT left as in the image (-no-gpt-fixup); the target is %s %s than the image",
-			gpt.HumanBytes(abs(res.TargetSize-pr.total)), biggerSmaller(res.TargetSize-pr.total))
+			gpt.HumanBytes(abs(res.TargetSize-total)), biggerSmaller(res.TargetSize-total))
 		if trimmed {
 			res.GPTFixup = "GPT left as in the image (-no-gpt-fixup); the image has no backup GPT"
 		}
@@ -263,6 +254,35 @@ func restoreTo(ctx context.Context, opt *Options, created *bool) (*Result, error
 		}
 	}
 	return res, nil
+}
+
+// heldHead passes the stream on to a sink except its first n bytes (the
+// partition table), which the restore writes last.
+type heldHead struct {
+	sink *rawSink
+	n    int64
+}
+
+func (h *heldHead) data(b []byte, off int64) error {
+	if off < h.n {
+		skip := h.n - off
+		if skip >= int64(len(b)) {
+			return nil
+		}
+		b, off = b[skip:], off+skip
+	}
+	return h.sink.data(b, off)
+}
+
+func (h *heldHead) zero(off, n int64) error {
+	if off < h.n {
+		skip := min(h.n-off, n)
+		off, n = off+skip, n-skip
+	}
+	if n == 0 {
+		return nil
+	}
+	return h.sink.zero(off, n)
 }
 
 func abs(x int64) int64 {

@@ -46,14 +46,16 @@ type rawSink struct {
 	gran        int  // zero detection granularity
 	noLimitData bool // data past limit is an error (no GPT tells us it is unused)
 
-	data, zero, discarded int64
+	dataBytes, zeroBytes, discarded int64
 	end                   int64      // highest offset+len seen
 	pending               [][2]int64 // ranges whose writeback was started
 	inflight              int64      // bytes in pending
 	sums                  *writeSums // what was written, for -verify (nil: no verify)
 }
 
-func (s *rawSink) write(b []byte, off int64) error {
+// data writes image bytes b at off (a consumer): all-zero runs of at least
+// minZero bytes become zero regions.
+func (s *rawSink) data(b []byte, off int64) error {
 	if e := off + int64(len(b)); e > s.end {
 		s.end = e
 	}
@@ -107,6 +109,26 @@ func (s *rawSink) write(b []byte, off int64) error {
 	return nil
 }
 
+// zero handles n zero bytes of the image at off that were never read (a
+// consumer): a hole, BLKZEROOUT or nothing, as the target needs.
+func (s *rawSink) zero(off, n int64) error {
+	if e := off + n; e > s.end {
+		s.end = e
+	}
+	if s.limit >= 0 && off+n > s.limit {
+		keep := max(s.limit-off, 0)
+		s.discarded += n - keep
+		n = keep
+	}
+	if n <= 0 {
+		return nil
+	}
+	if s.sums != nil {
+		s.sums.addZero(off, n)
+	}
+	return s.zeroRange(off, n)
+}
+
 func (s *rawSink) writeData(b []byte, off int64) error {
 	if len(b) == 0 {
 		return nil
@@ -114,7 +136,7 @@ func (s *rawSink) writeData(b []byte, off int64) error {
 	if _, err := s.f.WriteAt(b, off); err != nil {
 		return fmt.Errorf("writing %s at byte %d: %w", s.name, off, unwrapPath(err))
 	}
-	s.data += int64(len(b))
+	s.dataBytes += int64(len(b))
 	return nil
 }
 
@@ -127,7 +149,7 @@ func unwrapPath(err error) error {
 }
 
 func (s *rawSink) zeroRange(off, n int64) error {
-	s.zero += n
+	s.zeroBytes += n
 	switch s.mode {
 	case zeroSkip:
 		return nil

@@ -35,6 +35,16 @@ func (s *source) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// skipHole implements holeSkipper for a sparse image file.
+func (s *source) skipHole(max int64) int64 {
+	if s.dev == nil {
+		return 0
+	}
+	n := s.dev.skipHole(max)
+	s.count.Add(n)
+	return n
+}
+
 func (s *source) Close() error {
 	var first error
 	for i := len(s.closers) - 1; i >= 0; i-- {
@@ -177,6 +187,20 @@ func (d *devReader) nextRegion() (hole bool, n int64) {
 	return false, d.dataEnd - d.off
 }
 
+// skipHole moves past up to max bytes of a hole at d.off.
+func (d *devReader) skipHole(max int64) int64 {
+	if d.holes == nil || d.off >= d.size {
+		return 0
+	}
+	hole, n := d.nextRegion()
+	if !hole {
+		return 0
+	}
+	n = min(n, max, d.size-d.off)
+	d.off += n
+	return n
+}
+
 func (d *devReader) Read(p []byte) (int, error) {
 	if d.off >= d.size {
 		return 0, io.EOF
@@ -254,6 +278,17 @@ func detectCompression(head []byte) string {
 		}
 	}
 	return "none"
+}
+
+// peekCompression detects the compression of a file from its first bytes
+// without moving its read position ("" when they cannot be read).
+func peekCompression(f *os.File) string {
+	head := make([]byte, 8)
+	n, err := f.ReadAt(head, 0)
+	if n == 0 && err != nil {
+		return ""
+	}
+	return detectCompression(head[:n])
 }
 
 // decompress wraps r in a decompressor chosen by its magic bytes. It returns

@@ -68,6 +68,16 @@ func (w *writeSums) add(b []byte, off int64) {
 	}
 }
 
+// addZero records n zero bytes written at off.
+func (w *writeSums) addZero(off, n int64) {
+	if w.cur == nil || w.cur.off+w.cur.n != off || !w.cur.zero {
+		w.flush()
+		w.regions = append(w.regions, region{off: off, zero: true})
+		w.cur = &w.regions[len(w.regions)-1]
+	}
+	w.cur.n += n
+}
+
 func (w *writeSums) flush() {
 	if w.cur != nil {
 		w.cur.sum = w.h.Sum64()

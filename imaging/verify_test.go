@@ -43,7 +43,7 @@ func TestVerifyDetects(t *testing.T) {
 			defer f.Close()
 			s := &rawSink{f: f, name: "out", limit: -1, gran: 4096, minZero: 4096, mode: zeroWrite, sums: newWriteSums()}
 			for off := int64(0); off < int64(len(data)); off += 4 << 20 {
-				if err := s.write(data[off:min(off+4<<20, int64(len(data)))], off); err != nil {
+				if err := s.data(data[off:min(off+4<<20, int64(len(data)))], off); err != nil {
 					t.Fatal(err)
 				}
 			}
