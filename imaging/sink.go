@@ -47,10 +47,10 @@ type rawSink struct {
 	noLimitData bool // data past limit is an error (no GPT tells us it is unused)
 
 	dataBytes, zeroBytes, discarded int64
-	end                   int64      // highest offset+len seen
-	pending               [][2]int64 // ranges whose writeback was started
-	inflight              int64      // bytes in pending
-	sums                  *writeSums // what was written, for -verify (nil: no verify)
+	end                             int64      // highest offset+len seen
+	pending                         [][2]int64 // ranges whose writeback was started
+	inflight                        int64      // bytes in pending
+	sums                            *writeSums // what was written, for -verify (nil: no verify)
 }
 
 // data writes image bytes b at off (a consumer): all-zero runs of at least
