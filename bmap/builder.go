@@ -36,12 +36,19 @@ type Builder struct {
 	ranges      []Range
 }
 
+// maxBuilderBlockSize is the largest block size bmaptool can copy with: it
+// reads in batches of 1 MiB / BlockSize blocks, which is none for larger
+// blocks (bmaptool 3.6 then copies nothing and fails).
+const maxBuilderBlockSize = 1 << 20
+
 // NewBuilder returns a Builder for blocks of blockSize bytes, a power of two
-// from 512 to 64 MiB (otherwise every method returns an error).
+// from 512 to 1 MiB, the largest block bmaptool can copy with (otherwise every
+// method returns an error). 4096 is what bmaptool create uses on most file
+// systems.
 func NewBuilder(blockSize int64) *Builder {
 	b := &Builder{bs: blockSize, h: sha256.New()}
-	if blockSize < minBlockSize || blockSize > maxBlockSize || blockSize&(blockSize-1) != 0 {
-		b.err = fmt.Errorf("bmap builder: block size %d is not a power of two from %d to %d", blockSize, minBlockSize, maxBlockSize)
+	if blockSize < minBlockSize || blockSize > maxBuilderBlockSize || blockSize&(blockSize-1) != 0 {
+		b.err = fmt.Errorf("bmap builder: block size %d is not a power of two from %d to %d", blockSize, minBlockSize, maxBuilderBlockSize)
 	}
 	return b
 }
