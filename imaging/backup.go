@@ -15,6 +15,7 @@ import (
 	"runtime"
 	"strings"
 
+	"github.com/esxi-rescue/rescue/bmap"
 	"github.com/esxi-rescue/rescue/gpt"
 	"github.com/klauspost/compress/zstd"
 	"github.com/klauspost/pgzip"
@@ -22,7 +23,8 @@ import (
 
 // backup copies a disk (or raw image) into an image file, compressed as
 // opt.Compress says, and writes DST.gpt.json (the GPT layout) and
-// DST.sha256 (a sha256sum manifest) next to it.
+// DST.sha256 (a sha256sum manifest) and DST.bmap (the block map of the
+// uncompressed image, with its SHA-256) next to it.
 func backup(ctx context.Context, opt *Options) (*Result, error) {
 	var created bool
 	res, err := backupTo(ctx, opt, &created)
@@ -31,6 +33,7 @@ func backup(ctx context.Context, opt *Options) (*Result, error) {
 		os.Remove(opt.Dst)
 		os.Remove(opt.Dst + ".gpt.json")
 		os.Remove(opt.Dst + ".sha256")
+		os.Remove(opt.Dst + ".bmap")
 	}
 	return res, err
 }
@@ -147,7 +150,8 @@ func backupTo(ctx context.Context, opt *Options, created *bool) (*Result, error)
 	pool := newPool(opt.Buffers, opt.BufferSize)
 	stop := startProgress(opt, "backup", src.size, src.count.Load)
 	sha := &shaDigest{h: sha256.New()}
-	total, err := runPipeline(ctx, src, pool, nil, false, w, sha)
+	build := bmapBuild{bmap.NewBuilder(bmapBlockSize)}
+	total, err := runPipeline(ctx, src, pool, nil, false, w, sha, build)
 	stop()
 	res.Bytes, res.SourceBytes = total, src.count.Load()
 	if src.dev != nil {
@@ -186,6 +190,14 @@ func backupTo(ctx context.Context, opt *Options, created *bool) (*Result, error)
 		}
 	} else {
 		opt.logf("%s has no GPT: no layout file written", opt.Src)
+	}
+	bm, err := build.b.Finish(sum)
+	if err != nil {
+		return res, fmt.Errorf("block map of %s: %w", opt.Src, err)
+	}
+	res.BmapPath, res.BmapRanges = opt.Dst+".bmap", len(bm.Ranges)
+	if err := writeBmap(res.BmapPath, bm); err != nil {
+		return res, err
 	}
 	res.ManifestPath = opt.Dst + ".sha256"
 	base := filepath.Base(opt.Dst)

@@ -44,6 +44,16 @@ type Options struct {
 	// SHA256 is the expected hex SHA-256 of the uncompressed image; empty to skip the check.
 	// On a mismatch Copy fails before writing the image's partition table and before any GPT fix-up.
 	SHA256 string
+	// Bmap is the image's block map (bmaptool's format; a path or URL) for a
+	// restore. Empty means SRC.bmap (or the name without .zst/.img etc. plus
+	// .bmap) next to a local image file, if there is one. With a map, holes
+	// of a sparse image file are not read, every mapped range is checked
+	// against its checksum and every other byte must be zero; when the map
+	// records the image's SHA-256 (imgcopy's maps do), that is the image's
+	// SHA-256 without hashing the zeros. A mismatch fails like -sha256.
+	Bmap string
+	// NoBmap ignores any block map.
+	NoBmap bool
 	// Verify reads back what was written and compares it with what was
 	// written, region by region (64 MiB): a seeded 64-bit digest for data,
 	// zeros (or a hole) for zero regions; a mismatch names the byte range.
@@ -102,6 +112,14 @@ type Result struct {
 	Compression string
 	// SHA256 is the hex SHA-256 of the uncompressed image stream.
 	SHA256 string
+	// SHA256From says how SHA256 was found: "stream" (the whole stream was
+	// hashed) or "bmap" (recorded in the block map BmapPath, and every
+	// mapped range matched its checksum and every other byte was zero).
+	SHA256From string
+	// BmapPath is the block map used by a restore or written by a backup or MakeBmap;
+	// BmapRanges the number of its ranges that were checked or written.
+	BmapPath   string
+	BmapRanges int
 	// DataBytes counts bytes written as data, ZeroBytes bytes handled as zero regions
 	// (holes, BLKZEROOUT or skipped with AssumeZeroed), DiscardedBytes image bytes past the
 	// end of a smaller target (outside every partition).

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/esxi-rescue/rescue/bmap"
 	"github.com/esxi-rescue/rescue/gpt"
 )
 
@@ -78,6 +79,24 @@ func restoreTo(ctx context.Context, opt *Options, created *bool) (*Result, error
 		imgSize = int64(n)
 	case res.Compression == "none" && src.size >= 0:
 		imgSize = src.size
+	}
+
+	// The block map, read before touching the target.
+	bm, bmPath, err := loadBmap(ctx, opt, src)
+	if err != nil {
+		return nil, err
+	}
+	if bm != nil {
+		if imgSize >= 0 && bm.ImageSize != imgSize {
+			return nil, fmt.Errorf("the block map %s describes an image of %d bytes but %s is %d bytes: it belongs to another image (use -no-bmap to restore without it)",
+				bmPath, bm.ImageSize, opt.Src, imgSize)
+		}
+		if want != nil && bm.ImageSHA256 != nil && !bytes.Equal(want, bm.ImageSHA256) {
+			return nil, fmt.Errorf("%w: the block map %s records the image's SHA-256 as %x, expected %s; nothing was written",
+				ErrChecksum, bmPath, bm.ImageSHA256, opt.SHA256)
+		}
+		opt.logf("using the block map %s: %d ranges, %s of %s mapped", bmPath, len(bm.Ranges),
+			gpt.HumanBytes(bm.MappedBytes()), gpt.HumanBytes(bm.ImageSize))
 	}
 
 	t, err := openTarget(opt, src)
@@ -156,10 +175,22 @@ func restoreTo(ctx context.Context, opt *Options, created *bool) (*Result, error
 
 	hl := min(headLen, n)
 	headCopy := bytes.Clone(head[:hl])
-	sha := &shaDigest{h: sha256.New()}
+	// What checks the stream: the block map's range checksums, and a
+	// SHA-256 of everything unless the map vouches for the image's.
+	var digests []consumer
+	var check *bmapCheck
+	var sha *shaDigest
+	if bm != nil {
+		check = &bmapCheck{c: bmap.NewChecker(bm), path: bmPath}
+		digests = append(digests, check)
+	}
+	if bm == nil || !bm.Complete() {
+		sha = &shaDigest{h: sha256.New()}
+		digests = append(digests, sha)
+	}
 	opt.logf("restoring %s (%s) onto %s", opt.Src, res.Compression, opt.Dst)
 	stop := startProgress(opt, "restore", src.size, src.count.Load)
-	total, err := runPipeline(ctx, stream, pool, first, firstEOF, &heldHead{sink, int64(hl)}, sha)
+	total, err := runPipeline(ctx, stream, pool, first, firstEOF, &heldHead{sink, int64(hl)}, digests...)
 	stop()
 	res.Bytes, res.SourceBytes = total, src.count.Load()
 	if src.dev != nil {
@@ -169,8 +200,6 @@ func restoreTo(ctx context.Context, opt *Options, created *bool) (*Result, error
 		return res, fmt.Errorf("restore failed after %s of the image; the image's partition table was not written: %w",
 			gpt.HumanBytes(total), err)
 	}
-	sum := sha.h.Sum(nil)
-	res.SHA256 = hex.EncodeToString(sum)
 	// A raw image that ends before its last partition is truncated; one
 	// that ends after it but before its backup GPT was trimmed on purpose
 	// (or cut short in the last megabytes): the fix-up rebuilds the backup.
@@ -185,6 +214,19 @@ func restoreTo(ctx context.Context, opt *Options, created *bool) (*Result, error
 			opt.logf("warning: the image ends at byte %d, before its backup GPT (LBA %d): a trimmed or cut-short image; the backup GPT will be rebuilt", total, altLBA)
 		}
 	}
+	var sum []byte
+	if check != nil {
+		if err := check.wrap(check.c.Finish(total)); err != nil {
+			return res, fmt.Errorf("%w; the image's partition table was not written", err)
+		}
+		res.BmapPath, res.BmapRanges = bmPath, check.c.RangesChecked()
+	}
+	if sha != nil {
+		sum, res.SHA256From = sha.h.Sum(nil), "stream"
+	} else {
+		sum, res.SHA256From = bm.ImageSHA256, "bmap"
+	}
+	res.SHA256 = hex.EncodeToString(sum)
 	if want != nil && !bytes.Equal(want, sum) {
 		return res, fmt.Errorf("%w: the image's SHA-256 is %s, expected %s; the image's partition table was not written, no GPT fix-up",
 			ErrChecksum, res.SHA256, opt.SHA256)

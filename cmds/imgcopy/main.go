@@ -9,7 +9,9 @@
 // after dropped connections); gzip, zstd and xz images are recognised by
 // their magic bytes. DST is a block device or a file. With -compress the
 // copy is a backup: DST is an image file, written with a GPT layout file
-// (DST.gpt.json) and a SHA-256 manifest (DST.sha256) next to it.
+// (DST.gpt.json), a SHA-256 manifest (DST.sha256) and a block map
+// (DST.bmap, bmaptool's format plus the image's SHA-256) next to it.
+// With -make-bmap, imgcopy writes the block map of an existing image.
 //
 // Exit status: 0 success, 1 checksum or verification mismatch, 2 any
 // other trouble (refused target, read/write error, network error).
@@ -33,6 +35,7 @@ import (
 )
 
 const usage = `Usage: imgcopy [flags] SRC DST
+       imgcopy -make-bmap [flags] IMAGE [BMAP]
 
 Restore a disk image onto a disk, or back a disk up into an image.
 
@@ -49,9 +52,19 @@ image's partition table is written last, only when the whole image arrived
 and matched -sha256. On a larger (or smaller) disk the backup GPT is moved
 to the disk's end, keeping every partition entry in its slot.
 
+Block maps: a restore uses the image's block map (bmaptool's .bmap format;
+-bmap FILE|URL, or found next to a local image as IMAGE.bmap, the name
+without .zst/.gz/.xz plus .bmap, ...). It then reads only the mapped ranges
+of a sparse image file, checks each range's checksum and that everything
+else is zero, and takes the image's SHA-256 from the map (imgcopy's maps
+record it) instead of hashing gigabytes of zeros. A map that does not fit
+the image stops the restore like a wrong -sha256. -no-bmap ignores maps.
+-make-bmap writes an image's map (default IMAGE.bmap); bmaptool can use it.
+
 Backing up (-compress zstd|gzip|none) writes DST plus DST.gpt.json (GPT
-layout) and DST.sha256 (sha256sum manifest: the file's hash, and the hash
-of the uncompressed image under the name without .zst/.gz).
+layout), DST.sha256 (sha256sum manifest: the file's hash, and the hash
+of the uncompressed image under the name without .zst/.gz) and DST.bmap
+(block map of the uncompressed image).
 
 Exit status: 0 done, 1 checksum or verification mismatch, 2 other trouble.
 
@@ -59,6 +72,7 @@ Examples:
   imgcopy -sha256 3a7b... http://10.0.0.1/esxi.img.zst /dev/sda
   imgcopy -verify esxi.img /dev/sdb
   imgcopy -compress zstd /dev/sda /mnt/backup/esxi.img.zst
+  imgcopy -make-bmap esxi.img            # writes esxi.img.bmap
 
 Flags:
 `
@@ -77,7 +91,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		jsonOut  = fs.Bool("json", false, "print the result as JSON on stdout")
 		refuse   = fs.String("refuse", "", "comma-separated extra devices never to write (e.g. the boot medium)")
 		quiet    = fs.Bool("q", false, "no log lines on stderr (errors are still printed)")
+		makeBmap = fs.Bool("make-bmap", false, "write the block map of IMAGE to BMAP (default IMAGE.bmap) instead of copying")
 	)
+	fs.StringVar(&opt.Bmap, "bmap", "", "the image's block map (file or URL; default: IMAGE.bmap etc. next to a local image)")
+	fs.BoolVar(&opt.NoBmap, "no-bmap", false, "ignore block maps: read and hash the whole image")
 	fs.StringVar(&opt.SHA256, "sha256", "", "expected SHA-256 (hex) of the uncompressed image; checked before the partition table is written")
 	fs.BoolVar(&opt.Verify, "verify", false, "read back what was written and compare (per-64MiB digests; zero regions must read as zeros)")
 	fs.BoolVar(&opt.Yes, "yes", false, "overwrite a disk that holds a partition table (or an existing backup file)")
@@ -98,11 +115,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		return 2
 	}
-	if fs.NArg() != 2 {
+	switch {
+	case *makeBmap && (fs.NArg() == 1 || fs.NArg() == 2):
+		opt.Src, opt.Dst = fs.Arg(0), fs.Arg(1)
+	case !*makeBmap && fs.NArg() == 2:
+		opt.Src, opt.Dst = fs.Arg(0), fs.Arg(1)
+	default:
 		fs.Usage()
 		return 2
 	}
-	opt.Src, opt.Dst = fs.Arg(0), fs.Arg(1)
 	if *refuse != "" {
 		opt.Refuse = strings.Split(*refuse, ",")
 	}
@@ -128,7 +149,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer cancel()
-	res, err := imaging.Copy(ctx, opt)
+	copyFn := imaging.Copy
+	if *makeBmap {
+		copyFn = imaging.MakeBmap
+	}
+	res, err := copyFn(ctx, opt)
 	if *jsonOut {
 		out := struct {
 			*imaging.Result
@@ -144,7 +169,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		enc.SetIndent("", "  ")
 		enc.Encode(out)
 	} else if res != nil {
-		report(stdout, res, err == nil)
+		report(stdout, res, err == nil, *makeBmap)
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "imgcopy: %v\n", err)
@@ -156,14 +181,27 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-func report(w io.Writer, r *imaging.Result, ok bool) {
-	if ok {
+func report(w io.Writer, r *imaging.Result, ok, madeBmap bool) {
+	switch {
+	case ok && madeBmap:
+		fmt.Fprintf(w, "read %d bytes in %v: %s in %d mapped ranges, %s zeros\n",
+			r.Bytes, r.Duration.Round(time.Millisecond), mib(r.DataBytes), r.BmapRanges, mib(r.ZeroBytes))
+	case ok:
 		rate := float64(r.Bytes) / max(r.Duration.Seconds(), 1e-9)
 		fmt.Fprintf(w, "copied %d bytes (%s data, %s zero regions) in %v, %.1f MiB/s\n",
 			r.Bytes, mib(r.DataBytes), mib(r.ZeroBytes), r.Duration.Round(time.Millisecond), rate/(1<<20))
 	}
 	if r.SHA256 != "" {
 		fmt.Fprintf(w, "SHA-256 %s\n", r.SHA256)
+	}
+	switch {
+	case r.BmapPath != "" && r.SHA256From == "bmap":
+		fmt.Fprintf(w, "  as recorded in the block map %s: all %d mapped ranges matched their checksums, the rest of the image is zeros\n",
+			r.BmapPath, r.BmapRanges)
+	case r.BmapPath != "" && r.SHA256From == "stream":
+		fmt.Fprintf(w, "block map %s: all %d mapped ranges matched their checksums, the rest of the image is zeros\n", r.BmapPath, r.BmapRanges)
+	case r.BmapPath != "":
+		fmt.Fprintf(w, "block map %s written (%d ranges)\n", r.BmapPath, r.BmapRanges)
 	}
 	if r.Verified {
 		fmt.Fprintln(w, "verified: read back and matched")
