@@ -118,7 +118,7 @@ func (b *bmapCheck) wrap(err error) error {
 }
 
 func (b *bmapCheck) data(p []byte, off int64) error { return b.wrap(b.c.Data(p, off)) }
-func (b *bmapCheck) zero(off, n int64) error     { return b.wrap(b.c.Zero(off, n)) }
+func (b *bmapCheck) zero(off, n int64) error        { return b.wrap(b.c.Zero(off, n)) }
 
 // bmapBuild is a consumer making a block map of the stream.
 type bmapBuild struct{ b *bmap.Builder }
