@@ -1,6 +1,6 @@
 // Package cmdline parses the rescue system's hands-off settings from the
 // kernel command line (/proc/cmdline) and the optional text file on the USB
-// stick: rescue.action, rescue.image, rescue.sha256, rescue.target,
+// stick: rescue.action, rescue.image, rescue.sha256, rescue.bmap, rescue.target,
 // rescue.ref, rescue.done, rescue.report, rescue.testpause, ip=, BOOTIF= and
 // modules_load=. Parse validates everything up front so that a typo stops
 // the flow before it touches a disk.
@@ -63,6 +63,7 @@ type Config struct {
 	Actions   []Action         // in Order; [shell] when nothing was asked for
 	Image     string           // path or http(s) URL; "" if none
 	SHA256    []byte           // expected digest of the (decompressed) image, nil if none
+	Bmap      string           // path or http(s) URL of the image's block map; "" if none
 	Target    string           // /dev/... or "auto"; "" when no disk action
 	Ref       string           // "image", "esxi" or a path/URL of a layout file
 	Done      Done             // what to do after success
@@ -150,7 +151,7 @@ func Split(text, source string, file bool) []Arg {
 // rescueKeys are the rescue.* keys Parse knows; any other rescue.* key is a
 // typo and an error.
 var rescueKeys = map[string]bool{
-	"rescue.action": true, "rescue.image": true, "rescue.sha256": true,
+	"rescue.action": true, "rescue.image": true, "rescue.sha256": true, "rescue.bmap": true,
 	"rescue.target": true, "rescue.ref": true, "rescue.done": true,
 	"rescue.report": true, "rescue.testpause": true, "rescue.debug": true,
 }
@@ -227,6 +228,15 @@ func Parse(args []Arg) (*Config, error) {
 			return nil, fmt.Errorf("rescue.sha256= given without rescue.image=")
 		}
 		c.SHA256 = b
+	}
+	if has("rescue.bmap") {
+		c.Bmap = get("rescue.bmap")
+		if c.Image == "" {
+			return nil, fmt.Errorf("rescue.bmap= given without rescue.image=")
+		}
+		if err := checkLocation("rescue.bmap", c.Bmap); err != nil {
+			return nil, err
+		}
 	}
 	if c.Has(ActionRestore) && c.Image == "" {
 		return nil, fmt.Errorf("rescue.action=restore needs rescue.image= (a path or an http(s) URL)")
@@ -407,6 +417,9 @@ func (c *Config) Summary() map[string]any {
 	}
 	if c.SHA256 != nil {
 		m["sha256"] = hex.EncodeToString(c.SHA256)
+	}
+	if c.Bmap != "" {
+		m["bmap"] = c.Bmap
 	}
 	if c.Report != "" {
 		m["report"] = c.Report

@@ -57,7 +57,7 @@ func TestParse(t *testing.T) {
 			}
 		}},
 		{name: "hands-off restore over HTTP", line: "rescue.action=verify,fix,restore rescue.image=http://10.0.2.2:8080/esxi.img.zst rescue.sha256=" + sum +
-			" rescue.target=auto rescue.done=poweroff rescue.report=http://10.0.2.2:8080/report BOOTIF=01-52-54-00-12-34-56",
+			" rescue.bmap=http://10.0.2.2:8080/esxi.img.bmap rescue.target=auto rescue.done=poweroff rescue.report=http://10.0.2.2:8080/report BOOTIF=01-52-54-00-12-34-56",
 			check: func(t *testing.T, c *Config) {
 				if !reflect.DeepEqual(c.Actions, []Action{ActionRestore, ActionFix, ActionVerify}) {
 					t.Errorf("actions %v", c.Actions)
@@ -71,7 +71,10 @@ func TestParse(t *testing.T) {
 				if c.BootIF.String() != "52:54:00:12:34:56" || !c.WritesDisk() {
 					t.Errorf("got %+v", c)
 				}
-				if s := c.Summary(); s["sha256"] != sum || s["bootif"] != "52:54:00:12:34:56" || s["ip"] != "dhcp" {
+				if c.Bmap != "http://10.0.2.2:8080/esxi.img.bmap" {
+					t.Errorf("Bmap %q", c.Bmap)
+				}
+				if s := c.Summary(); s["sha256"] != sum || s["bmap"] != c.Bmap || s["bootif"] != "52:54:00:12:34:56" || s["ip"] != "dhcp" {
 					t.Errorf("Summary = %v", s)
 				}
 			}},
@@ -135,6 +138,8 @@ func TestParse(t *testing.T) {
 		{name: "bad target", line: "rescue.action=fix rescue.target=sda", wantErr: "want a device under /dev/"},
 		{name: "bad sha", line: "rescue.image=/x rescue.sha256=abc", wantErr: "64 hex digits"},
 		{name: "sha without image", line: "rescue.sha256=" + sum, wantErr: "without rescue.image="},
+		{name: "bmap without image", line: "rescue.bmap=/x.bmap", wantErr: "without rescue.image="},
+		{name: "bmap relative", line: "rescue.image=/x rescue.bmap=x.bmap", wantErr: "absolute path"},
 		{name: "relative image", line: "rescue.image=esxi.img", wantErr: "absolute path"},
 		{name: "ftp image", line: "rescue.image=ftp://h/x", wantErr: "only http:// and https://"},
 		{name: "URL without host", line: "rescue.image=http:///x", wantErr: "without a host"},

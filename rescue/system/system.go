@@ -314,12 +314,20 @@ func (s *System) Restore(ctx context.Context, c *cmdline.Config, dst string) (an
 	if c.SHA256 != nil {
 		opt.SHA256 = hex.EncodeToString(c.SHA256)
 	}
+	opt.Bmap = c.Bmap
 	s.Con.Printf("restore: %s -> %s", c.Image, dst)
 	res, err := imaging.Copy(ctx, opt)
 	if err != nil {
 		return res, err
 	}
 	s.Con.Printf("restore: %s written in %.0fs (sha256 %s, verified %v)", inventory.HumanSize(res.Bytes), res.Duration.Seconds(), res.SHA256, res.Verified)
+	if res.BmapPath != "" {
+		how := "hashed from the stream"
+		if res.SHA256From == "bmap" {
+			how = "as recorded in the map"
+		}
+		s.Con.Printf("restore: block map %s: all %d ranges matched; sha256 %s", res.BmapPath, res.BmapRanges, how)
+	}
 	if res.GPTFixup != "" {
 		s.Con.Printf("restore: %s", res.GPTFixup)
 	}
