@@ -65,6 +65,8 @@ FUZZ_TARGETS=(
 	"./rescue/cmdline FuzzParse"
 	"./rescue/netup FuzzParseIP"
 	"./rescue/coldplug FuzzFnmatch"
+	"./bmap FuzzParse"
+	"./bmap FuzzBuilderChecker"
 )
 FUZZTIME=${FUZZTIME:-10s}
 

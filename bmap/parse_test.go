@@ -5,6 +5,7 @@ import (
 	"crypto/md5"
 	"crypto/sha1"
 	"crypto/sha256"
+	"crypto/sha512"
 	"encoding/hex"
 	"errors"
 	"hash"
@@ -216,19 +217,42 @@ func TestParseBmaptoolCreate(t *testing.T) {
 	}
 }
 
-var sumRE = regexp.MustCompile(`<BmapFileChecksum> ([0-9a-f]+) </BmapFileChecksum>`)
+var sumRE = regexp.MustCompile(`<(BmapFileChecksum|BmapFileSHA1)>\s*([0-9a-f]+)\s*</`)
 
-// resum recomputes a v2.0 sha256 bmap's file checksum the way bmaptool
-// checks it, so that a test edit is judged on its content.
+// fixFileSum recomputes a bmap's file checksum the way bmaptool checks it
+// (the first occurrence of the checksum text zeroed, the whole file hashed;
+// the hash chosen by the text's length), so that an edit is judged on its
+// content. Data without a checksum element is returned unchanged.
+func fixFileSum(data []byte) []byte {
+	m := sumRE.FindSubmatchIndex(data)
+	if m == nil {
+		return data
+	}
+	var h hash.Hash
+	switch m[5] - m[4] {
+	case 32:
+		h = md5.New()
+	case 40:
+		h = sha1.New()
+	case 64:
+		h = sha256.New()
+	case 128:
+		h = sha512.New()
+	default:
+		return data
+	}
+	old := data[m[4]:m[5]]
+	i := bytes.Index(data, old)
+	out := bytes.Clone(data)
+	copy(out[i:], bytes.Repeat([]byte("0"), len(old)))
+	h.Write(out)
+	copy(out[i:], hex.EncodeToString(h.Sum(nil)))
+	return out
+}
+
 func resum(t *testing.T, text string) string {
 	t.Helper()
-	m := sumRE.FindStringSubmatchIndex(text)
-	if m == nil {
-		return text
-	}
-	zeroed := text[:m[2]] + strings.Repeat("0", m[3]-m[2]) + text[m[3]:]
-	sum := sha256.Sum256([]byte(zeroed))
-	return text[:m[2]] + hex.EncodeToString(sum[:]) + text[m[3]:]
+	return string(fixFileSum([]byte(text)))
 }
 
 func TestParseErrors(t *testing.T) {
