@@ -83,9 +83,10 @@ func (m *Map) ByteRange(r Range) (off, end int64) {
 
 // Complete reports whether every range has a checksum and the map records the
 // image's SHA-256, so that a Checker that accepts an image proves the image's
-// SHA-256.
+// SHA-256. Range checksums of md5 or sha1, whose collisions can be forged, do
+// not count: Complete also requires ChecksumType sha256 or sha512.
 func (m *Map) Complete() bool {
-	if m.ChecksumType == "" || m.ImageSHA256 == nil {
+	if m.ChecksumType != "sha256" && m.ChecksumType != "sha512" || m.ImageSHA256 == nil {
 		return false
 	}
 	for _, r := range m.Ranges {

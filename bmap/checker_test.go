@@ -151,3 +151,25 @@ func TestMismatchErrorText(t *testing.T) {
 		}
 	}
 }
+
+func TestComplete(t *testing.T) {
+	sum := make([]byte, 32)
+	for _, tc := range []struct {
+		name string
+		m    Map
+		want bool
+	}{
+		{"sha256 ranges and image SHA-256", Map{ChecksumType: "sha256", ImageSHA256: sum, Ranges: []Range{{0, 0, sum}}}, true},
+		{"no ranges", Map{ChecksumType: "sha256", ImageSHA256: sum}, true},
+		{"sha512", Map{ChecksumType: "sha512", ImageSHA256: sum, Ranges: []Range{{0, 0, make([]byte, 64)}}}, true},
+		{"no image SHA-256", Map{ChecksumType: "sha256", Ranges: []Range{{0, 0, sum}}}, false},
+		{"a range without checksum", Map{ChecksumType: "sha256", ImageSHA256: sum, Ranges: []Range{{0, 0, sum}, {2, 2, nil}}}, false},
+		{"md5 can be forged", Map{ChecksumType: "md5", ImageSHA256: sum, Ranges: []Range{{0, 0, make([]byte, 16)}}}, false},
+		{"sha1 can be forged", Map{ChecksumType: "sha1", ImageSHA256: sum, Ranges: []Range{{0, 0, make([]byte, 20)}}}, false},
+		{"no checksum type", Map{ImageSHA256: sum}, false},
+	} {
+		if got := tc.m.Complete(); got != tc.want {
+			t.Errorf("%s: Complete() = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
