@@ -193,16 +193,17 @@ type MismatchError struct {
 	Reason      string
 }
 
-// Error describes the mismatch: "blocks F-L (bytes O-E): checksum differs" or
+// Error describes the mismatch, byte ranges inclusive like the blocks:
+// "blocks F-L (bytes O-E): checksum differs" or
 // "byte O: non-zero data outside the mapped ranges".
 func (e *MismatchError) Error() string {
 	switch {
 	case e.First >= 0:
-		return fmt.Sprintf("blocks %d-%d (bytes %d-%d): %s", e.First, e.Last, e.Off, e.End, e.Reason)
+		return fmt.Sprintf("blocks %d-%d (bytes %d-%d): %s", e.First, e.Last, e.Off, e.End-1, e.Reason)
 	case e.End == e.Off+1:
 		return fmt.Sprintf("byte %d: %s", e.Off, e.Reason)
 	default:
-		return fmt.Sprintf("bytes %d-%d: %s", e.Off, e.End, e.Reason)
+		return fmt.Sprintf("bytes %d-%d: %s", e.Off, e.End-1, e.Reason)
 	}
 }
 

@@ -55,11 +55,11 @@ func TestChecker(t *testing.T) {
 	}{
 		{"exact image", img, 0, size, 2, "", nil},
 		{"flipped byte in range 1", flip(bs + 100), 0, size, 0,
-			"blocks 1-2 (bytes 4096-12288): checksum differs", &MismatchError{4096, 12288, 1, 2, "checksum differs"}},
+			"blocks 1-2 (bytes 4096-12287): checksum differs", &MismatchError{4096, 12288, 1, 2, "checksum differs"}},
 		{"flipped zero byte inside range 1", flip(bs + 1), 0, size, 0,
-			"blocks 1-2 (bytes 4096-12288): checksum differs", &MismatchError{4096, 12288, 1, 2, "checksum differs"}},
+			"blocks 1-2 (bytes 4096-12287): checksum differs", &MismatchError{4096, 12288, 1, 2, "checksum differs"}},
 		{"flipped byte in the partial last block", flip(size - 1), 0, size, 1,
-			"blocks 768-768 (bytes 3145728-3146061): checksum differs", &MismatchError{3145728, size, 768, 768, "checksum differs"}},
+			"blocks 768-768 (bytes 3145728-3146060): checksum differs", &MismatchError{3145728, size, 768, 768, "checksum differs"}},
 		{"non-zero byte before the ranges", flip(17), 0, size, 0,
 			"byte 17: non-zero data outside the mapped ranges", &MismatchError{17, 18, -1, -1, "non-zero data outside the mapped ranges"}},
 		{"non-zero byte between ranges", flip(1 << 20), 0, size, 1,
@@ -142,9 +142,9 @@ func TestMismatchErrorText(t *testing.T) {
 		e    MismatchError
 		want string
 	}{
-		{MismatchError{4096, 8192, 1, 1, "checksum differs"}, "blocks 1-1 (bytes 4096-8192): checksum differs"},
+		{MismatchError{4096, 8192, 1, 1, "checksum differs"}, "blocks 1-1 (bytes 4096-8191): checksum differs"},
 		{MismatchError{17, 18, -1, -1, "non-zero data outside the mapped ranges"}, "byte 17: non-zero data outside the mapped ranges"},
-		{MismatchError{17, 30, -1, -1, "x"}, "bytes 17-30: x"},
+		{MismatchError{17, 30, -1, -1, "x"}, "bytes 17-29: x"},
 	} {
 		if got := tc.e.Error(); got != tc.want {
 			t.Errorf("got %q, want %q", got, tc.want)
