@@ -8,6 +8,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/esxi-rescue/rescue/imaging"
 )
 
 // restoreImage is the image served over HTTP: ESXi 6.0 on a 1 GiB medium
@@ -15,6 +17,7 @@ import (
 type restoreImage struct {
 	img    *Image
 	zst    string
+	bmap   string // the image's block map (imgcopy -make-bmap)
 	sha    string
 	digest map[string]string
 }
@@ -30,6 +33,14 @@ func makeRestoreImage(t *testing.T, tl *Tools) *restoreImage {
 	if r.sha, err = CompressZstd(img.Path, r.zst); err != nil {
 		t.Fatal(err)
 	}
+	bm, err := imaging.MakeBmap(context.Background(), imaging.Options{Src: img.Path, Dst: r.zst + ".bmap"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bm.SHA256 != r.sha {
+		t.Fatalf("block map: SHA-256 %s, zstd's input hashed to %s", bm.SHA256, r.sha)
+	}
+	r.bmap = bm.BmapPath
 	if r.digest, err = PartitionDigests(img.Path, 512); err != nil {
 		t.Fatal(err)
 	}
@@ -42,7 +53,8 @@ func makeRestoreImage(t *testing.T, tl *Tools) *restoreImage {
 // verified, and booted: it must end in the stub kernel's line naming the
 // image's primary boot bank. "cut" drops the download halfway (every
 // request without a Range is cut there); the restore must resume with a
-// Range request and succeed.
+// Range request and succeed. "plain" also passes the image's block map
+// (rescue.bmap=): every range is checked and the SHA-256 comes from it.
 func TestRestoreHTTP(t *testing.T) {
 	a := artifacts(t)
 	tl := tools(t, "esximg")
@@ -56,13 +68,14 @@ func TestRestoreHTTP(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		cut  int64
+		bmap bool
 	}{
-		{"plain", 0},
-		{"cut", st.Size() / 2},
+		{"plain", 0, true},
+		{"cut", st.Size() / 2, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			srv, err := ServeFiles(map[string]string{"/img.zst": ri.zst})
+			srv, err := ServeFiles(map[string]string{"/img.zst": ri.zst, "/img.zst.bmap": ri.bmap})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -72,12 +85,16 @@ func TestRestoreHTTP(t *testing.T) {
 			if err := BlankDisk(target, 2<<30); err != nil {
 				t.Fatal(err)
 			}
+			var bmapArg []string
+			if tc.bmap {
+				bmapArg = []string{"rescue.bmap=http://10.0.2.100/img.zst.bmap"}
+			}
 			r, m, err := HandsOff(context.Background(), VM{
 				Name:   t.Name(),
 				Kernel: a.Kernel, Initrd: a.Initramfs,
-				Cmdline: KernelCmdline("ip=dhcp", "rescue.action=restore,fix,verify",
-					"rescue.image=http://10.0.2.100/img.zst", "rescue.sha256="+ri.sha,
-					"rescue.target=auto", "rescue.done=boot"),
+				Cmdline: KernelCmdline(append([]string{"ip=dhcp", "rescue.action=restore,fix,verify",
+					"rescue.image=http://10.0.2.100/img.zst", "rescue.sha256=" + ri.sha,
+					"rescue.target=auto", "rescue.done=boot"}, bmapArg...)...),
 				Disks: []Disk{{Path: target}},
 				Net:   &Net{Forwards: map[string]string{"10.0.2.100:80": srv.Addr}},
 			}, reStub)
@@ -87,6 +104,9 @@ func TestRestoreHTTP(t *testing.T) {
 			t.Logf("HTTP requests: %s", strings.Join(srv.Requests(), "; "))
 			if err != nil {
 				t.Fatal(err)
+			}
+			if tc.bmap && !strings.Contains(r.Output(), "ranges matched; sha256 as recorded in the map") {
+				t.Errorf("the restore did not check the image against its block map (rescue.bmap=)")
 			}
 			if m[1] != ri.img.RightBank {
 				t.Errorf("the stub kernel was booted from bank %s, want the image's primary bank %s", m[1], ri.img.RightBank)
