@@ -6,11 +6,16 @@
 #   BENCH_DIR=/data/b bench/run.sh   where the images go (needs ~2.5x the dense size + 3.5 GiB
 #                                free at full size; default: a new directory under /var/tmp)
 #   KEEP=1 bench/run.sh          keep the images afterwards
+#   REPEAT=5 bench/run.sh        runs of each command (default 3); the median time counts
 #
 # Measured (wall time with /usr/bin/time, page cache dropped before every run
 # when root, every writer fsyncs):
 #   1. dense image file -> file: imgcopy vs dd bs=4M conv=fsync vs cp / cat (+ sync)
-#   2. ESXi-style image, 90% zeros: imgcopy vs dd vs bmaptool copy (bmap made with bmaptool create)
+#   2. ESXi-style image, 90% zeros: imgcopy vs dd vs bmaptool copy. Each tool gets its own
+#      block map, made once beforehand (imgcopy -make-bmap; bmaptool create): with it both
+#      read only the mapped ranges and check their checksums; imgcopy also checks that the
+#      rest is zero and takes the image's SHA-256 from its map. imgcopy -no-bmap (which
+#      hashes all of the image, zeros included) is shown for comparison.
 #   3. the same image zstd-compressed: imgcopy vs zstd -dc | dd, and zstd -d (sparse writer)
 #   4. imgcopy -verify overhead
 # and imgcopy's peak memory (maximum resident set size), which must stay under 256 MiB.
@@ -38,18 +43,26 @@ drop() {
 	if [[ -w /proc/sys/vm/drop_caches ]]; then echo 3 >/proc/sys/vm/drop_caches; fi
 }
 
+REPEAT=${REPEAT:-3}
 RESULTS=()
-# timed NAME OUT -- CMD...: runs CMD (removing OUT first), records seconds and max RSS.
+# timed NAME OUT BYTES -- CMD...: runs CMD REPEAT times (removing OUT first, caches
+# dropped), records the median wall time (with that run's CPU time) and the largest max RSS.
 timed() {
-	local name=$1 out=$2 bytes=$3
+	local name=$1 out=$2 bytes=$3 runs=() i
 	shift 4
-	rm -f "$out"
-	drop
-	/usr/bin/time -f '%e %M %U %S' -o "$DIR/time" "$@" >"$DIR/log" 2>&1 || { cat "$DIR/log" >&2; echo "bench: $name failed" >&2; exit 1; }
-	read -r secs rss usr sys <"$DIR/time"
+	for ((i = 0; i < REPEAT; i++)); do
+		rm -f "$out"
+		drop
+		/usr/bin/time -f '%e %M %U %S' -o "$DIR/time" "$@" >"$DIR/log" 2>&1 || { cat "$DIR/log" >&2; echo "bench: $name failed" >&2; exit 1; }
+		runs+=("$(cat "$DIR/time")")
+	done
+	local all rss
+	all=$(printf '%s\n' "${runs[@]}" | cut -d' ' -f1 | tr '\n' ' ')
+	rss=$(printf '%s\n' "${runs[@]}" | cut -d' ' -f2 | sort -n | tail -1)
+	read -r secs _ usr sys <<<"$(printf '%s\n' "${runs[@]}" | sort -n | sed -n "$(((REPEAT + 1) / 2))p")"
 	cpu=$(echo "$usr + $sys" | bc -l)
 	RESULTS+=("$name;$secs;$rss;$bytes;$cpu")
-	printf '  %-44s %8.2f s %9.1f MiB/s  CPU %6.2f s  RSS %6.1f MiB\n' "$name" "$secs" "$(echo "$bytes / $MiB / ($secs + 0.0001)" | bc -l)" "$cpu" "$(echo "$rss / 1024" | bc -l)" >&2
+	printf '  %-44s %8.2f s %9.1f MiB/s  CPU %6.2f s  RSS %6.1f MiB  (runs: %s)\n' "$name" "$secs" "$(echo "$bytes / $MiB / ($secs + 0.0001)" | bc -l)" "$cpu" "$(echo "$rss / 1024" | bc -l)" "$all" >&2
 	eval "T_$(echo "$name" | tr -c 'a-zA-Z0-9\n' '_')=$secs"
 	eval "M_$(echo "$name" | tr -c 'a-zA-Z0-9\n' '_')=$rss"
 }
@@ -90,9 +103,16 @@ for ((i = 0; i < n; i++)); do
 done
 SPARSE_DATA=$(du -B1 "$DIR/esxi.img" | cut -f1)
 log "  $((SPARSE_DATA / MiB)) MiB of data allocated"
+# Block maps, made once like an image server would: bmaptool's apart from
+# imgcopy's (esxi.img.bmap, which imgcopy finds next to esxi.img and esxi.img.zst).
 log "bmaptool create"
-/usr/bin/time -f '%e' -o "$DIR/time" bmaptool create -o "$DIR/esxi.bmap" "$DIR/esxi.img" 2>/dev/null
+drop
+/usr/bin/time -f '%e' -o "$DIR/time" bmaptool create -o "$DIR/bmaptool.bmap" "$DIR/esxi.img" 2>/dev/null
 BMAP_CREATE=$(cat "$DIR/time")
+log "imgcopy -make-bmap"
+drop
+/usr/bin/time -f '%e' -o "$DIR/time" $IMG -make-bmap "$DIR/esxi.img" "$DIR/esxi.img.bmap" >/dev/null
+IMG_BMAP_CREATE=$(cat "$DIR/time")
 log "zstd -T0 -3 (compressing the ESXi image)"
 zstd -q -T0 -3 "$DIR/esxi.img" -o "$DIR/esxi.img.zst"
 
@@ -106,18 +126,21 @@ timed "dense: cat + sync" "$DIR/out" "$DENSE" -- sh -c "cat '$DIR/dense.img' > '
 timed "dense: imgcopy -verify" "$DIR/out" "$DENSE" -- $IMG -verify "$DIR/dense.img" "$DIR/out"
 
 log "2. ESXi-style $((SPARSE / MiB)) MiB, 90% zeros, file -> file"
-timed "sparse: imgcopy" "$DIR/out" "$SPARSE" -- $IMG "$DIR/esxi.img" "$DIR/out"
+timed "sparse: imgcopy (its bmap)" "$DIR/out" "$SPARSE" -- $IMG "$DIR/esxi.img" "$DIR/out"
+grep -q "as recorded in the block map $DIR/esxi.img.bmap" "$DIR/log" || { cat "$DIR/log" >&2; echo "bench: imgcopy did not use its block map" >&2; exit 1; }
+timed "sparse: imgcopy -no-bmap" "$DIR/out" "$SPARSE" -- $IMG -no-bmap "$DIR/esxi.img" "$DIR/out"
 timed "sparse: dd bs=4M conv=fsync" "$DIR/out" "$SPARSE" -- dd if="$DIR/esxi.img" of="$DIR/out" bs=4M conv=fsync status=none
-timed "sparse: bmaptool copy" "$DIR/out" "$SPARSE" -- bmaptool copy --bmap "$DIR/esxi.bmap" "$DIR/esxi.img" "$DIR/out"
+timed "sparse: bmaptool copy (its bmap)" "$DIR/out" "$SPARSE" -- bmaptool copy --bmap "$DIR/bmaptool.bmap" "$DIR/esxi.img" "$DIR/out"
 timed "sparse: imgcopy -verify" "$DIR/out" "$SPARSE" -- $IMG -verify "$DIR/esxi.img" "$DIR/out"
 
 log "3. the ESXi image zstd-compressed ($(($(stat -c %s "$DIR/esxi.img.zst") / MiB)) MiB)"
-timed "zstd: imgcopy" "$DIR/out" "$SPARSE" -- $IMG "$DIR/esxi.img.zst" "$DIR/out"
+timed "zstd: imgcopy (its bmap)" "$DIR/out" "$SPARSE" -- $IMG "$DIR/esxi.img.zst" "$DIR/out"
+timed "zstd: imgcopy -no-bmap" "$DIR/out" "$SPARSE" -- $IMG -no-bmap "$DIR/esxi.img.zst" "$DIR/out"
 timed "zstd: zstd -dc | dd bs=4M conv=fsync" "$DIR/out" "$SPARSE" -- sh -c "zstd -q -dc '$DIR/esxi.img.zst' | dd of='$DIR/out' bs=4M iflag=fullblock conv=fsync status=none"
 timed "zstd: zstd -d (sparse) + sync" "$DIR/out" "$SPARSE" -- sh -c "zstd -q -d '$DIR/esxi.img.zst' -o '$DIR/out' && sync '$DIR/out'"
 
 echo
-echo "Results ($(nproc) CPUs, $(uname -r), dense $((DENSE / MiB)) MiB, sparse $((SPARSE / MiB)) MiB with $((SPARSE_DATA / MiB)) MiB data)"
+echo "Results (median of $REPEAT runs each; $(nproc) CPUs, $(uname -r), dense $((DENSE / MiB)) MiB, sparse $((SPARSE / MiB)) MiB with $((SPARSE_DATA / MiB)) MiB data)"
 echo "load average before: $LOAD_BEFORE; after: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews wall times)"
 printf '%-44s %9s %11s %9s %10s\n' "run" "seconds" "MiB/s" "CPU s" "max RSS"
 for r in "${RESULTS[@]}"; do
@@ -129,11 +152,12 @@ echo "Throughput ratios (> 1 means imgcopy is faster):"
 echo "  dense:  imgcopy / dd                $(ratio "$T_dense__dd_bs_4M_conv_fsync" "$T_dense__imgcopy")   (goal >= 1.0)"
 echo "  dense:  imgcopy / cp                $(ratio "$T_dense__cp___sync" "$T_dense__imgcopy")"
 echo "  dense:  imgcopy / cat               $(ratio "$T_dense__cat___sync" "$T_dense__imgcopy")"
-echo "  sparse: imgcopy / dd                $(ratio "$T_sparse__dd_bs_4M_conv_fsync" "$T_sparse__imgcopy")   (goal: far above 1)"
-echo "  sparse: imgcopy / bmaptool copy     $(ratio "$T_sparse__bmaptool_copy" "$T_sparse__imgcopy")   (goal >= 1.0; bmaptool create took ${BMAP_CREATE}s more)"
-echo "  zstd:   imgcopy / (zstd -dc | dd)   $(ratio "$T_zstd__zstd__dc___dd_bs_4M_conv_fsync" "$T_zstd__imgcopy")"
-echo "  zstd:   imgcopy / zstd -d           $(ratio "$T_zstd__zstd__d__sparse____sync" "$T_zstd__imgcopy")"
-echo "  -verify cost: dense $(ratio "$T_dense__imgcopy__verify" "$T_dense__imgcopy")x, sparse $(ratio "$T_sparse__imgcopy__verify" "$T_sparse__imgcopy")x the time without"
+echo "  sparse: imgcopy / dd                $(ratio "$T_sparse__dd_bs_4M_conv_fsync" "$T_sparse__imgcopy__its_bmap_")   (goal: far above 1)"
+echo "  sparse: imgcopy / bmaptool copy     $(ratio "$T_sparse__bmaptool_copy__its_bmap_" "$T_sparse__imgcopy__its_bmap_")   (goal >= 1.0; maps made once: bmaptool create ${BMAP_CREATE}s, imgcopy -make-bmap ${IMG_BMAP_CREATE}s)"
+echo "  sparse: imgcopy -no-bmap / bmaptool $(ratio "$T_sparse__bmaptool_copy__its_bmap_" "$T_sparse__imgcopy__no_bmap")   (no map: every zero byte goes through SHA-256)"
+echo "  zstd:   imgcopy / (zstd -dc | dd)   $(ratio "$T_zstd__zstd__dc___dd_bs_4M_conv_fsync" "$T_zstd__imgcopy__its_bmap_")   (-no-bmap: $(ratio "$T_zstd__zstd__dc___dd_bs_4M_conv_fsync" "$T_zstd__imgcopy__no_bmap"))"
+echo "  zstd:   imgcopy / zstd -d           $(ratio "$T_zstd__zstd__d__sparse____sync" "$T_zstd__imgcopy__its_bmap_")"
+echo "  -verify cost: dense $(ratio "$T_dense__imgcopy__verify" "$T_dense__imgcopy")x, sparse $(ratio "$T_sparse__imgcopy__verify" "$T_sparse__imgcopy__its_bmap_")x the time without"
 peak=0
 for v in "${!M_@}"; do
 	[[ $v == M_*imgcopy* ]] || continue
