@@ -95,7 +95,11 @@ func restoreTo(ctx context.Context, opt *Options, created *bool) (*Result, error
 			return nil, fmt.Errorf("%w: the block map %s records the image's SHA-256 as %x, expected %s; nothing was written",
 				ErrChecksum, bmPath, bm.ImageSHA256, opt.SHA256)
 		}
-		opt.logf("using the block map %s: %d ranges, %s of %s mapped", bmPath, len(bm.Ranges),
+		found := ""
+		if opt.Bmap == "" {
+			found = " (found next to the image; -no-bmap ignores it)"
+		}
+		opt.logf("using the block map %s%s: %d ranges, %s of %s mapped", bmPath, found, len(bm.Ranges),
 			gpt.HumanBytes(bm.MappedBytes()), gpt.HumanBytes(bm.ImageSize))
 	}
 
