@@ -108,11 +108,7 @@ func restoreTo(ctx context.Context, opt *Options, created *bool) (*Result, error
 		return nil, err
 	}
 	*created = t.created
-	defer func() {
-		if t.f != nil {
-			t.f.Close()
-		}
-	}()
+	defer t.close()
 	ss, err := chooseSectorSize(opt.SectorSize, head, t.sectorSize)
 	if err != nil {
 		return nil, err
@@ -162,7 +158,7 @@ func restoreTo(ctx context.Context, opt *Options, created *bool) (*Result, error
 		}
 	}
 
-	sink := &rawSink{f: t.f, name: opt.Dst, limit: limit, gran: 4096, noLimitData: !res.HasGPT}
+	sink := &rawSink{f: t.f, direct: t.direct, name: opt.Dst, limit: limit, gran: 4096, noLimitData: !res.HasGPT}
 	if opt.Verify {
 		sink.sums = newWriteSums()
 	}
@@ -257,6 +253,9 @@ func restoreTo(ctx context.Context, opt *Options, created *bool) (*Result, error
 	if t.fresh {
 		res.TargetSize = finalSize
 	}
+	if sink.directBytes > 0 {
+		opt.logf("%s of %s written with O_DIRECT (past the page cache)", gpt.HumanBytes(sink.directBytes), gpt.HumanBytes(sink.dataBytes))
+	}
 	if res.DiscardedBytes > 0 {
 		opt.logf("dropped the last %s of the image, past the end of %s (outside every partition)", gpt.HumanBytes(res.DiscardedBytes), opt.Dst)
 	}
@@ -270,8 +269,7 @@ func restoreTo(ctx context.Context, opt *Options, created *bool) (*Result, error
 		}
 		res.Verified = true
 	}
-	t.f.Close()
-	t.f = nil
+	t.close()
 
 	switch {
 	case !res.HasGPT:

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -145,9 +146,15 @@ func TestBlockDeviceTarget(t *testing.T) {
 	t.Logf("refused as expected: %v", err)
 
 	opt.Yes, opt.Verify = true, true
+	var log strings.Builder
+	opt.Log = func(f string, a ...any) { fmt.Fprintf(&log, f+"\n", a...) }
 	res := mustCopy(t, opt)
 	if res.ZeroBytes == 0 {
 		t.Errorf("no zero regions")
+	}
+	// The data went past the page cache, and -verify read it back from the device.
+	if !strings.Contains(log.String(), "written with O_DIRECT") {
+		t.Errorf("no O_DIRECT writes on a block device; log:\n%s", log.String())
 	}
 	out, clean := gpttest.SgdiskCheck(t, dev)
 	if !clean {

@@ -18,11 +18,24 @@ import (
 type target struct {
 	path       string
 	f          *os.File
+	direct     *os.File // the block device opened again with O_DIRECT (nil if not possible)
 	isBlock    bool
 	size       int64 // current size (device size; file size)
 	sectorSize int   // logical sector size of a block device, 0 for files
 	fresh      bool  // a new or empty file: nothing to overwrite, holes cost nothing
 	created    bool  // the file did not exist before
+}
+
+// close closes the target's files.
+func (t *target) close() {
+	if t.direct != nil {
+		t.direct.Close()
+		t.direct = nil
+	}
+	if t.f != nil {
+		t.f.Close()
+		t.f = nil
+	}
 }
 
 // openTarget opens a restore target and runs the checks that need no
@@ -86,14 +99,20 @@ func openTarget(opt *Options, src *source) (*target, error) {
 		return nil, fmt.Errorf("opening %s: %w", opt.Dst, err)
 	}
 	t.f, t.isBlock = f, true
+	// Big aligned writes go past the page cache (the rescue system runs
+	// from RAM and a restore's data is never read again); odd-sized or
+	// unaligned pieces and the partition table go through f.
+	if d, err := os.OpenFile(opt.Dst, os.O_WRONLY|unix.O_DIRECT, 0); err == nil {
+		t.direct = d
+	}
 	sz, err := unix.IoctlGetUint64(int(f.Fd()), unix.BLKGETSIZE64)
 	if err != nil {
-		f.Close()
+		t.close()
 		return nil, fmt.Errorf("%s: BLKGETSIZE64: %w", opt.Dst, err)
 	}
 	t.size = int64(sz)
 	if t.sectorSize, err = unix.IoctlGetInt(int(f.Fd()), unix.BLKSSZGET); err != nil {
-		f.Close()
+		t.close()
 		return nil, fmt.Errorf("%s: BLKSSZGET: %w", opt.Dst, err)
 	}
 	return t, nil
