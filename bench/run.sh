@@ -17,7 +17,8 @@
 #      rest is zero and takes the image's SHA-256 from its map. imgcopy -no-bmap (which
 #      hashes all of the image, zeros included) is shown for comparison.
 #   3. the same image zstd-compressed: imgcopy vs zstd -dc | dd, and zstd -d (sparse writer)
-#   4. imgcopy -verify overhead
+#   4. dense image file -> block device (root: a loop device): imgcopy vs dd, buffered and oflag=direct
+#   5. imgcopy -verify overhead
 # and imgcopy's peak memory (maximum resident set size), which must stay under 256 MiB.
 # Ratios are throughput ratios: > 1.0 means imgcopy is faster.
 # Needs: go, dd, zstd, bmaptool (bmap-tools), sgdisk (gdisk), /usr/bin/time, openssl (optional).
@@ -139,6 +140,20 @@ timed "zstd: imgcopy -no-bmap" "$DIR/out" "$SPARSE" -- $IMG -no-bmap "$DIR/esxi.
 timed "zstd: zstd -dc | dd bs=4M conv=fsync" "$DIR/out" "$SPARSE" -- sh -c "zstd -q -dc '$DIR/esxi.img.zst' | dd of='$DIR/out' bs=4M iflag=fullblock conv=fsync status=none"
 timed "zstd: zstd -d (sparse) + sync" "$DIR/out" "$SPARSE" -- sh -c "zstd -q -d '$DIR/esxi.img.zst' -o '$DIR/out' && sync '$DIR/out'"
 
+LOOP=
+if [[ $(id -u) == 0 ]] && command -v losetup >/dev/null && [[ -e /dev/loop-control ]]; then
+	log "4. dense $((DENSE / MiB)) MiB file -> block device (a loop device with direct I/O)"
+	truncate -s "$DENSE" "$DIR/disk"
+	LOOP=$(losetup --direct-io=on -f --show "$DIR/disk")
+	trap 'losetup -d "$LOOP" 2>/dev/null; [[ ${KEEP:-} ]] || rm -rf "$DIR"' EXIT
+	timed "device: imgcopy" "" "$DENSE" -- $IMG -yes -no-gpt-fixup "$DIR/dense.img" "$LOOP"
+	timed "device: dd bs=4M conv=fsync" "" "$DENSE" -- dd if="$DIR/dense.img" of="$LOOP" bs=4M conv=fsync status=none
+	timed "device: dd bs=4M oflag=direct" "" "$DENSE" -- dd if="$DIR/dense.img" of="$LOOP" bs=4M oflag=direct conv=fsync status=none
+	cmp -n "$DENSE" "$DIR/dense.img" "$LOOP" || { echo "bench: the device differs from the image" >&2; exit 1; }
+else
+	log "4. skipped: a block device target needs root and loop devices"
+fi
+
 echo
 echo "Results (median of $REPEAT runs each; $(nproc) CPUs, $(uname -r), dense $((DENSE / MiB)) MiB, sparse $((SPARSE / MiB)) MiB with $((SPARSE_DATA / MiB)) MiB data)"
 echo "load average before: $LOAD_BEFORE; after: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews wall times)"
@@ -157,6 +172,9 @@ echo "  sparse: imgcopy / bmaptool copy     $(ratio "$T_sparse__bmaptool_copy__i
 echo "  sparse: imgcopy -no-bmap / bmaptool $(ratio "$T_sparse__bmaptool_copy__its_bmap_" "$T_sparse__imgcopy__no_bmap")   (no map: every zero byte goes through SHA-256)"
 echo "  zstd:   imgcopy / (zstd -dc | dd)   $(ratio "$T_zstd__zstd__dc___dd_bs_4M_conv_fsync" "$T_zstd__imgcopy__its_bmap_")   (-no-bmap: $(ratio "$T_zstd__zstd__dc___dd_bs_4M_conv_fsync" "$T_zstd__imgcopy__no_bmap"))"
 echo "  zstd:   imgcopy / zstd -d           $(ratio "$T_zstd__zstd__d__sparse____sync" "$T_zstd__imgcopy__its_bmap_")"
+if [[ $LOOP ]]; then
+	echo "  device: imgcopy / dd                $(ratio "$T_device__dd_bs_4M_conv_fsync" "$T_device__imgcopy")   (imgcopy / dd oflag=direct: $(ratio "$T_device__dd_bs_4M_oflag_direct" "$T_device__imgcopy"))"
+fi
 echo "  -verify cost: dense $(ratio "$T_dense__imgcopy__verify" "$T_dense__imgcopy")x, sparse $(ratio "$T_sparse__imgcopy__verify" "$T_sparse__imgcopy__its_bmap_")x the time without"
 peak=0
 for v in "${!M_@}"; do
