@@ -46,26 +46,43 @@ drop() {
 
 REPEAT=${REPEAT:-3}
 RESULTS=()
-# timed NAME OUT BYTES -- CMD...: runs CMD REPEAT times (removing OUT first, caches
-# dropped), records the median wall time (with that run's CPU time) and the largest max RSS.
+# timed NAME OUT BYTES -- CMD...: queues CMD; run_queued runs the queue.
+Q_NAME=() Q_OUT=() Q_BYTES=() Q_CMD=()
 timed() {
-	local name=$1 out=$2 bytes=$3 runs=() i
+	Q_NAME+=("$1") Q_OUT+=("$2") Q_BYTES+=("$3")
 	shift 4
-	for ((i = 0; i < REPEAT; i++)); do
-		rm -f "$out"
-		drop
-		/usr/bin/time -f '%e %M %U %S' -o "$DIR/time" "$@" >"$DIR/log" 2>&1 || { cat "$DIR/log" >&2; echo "bench: $name failed" >&2; exit 1; }
-		runs+=("$(cat "$DIR/time")")
+	Q_CMD+=("$(printf '%q ' "$@")")
+}
+# run_queued runs the queued commands REPEAT times, interleaved (A B C A B C
+# ...: the machine's drift hits every command alike), each with OUT removed
+# and the page cache dropped before; it records each command's median wall
+# time (with that run's CPU time) and its largest max RSS. The output of the
+# last run of command i is in $DIR/log.i.
+run_queued() {
+	local i r runs=()
+	for ((r = 0; r < REPEAT; r++)); do
+		for i in "${!Q_NAME[@]}"; do
+			rm -f "${Q_OUT[i]}"
+			drop
+			eval "/usr/bin/time -f '%e %M %U %S' -o '$DIR/time' ${Q_CMD[i]}" >"$DIR/log.$i" 2>&1 ||
+				{ cat "$DIR/log.$i" >&2; echo "bench: ${Q_NAME[i]} failed" >&2; exit 1; }
+			runs[i]+="$(cat "$DIR/time");"
+		done
 	done
-	local all rss
-	all=$(printf '%s\n' "${runs[@]}" | cut -d' ' -f1 | tr '\n' ' ')
-	rss=$(printf '%s\n' "${runs[@]}" | cut -d' ' -f2 | sort -n | tail -1)
-	read -r secs _ usr sys <<<"$(printf '%s\n' "${runs[@]}" | sort -n | sed -n "$(((REPEAT + 1) / 2))p")"
-	cpu=$(echo "$usr + $sys" | bc -l)
-	RESULTS+=("$name;$secs;$rss;$bytes;$cpu")
-	printf '  %-44s %8.2f s %9.1f MiB/s  CPU %6.2f s  RSS %6.1f MiB  (runs: %s)\n' "$name" "$secs" "$(echo "$bytes / $MiB / ($secs + 0.0001)" | bc -l)" "$cpu" "$(echo "$rss / 1024" | bc -l)" "$all" >&2
-	eval "T_$(echo "$name" | tr -c 'a-zA-Z0-9\n' '_')=$secs"
-	eval "M_$(echo "$name" | tr -c 'a-zA-Z0-9\n' '_')=$rss"
+	for i in "${!Q_NAME[@]}"; do
+		local name=${Q_NAME[i]} bytes=${Q_BYTES[i]} all rss secs usr sys cpu
+		local lines
+		lines=$(tr ';' '\n' <<<"${runs[i]%;}")
+		all=$(cut -d' ' -f1 <<<"$lines" | tr '\n' ' ')
+		rss=$(cut -d' ' -f2 <<<"$lines" | sort -n | tail -1)
+		read -r secs _ usr sys <<<"$(sort -n <<<"$lines" | sed -n "$(((REPEAT + 1) / 2))p")"
+		cpu=$(echo "$usr + $sys" | bc -l)
+		RESULTS+=("$name;$secs;$rss;$bytes;$cpu")
+		printf '  %-44s %8.2f s %9.1f MiB/s  CPU %6.2f s  RSS %6.1f MiB  (runs: %s)\n' "$name" "$secs" "$(echo "$bytes / $MiB / ($secs + 0.0001)" | bc -l)" "$cpu" "$(echo "$rss / 1024" | bc -l)" "$all" >&2
+		eval "T_$(echo "$name" | tr -c 'a-zA-Z0-9\n' '_')=$secs"
+		eval "M_$(echo "$name" | tr -c 'a-zA-Z0-9\n' '_')=$rss"
+	done
+	Q_NAME=() Q_OUT=() Q_BYTES=() Q_CMD=()
 }
 ratio() { echo "scale=2; $1 / $2" | bc -l; }
 
@@ -125,20 +142,23 @@ timed "dense: dd bs=4M conv=fsync" "$DIR/out" "$DENSE" -- dd if="$DIR/dense.img"
 timed "dense: cp + sync" "$DIR/out" "$DENSE" -- sh -c "cp '$DIR/dense.img' '$DIR/out' && sync '$DIR/out'"
 timed "dense: cat + sync" "$DIR/out" "$DENSE" -- sh -c "cat '$DIR/dense.img' > '$DIR/out' && sync '$DIR/out'"
 timed "dense: imgcopy -verify" "$DIR/out" "$DENSE" -- $IMG -verify "$DIR/dense.img" "$DIR/out"
+run_queued
 
 log "2. ESXi-style $((SPARSE / MiB)) MiB, 90% zeros, file -> file"
 timed "sparse: imgcopy (its bmap)" "$DIR/out" "$SPARSE" -- $IMG "$DIR/esxi.img" "$DIR/out"
-grep -q "as recorded in the block map $DIR/esxi.img.bmap" "$DIR/log" || { cat "$DIR/log" >&2; echo "bench: imgcopy did not use its block map" >&2; exit 1; }
 timed "sparse: imgcopy -no-bmap" "$DIR/out" "$SPARSE" -- $IMG -no-bmap "$DIR/esxi.img" "$DIR/out"
 timed "sparse: dd bs=4M conv=fsync" "$DIR/out" "$SPARSE" -- dd if="$DIR/esxi.img" of="$DIR/out" bs=4M conv=fsync status=none
 timed "sparse: bmaptool copy (its bmap)" "$DIR/out" "$SPARSE" -- bmaptool copy --bmap "$DIR/bmaptool.bmap" "$DIR/esxi.img" "$DIR/out"
 timed "sparse: imgcopy -verify" "$DIR/out" "$SPARSE" -- $IMG -verify "$DIR/esxi.img" "$DIR/out"
+run_queued
+grep -q "as recorded in the block map $DIR/esxi.img.bmap" "$DIR/log.0" || { cat "$DIR/log.0" >&2; echo "bench: imgcopy did not use its block map" >&2; exit 1; }
 
 log "3. the ESXi image zstd-compressed ($(($(stat -c %s "$DIR/esxi.img.zst") / MiB)) MiB)"
 timed "zstd: imgcopy (its bmap)" "$DIR/out" "$SPARSE" -- $IMG "$DIR/esxi.img.zst" "$DIR/out"
 timed "zstd: imgcopy -no-bmap" "$DIR/out" "$SPARSE" -- $IMG -no-bmap "$DIR/esxi.img.zst" "$DIR/out"
 timed "zstd: zstd -dc | dd bs=4M conv=fsync" "$DIR/out" "$SPARSE" -- sh -c "zstd -q -dc '$DIR/esxi.img.zst' | dd of='$DIR/out' bs=4M iflag=fullblock conv=fsync status=none"
 timed "zstd: zstd -d (sparse) + sync" "$DIR/out" "$SPARSE" -- sh -c "zstd -q -d '$DIR/esxi.img.zst' -o '$DIR/out' && sync '$DIR/out'"
+run_queued
 
 LOOP=
 if [[ $(id -u) == 0 ]] && command -v losetup >/dev/null && [[ -e /dev/loop-control ]]; then
@@ -149,13 +169,14 @@ if [[ $(id -u) == 0 ]] && command -v losetup >/dev/null && [[ -e /dev/loop-contr
 	timed "device: imgcopy" "" "$DENSE" -- $IMG -yes -no-gpt-fixup "$DIR/dense.img" "$LOOP"
 	timed "device: dd bs=4M conv=fsync" "" "$DENSE" -- dd if="$DIR/dense.img" of="$LOOP" bs=4M conv=fsync status=none
 	timed "device: dd bs=4M oflag=direct" "" "$DENSE" -- dd if="$DIR/dense.img" of="$LOOP" bs=4M oflag=direct conv=fsync status=none
+	run_queued
 	cmp -n "$DENSE" "$DIR/dense.img" "$LOOP" || { echo "bench: the device differs from the image" >&2; exit 1; }
 else
 	log "4. skipped: a block device target needs root and loop devices"
 fi
 
 echo
-echo "Results (median of $REPEAT runs each; $(nproc) CPUs, $(uname -r), dense $((DENSE / MiB)) MiB, sparse $((SPARSE / MiB)) MiB with $((SPARSE_DATA / MiB)) MiB data)"
+echo "Results (median of $REPEAT interleaved runs each; $(nproc) CPUs, $(uname -r), dense $((DENSE / MiB)) MiB, sparse $((SPARSE / MiB)) MiB with $((SPARSE_DATA / MiB)) MiB data)"
 echo "load average before: $LOAD_BEFORE; after: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews wall times)"
 printf '%-44s %9s %11s %9s %10s\n' "run" "seconds" "MiB/s" "CPU s" "max RSS"
 for r in "${RESULTS[@]}"; do
