@@ -12,7 +12,6 @@
 package bmap
 
 import (
-	"bytes"
 	"crypto/md5"
 	"crypto/sha1"
 	"crypto/sha256"
@@ -209,47 +208,3 @@ func (e *MismatchError) Error() string {
 
 // errDone is returned when a Builder or Checker is used after Finish.
 var errDone = errors.New("already finished")
-
-// zeroBuf is a shared read-only buffer of zeros, used to compare data against
-// and to feed known zeros into hashes. As an array it lives in .bss and costs
-// no memory until read.
-var zeroBuf [1 << 18]byte
-
-// isZero reports whether p holds only zero bytes.
-func isZero(p []byte) bool {
-	for len(p) > 0 {
-		n := min(len(p), len(zeroBuf))
-		if !bytes.Equal(p[:n], zeroBuf[:n]) {
-			return false
-		}
-		p = p[n:]
-	}
-	return true
-}
-
-// firstNonZero returns the index of the first non-zero byte of p, -1 if none.
-// It is only used on the error path.
-func firstNonZero(p []byte) int {
-	base := 0
-	for len(p) > 0 {
-		n := min(len(p), len(zeroBuf))
-		if !bytes.Equal(p[:n], zeroBuf[:n]) {
-			for i, b := range p[:n] {
-				if b != 0 {
-					return base + i
-				}
-			}
-		}
-		p, base = p[n:], base+n
-	}
-	return -1
-}
-
-// writeZeros feeds n zero bytes into h from the shared zero buffer.
-func writeZeros(h hash.Hash, n int64) {
-	for n > 0 {
-		k := min(n, int64(len(zeroBuf)))
-		h.Write(zeroBuf[:k])
-		n -= k
-	}
-}

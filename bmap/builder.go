@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+
+	"github.com/esxi-rescue/rescue/internal/zeros"
 )
 
 // MergeGap is the size in bytes below which a run of zero blocks between two
@@ -80,7 +82,7 @@ func (b *Builder) Data(p []byte, off int64) error {
 	for len(p) > 0 {
 		in := b.pos % b.bs
 		seg := p[:min(int64(len(p)), b.bs-in)]
-		if !b.mapped && !isZero(seg) {
+		if !b.mapped && !zeros.Is(seg) {
 			b.mapBlock(b.pos/b.bs, in)
 		}
 		if b.mapped {
@@ -104,7 +106,7 @@ func (b *Builder) Zero(off, n int64) error {
 	}
 	if b.mapped && n > 0 {
 		k := min(n, b.bs-b.pos%b.bs)
-		writeZeros(b.h, k)
+		zeros.Write(b.h, k)
 		b.pos += k
 		n -= k
 		if b.pos%b.bs == 0 {
@@ -121,14 +123,14 @@ func (b *Builder) Zero(off, n int64) error {
 func (b *Builder) mapBlock(blk, in int64) {
 	gap := (blk - b.last - 1) * b.bs
 	if b.open && gap < MergeGap {
-		writeZeros(b.h, gap)
+		zeros.Write(b.h, gap)
 	} else {
 		b.closeRange()
 		b.open, b.first = true, blk
 	}
 	b.last = blk
 	b.mapped = true
-	writeZeros(b.h, in)
+	zeros.Write(b.h, in)
 }
 
 func (b *Builder) closeRange() {

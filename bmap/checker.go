@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"fmt"
 	"hash"
+
+	"github.com/esxi-rescue/rescue/internal/zeros"
 )
 
 // Checker verifies an image streamed in order against a Map: each mapped
@@ -100,8 +102,8 @@ func (c *Checker) Data(p []byte, off int64) error {
 			// Before the next range (after the last one, rOff is the
 			// image size): must be zeros.
 			seg := p[:min(int64(len(p)), c.rOff-c.pos)]
-			if !isZero(seg) {
-				at := c.pos + int64(firstNonZero(seg))
+			if !zeros.Is(seg) {
+				at := c.pos + int64(zeros.First(seg))
 				c.err = &MismatchError{Off: at, End: at + 1, First: -1, Last: -1, Reason: "non-zero data outside the mapped ranges"}
 				return c.err
 			}
@@ -140,7 +142,7 @@ func (c *Checker) Zero(off, n int64) error {
 		}
 		k := min(n, c.rEnd-c.pos)
 		if c.hashing() {
-			writeZeros(c.h, k)
+			zeros.Write(c.h, k)
 		}
 		c.pos += k
 		n -= k

@@ -6,6 +6,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"testing"
+
+	"github.com/esxi-rescue/rescue/internal/zeros"
 )
 
 // FuzzParse: Parse never panics, and any map it accepts is written by Marshal
@@ -117,7 +119,7 @@ func FuzzBuilderChecker(f *testing.F) {
 		}
 		for i, r := range m.Ranges {
 			for _, blk := range []int64{r.First, r.Last} {
-				if isZero(img[blk*bs : min((blk+1)*bs, int64(len(img)))]) {
+				if zeros.Is(img[blk*bs : min((blk+1)*bs, int64(len(img)))]) {
 					t.Fatalf("range %d-%d: block %d is all zero", r.First, r.Last, blk)
 				}
 			}

@@ -8,6 +8,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"github.com/esxi-rescue/rescue/internal/zeros"
 )
 
 // sink is what Builder and Checker have in common.
@@ -25,7 +27,7 @@ func stream(s sink, img []byte, seed uint64, maxChunk int) error {
 		n := min(len(img)-off, 1+r.IntN(maxChunk))
 		p := img[off : off+n]
 		var err error
-		if isZero(p) && r.IntN(2) == 0 {
+		if zeros.Is(p) && r.IntN(2) == 0 {
 			err = s.Zero(int64(off), int64(n))
 		} else {
 			err = s.Data(p, int64(off))
@@ -72,7 +74,7 @@ func writeSparse(t testing.TB, path string, img []byte) {
 	const piece = 4096
 	for off := 0; off < len(img); off += piece {
 		p := img[off:min(off+piece, len(img))]
-		if !isZero(p) {
+		if !zeros.Is(p) {
 			if _, err := f.WriteAt(p, int64(off)); err != nil {
 				t.Fatal(err)
 			}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/esxi-rescue/rescue/bmap"
 	"github.com/esxi-rescue/rescue/gpt"
+	"github.com/esxi-rescue/rescue/internal/zeros"
 	"github.com/klauspost/compress/zstd"
 	"github.com/klauspost/pgzip"
 )
@@ -238,12 +239,10 @@ func (s *streamWriter) data(b []byte, _ int64) error {
 }
 
 func (s *streamWriter) zero(_ int64, n int64) error {
-	for n > 0 {
-		k := min(n, int64(len(zeroBuf)))
-		if err := s.data(zeroBuf[:k], 0); err != nil {
-			return err
-		}
-		n -= k
+	m, err := zeros.Write(s.w, n)
+	s.n += m
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", s.name, unwrapPath(err))
 	}
 	return nil
 }

@@ -7,6 +7,8 @@ import (
 	"io"
 	"os"
 	"testing"
+
+	"github.com/esxi-rescue/rescue/internal/zeros"
 )
 
 // Benchmarks of the pipeline (go test -bench . ./imaging); bench/run.sh
@@ -58,7 +60,7 @@ func BenchmarkIsZero(b *testing.B) {
 	buf := make([]byte, 4<<20)
 	b.SetBytes(int64(len(buf)))
 	for i := 0; i < b.N; i++ {
-		if !isZero(buf) {
+		if !zeros.Is(buf) {
 			b.Fatal("not zero")
 		}
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/esxi-rescue/rescue/bmap"
 	"github.com/esxi-rescue/rescue/internal/gpttest"
+	"github.com/esxi-rescue/rescue/internal/zeros"
 )
 
 func TestBmapCandidates(t *testing.T) {
@@ -128,7 +129,7 @@ func TestBmapMismatch(t *testing.T) {
 				t.Fatalf("want a checksum error mentioning %q and -no-bmap, got %v", tc.want, err)
 			}
 			t.Logf("refused: %v", err)
-			if head := gpttest.ReadAt(t, out, 0, headLen); !isZero(head) {
+			if head := gpttest.ReadAt(t, out, 0, headLen); !zeros.Is(head) {
 				t.Errorf("the image's head was written despite the mismatch")
 			}
 			// Without the map the (changed) image restores and hashes as it is.

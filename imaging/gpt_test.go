@@ -16,6 +16,7 @@ import (
 	"github.com/esxi-rescue/rescue/esxi"
 	"github.com/esxi-rescue/rescue/gpt"
 	"github.com/esxi-rescue/rescue/internal/gpttest"
+	"github.com/esxi-rescue/rescue/internal/zeros"
 )
 
 // sgdiskImage makes a sparse image of size bytes in dir, partitioned by
@@ -135,7 +136,7 @@ func TestGPTTargetSizes(t *testing.T) {
 					t.Fatalf("want refusal containing %q, got %v", tc.wantErr, err)
 				}
 				t.Logf("refused as expected: %v", err)
-				if b := gpttest.ReadAt(t, dst, 0, 1<<20); !isZero(b) {
+				if b := gpttest.ReadAt(t, dst, 0, 1<<20); !zeros.Is(b) {
 					t.Errorf("the refused target was written")
 				}
 				return

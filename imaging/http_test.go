@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/esxi-rescue/rescue/internal/gpttest"
+	"github.com/esxi-rescue/rescue/internal/zeros"
 )
 
 // dropWriter aborts the response after limit bytes, as a dropped
@@ -125,7 +126,7 @@ func TestHTTP(t *testing.T) {
 					t.Fatalf("want an HTTP error containing %q, got %v", tc.wantErr, err)
 				}
 				t.Logf("error (as expected): %v", err)
-				if b, _ := os.ReadFile(dst); len(b) > 0 && !isZero(b[:min(len(b), 1<<20)]) {
+				if b, _ := os.ReadFile(dst); len(b) > 0 && !zeros.Is(b[:min(len(b), 1<<20)]) {
 					t.Errorf("the image's start was written despite the failure")
 				}
 				return

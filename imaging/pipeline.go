@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"unsafe"
+
+	"github.com/esxi-rescue/rescue/internal/zeros"
 )
 
 // chunk is one pipeline buffer and what it holds, or a run of zeros that
@@ -64,12 +66,8 @@ type shaDigest struct{ h hash.Hash }
 func (s *shaDigest) data(b []byte, _ int64) error { s.h.Write(b); return nil }
 
 func (s *shaDigest) zero(_ int64, n int64) error {
-	for n > 0 {
-		k := min(n, int64(len(zeroBuf)))
-		s.h.Write(zeroBuf[:k])
-		n -= k
-	}
-	return nil
+	_, err := zeros.Write(s.h, n)
+	return err
 }
 
 // feed hands chunk c to consumer k.

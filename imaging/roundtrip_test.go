@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/esxi-rescue/rescue/internal/gpttest"
+	"github.com/esxi-rescue/rescue/internal/zeros"
 )
 
 // compressors make a compressed copy of an image with the real CLI tools
@@ -124,7 +125,7 @@ func TestExistingFileTarget(t *testing.T) {
 		t.Errorf("no zero regions handled")
 	}
 	// The part past the image is the disk's own, untouched.
-	if got := gpttest.ReadAt(t, dst, 8<<20, 4096); isZero(got) {
+	if got := gpttest.ReadAt(t, dst, 8<<20, 4096); zeros.Is(got) {
 		t.Errorf("data past the image was cleared")
 	}
 }
@@ -195,7 +196,7 @@ func TestBadCompressedInput(t *testing.T) {
 				}
 				t.Logf("error (as expected): %v", err)
 				// Nothing of the image's first MiB was written.
-				if b, _ := os.ReadFile(dst); len(b) > 0 && !isZero(b[:min(len(b), 1<<20)]) {
+				if b, _ := os.ReadFile(dst); len(b) > 0 && !zeros.Is(b[:min(len(b), 1<<20)]) {
 					t.Errorf("the image's start was written despite the failure")
 				}
 			})

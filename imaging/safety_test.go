@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/esxi-rescue/rescue/internal/gpttest"
+	"github.com/esxi-rescue/rescue/internal/zeros"
 	"golang.org/x/sys/unix"
 )
 
@@ -81,7 +82,7 @@ func TestSourceReadErrors(t *testing.T) {
 		t.Fatalf("bad ranges %+v, want [{%d %d}]", res.BadRanges, badStart, badEnd-badStart)
 	}
 	got := gpttest.ReadAt(t, dir+"/out2", badStart, badEnd-badStart)
-	if !isZero(got) {
+	if !zeros.Is(got) {
 		t.Errorf("bad range not zero-filled")
 	}
 	cmpFiles(t, raw, dir+"/out2", badStart)
@@ -163,10 +164,10 @@ func TestBlockDeviceTarget(t *testing.T) {
 	checkSlotsKept(t, img, dev, 512, 100000)
 	// Stale data where the image has zeros was cleared (BLKZEROOUT).
 	zeroOff := int64(50000 * 512)
-	if im := gpttest.ReadAt(t, img, zeroOff, 64<<10); !isZero(im) {
+	if im := gpttest.ReadAt(t, img, zeroOff, 64<<10); !zeros.Is(im) {
 		t.Fatalf("fixture: image not zero at %d", zeroOff)
 	}
-	if got := gpttest.ReadAt(t, dev, zeroOff, 64<<10); !isZero(got) {
+	if got := gpttest.ReadAt(t, dev, zeroOff, 64<<10); !zeros.Is(got) {
 		t.Errorf("stale data left where the image has zeros")
 	}
 
@@ -176,7 +177,7 @@ func TestBlockDeviceTarget(t *testing.T) {
 	if _, err := Copy(context.Background(), opt); !errors.Is(err, ErrVerify) {
 		t.Errorf("-assume-zeroed over stale data with -verify: want ErrVerify, got %v", err)
 	}
-	if got := gpttest.ReadAt(t, dev, zeroOff, 64<<10); isZero(got) {
+	if got := gpttest.ReadAt(t, dev, zeroOff, 64<<10); zeros.Is(got) {
 		t.Errorf("-assume-zeroed zeroed a region anyway")
 	}
 }

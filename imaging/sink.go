@@ -1,7 +1,6 @@
 package imaging
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -9,22 +8,9 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/esxi-rescue/rescue/internal/zeros"
 )
-
-// zeroBuf is a shared all-zero buffer for zero checks and zero writes.
-var zeroBuf = make([]byte, 1<<20)
-
-// isZero reports whether b holds only zero bytes.
-func isZero(b []byte) bool {
-	for len(b) > 0 {
-		n := min(len(b), len(zeroBuf))
-		if !bytes.Equal(b[:n], zeroBuf[:n]) {
-			return false
-		}
-		b = b[n:]
-	}
-	return true
-}
 
 // zeroMode says how a target handles an all-zero region.
 type zeroMode int
@@ -64,7 +50,7 @@ func (s *rawSink) data(b []byte, off int64) error {
 	if s.limit >= 0 && off+int64(len(b)) > s.limit {
 		keep := max(s.limit-off, 0)
 		past := b[keep:]
-		if s.noLimitData && !isZero(past) {
+		if s.noLimitData && !zeros.Is(past) {
 			return fmt.Errorf("%w: %s is too small: the image has data at byte %d, past its end (%d bytes)", ErrRefused, s.name, off+keep, s.limit)
 		}
 		s.discarded += int64(len(past))
@@ -81,14 +67,14 @@ func (s *rawSink) data(b []byte, off int64) error {
 	pos := 0
 	for pos < len(b) {
 		end := min(pos+g, len(b))
-		if !isZero(b[pos:end]) {
+		if !zeros.Is(b[pos:end]) {
 			pos = end
 			continue
 		}
 		zend := end
 		for zend < len(b) {
 			e := min(zend+g, len(b))
-			if !isZero(b[zend:e]) {
+			if !zeros.Is(b[zend:e]) {
 				break
 			}
 			zend = e
@@ -211,13 +197,8 @@ func (s *rawSink) zeroRange(off, n int64) error {
 }
 
 func (s *rawSink) writeZeros(off, n int64) error {
-	for n > 0 {
-		k := min(n, int64(len(zeroBuf)))
-		if _, err := s.f.WriteAt(zeroBuf[:k], off); err != nil {
-			return fmt.Errorf("writing zeros to %s at byte %d: %w", s.name, off, unwrapPath(err))
-		}
-		off += k
-		n -= k
+	if err := zeros.WriteAt(s.f, off, n); err != nil {
+		return fmt.Errorf("%s: %w", s.name, unwrapPath(err))
 	}
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/esxi-rescue/rescue/gpt"
+	"github.com/esxi-rescue/rescue/internal/zeros"
 )
 
 // sumGroup is the largest data region summed as one for -verify: small
@@ -52,7 +53,7 @@ func (w *writeSums) add(b []byte, off int64) {
 	for len(b) > 0 {
 		k := min(int64(len(b)), sumUnit-off%sumUnit)
 		part := b[:k]
-		zero := isZero(part)
+		zero := zeros.Is(part)
 		if w.cur == nil || w.cur.off+w.cur.n != off || w.cur.zero != zero || (!zero && w.cur.n >= sumGroup) {
 			w.flush()
 			w.regions = append(w.regions, region{off: off, zero: zero})
@@ -119,7 +120,7 @@ func (w *writeSums) verify(ctx context.Context, opt *Options, f *os.File, bufSiz
 				return fmt.Errorf("verify: reading back at byte %d: %w", off, err)
 			}
 			if r.zero {
-				if !isZero(buf[:k]) {
+				if !zeros.Is(buf[:k]) {
 					return fmt.Errorf("%w: bytes %d-%d should read back as zeros but do not", ErrVerify, off, off+k-1)
 				}
 			} else {

@@ -6,6 +6,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/esxi-rescue/rescue/internal/zeros"
 )
 
 // TestVerifyDetects: -verify's read-back notices a changed byte in a data
@@ -22,7 +24,7 @@ func TestVerifyDetects(t *testing.T) {
 	zeroOff := int64(128<<20 + 4096)
 	dataOff := int64(-1)
 	for off := int64(0); off < int64(len(data)) && dataOff < 0; off += 1 << 20 {
-		if !isZero(data[off : off+1<<20]) {
+		if !zeros.Is(data[off : off+1<<20]) {
 			dataOff = off
 		}
 	}
