@@ -13,7 +13,8 @@ import (
 // FuzzRestore feeds arbitrary images (raw, or with a compressor's magic
 // and junk after it, or a GPT-looking head) through the whole restore
 // path: it must either reproduce the bytes exactly or fail with an error,
-// never panic or write something else.
+// never panic or write something else; with a block map made of it, it
+// must restore the same and report the same SHA-256.
 func FuzzRestore(f *testing.F) {
 	f.Add([]byte("hello"))
 	f.Add([]byte{0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3})
@@ -37,6 +38,23 @@ func FuzzRestore(f *testing.F) {
 		res, err := Copy(context.Background(), Options{Src: src, Dst: dir + "/out", BufferSize: 4096, Buffers: 2})
 		if err != nil {
 			return
+		}
+		// With its block map the image restores the same, and the SHA-256
+		// (now taken from the map) is the same.
+		if _, err := MakeBmap(context.Background(), Options{Src: src, BufferSize: 4096, Buffers: 2}); err != nil {
+			t.Fatalf("MakeBmap of an image that restores: %v", err)
+		}
+		res2, err := Copy(context.Background(), Options{Src: src, Dst: dir + "/out2", BufferSize: 4096, Buffers: 2, UndoPath: dir + "/undo2"})
+		if err != nil {
+			t.Fatalf("restore with the image's block map: %v", err)
+		}
+		if res2.SHA256From != "bmap" || res2.SHA256 != res.SHA256 {
+			t.Fatalf("with the map: SHA-256 %s from %q, without: %s", res2.SHA256, res2.SHA256From, res.SHA256)
+		}
+		out1, _ := os.ReadFile(dir + "/out")
+		out2, _ := os.ReadFile(dir + "/out2")
+		if !bytes.Equal(out1, out2) {
+			t.Fatalf("the restores with and without the block map differ")
 		}
 		if res.UndoPath != "" {
 			// The GPT fix-up rewrote some sectors (e.g. rebuilt the backup of
