@@ -44,6 +44,11 @@ func TestRun(t *testing.T) {
 		{"bad progress", []string{"-progress", "fancy", img, filepath.Join(dir, "f")}, 2, "", "-progress"},
 		{"plain progress", []string{"-progress", "plain", img, filepath.Join(dir, "g")}, 0, "", "restore: 3.0 MiB / 3.0 MiB (100%)"},
 		{"not a target", []string{img, "/dev/null"}, 2, "", "neither a regular file nor a block device"},
+		{"make-bmap", []string{"-make-bmap", img}, 0, "block map " + img + ".bmap written", ""},
+		{"make-bmap again", []string{"-make-bmap", img}, 2, "", "use -yes to replace it"},
+		{"make-bmap args", []string{"-make-bmap", img, "x", "y"}, 2, "", "Usage: imgcopy"},
+		{"copy with the map", []string{img, filepath.Join(dir, "h")}, 0, "SHA-256 " + sum + "\n  as recorded in the block map " + img + ".bmap", "found next to the image"},
+		{"-no-bmap", []string{"-no-bmap", img, filepath.Join(dir, "i")}, 0, "SHA-256 " + sum + "\nthe image has no GPT", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out, errb bytes.Buffer
