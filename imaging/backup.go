@@ -48,6 +48,9 @@ func backupTo(ctx context.Context, opt *Options, created *bool) (*Result, error)
 	if opt.SHA256 != "" {
 		return nil, errors.New("-sha256 checks an image being restored; it does not apply to a backup")
 	}
+	if opt.Bmap != "" {
+		return nil, errors.New("-bmap names the block map of an image being restored; a backup writes its own (DST.bmap)")
+	}
 	res := &Result{Compression: opt.Compress}
 	src, err := openSource(ctx, opt)
 	if err != nil {

@@ -159,8 +159,16 @@ func MakeBmap(ctx context.Context, opt Options) (*Result, error) {
 		}
 		opt.Dst = opt.Src + ".bmap"
 	}
-	if fi, err := os.Stat(opt.Dst); err == nil && !opt.Yes {
-		return nil, refused("%s exists (%s); use -yes to replace it", opt.Dst, gpt.HumanBytes(fi.Size()))
+	if fi, err := os.Stat(opt.Dst); err == nil {
+		if sfi, serr := os.Stat(opt.Src); serr == nil && os.SameFile(fi, sfi) {
+			return nil, refused("%s is the image itself", opt.Dst)
+		}
+		if !fi.Mode().IsRegular() {
+			return nil, refused("%s is not a regular file: a block map is written to a file", opt.Dst)
+		}
+		if !opt.Yes {
+			return nil, refused("%s exists (%s); use -yes to replace it", opt.Dst, gpt.HumanBytes(fi.Size()))
+		}
 	}
 	src, err := openSource(ctx, &opt)
 	if err != nil {

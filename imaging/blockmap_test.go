@@ -223,7 +223,8 @@ func TestBmapOverHTTP(t *testing.T) {
 	}
 }
 
-// TestMakeBmapRefusesOverwrite: an existing map is replaced only with Yes.
+// TestMakeBmapRefusesOverwrite: an existing map is replaced only with Yes,
+// and never is the image or a device.
 func TestMakeBmapRefusesOverwrite(t *testing.T) {
 	dir := t.TempDir()
 	img, _ := sparseImage(t, dir)
@@ -234,5 +235,22 @@ func TestMakeBmapRefusesOverwrite(t *testing.T) {
 	opt.Yes = true
 	if _, err := MakeBmap(context.Background(), opt); err != nil {
 		t.Errorf("MakeBmap -yes: %v", err)
+	}
+	// Never onto the image itself or a device, even with Yes.
+	sum := sha256sum(t, img)
+	for _, dst := range []string{img, "/dev/null"} {
+		opt.Dst = dst
+		if _, err := MakeBmap(context.Background(), opt); !errors.Is(err, ErrRefused) {
+			t.Errorf("MakeBmap onto %s: want ErrRefused, got %v", dst, err)
+		}
+	}
+	if sha256sum(t, img) != sum {
+		t.Errorf("the image changed")
+	}
+	// A backup writes its own map; -bmap is a restore's.
+	bopt := copyOpts(t, img, filepath.Join(t.TempDir(), "b.img"))
+	bopt.Compress, bopt.Bmap = "none", img+".bmap"
+	if _, err := Copy(context.Background(), bopt); err == nil || !strings.Contains(err.Error(), "writes its own") {
+		t.Errorf("backup with -bmap: %v", err)
 	}
 }
