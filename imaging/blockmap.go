@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -75,21 +74,16 @@ func loadBmap(ctx context.Context, opt *Options, src *source) (*bmap.Map, string
 	return nil, "", nil
 }
 
-// fetchBmap downloads a block map.
+// fetchBmap downloads a block map, with the image download's retries.
 func fetchBmap(ctx context.Context, opt *Options, url string) (*bmap.Map, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	o := *opt
+	o.Src = url
+	h, err := openHTTP(ctx, &o)
 	if err != nil {
-		return nil, fmt.Errorf("-bmap %s: %w", url, err)
+		return nil, fmt.Errorf("-bmap: %w", err)
 	}
-	resp, err := opt.HTTPClient.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("-bmap %s: %w", url, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("-bmap %s: the server answered %s", url, resp.Status)
-	}
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxBmapFile+1))
+	defer h.Close()
+	data, err := io.ReadAll(io.LimitReader(h, maxBmapFile+1))
 	if err != nil {
 		return nil, fmt.Errorf("-bmap %s: %w", url, err)
 	}
@@ -178,16 +172,12 @@ func MakeBmap(ctx context.Context, opt Options) (*Result, error) {
 	if src.isBlock {
 		return nil, refused("%s is a block device: make the block map of an image file (back the disk up first)", opt.Src)
 	}
-	res := &Result{Compression: "none"}
-	var stream io.Reader = src
-	if !(src.dev != nil && peekCompression(src.file) == "none") {
-		var closeDec func() error
-		stream, res.Compression, closeDec, err = decompress(src)
-		if err != nil {
-			return nil, err
-		}
-		defer closeDec()
+	stream, comp, closeDec, err := src.stream()
+	if err != nil {
+		return nil, err
 	}
+	defer closeDec()
+	res := &Result{Compression: comp}
 	opt.logf("making the block map of %s (%s)", opt.Src, res.Compression)
 	sha := &shaDigest{h: sha256.New()}
 	build := bmapBuild{bmap.NewBuilder(bmapBlockSize)}

@@ -44,17 +44,12 @@ func restoreTo(ctx context.Context, opt *Options, created *bool) (*Result, error
 		return nil, err
 	}
 	defer src.Close()
-	var stream io.Reader = src
-	res.Compression = "none"
-	if !src.isBlock && !(src.dev != nil && peekCompression(src.file) == "none") {
-		// A plain image file is read as it is, so its holes are skipped.
-		var closeDec func() error
-		stream, res.Compression, closeDec, err = decompress(src)
-		if err != nil {
-			return nil, err
-		}
-		defer closeDec()
+	stream, comp, closeDec, err := src.stream()
+	if err != nil {
+		return nil, err
 	}
+	defer closeDec()
+	res.Compression = comp
 
 	// Read the first chunk before touching the target: it tells the
 	// sector size and, through the primary GPT, how big the target must be.

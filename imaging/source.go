@@ -280,6 +280,16 @@ func detectCompression(head []byte) string {
 	return "none"
 }
 
+// stream returns the uncompressed image stream of src, the compression's
+// name and a closer. A block device is read as it is; so is a plain image
+// file, through src itself, so that its holes are skipped.
+func (s *source) stream() (io.Reader, string, func() error, error) {
+	if s.isBlock || (s.dev != nil && peekCompression(s.file) == "none") {
+		return s, "none", func() error { return nil }, nil
+	}
+	return decompress(s)
+}
+
 // peekCompression detects the compression of a file from its first bytes
 // without moving its read position ("" when they cannot be read).
 func peekCompression(f *os.File) string {
