@@ -19,11 +19,7 @@ const pfGiB = int64(1) << 30
 
 func esxiLayout(t testing.TB, v string, size int64, ss int) []gpttest.Part {
 	t.Helper()
-	parts, err := esxi.Layout(esxi.Version(v), size, ss)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return esxitest.Parts(parts, ss, true)
+	return esxitest.Parts(esxitest.Layout(t, esxi.Version(v), size, ss), ss, true)
 }
 
 // pfImage makes a sparse image of size bytes holding the ESXi layout of
@@ -31,10 +27,7 @@ func esxiLayout(t testing.TB, v string, size int64, ss int) []gpttest.Part {
 // encoder for 4096. It returns the path and the layout's parts.
 func pfImage(t testing.TB, dir, name string, v esxi.Version, size int64, ss int) (string, []esxi.Part) {
 	t.Helper()
-	parts, err := esxi.Layout(v, size, ss)
-	if err != nil {
-		t.Fatal(err)
-	}
+	parts := esxitest.Layout(t, v, size, ss)
 	path := gpttest.Sparse(t, dir, name, size)
 	if ss == 512 {
 		gpttest.Sgdisk(t, path, esxitest.Parts(parts, ss, true))

@@ -15,6 +15,7 @@ import (
 
 	"github.com/esxi-rescue/rescue/esxi"
 	"github.com/esxi-rescue/rescue/gpt"
+	"github.com/esxi-rescue/rescue/internal/esxitest"
 	"github.com/esxi-rescue/rescue/internal/gpttest"
 )
 
@@ -58,7 +59,7 @@ func pfPristine(t *testing.T, dir string, v esxi.Version, size int64, ss int) (s
 	if b.path == "" {
 		t.Fatal("fixture image could not be made")
 	}
-	parts, _ := esxi.Layout(v, size, ss)
+	parts := esxitest.Layout(t, v, size, ss)
 	dst := filepath.Join(dir, "orig.img")
 	gpttest.Run(t, "cp", "--sparse=always", b.path, dst)
 	return dst, parts

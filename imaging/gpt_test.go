@@ -15,6 +15,7 @@ import (
 	dgpt "github.com/diskfs/go-diskfs/partition/gpt"
 	"github.com/esxi-rescue/rescue/esxi"
 	"github.com/esxi-rescue/rescue/gpt"
+	"github.com/esxi-rescue/rescue/internal/esxitest"
 	"github.com/esxi-rescue/rescue/internal/gpttest"
 	"github.com/esxi-rescue/rescue/internal/zeros"
 )
@@ -266,10 +267,7 @@ func TestChecksumMismatchKeepsGPT(t *testing.T) {
 // leaves a table sgdisk finds clean.
 func TestIncidentESXi50(t *testing.T) {
 	gpttest.Need(t, "sgdisk", "cmp")
-	layout, err := esxi.Layout("5.0", 7<<30, 512)
-	if err != nil {
-		t.Fatal(err)
-	}
+	layout := esxitest.Layout(t, "5.0", 7<<30, 512)
 	// The brief's table with a small datastore, so the image stays ~5 GiB sparse.
 	var parts []gpttest.Part
 	var lastUsed uint64

@@ -20,10 +20,7 @@ const gib = int64(1) << 30
 // ESXi layout of version v, every partition at its slot.
 func esxiImage(t *testing.T, dir, name, v string, size int64) string {
 	t.Helper()
-	parts, err := esxi.Layout(esxi.Version(v), size, 512)
-	if err != nil {
-		t.Fatal(err)
-	}
+	parts := esxitest.Layout(t, esxi.Version(v), size, 512)
 	p := gpttest.Sparse(t, dir, name, size)
 	gpttest.Sgdisk(t, p, esxitest.Parts(parts, 512, false))
 	return p
@@ -189,10 +186,7 @@ func Test4K(t *testing.T) {
 		t.Skip("needs root for a loop device")
 	}
 	const size = 12 * gib
-	parts, err := esxi.Layout("6.7", size, 4096)
-	if err != nil {
-		t.Fatal(err)
-	}
+	parts := esxitest.Layout(t, "6.7", size, 4096)
 	dir := t.TempDir()
 	ref := gpttest.Sparse(t, dir, "ref4k.img", size)
 	out, err := exec.Command("losetup", "--show", "-f", "--sector-size", "4096", ref).CombinedOutput()

@@ -25,10 +25,7 @@ const gib = int64(1) << 30
 // esxiImage makes an 8 GiB-class ESXi image with sgdisk -a 1 -n ...
 func esxiImage(t *testing.T, path string, v esxi.Version, size int64) []esxi.Part {
 	t.Helper()
-	parts, err := esxi.Layout(v, size, 512)
-	if err != nil {
-		t.Fatal(err)
-	}
+	parts := esxitest.Layout(t, v, size, 512)
 	gpttest.Sparse(t, filepath.Dir(path), filepath.Base(path), size)
 	gpttest.Sgdisk(t, path, esxitest.Parts(parts, 512, false))
 	return parts
@@ -369,10 +366,7 @@ func TestBlockDevice(t *testing.T) {
 				v = "6.7"
 			}
 			size := 10 * gib
-			parts, err := esxi.Layout(v, size, ss)
-			if err != nil {
-				t.Fatal(err)
-			}
+			parts := esxitest.Layout(t, v, size, ss)
 			img := filepath.Join(t.TempDir(), "disk.img")
 			os.WriteFile(img, nil, 0o600)
 			os.Truncate(img, size)
@@ -380,7 +374,7 @@ func TestBlockDevice(t *testing.T) {
 			gpttest.Sgdisk(t, loop, esxitest.Parts(parts, ss, false))
 			exec.Command("blockdev", "--rereadpt", loop).Run()
 			name := filepath.Base(loop)
-			_, err = os.Stat(fmt.Sprintf("/sys/block/%s/%sp1", name, name))
+			_, err := os.Stat(fmt.Sprintf("/sys/block/%s/%sp1", name, name))
 			kernelScans := err == nil
 			detach(loop)
 			origArr := gpttest.ReadAt(t, img, int64(2*ss), 128*128)
@@ -448,7 +442,7 @@ func TestESXiImages(t *testing.T) {
 			if err := esxi.Create(orig, esxi.CreateOptions{Version: im.v, Size: im.size, SectorSize: im.ss, Seed: 7}); err != nil {
 				t.Fatal(err)
 			}
-			parts, _ := esxi.Layout(im.v, im.size, im.ss)
+			parts := esxitest.Layout(t, im.v, im.size, im.ss)
 			origArr := gpttest.ReadAt(t, orig, int64(2*im.ss), 128*128)
 			for _, mode := range modes {
 				for _, how := range []string{"-esxi", "-ref"} {

@@ -3,6 +3,8 @@
 package esxitest
 
 import (
+	"testing"
+
 	"github.com/esxi-rescue/rescue/esxi"
 	"github.com/esxi-rescue/rescue/internal/gpttest"
 )
@@ -21,4 +23,15 @@ func Parts(parts []esxi.Part, sectorSize int, withAttrs bool) []gpttest.Part {
 		out = append(out, gp)
 	}
 	return out
+}
+
+// Layout is esxi.Layout for a test: the ESXi layout of version v on a disk
+// of size bytes with sectorSize-byte sectors; an error fails t.
+func Layout(t testing.TB, v esxi.Version, size int64, sectorSize int) []esxi.Part {
+	t.Helper()
+	parts, err := esxi.Layout(v, size, sectorSize)
+	if err != nil {
+		t.Fatalf("ESXi %s layout for %d bytes: %v", v, size, err)
+	}
+	return parts
 }
