@@ -102,8 +102,8 @@ func (c *Checker) Data(p []byte, off int64) error {
 			// Before the next range (after the last one, rOff is the
 			// image size): must be zeros.
 			seg := p[:min(int64(len(p)), c.rOff-c.pos)]
-			if !zeros.Is(seg) {
-				at := c.pos + int64(zeros.First(seg))
+			if i := zeros.First(seg); i >= 0 {
+				at := c.pos + int64(i)
 				c.err = &MismatchError{Off: at, End: at + 1, First: -1, Last: -1, Reason: "non-zero data outside the mapped ranges"}
 				return c.err
 			}
