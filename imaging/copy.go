@@ -79,8 +79,14 @@ type Options struct {
 	// Progress receives progress output in ProgressMode; nil shows none.
 	Progress     io.Writer
 	ProgressMode ProgressMode
-	// ProgressInterval is the period of plain progress lines (default 5s).
+	// ProgressInterval is the period of plain progress lines and of
+	// OnProgress calls (default 5s).
 	ProgressInterval time.Duration
+	// OnProgress, when set, is called every ProgressInterval while a
+	// restore, backup, block-map scan or verification runs, and once more
+	// with Final set when it ends (whatever ProgressMode says). It runs on
+	// its own goroutine and must not block for long.
+	OnProgress func(Progress)
 	// Log receives one-line messages about what is being done; nil discards them.
 	Log func(format string, args ...any)
 	// Refuse lists extra devices that must never be written (e.g. the rescue boot medium).

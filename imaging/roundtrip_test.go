@@ -6,7 +6,9 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/esxi-rescue/rescue/internal/gpttest"
 	"github.com/esxi-rescue/rescue/internal/zeros"
@@ -244,5 +246,55 @@ func TestProgressPlain(t *testing.T) {
 	out := b.String()
 	if !strings.Contains(out, "restore: 4.0 MiB / 4.0 MiB (100%)") {
 		t.Errorf("progress output %q lacks the final line", out)
+	}
+}
+
+func TestOnProgress(t *testing.T) {
+	dir := t.TempDir()
+	raw := dir + "/img"
+	makeImage(t, raw, 4<<20, 4096, 1, 13)
+	var mu sync.Mutex
+	var got []Progress
+	opt := copyOpts(t, raw, dir+"/out")
+	opt.ProgressInterval = time.Millisecond
+	opt.Verify = true
+	opt.OnProgress = func(p Progress) { mu.Lock(); got = append(got, p); mu.Unlock() }
+	mustCopy(t, opt)
+	mu.Lock()
+	defer mu.Unlock()
+	finals := map[string]Progress{}
+	for i, p := range got {
+		if p.Done < 0 || p.Rate < 0 || p.ETA < 0 || (p.Total > 0 && p.Done > p.Total) {
+			t.Errorf("call %d: nonsense %+v", i, p)
+		}
+		if p.Final {
+			finals[p.Phase] = p
+		}
+	}
+	r, ok := finals["restore"]
+	if !ok || r.Done != 4<<20 || r.Total != 4<<20 || r.ETA != 0 || r.Rate <= 0 {
+		t.Errorf("final restore progress %+v (found %v), want 4 MiB of 4 MiB, ETA 0, a rate", r, ok)
+	}
+	if _, ok := finals["verify"]; !ok {
+		t.Errorf("no final verify progress in %d calls", len(got))
+	}
+}
+
+func TestMakeProgress(t *testing.T) {
+	for _, c := range []struct {
+		done, total int64
+		el          time.Duration
+		rate        float64
+		eta         time.Duration
+	}{
+		{50, 100, 10 * time.Second, 5, 10 * time.Second},
+		{100, 100, 10 * time.Second, 10, 0},
+		{50, -1, 10 * time.Second, 5, 0},
+		{0, 100, 10 * time.Second, 0, 0},
+	} {
+		p := makeProgress("restore", c.done, c.total, c.el, false)
+		if p.Rate != c.rate || p.ETA != c.eta {
+			t.Errorf("makeProgress(%d, %d, %s) = rate %v ETA %s, want %v %s", c.done, c.total, c.el, p.Rate, p.ETA, c.rate, c.eta)
+		}
 	}
 }
