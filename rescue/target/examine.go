@@ -58,7 +58,7 @@ func examine(f Facts, r io.ReaderAt, size int64, ss int, ref *gpt.Table) Facts {
 		if !s.Used() {
 			continue
 		}
-		if isRescueFAT(r, int64(s.Entry().First)*int64(ss)) {
+		if IsRescueFAT(r, int64(s.Entry().First)*int64(ss)) {
 			f.RescueMedium = true
 		}
 	}
@@ -89,9 +89,9 @@ func examine(f Facts, r io.ReaderAt, size int64, ss int, ref *gpt.Table) Facts {
 	return f
 }
 
-// isRescueFAT reports whether the FAT boot sector at off carries the
+// IsRescueFAT reports whether the FAT boot sector at off carries the
 // rescue stick's volume label (FAT32 at 0x47, FAT12/16 at 0x2B).
-func isRescueFAT(r io.ReaderAt, off int64) bool {
+func IsRescueFAT(r io.ReaderAt, off int64) bool {
 	b := make([]byte, 512)
 	if _, err := r.ReadAt(b, off); err != nil || b[510] != 0x55 || b[511] != 0xAA {
 		return false
