@@ -1,6 +1,7 @@
 package gpt
 
 import (
+	"errors"
 	"fmt"
 	"os"
 
@@ -18,21 +19,75 @@ type Device struct {
 	IsBlock    bool  // a block device, not a regular file
 }
 
+// ErrBusy is returned (wrapped) by OpenDevice with writable set when
+// another program has the disk open for writing: a block device claimed
+// by someone else (the kernel refuses O_EXCL: mounted, in a RAID or LVM,
+// or opened exclusively by another gptfix or imgcopy), or a block device
+// or image file whose flock(2) another process holds.
+var ErrBusy = errors.New("another program has the disk open")
+
+// ErrReadOnly is returned (wrapped) by OpenDevice with writable set for a
+// block device the kernel marks read-only (BLKROGET: a write-protected
+// disk, a read-only loop device, ...).
+var ErrReadOnly = errors.New("the device is read-only")
+
 // OpenDevice opens path read-only, or read-write when writable is set.
 // sectorSize is the logical sector size for image files (0 means 512); a
 // block device reports its own, and a non-zero sectorSize that disagrees
 // with it is an error rather than silently ignored.
+//
+// Anything but a regular file or a block device (a FIFO, a character
+// device, a directory) is refused before it is opened, so that open(2)
+// never blocks on a FIFO without a writer.
+//
+// A writable open is exclusive for as long as the Device is open: a block
+// device is checked with BLKROGET (ErrReadOnly) and opened with O_EXCL,
+// and both block devices and files are locked with flock(LOCK_EX|LOCK_NB)
+// (the lock systemd-udevd and sfdisk --lock honour); when either is held
+// elsewhere the error wraps ErrBusy. The exclusion is per open file, so
+// the same process cannot open a path writable twice either: pass the
+// Device on instead.
 func OpenDevice(path string, sectorSize int, writable bool) (*Device, error) {
 	if sectorSize != 0 && sectorSize != 512 && sectorSize != 4096 {
 		return nil, fmt.Errorf("gpt: sector size %d is not supported (512 or 4096)", sectorSize)
 	}
-	flag := os.O_RDONLY
-	if writable {
-		flag = os.O_RDWR
-	}
-	f, err := os.OpenFile(path, flag, 0)
+	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, fmt.Errorf("gpt: %w", err)
+	}
+	block := isBlock(fi.Mode())
+	if !fi.Mode().IsRegular() && !block {
+		return nil, fmt.Errorf("gpt: %s is not a regular file or block device (%s)", path, modeName(fi.Mode()))
+	}
+	if writable && block {
+		if err := checkWritable(path); err != nil {
+			return nil, err
+		}
+	}
+	flag := unix.O_RDONLY
+	if writable {
+		flag = unix.O_RDWR
+		if block {
+			flag |= unix.O_EXCL
+		}
+	}
+	// O_NONBLOCK: should path have been swapped for a FIFO since the
+	// Stat, open(2) still returns at once and the Fstat below refuses it.
+	fd, err := unix.Open(path, flag|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	if err != nil {
+		if writable && block && errors.Is(err, unix.EBUSY) {
+			return nil, fmt.Errorf("gpt: %s: %w (the kernel refused exclusive access: it is mounted, part of a RAID or LVM, or opened by another program)", path, ErrBusy)
+		}
+		return nil, fmt.Errorf("gpt: %w", &os.PathError{Op: "open", Path: path, Err: err})
+	}
+	if err := unix.SetNonblock(fd, false); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("gpt: %s: %w", path, err)
+	}
+	f := os.NewFile(uintptr(fd), path)
+	if err := prepare(f, fi, writable); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("gpt: %s: %w", path, err)
 	}
 	d, err := newDevice(f, sectorSize)
 	if err != nil {
@@ -40,6 +95,62 @@ func OpenDevice(path string, sectorSize int, writable bool) (*Device, error) {
 		return nil, fmt.Errorf("gpt: %s: %w", path, err)
 	}
 	return d, nil
+}
+
+// prepare checks that the opened f is still what Stat saw (fi), makes it
+// when writable, takes the exclusive flock.
+func prepare(f *os.File, fi os.FileInfo, writable bool) error {
+	got, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if !os.SameFile(fi, got) {
+		return errors.New("the path changed while it was being opened")
+	}
+	if !writable {
+		return nil
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return fmt.Errorf("%w (another process holds its lock)", ErrBusy)
+		}
+		return fmt.Errorf("locking: %w", err)
+	}
+	return nil
+}
+
+// checkWritable fails with ErrReadOnly when the kernel marks the block
+// device at path read-only.
+func checkWritable(path string) error {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return fmt.Errorf("gpt: %w", &os.PathError{Op: "open", Path: path, Err: err})
+	}
+	defer unix.Close(fd)
+	ro, err := unix.IoctlGetInt(fd, unix.BLKROGET)
+	if err != nil {
+		return fmt.Errorf("gpt: %s: BLKROGET: %w", path, err)
+	}
+	if ro != 0 {
+		return fmt.Errorf("gpt: %s: %w (the kernel marks it read-only: write-protected, or a read-only loop device; blockdev --setrw clears it if that is safe)", path, ErrReadOnly)
+	}
+	return nil
+}
+
+func isBlock(m os.FileMode) bool { return m&os.ModeDevice != 0 && m&os.ModeCharDevice == 0 }
+
+func modeName(m os.FileMode) string {
+	switch {
+	case m&os.ModeNamedPipe != 0:
+		return "a FIFO"
+	case m&os.ModeCharDevice != 0:
+		return "a character device"
+	case m.IsDir():
+		return "a directory"
+	case m&os.ModeSocket != 0:
+		return "a socket"
+	}
+	return m.Type().String()
 }
 
 func newDevice(f *os.File, sectorSize int) (*Device, error) {
@@ -53,7 +164,7 @@ func newDevice(f *os.File, sectorSize int) (*Device, error) {
 		if d.SectorSize == 0 {
 			d.SectorSize = 512
 		}
-	case fi.Mode()&os.ModeDevice != 0 && fi.Mode()&os.ModeCharDevice == 0:
+	case isBlock(fi.Mode()):
 		d.IsBlock = true
 		fd := int(f.Fd())
 		ss, err := unix.IoctlGetInt(fd, unix.BLKSSZGET)

@@ -13,6 +13,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -53,7 +54,8 @@ or "sorted", which breaks ESXi: it finds its boot banks at entries 5 and 6):
 Writing (-yes): an undo file with every sector about to change is saved
 first (see -undo-dir), then the backup copy is written and flushed, then
 the primary, then everything is read back and verified. A target with a
-mounted partition is refused.
+mounted partition is refused, and so is one another program has open
+(the disk is held with O_EXCL and flock while gptfix writes).
 
 Examples:
   gptfix /dev/sda                      show what is wrong and the plan
@@ -299,11 +301,18 @@ func fix(o *options, r *report, stdout io.Writer) (int, error) {
 	if err != nil {
 		return 2, err
 	}
+	// From here the disk is held exclusively (O_EXCL and flock, see
+	// gpt.OpenDevice); the table is read again under that hold and the
+	// plan made again, so nothing another program wrote between the first
+	// read and the lock can slip through.
 	wdev, err := gpt.OpenDevice(r.Target, o.sector, true)
 	if err != nil {
 		return 2, err
 	}
 	defer wdev.Close()
+	if plan, err = replan(wdev, plan, opt); err != nil {
+		return 2, err
+	}
 	p.f("\nSaving the undo file %s\n", undoPath)
 	if err := plan.Apply(wdev, undoPath); err != nil {
 		if _, serr := os.Stat(undoPath); serr == nil {
@@ -329,6 +338,31 @@ func fix(o *options, r *report, stdout io.Writer) (int, error) {
 	}
 	p.f("To undo: gptfix -undo %s -yes %s\n", undoPath, r.Target)
 	return 0, nil
+}
+
+// replan reads dev's table again and plans again with opt; it fails
+// unless the new plan writes exactly what the shown plan would.
+func replan(dev *gpt.Device, shown *gpt.Plan, opt gpt.FixOptions) (*gpt.Plan, error) {
+	t, err := dev.ReadTable()
+	if err != nil {
+		return nil, err
+	}
+	plan, err := gpt.PlanFix(t, opt)
+	if err == nil {
+		err = plan.ReadOld(dev)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("the disk changed since its table was read: %w", err)
+	}
+	same := len(plan.Writes) == len(shown.Writes)
+	for i := 0; same && i < len(plan.Writes); i++ {
+		a, b := plan.Writes[i], shown.Writes[i]
+		same = a.Offset == b.Offset && bytes.Equal(a.New, b.New) && bytes.Equal(a.Old, b.Old)
+	}
+	if !same {
+		return nil, errors.New("the disk changed since its table was read (did another program write to it?); nothing was written, run gptfix again")
+	}
+	return plan, nil
 }
 
 // undo shows or replays an undo file.
