@@ -2,6 +2,7 @@ package imaging
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"net/http"
 	"net/http/httptest"
@@ -69,15 +70,15 @@ func TestRestoreWithBmap(t *testing.T) {
 	if res.SHA256From != "bmap" || res.BmapPath != img+".bmap" || res.BmapRanges != len(m.Ranges) {
 		t.Errorf("SHA256From %q, BmapPath %q, BmapRanges %d (map has %d ranges)", res.SHA256From, res.BmapPath, res.BmapRanges, len(m.Ranges))
 	}
-	if want := sha256sum(t, img); res.SHA256 != want {
-		t.Errorf("SHA-256 %s, sha256sum says %s", res.SHA256, want)
+	if want := sha256sum(t, img); res.BmapSHA256 != want || res.SHA256 != "" {
+		t.Errorf("SHA-256 %q, claimed by the map %s, sha256sum says %s", res.SHA256, res.BmapSHA256, want)
 	}
 
 	// -no-bmap hashes everything and gets the same SHA-256.
 	opt := copyOpts(t, img, dir+"/out2")
 	opt.NoBmap = true
 	res2 := mustCopy(t, opt)
-	if res2.SHA256From != "stream" || res2.BmapPath != "" || res2.SHA256 != res.SHA256 {
+	if res2.SHA256From != "stream" || res2.BmapPath != "" || res2.SHA256 != res.BmapSHA256 {
 		t.Errorf("-no-bmap: %q %q %s", res2.SHA256From, res2.BmapPath, res2.SHA256)
 	}
 
@@ -194,8 +195,8 @@ func TestBmaptoolMaps(t *testing.T) {
 	}
 	res = mustCopy(t, copyOpts(t, zst, dir+"/out.zst"))
 	cmpFiles(t, img, dir+"/out.zst", -1)
-	if res.SHA256From != "bmap" || res.SHA256 != sha256sum(t, img) {
-		t.Errorf("restore of the zstd backup: from %q, %s", res.SHA256From, res.SHA256)
+	if res.SHA256From != "bmap" || res.BmapSHA256 != sha256sum(t, img) {
+		t.Errorf("restore of the zstd backup: from %q, %s", res.SHA256From, res.BmapSHA256)
 	}
 	gpttest.Run(t, "bmaptool", "copy", "--bmap", zst+".bmap", zst, dir+"/bt.zst.out")
 	cmpFiles(t, img, dir+"/bt.zst.out", -1)
@@ -213,8 +214,8 @@ func TestBmapOverHTTP(t *testing.T) {
 	opt.Bmap = srv.URL + "/esxi.img.bmap"
 	res := mustCopy(t, opt)
 	cmpFiles(t, img, dir+"/out", -1)
-	if res.SHA256From != "bmap" || res.SHA256 != sha256sum(t, img) {
-		t.Errorf("from %q, %s", res.SHA256From, res.SHA256)
+	if res.SHA256From != "bmap" || res.BmapSHA256 != sha256sum(t, img) {
+		t.Errorf("from %q, %s", res.SHA256From, res.BmapSHA256)
 	}
 	opt = copyOpts(t, srv.URL+"/esxi.img", dir+"/out2")
 	opt.Bmap = srv.URL + "/missing.bmap"
@@ -252,5 +253,61 @@ func TestMakeBmapRefusesOverwrite(t *testing.T) {
 	bopt.Compress, bopt.Bmap = "none", img+".bmap"
 	if _, err := Copy(context.Background(), bopt); err == nil || !strings.Contains(err.Error(), "writes its own") {
 		t.Errorf("backup with -bmap: %v", err)
+	}
+}
+
+// TestBmapCannotOverrideSHA256: a tampered image beside a re-sealed map
+// (ranges of the tampered image, the good image's SHA-256 recorded, a
+// valid file checksum) must not pass -sha256 of the good image: the
+// expected hash is compared with the bytes restored, exit 1, head
+// unwritten. Without -sha256 the map's claim is reported as a claim.
+func TestBmapCannotOverrideSHA256(t *testing.T) {
+	gpttest.Need(t, "sha256sum")
+	dir := t.TempDir()
+	img, m := sparseImage(t, dir)
+	good := sha256sum(t, img)
+	// Tamper with a mapped byte, then re-seal a map of the tampered image
+	// that claims the good image's SHA-256.
+	off, _ := m.ByteRange(m.Ranges[len(m.Ranges)-1])
+	gpttest.Patch(t, img, []byte{^gpttest.ReadAt(t, img, off+7, 1)[0]}, off+7)
+	os.Remove(img + ".bmap")
+	if _, err := MakeBmap(context.Background(), copyOpts(t, img, "")); err != nil {
+		t.Fatal(err)
+	}
+	forged, err := bmap.ReadFile(img + ".bmap")
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged.ImageSHA256, _ = hex.DecodeString(good)
+	if err := os.WriteFile(img+".bmap", forged.Marshal(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bmap.ReadFile(img + ".bmap"); err != nil {
+		t.Fatalf("fixture: the forged map does not parse: %v", err)
+	}
+
+	out := dir + "/disk"
+	if err := os.WriteFile(out, make([]byte, 16<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	opt := copyOpts(t, img, out)
+	opt.SHA256 = good
+	res, err := Copy(context.Background(), opt)
+	if !errors.Is(err, ErrChecksum) {
+		t.Fatalf("a tampered image with a re-sealed map passed -sha256 of the good image: %v (%+v)", err, res)
+	}
+	t.Logf("refused: %v", err)
+	if res == nil || res.SHA256 != sha256sum(t, img) || res.SHA256From != "stream" {
+		t.Errorf("the result should carry the hash of the bytes restored (%s): %+v", sha256sum(t, img), res)
+	}
+	if head := gpttest.ReadAt(t, out, 0, headLen); !zeros.Is(head) {
+		t.Errorf("the image's head was written despite the mismatch")
+	}
+
+	// Without -sha256 the map's claim stands in, reported as a claim only.
+	opt.SHA256 = ""
+	res = mustCopy(t, opt)
+	if res.SHA256 != "" || res.BmapSHA256 != good || res.SHA256From != "bmap" {
+		t.Errorf("without -sha256: SHA256 %q (should be empty: not hashed), BmapSHA256 %q, from %q", res.SHA256, res.BmapSHA256, res.SHA256From)
 	}
 }

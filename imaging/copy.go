@@ -42,6 +42,7 @@ type Options struct {
 	// Dst is a block device or a file ("-" for stdout is allowed only when backing up).
 	Dst string
 	// SHA256 is the expected hex SHA-256 of the uncompressed image; empty to skip the check.
+	// It is always compared with a hash of the bytes restored, never with a block map's claim.
 	// On a mismatch Copy fails before writing the image's partition table and before any GPT fix-up.
 	SHA256 string
 	// Bmap is the image's block map (bmaptool's format; a path or URL) for a
@@ -49,8 +50,9 @@ type Options struct {
 	// .bmap) next to a local image file, if there is one. With a map, holes
 	// of a sparse image file are not read, every mapped range is checked
 	// against its checksum and every other byte must be zero; when the map
-	// records the image's SHA-256 (imgcopy's maps do), that is the image's
-	// SHA-256 without hashing the zeros. A mismatch fails like -sha256.
+	// records the image's SHA-256 (imgcopy's maps do) and SHA256 is empty,
+	// that claim is reported (Result.BmapSHA256) without hashing the zeros.
+	// A mismatch fails like -sha256.
 	Bmap string
 	// NoBmap ignores any block map.
 	NoBmap bool
@@ -116,12 +118,19 @@ type Result struct {
 	SourceBytes int64
 	// Compression is the detected (restore) or chosen (backup) compression: "none", "gzip", "zstd", "xz".
 	Compression string
-	// SHA256 is the hex SHA-256 of the uncompressed image stream.
+	// SHA256 is the hex SHA-256 of the uncompressed image stream, hashed
+	// from the bytes restored or backed up; empty when a restore took the
+	// block map's claim instead (see BmapSHA256).
 	SHA256 string
-	// SHA256From says how SHA256 was found: "stream" (the whole stream was
-	// hashed) or "bmap" (recorded in the block map BmapPath, and every
-	// mapped range matched its checksum and every other byte was zero).
+	// SHA256From says where the image's SHA-256 comes from: "stream" (the
+	// whole stream was hashed, SHA256) or "bmap" (no SHA-256 was expected
+	// and the block map BmapPath claims BmapSHA256; every mapped range
+	// matched its checksum and every other byte was zero).
 	SHA256From string
+	// BmapSHA256 is the image's SHA-256 as claimed by the block map of a
+	// restore when it was not hashed (SHA256From "bmap"). The map is
+	// unkeyed: this is a claim, not a hash of the bytes restored.
+	BmapSHA256 string `json:",omitempty"`
 	// BmapPath is the block map used by a restore or written by a backup or MakeBmap;
 	// BmapRanges the number of its ranges that were checked or written.
 	BmapPath   string

@@ -48,8 +48,8 @@ func FuzzRestore(f *testing.F) {
 		if err != nil {
 			t.Fatalf("restore with the image's block map: %v", err)
 		}
-		if res2.SHA256From != "bmap" || res2.SHA256 != res.SHA256 {
-			t.Fatalf("with the map: SHA-256 %s from %q, without: %s", res2.SHA256, res2.SHA256From, res.SHA256)
+		if res2.SHA256From != "bmap" || res2.BmapSHA256 != res.SHA256 || res2.SHA256 != "" {
+			t.Fatalf("with the map: SHA-256 %q, claimed %s from %q, without: %s", res2.SHA256, res2.BmapSHA256, res2.SHA256From, res.SHA256)
 		}
 		out1, _ := os.ReadFile(dir + "/out")
 		out2, _ := os.ReadFile(dir + "/out2")

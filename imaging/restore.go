@@ -171,7 +171,10 @@ func restoreTo(ctx context.Context, opt *Options, created *bool) (*Result, error
 	hl := min(headLen, n)
 	headCopy := bytes.Clone(head[:hl])
 	// What checks the stream: the block map's range checksums, and a
-	// SHA-256 of everything unless the map vouches for the image's.
+	// SHA-256 of everything. The map's own record of the image's SHA-256
+	// stands in for that hash only when no SHA-256 was expected: the map
+	// is unkeyed, so whoever can place it can re-seal it for another
+	// image, and an expected SHA-256 is always compared with the bytes.
 	var digests []consumer
 	var check *bmapCheck
 	var sha *shaDigest
@@ -179,7 +182,7 @@ func restoreTo(ctx context.Context, opt *Options, created *bool) (*Result, error
 		check = &bmapCheck{c: bmap.NewChecker(bm), path: bmPath}
 		digests = append(digests, check)
 	}
-	if bm == nil || !bm.Complete() {
+	if bm == nil || !bm.Complete() || want != nil {
 		sha = &shaDigest{h: sha256.New()}
 		digests = append(digests, sha)
 	}
@@ -218,10 +221,11 @@ func restoreTo(ctx context.Context, opt *Options, created *bool) (*Result, error
 	}
 	if sha != nil {
 		sum, res.SHA256From = sha.h.Sum(nil), "stream"
+		res.SHA256 = hex.EncodeToString(sum)
 	} else {
-		sum, res.SHA256From = bm.ImageSHA256, "bmap"
+		// Not hashed: what the map claims, reported as such.
+		res.SHA256From, res.BmapSHA256 = "bmap", hex.EncodeToString(bm.ImageSHA256)
 	}
-	res.SHA256 = hex.EncodeToString(sum)
 	if want != nil && !bytes.Equal(want, sum) {
 		return res, fmt.Errorf("%w: the image's SHA-256 is %s, expected %s; the image's partition table was not written, no GPT fix-up",
 			ErrChecksum, res.SHA256, opt.SHA256)

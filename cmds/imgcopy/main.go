@@ -196,8 +196,8 @@ func report(w io.Writer, r *imaging.Result, ok, madeBmap bool) {
 	}
 	switch {
 	case r.BmapPath != "" && r.SHA256From == "bmap":
-		fmt.Fprintf(w, "  as recorded in the block map %s: all %d mapped ranges matched their checksums, the rest of the image is zeros\n",
-			r.BmapPath, r.BmapRanges)
+		fmt.Fprintf(w, "SHA-256 %s claimed by the block map %s (not hashed; give -sha256 to check the bytes)\n", r.BmapSHA256, r.BmapPath)
+		fmt.Fprintf(w, "  all %d mapped ranges matched their checksums, the rest of the image is zeros\n", r.BmapRanges)
 	case r.BmapPath != "" && r.SHA256From == "stream":
 		fmt.Fprintf(w, "block map %s: all %d mapped ranges matched their checksums, the rest of the image is zeros\n", r.BmapPath, r.BmapRanges)
 	case r.BmapPath != "":

@@ -47,7 +47,8 @@ func TestRun(t *testing.T) {
 		{"make-bmap", []string{"-make-bmap", img}, 0, "block map " + img + ".bmap written", ""},
 		{"make-bmap again", []string{"-make-bmap", img}, 2, "", "use -yes to replace it"},
 		{"make-bmap args", []string{"-make-bmap", img, "x", "y"}, 2, "", "Usage: imgcopy"},
-		{"copy with the map", []string{img, filepath.Join(dir, "h")}, 0, "SHA-256 " + sum + "\n  as recorded in the block map " + img + ".bmap", "found next to the image"},
+		{"copy with the map", []string{img, filepath.Join(dir, "h")}, 0, "SHA-256 " + sum + " claimed by the block map " + img + ".bmap (not hashed", "found next to the image"},
+		{"map and -sha256", []string{"-sha256", sum, img, filepath.Join(dir, "j")}, 0, "SHA-256 " + sum + "\nblock map " + img + ".bmap: all 1 mapped ranges matched", ""},
 		{"-no-bmap", []string{"-no-bmap", img, filepath.Join(dir, "i")}, 0, "SHA-256 " + sum + "\nthe image has no GPT", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -320,13 +320,13 @@ func (s *System) Restore(ctx context.Context, c *cmdline.Config, dst string) (an
 	if err != nil {
 		return res, err
 	}
-	s.Con.Printf("restore: %s written in %.0fs (sha256 %s, verified %v)", inventory.HumanSize(res.Bytes), res.Duration.Seconds(), res.SHA256, res.Verified)
+	sum := res.SHA256
+	if res.SHA256From == "bmap" {
+		sum = res.BmapSHA256 + " claimed by the block map, not hashed"
+	}
+	s.Con.Printf("restore: %s written in %.0fs (sha256 %s, verified %v)", inventory.HumanSize(res.Bytes), res.Duration.Seconds(), sum, res.Verified)
 	if res.BmapPath != "" {
-		how := "hashed from the stream"
-		if res.SHA256From == "bmap" {
-			how = "as recorded in the map"
-		}
-		s.Con.Printf("restore: block map %s: all %d ranges matched; sha256 %s", res.BmapPath, res.BmapRanges, how)
+		s.Con.Printf("restore: block map %s: all %d ranges matched", res.BmapPath, res.BmapRanges)
 	}
 	if res.GPTFixup != "" {
 		s.Con.Printf("restore: %s", res.GPTFixup)
