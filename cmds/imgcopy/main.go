@@ -56,9 +56,11 @@ Block maps: a restore uses the image's block map (bmaptool's .bmap format;
 -bmap FILE|URL, or found next to a local image as IMAGE.bmap, the name
 without .zst/.gz/.xz plus .bmap, ...). It then reads only the mapped ranges
 of a sparse image file, checks each range's checksum and that everything
-else is zero, and takes the image's SHA-256 from the map (imgcopy's maps
-record it) instead of hashing gigabytes of zeros. A map that does not fit
-the image stops the restore like a wrong -sha256. -no-bmap ignores maps.
+else is zero. Without -sha256 it reports the SHA-256 the map claims
+(imgcopy's maps record it) instead of hashing gigabytes of zeros; -sha256
+is always checked against a hash of the bytes restored, never against
+the (unkeyed) map. A map that does not fit the image stops the restore
+like a wrong -sha256. -no-bmap ignores maps.
 -make-bmap writes an image's map (default IMAGE.bmap); bmaptool can use it.
 
 Backing up (-compress zstd|gzip|none) writes DST plus DST.gpt.json (GPT
