@@ -23,6 +23,7 @@ var Builds = map[Version]string{
 	"6.5": "6.5.0-4564106",
 	"6.7": "6.7.0-8169922",
 	"7.0": "7.0.0-15843807",
+	"8.0": "8.0.0-20513097",
 }
 
 // BankModules are the module files written to every boot bank besides the

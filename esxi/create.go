@@ -20,10 +20,15 @@ import (
 
 // CreateOptions says which ESXi boot disk Create builds.
 type CreateOptions struct {
-	Version    Version // "5.0" ... "7.0"
+	Version    Version // "5.0" ... "8.0"
 	Size       int64   // disk size in bytes (the file is sparse)
 	SectorSize int     // 512 (0 means 512) or 4096 (ESXi 6.5 and later)
-	Seed       int64   // every GUID, UUID, volume ID and filler byte derives from it
+	// Media, SystemMediaSize and UpgradedFrom are the installer's options
+	// (see Spec): "" means a disk, the default size, a fresh install.
+	Media           Media
+	SystemMediaSize string
+	UpgradedFrom    Version
+	Seed            int64 // every GUID, UUID, volume ID and filler byte derives from it
 	// AltBank is what the alternate boot bank (entry 6) holds: "older"
 	// (default) a valid boot.cfg with a smaller updated= than the primary
 	// bank, as after an upgrade; "empty" a formatted bank with its UUID but
@@ -59,6 +64,12 @@ func (o CreateOptions) normalized() (CreateOptions, error) {
 	return o, nil
 }
 
+// Spec returns the layout specification of the image Create builds.
+func (o CreateOptions) Spec() Spec {
+	return Spec{Version: o.Version, DiskBytes: o.Size, SectorSize: o.SectorSize,
+		Media: o.Media, SystemMediaSize: o.SystemMediaSize, UpgradedFrom: o.UpgradedFrom}
+}
+
 // BankUUID returns the 16-byte UUID (as 32 lower-case hex digits, the form
 // of bootUUID=) that Create writes to the boot bank with entry number slot
 // (5 or 6).
@@ -86,7 +97,7 @@ func (o CreateOptions) Updated(slot int) int {
 }
 
 // Create writes a sparse disk image of opt.Size bytes at path with exactly
-// the GPT layout ESXi opt.Version writes (see Layout) and contents an ESXi
+// the GPT layout ESXi opt.Version writes (see LayoutFor and opt.Spec) and contents an ESXi
 // boot loader accepts: FAT system partition with EFI/BOOT files, two boot
 // banks (magic + UUID at their second sector, boot.cfg, the stub kernel
 // b.b00, modules), store/locker with packages/, scratch, vmkDiagnostic
@@ -97,7 +108,7 @@ func Create(path string, opt CreateOptions) (err error) {
 	if err != nil {
 		return err
 	}
-	parts, err := Layout(opt.Version, opt.Size, opt.SectorSize)
+	parts, err := LayoutFor(opt.Spec())
 	if err != nil {
 		return err
 	}
@@ -135,6 +146,7 @@ func Create(path string, opt CreateOptions) (err error) {
 			Size:       (last - first + 1) * uint64(opt.SectorSize),
 			Type:       gpt.Type(p.Type),
 			GUID:       opt.PartGUID(p.Slot),
+			Name:       p.Name,
 			Attributes: p.Attrs,
 		})
 	}

@@ -16,34 +16,54 @@ import (
 	"github.com/esxi-rescue/rescue/internal/gpttest"
 )
 
-// createCases covers every version, both sector sizes where allowed, and
-// sizes on both sides of the optional-partition thresholds.
+// createCases covers every version, both sector sizes where allowed, the
+// installer's options, and sizes on both sides of the optional-partition
+// thresholds.
 var createCases = []struct {
 	v      Version
 	size   int64
 	sector int
+	media  Media
+	sms    string
+	from   Version
 	slots  []int // entry numbers expected, by slot
 }{
-	{"5.0", 8 << 30, 512, []int{1, 2, 3, 5, 6, 7, 8}},
-	{"5.0", 2 << 30, 512, []int{1, 5, 6, 7, 8}},
-	{"5.5", 8 << 30, 512, []int{1, 2, 3, 5, 6, 7, 8}},
-	{"6.0", 16 << 30, 512, []int{1, 2, 3, 5, 6, 7, 8, 9}},
-	{"6.5", 8 << 30, 512, []int{1, 5, 6, 7, 8, 9}},
-	{"6.5", 16 << 30, 4096, []int{1, 2, 3, 5, 6, 7, 8, 9}},
-	{"6.7", 16 << 30, 512, []int{1, 2, 3, 5, 6, 7, 8, 9}},
-	{"6.7", 8 << 30, 4096, []int{1, 5, 6, 7, 8, 9}},
-	{"7.0", 8 << 30, 512, []int{1, 5, 6, 7}},
-	{"7.0", 8 << 30, 4096, []int{1, 5, 6, 7}},
-	{"7.0", 200 << 30, 512, []int{1, 5, 6, 7, 8}},
+	{"5.0", 8 << 30, 512, "", "", "", []int{1, 2, 3, 5, 6, 7, 8}},
+	{"5.0", 2 << 30, 512, "", "", "", []int{1, 5, 6, 7, 8}},
+	{"5.5", 8 << 30, 512, "", "", "", []int{1, 2, 3, 5, 6, 7, 8}},
+	{"5.5", 8 << 30, 512, MediaUSB, "", "", []int{1, 5, 6, 7, 8}},
+	{"6.0", 16 << 30, 512, "", "", "", []int{1, 2, 3, 5, 6, 7, 8, 9}},
+	{"6.5", 8 << 30, 512, "", "", "", []int{1, 5, 6, 7, 8, 9}},
+	{"6.5", 16 << 30, 4096, "", "", "", []int{1, 2, 3, 5, 6, 7, 8, 9}},
+	{"6.7", 16 << 30, 512, "", "", "", []int{1, 2, 3, 5, 6, 7, 8, 9}},
+	{"6.7", 8 << 30, 4096, "", "", "", []int{1, 5, 6, 7, 8, 9}},
+	{"6.7", 16 << 30, 512, MediaUSB, "", "", []int{1, 5, 6, 7, 8, 9}},
+	{"6.7", 3 << 30, 512, MediaUSB, "", "", []int{1, 5, 6, 7, 8}},
+	{"6.7", 16 << 30, 512, "", "", "5.0", []int{1, 2, 3, 5, 6, 7, 8}},
+	{"7.0", 8 << 30, 512, "", "", "", []int{1, 5, 6, 7}},
+	{"7.0", 8 << 30, 4096, "", "", "", []int{1, 5, 6, 7}},
+	{"7.0", 200 << 30, 512, "", "", "", []int{1, 5, 6, 7, 8}},
+	{"7.0", 16 << 30, 512, MediaUSB, "", "", []int{1, 5, 6}},
+	{"7.0", 80 << 30, 512, "", SystemMediaMin, "", []int{1, 5, 6, 7, 8}},
+	{"8.0", 200 << 30, 512, "", "", "", []int{1, 5, 6, 7, 8}},
+	{"8.0", 40 << 30, 4096, "", "", "", []int{1, 5, 6, 7}},
+	{"8.0", 16 << 30, 512, MediaUSB, "", "", []int{1, 5, 6}},
 }
 
 func TestCreate(t *testing.T) {
 	for _, c := range createCases {
-		t.Run(fmt.Sprintf("%s-%dG-%d", c.v, c.size>>30, c.sector), func(t *testing.T) {
+		name := fmt.Sprintf("%s-%dG-%d", c.v, c.size>>30, c.sector)
+		for _, x := range []string{string(c.media), c.sms, string(c.from)} {
+			if x != "" {
+				name += "-" + x
+			}
+		}
+		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			opt := CreateOptions{Version: c.v, Size: c.size, SectorSize: c.sector, Seed: 42}
+			opt := CreateOptions{Version: c.v, Size: c.size, SectorSize: c.sector, Seed: 42,
+				Media: c.media, SystemMediaSize: c.sms, UpgradedFrom: c.from}
 			img := createImage(t, opt)
-			parts, err := Layout(c.v, c.size, c.sector)
+			parts, err := LayoutFor(opt.Spec())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -109,6 +129,21 @@ func checkGPTWithTools(t *testing.T, img string, sector int, parts []Part) {
 		got[r.Num] = [2]uint64{r.First, r.Last}
 	}
 	compare("sgdisk -p", got)
+	// sfdisk: same entries, and the entry names (7.x/8.x) as the layout says.
+	d := gpttest.SfdiskJSON(t, dev)
+	got = map[int][2]uint64{}
+	names := map[int]string{}
+	for _, p := range d.PartitionTable.Partitions {
+		n := gpttest.SfdiskSlot(p.Node)
+		got[n] = [2]uint64{p.Start, p.Start + p.Size - 1}
+		names[n] = p.Name
+	}
+	compare("sfdisk --json", got)
+	for _, p := range parts {
+		if names[p.Slot] != p.Name {
+			t.Errorf("sfdisk: entry %d name %q, want %q", p.Slot, names[p.Slot], p.Name)
+		}
+	}
 }
 
 // checkContents: fsck.fat clean on every FAT, mtools reads boot.cfg, the

@@ -160,7 +160,7 @@ func Inspect(r io.ReaderAt, size int64, sectorSize int) (*BootReport, error) {
 	if rep.Family == "" {
 		rep.Family = "6"
 	}
-	if rep.Family == "7" {
+	if rep.Family == "7" || rep.Family == "8" {
 		rep.Notes = append(rep.Notes, "ESXi 7's boot loader finds boot banks by content, not only at entries 5 and 6; this verdict applies the ESXi 5/6 rules (u-root's esxiboot uses them too)")
 	}
 	rep.Mounts = checkMounts(rep.Family, kinds)
@@ -388,7 +388,7 @@ func classify(r io.ReaderAt, st *readerStorage, size int64, ss int, e rawEntry) 
 // checkMounts compares the entries ESXi mounts by number with what is there.
 func checkMounts(family string, kinds map[int]string) []MountReport {
 	want := map[int]Role{2: RoleScratch, 3: RoleDatastore, 8: RoleStore}
-	if family == "7" {
+	if family == "7" || family == "8" {
 		want = map[int]Role{7: RoleOSData, 8: RoleDatastore}
 	}
 	var slots []int

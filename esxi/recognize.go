@@ -25,11 +25,23 @@ const (
 
 // Match is an ESXi layout recognised on a table without a reference.
 type Match struct {
-	Family     string        `json:"family"`     // "5.x", "6.x", "7.x", or "5.x or 6.x" when both fit identically
-	Confidence string        `json:"confidence"` // ConfidenceExact or ConfidenceStructural
-	SlotMap    map[int]int   `json:"slot_map"`   // current slot -> canonical slot, for every used entry
-	Parts      []MatchedPart `json:"parts"`
-	Text       string        `json:"text"` // plain-words explanation for a sysadmin
+	// Family is the ESXi family whose installer wrote the table: "5.x",
+	// "6.x", "7.x", "8.x", or "5.x or 6.x" / "7.x or 8.x" when both lay
+	// the partitions out identically.
+	Family     string `json:"family"`
+	Confidence string `json:"confidence"` // ConfidenceExact or ConfidenceStructural
+	// Medium is "disk", "usb" (USB stick or SD card) or "disk or usb"
+	// when the table does not tell.
+	Medium string `json:"medium"`
+	// Variant names the installer options the table fits, e.g. "fresh
+	// install", "systemMediaSize=min", "or a 6.x host upgraded from 5.x".
+	Variant string `json:"variant"`
+	// Grown: the last partition (datastore or OSDATA) ends past where the
+	// installer ended it on the disk the table was made for.
+	Grown   bool          `json:"grown"`
+	SlotMap map[int]int   `json:"slot_map"` // current slot -> canonical slot, for every used entry
+	Parts   []MatchedPart `json:"parts"`
+	Text    string        `json:"text"` // plain-words explanation for a sysadmin
 }
 
 // MatchedPart is one partition of the disk and what it is in the layout.
@@ -53,39 +65,81 @@ func (m *Match) NeedsMove() bool {
 	return false
 }
 
-// recFamily is one ESXi family as Recognize tries it.
-type recFamily struct {
-	name    string  // "5.x"
-	version Version // a version whose Layout describes the family
+// recVariant is one installer configuration Recognize tries.
+type recVariant struct {
+	family  string  // "5.x"
+	version Version // a version whose layout is the family's
+	media   Media
+	sms     string // systemMediaSize=, "" for none
 }
 
-var recFamilies = []recFamily{{"5.x", "5.0"}, {"6.x", "6.7"}, {"7.x", "7.0"}}
+func (v recVariant) name() string {
+	if v.sms != "" && v.sms != SystemMediaDefault {
+		return "systemMediaSize=" + v.sms
+	}
+	return "fresh install"
+}
 
-// recProbeSizes are disk sizes whose layouts together show every variant of
-// a family (which optional partitions exist); structural matching accepts
-// any of them.
-var recProbeSizes = []int64{2 * gib, 4 * gib, 8 * gib, 9 * gib, 12 * gib, 16 * gib, 40 * gib, 200 * gib, 1024 * gib}
+// recVariants: every family x medium x systemMediaSize. A 6.x host
+// upgraded from 5.x keeps the 5.x table, so it shows as 5.x (said in
+// Variant).
+var recVariants = func() []recVariant {
+	var out []recVariant
+	for _, f := range []struct {
+		name string
+		v    Version
+	}{{"5.x", "5.0"}, {"6.x", "6.7"}, {"7.x", "7.0"}, {"8.x", "8.0"}} {
+		for _, m := range []Media{MediaDisk, MediaUSB} {
+			if (f.name == "7.x" || f.name == "8.x") && m == MediaDisk {
+				for _, s := range SystemMediaSizes {
+					out = append(out, recVariant{f.name, f.v, m, s})
+				}
+				continue
+			}
+			out = append(out, recVariant{f.name, f.v, m, ""})
+		}
+	}
+	return out
+}()
+
+// recProbeSizes are disk sizes whose layouts together show every variant
+// (which optional partitions exist, the boot bank size classes); the
+// sizes the table itself implies are tried first.
+var recProbeSizes = []int64{2 * gib, 3 * gib, 4 * gib, 6 * gib, 8 * gib, 9 * gib, 12 * gib, 16 * gib, 24 * gib,
+	40 * gib, 64 * gib, 80 * gib, 100 * gib, 133 * gib, 200 * gib, 1024 * gib, 16384 * gib}
 
 type recEntry struct {
 	slot int
 	e    gpt.Entry
 }
 
-// recCandidate is one way the table fits a family.
+// recCandidate is one way the table fits a variant.
 type recCandidate struct {
-	fam        recFamily
-	exact      bool
+	v          recVariant
+	level      int    // recExact, recGrown or recStructural
 	parts      []Part // layout parts in disk order, aligned with the entries
-	diskBytes  int64  // the size whose layout matched exactly (0 for structural)
+	diskBytes  int64  // the size whose layout matched (exact only)
+	grown      bool   // exact for the size the last partition's end implies, not for this disk's
 	slotMap    map[int]int
 	exactParts []bool
 }
 
+// Match levels, best first.
+const (
+	recExact = iota
+	recGrown
+	recStructural
+)
+
 // Recognize decides from the used entries' (type, first LBA, last LBA),
-// in whatever slots they are, whether t holds an ESXi 5.x, 6.x or 7.x boot
-// disk layout, and where each partition belongs. It returns an error that
-// explains why when the table is not an ESXi layout or when two recFamilies
-// would put the partitions in different slots.
+// in whatever slots they are, whether t holds an ESXi 5.x, 6.x, 7.x or 8.x
+// boot disk layout (on a disk or USB/SD medium, with any systemMediaSize=,
+// 512-byte or 4 KiB sectors, names present or not), and where each
+// partition belongs. The last partition, when the installer gives it the
+// rest of the disk (the datastore, or OSDATA), may end past the
+// installer's end (a grown disk). It returns an error that explains why
+// when the table is not an ESXi layout, or when layouts that fit equally
+// well would put the partitions in different slots.
 func Recognize(t *gpt.Table) (*Match, error) {
 	if t == nil {
 		return nil, errors.New("esxi: no table")
@@ -110,21 +164,21 @@ func Recognize(t *gpt.Table) (*Match, error) {
 		}
 	}
 	ss := t.SectorSize
-	sizes := recDiskSizes(t)
+	sizes, implied := recDiskSizes(t, used)
 
-	var exact, structural []recCandidate
-	for _, f := range recFamilies {
-		if c, ok := recMatchExact(f, used, sizes, ss); ok {
-			exact = append(exact, c)
+	best := recStructural + 1
+	var cands []recCandidate
+	for _, v := range recVariants {
+		c, ok := recMatch(v, used, sizes, implied, ss)
+		if !ok {
 			continue
 		}
-		if c, ok := recMatchStructure(f, used, sizes, ss); ok {
-			structural = append(structural, c)
+		switch {
+		case c.level < best:
+			best, cands = c.level, []recCandidate{c}
+		case c.level == best:
+			cands = append(cands, c)
 		}
-	}
-	cands := exact
-	if len(cands) == 0 {
-		cands = structural
 	}
 	if len(cands) == 0 {
 		return nil, recNotESXi(used, ss)
@@ -133,7 +187,7 @@ func Recognize(t *gpt.Table) (*Match, error) {
 		if !recSameMap(c.slotMap, cands[0].slotMap) {
 			var names []string
 			for _, c := range cands {
-				names = append(names, "ESXi "+c.fam.name+" ("+recDescribeMap(c.slotMap)+")")
+				names = append(names, fmt.Sprintf("ESXi %s on a %s, %s (%s)", c.v.family, c.v.media, c.v.name(), recDescribeMap(c.slotMap)))
 			}
 			return nil, fmt.Errorf("esxi: ambiguous: the partitions fit %s, which put them in different slots; use a reference (-ref) instead", strings.Join(names, " and "))
 		}
@@ -141,31 +195,47 @@ func Recognize(t *gpt.Table) (*Match, error) {
 	return recBuildMatch(cands, used, ss), nil
 }
 
-// recDiskSizes returns the disk sizes to try exact layouts for: this disk's,
-// and the one the table was made for (where its backup header is or the
-// primary says it is).
-func recDiskSizes(t *gpt.Table) []int64 {
+// recDiskSizes returns the disk sizes to try exact layouts for: this
+// disk's, the one the table was made for (where its backup header is or
+// the primary says it is), and (implied) the ones for which the last
+// partition ends where an installer ends a partition that takes the rest
+// of the disk.
+func recDiskSizes(t *gpt.Table, used []recEntry) (sizes, implied []int64) {
 	ss := int64(t.SectorSize)
-	out := []int64{t.DiskSize}
-	add := func(lastLBA uint64) {
-		if lastLBA == 0 || lastLBA > 1<<50 {
+	out := &sizes
+	add := func(n int64) {
+		if n <= 0 || n > 1<<60 {
 			return
 		}
-		n := int64(lastLBA+1) * ss
-		for _, s := range out {
+		for _, s := range append(append([]int64(nil), sizes...), implied...) {
 			if s == n {
 				return
 			}
 		}
-		out = append(out, n)
+		*out = append(*out, n)
+	}
+	add(t.DiskSize)
+	addLBA := func(lastLBA uint64) {
+		if lastLBA != 0 && lastLBA < 1<<50 {
+			add(int64(lastLBA+1) * ss)
+		}
 	}
 	if t.Primary.Valid() {
-		add(t.Primary.Header.AlternateLBA)
+		addLBA(t.Primary.Header.AlternateLBA)
 	}
 	if t.Backup.Valid() {
-		add(t.Backup.HeaderLBA)
+		addLBA(t.Backup.HeaderLBA)
 	}
-	return out
+	out = &implied
+	if last := used[len(used)-1].e.Last; last < 1<<50 {
+		if ss == 4096 {
+			add((int64(last) + 6) * 4096)
+		} else {
+			add((int64(last) + 1 + gptTailSectors) * 512)
+			add((int64(last) + 1 + gptTailSectors + 7) * 512) // 512e: rounded down to 4 KiB
+		}
+	}
+	return sizes, implied
 }
 
 // fits reports whether e is at exactly p's boundaries.
@@ -174,84 +244,78 @@ func recFits(e gpt.Entry, p Part, ss int) bool {
 	return e.Type.String() == p.Type && e.First == f && e.Last == l
 }
 
-// recMatchExact finds a layout of family f whose every boundary the
-// entries have: first for the disk sizes the table itself suggests (then
-// the disk size is known), else for any size, leaving the end of the
-// last partition free when the installer gives it the rest of the disk
-// (the datastore, or OSData on 7.x): a restored or resized disk moves it.
-func recMatchExact(f recFamily, used []recEntry, sizes []int64, ss int) (recCandidate, bool) {
-	try := func(d int64, freeEnd bool) (recCandidate, bool) {
-		parts, err := Layout(f.version, d, ss)
-		if err != nil || len(parts) != len(used) {
-			return recCandidate{}, false
+// recMatch finds the best way the entries fit variant v: every boundary
+// exactly for one of the disk sizes (exact), or every boundary but the
+// end of a last partition that takes the rest of the disk, which ends
+// later (grown; a shorter one is accepted too: the restored disk may be a
+// copy of a larger one's table), or for 7.x/8.x, whose sizes depend on the
+// medium, only the types in the physical order (structural).
+func recMatch(v recVariant, used []recEntry, sizes, implied []int64, ss int) (recCandidate, bool) {
+	layouts := func(d int64) [][]Part {
+		var out [][]Part
+		phys := []int{ss}
+		if ss == 512 {
+			phys = append(phys, 4096)
 		}
-		n := len(parts)
-		if freeEnd && parts[n-1].Role != RoleDatastore && parts[n-1].Role != RoleOSData {
-			return recCandidate{}, false
-		}
-		for i, u := range used {
-			if freeEnd && i == n-1 {
-				if u.e.Type.String() != parts[i].Type || u.e.First != recFirst(parts[i], ss) {
-					return recCandidate{}, false
-				}
-				continue
-			}
-			if !recFits(u.e, parts[i], ss) {
-				return recCandidate{}, false
+		for _, ps := range phys {
+			parts, err := LayoutFor(Spec{Version: v.version, DiskBytes: d, SectorSize: ss, PhysicalSectorSize: ps, Media: v.media, SystemMediaSize: v.sms})
+			if err == nil && len(parts) == len(used) {
+				out = append(out, parts)
 			}
 		}
-		c := recCandidate{fam: f, exact: true, parts: parts, slotMap: map[int]int{}}
-		if !freeEnd {
-			c.diskBytes = d
-		}
-		for i, u := range used {
-			c.slotMap[u.slot] = parts[i].Slot
-			c.exactParts = append(c.exactParts, true)
-		}
-		return c, true
+		return out
 	}
-	for _, d := range sizes {
-		if c, ok := try(d, false); ok {
-			return c, true
-		}
-	}
-	for _, d := range append(append([]int64(nil), sizes...), recProbeSizes...) {
-		if c, ok := try(d, true); ok {
-			return c, true
-		}
-	}
-	return recCandidate{}, false
-}
-
-// recMatchStructure accepts, for 7.x only (whose sizes depend on the
-// medium), the family's partition types in the family's physical order.
-// The 5.x and 6.x installers use fixed boundaries: anything else is not
-// their layout.
-func recMatchStructure(f recFamily, used []recEntry, sizes []int64, ss int) (recCandidate, bool) {
-	if f.name != "7.x" {
-		return recCandidate{}, false
-	}
-	for _, d := range append(append([]int64(nil), sizes...), recProbeSizes...) {
-		parts, err := Layout(f.version, d, ss)
-		if err != nil || len(parts) != len(used) {
-			continue
-		}
-		ok := true
-		for i, u := range used {
-			if u.e.Type.String() != parts[i].Type {
-				ok = false
-				break
-			}
-		}
-		if !ok {
-			continue
-		}
-		c := recCandidate{fam: f, parts: parts, slotMap: map[int]int{}}
+	mk := func(level int, parts []Part, d int64) recCandidate {
+		c := recCandidate{v: v, level: level, parts: parts, diskBytes: d, slotMap: map[int]int{}}
 		for i, u := range used {
 			c.slotMap[u.slot] = parts[i].Slot
 			c.exactParts = append(c.exactParts, recFits(u.e, parts[i], ss))
 		}
-		return c, true
+		return c
+	}
+	all := append(append(append([]int64(nil), sizes...), implied...), recProbeSizes...)
+	for i, d := range append(append([]int64(nil), sizes...), implied...) {
+		for _, parts := range layouts(d) {
+			ok := true
+			for i, u := range used {
+				ok = ok && recFits(u.e, parts[i], ss)
+			}
+			if ok {
+				c := mk(recExact, parts, d)
+				c.grown = i >= len(sizes)
+				return c, true
+			}
+		}
+	}
+	for _, d := range all {
+		for _, parts := range layouts(d) {
+			n := len(parts)
+			if r := parts[n-1].Role; r != RoleDatastore && r != RoleOSData {
+				continue
+			}
+			ok := true
+			for i, u := range used[:n-1] {
+				ok = ok && recFits(u.e, parts[i], ss)
+			}
+			last := used[n-1].e
+			if ok && last.Type.String() == parts[n-1].Type && last.First == recFirst(parts[n-1], ss) {
+				return mk(recGrown, parts, 0), true
+			}
+		}
+	}
+	if v.family != "7.x" && v.family != "8.x" {
+		return recCandidate{}, false
+	}
+	for _, d := range all {
+		for _, parts := range layouts(d) {
+			ok := true
+			for i, u := range used {
+				ok = ok && u.e.Type.String() == parts[i].Type
+			}
+			if ok {
+				return mk(recStructural, parts, 0), true
+			}
+		}
 	}
 	return recCandidate{}, false
 }
@@ -286,38 +350,51 @@ func recDescribeMap(m map[int]int) string {
 	return strings.Join(s, " ")
 }
 
+// recJoin joins the distinct values of f over cands with " or ".
+func recJoin(cands []recCandidate, f func(recCandidate) string) string {
+	var out []string
+	seen := map[string]bool{}
+	for _, c := range cands {
+		if s := f(c); !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	return strings.Join(out, " or ")
+}
+
 func recBuildMatch(cands []recCandidate, used []recEntry, ss int) *Match {
 	c := cands[0]
-	m := &Match{Family: c.fam.name, Confidence: ConfidenceStructural, SlotMap: c.slotMap}
-	if c.exact {
-		m.Confidence = ConfidenceExact
+	m := &Match{SlotMap: c.slotMap, Confidence: ConfidenceExact, Grown: c.level == recGrown || c.grown}
+	if c.level == recStructural {
+		m.Confidence = ConfidenceStructural
 	}
-	if len(cands) > 1 {
-		var names []string
-		for _, x := range cands {
-			names = append(names, x.fam.name)
-		}
-		m.Family = strings.Join(names, " or ")
+	m.Family = recJoin(cands, func(c recCandidate) string { return c.v.family })
+	m.Medium = recJoin(cands, func(c recCandidate) string { return string(c.v.media) })
+	m.Variant = recJoin(cands, func(c recCandidate) string { return c.v.name() })
+	if strings.HasPrefix(m.Family, "5.x") {
+		m.Variant += " (or a 6.x host upgraded from 5.x: it keeps the 5.x table)"
 	}
 	for i, u := range used {
 		m.Parts = append(m.Parts, MatchedPart{Current: u.slot, Canonical: c.parts[i].Slot, Role: c.parts[i].Role,
 			Type: u.e.Type.String(), First: u.e.First, Last: u.e.Last, Exact: c.exactParts[i]})
 	}
 	var b strings.Builder
+	on := fmt.Sprintf("on a %s (%s)", strings.ReplaceAll(m.Medium, "usb", "USB stick or SD card"), m.Variant)
 	switch {
-	case c.exact && c.diskBytes > 0:
-		fmt.Fprintf(&b, "ESXi %s boot disk layout, exact match: all %d partitions have the boundaries the ESXi %s installer writes on a disk of %s.\n",
-			m.Family, len(used), m.Family, recSizeText(c.diskBytes))
-	case c.exact:
+	case c.level == recExact && !c.grown:
+		fmt.Fprintf(&b, "ESXi %s boot disk layout %s, exact match: all %d partitions have the boundaries the ESXi %s installer writes on a medium of %s.\n",
+			m.Family, on, len(used), m.Family, recSizeText(c.diskBytes))
+	case c.level != recStructural:
 		last := used[len(used)-1].e
-		fmt.Fprintf(&b, "ESXi %s boot disk layout, exact match: all %d partitions start where the ESXi %s installer puts them and have its sizes; the last one (%s) ends at LBA %d.\n",
-			m.Family, len(used), m.Family, c.parts[len(used)-1].Role, last.Last)
+		fmt.Fprintf(&b, "ESXi %s boot disk layout %s, exact match: all %d partitions start where the ESXi %s installer puts them and have its sizes; the last one (%s) ends at LBA %d, not where the installer ended it (a disk that grew or a table from another disk).\n",
+			m.Family, on, len(used), m.Family, c.parts[len(used)-1].Role, last.Last)
 	default:
-		fmt.Fprintf(&b, "ESXi %s boot disk layout, structural match: the partition types and their order on disk are those of ESXi %s, but some sizes differ from what its installer writes.\n",
-			m.Family, m.Family)
+		fmt.Fprintf(&b, "ESXi %s boot disk layout %s, structural match: the partition types and their order on disk are those of ESXi %s, but some sizes differ from what its installer writes.\n",
+			m.Family, on, m.Family)
 	}
 	if len(cands) > 1 {
-		fmt.Fprintf(&b, "(ESXi %s put these partitions in the same slots, so which one it is does not matter here.)\n", m.Family)
+		fmt.Fprintf(&b, "(The layouts that fit put these partitions in the same slots, so which one it is does not matter here.)\n")
 	}
 	b.WriteString("Partitions in disk order:\n")
 	for _, p := range m.Parts {
@@ -333,7 +410,7 @@ func recBuildMatch(cands []recCandidate, used []recEntry, ss int) *Match {
 			recSizeText(int64(p.Last-p.First+1)*int64(ss)), state, size)
 	}
 	if m.NeedsMove() {
-		b.WriteString("Some entries are not in the slots ESXi gave them. ESXi finds partitions by entry number (its boot loader looks for the boot banks at entries 5 and 6), so it will not boot or run correctly until they are moved back.\n")
+		b.WriteString("Some entries are not in the slots ESXi gave them. ESXi finds partitions by entry number (its boot loader up to 6.7u1 looks for the boot banks at entries 5 and 6 only; ESXi mounts store/locker, scratch, OSDATA and the datastore by number), so it will not boot or run correctly until they are moved back.\n")
 	}
 	m.Text = b.String()
 	return m
@@ -346,10 +423,10 @@ func recNotESXi(used []recEntry, ss int) error {
 		found = append(found, recTypeName(u.e.Type.String()))
 	}
 	var want []string
-	for _, f := range recFamilies {
-		seen := map[string]bool{}
+	seen := map[string]bool{}
+	for _, v := range recVariants {
 		for _, d := range recProbeSizes {
-			parts, err := Layout(f.version, d, ss)
+			parts, err := LayoutFor(Spec{Version: v.version, DiskBytes: d, SectorSize: ss, Media: v.media, SystemMediaSize: v.sms})
 			if err != nil {
 				continue
 			}
@@ -357,10 +434,10 @@ func recNotESXi(used []recEntry, ss int) error {
 			for _, p := range parts {
 				s = append(s, recTypeName(p.Type))
 			}
-			k := strings.Join(s, ", ")
+			k := "ESXi " + v.family + ": " + strings.Join(s, ", ")
 			if !seen[k] {
 				seen[k] = true
-				want = append(want, fmt.Sprintf("ESXi %s: %s", f.name, k))
+				want = append(want, k)
 			}
 		}
 	}

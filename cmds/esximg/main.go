@@ -3,7 +3,7 @@
 //
 // Synopsis:
 //
-//	esximg create -version V [-size 8G] [-sector 512|4096] [-seed N] [-alt-bank older|empty] [-f] OUT
+//	esximg create -version V [-size 8G] [-sector 512|4096] [-media disk|usb] [-system-media-size S] [-upgraded-from V] [-seed N] [-alt-bank older|empty] [-f] OUT
 //	esximg damage -mode MODE [-size SIZE] [-sector 0|512|4096] SRC [DST]
 //	esximg inspect [-json] [-sector 0|512|4096] IMAGE
 //
@@ -31,7 +31,9 @@ func main() {
 
 const usage = `esximg — ESXi-style boot disk images for tests and demos
 
-  esximg create -version V [-size 8G] [-sector 512|4096] [-seed N] [-alt-bank older|empty] [-f] OUT
+  esximg create -version V [-size 8G] [-sector 512|4096] [-media disk|usb]
+                [-system-media-size min|small|default|max] [-upgraded-from V]
+                [-seed N] [-alt-bank older|empty] [-f] OUT
       build a sparse disk image with exactly the GPT layout ESXi V writes
   esximg damage -mode MODE [-size SIZE] [-sector 0|512|4096] SRC [DST]
       damage a copy (DST) or the image itself (no DST) the way the field does
@@ -106,7 +108,7 @@ func parse(fs *flag.FlagSet, args []string, nargs ...int) ([]string, error) {
 }
 
 func create(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("create", "-version V [-size 8G] [-sector 512|4096] [-seed N] [-alt-bank older|empty] [-f] OUT", `Writes OUT, a sparse disk image with exactly the GPT layout ESXi V writes
+	fs := newFlags("create", "-version V [-size 8G] [-sector 512|4096] [-media disk|usb] [-system-media-size S] [-upgraded-from V] [-seed N] [-alt-bank older|empty] [-f] OUT", `Writes OUT, a sparse disk image with exactly the GPT layout ESXi V writes
 (entry numbers, LBAs, type GUIDs, the empty slot 4 on 5.x/6.x, entries not
 in disk order) and contents an ESXi boot loader accepts: FAT system partition
 with EFI/BOOT files; boot banks 5 and 6 (FAT16, "VMWARE FAT16    " + UUID at
@@ -114,8 +116,12 @@ their second sector, boot.cfg, the stub kernel b.b00 that prints
 "ESXI-STUB: booted from bank <uuid>" on COM1 and powers off, modules);
 store/locker (8) with packages/, scratch (2), vmkDiagnostic (7, 9) headers,
 a VMFS datastore with the magic 0xC001D00D at 1 MiB and "VM data" blocks,
-and on 7.0 an OSDATA VMFS-L. Partitions ESXi creates only on larger media
-appear only when -size allows. The same flags always give the same bytes.
+and on 7.0/8.0 an OSDATA VMFS-L. Partitions ESXi creates only on larger media
+appear only when -size allows. The installer's options: -media usb (USB
+stick or SD card: 5.x/6.x without scratch and datastore, 7.x/8.x only the
+entries 1, 5, 6), -system-media-size (7.0 U1c+ systemMediaSize=, caps
+OSDATA), -upgraded-from (a 6.x host upgraded from 5.x keeps the 5.x table).
+The same flags always give the same bytes.
 The primary bank (5) has updated=2; the alternate (6) updated=1 (-alt-bank
 older) or no files at all (-alt-bank empty, as after a fresh install).
 Prints the bank UUIDs (the bootUUID= values) on stdout.`, stderr)
@@ -124,6 +130,9 @@ Prints the bank UUIDs (the bootUUID= values) on stdout.`, stderr)
 	sector := fs.Int("sector", 512, "logical sector size: 512, or 4096 (ESXi 6.5 and later)")
 	seed := fs.Int64("seed", 1, "seed for every GUID, UUID and volume ID")
 	alt := fs.String("alt-bank", "older", "alternate boot bank (6): older or empty")
+	media := fs.String("media", "disk", "medium: disk, or usb (USB stick or SD card)")
+	sms := fs.String("system-media-size", "", "7.0/8.0 systemMediaSize=: min, small, default or max")
+	from := fs.String("upgraded-from", "", "version first installed, when an upgrade kept its table (e.g. 5.0 for a 6.x host)")
 	force := fs.Bool("f", false, "overwrite OUT if it exists")
 	rest, err := parse(fs, args, 1)
 	if err != nil {
@@ -138,12 +147,21 @@ Prints the bank UUIDs (the bootUUID= values) on stdout.`, stderr)
 		fs.Usage()
 		return errUsage
 	}
-	opt := esxi.CreateOptions{Version: esxi.Version(*version), Size: n, SectorSize: *sector, Seed: *seed, AltBank: *alt, Overwrite: *force}
+	opt := esxi.CreateOptions{Version: esxi.Version(*version), Size: n, SectorSize: *sector, Seed: *seed, AltBank: *alt, Overwrite: *force,
+		Media: esxi.Media(*media), SystemMediaSize: *sms, UpgradedFrom: esxi.Version(*from)}
 	if err := esxi.Create(rest[0], opt); err != nil {
 		return err
 	}
-	parts, _ := esxi.Layout(opt.Version, n, *sector)
-	fmt.Fprintf(stdout, "%s: ESXi %s, %d bytes, %d-byte sectors, %d partitions\n", rest[0], *version, n, *sector, len(parts))
+	parts, err := esxi.LayoutFor(opt.Spec())
+	if err != nil {
+		return err
+	}
+	var slots []string
+	for _, p := range parts {
+		slots = append(slots, fmt.Sprint(p.Slot))
+	}
+	fmt.Fprintf(stdout, "%s: ESXi %s on a %s, %d bytes, %d-byte sectors, %d partitions (entries in disk order: %s)\n",
+		rest[0], *version, opt.Spec().Media, n, *sector, len(parts), strings.Join(slots, ","))
 	for _, slot := range []int{5, 6} {
 		fmt.Fprintf(stdout, "bank %d: bootUUID=%s updated=%d\n", slot, opt.BankUUID(slot), opt.Updated(slot))
 	}
