@@ -512,7 +512,7 @@ type File interface {
 // in the same directory, hidden, with a suffix that says what it is.
 func TempName(name string) string {
 	dir, base := "", name
-	if i := strings.LastIndex(name, "/"); i >= 0 {
+	if i := strings.LastIndexAny(name, `/\`); i >= 0 { // "\" for SMB
 		dir, base = name[:i+1], name[i+1:]
 	}
 	return dir + "." + base + ".partial"

@@ -176,6 +176,27 @@ type Cut struct {
 	l     net.Listener
 	conns atomic.Int32
 	cut   atomic.Bool
+	mu    sync.Mutex
+	open  []net.Conn
+	dead  bool
+}
+
+// Kill makes the server vanish: the listener and every connection close.
+func (c *Cut) Kill() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.dead = true
+	c.l.Close()
+	for _, x := range c.open {
+		x.Close()
+	}
+}
+
+func (c *Cut) track(x ...net.Conn) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.open = append(c.open, x...)
+	return !c.dead
 }
 
 // NewCut starts a cutting proxy to target.
@@ -212,6 +233,9 @@ func (c *Cut) serve(in net.Conn, target string) {
 	var once sync.Once
 	closeBoth := func() { once.Do(func() { in.Close(); out.Close() }) }
 	defer closeBoth()
+	if !c.track(in, out) {
+		return
+	}
 	go func() { io.Copy(out, in); closeBoth() }()
 	var n int64
 	buf := make([]byte, 32<<10)

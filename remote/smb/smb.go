@@ -123,7 +123,7 @@ func (b *Backend) mapErr(err error, what string) error {
 	case errors.As(err, &ie) && what == "session setup", strings.Contains(err.Error(), "dialect"):
 		return fmt.Errorf("%w: %s did not negotiate SMB 2 or 3 (%v): SMB1 is refused; enable SMB2/3 on the server (Samba: server min protocol = SMB2)", remote.ErrProtocol, b.u.Host, err)
 	case errors.As(err, &te) && what == "session setup" && errors.Is(te.Err, io.EOF):
-		return fmt.Errorf("%s closed the connection during SMB 2/3 negotiation (a server that speaks only SMB1 does this; SMB1 is refused): %v", b.u.Host, err)
+		return fmt.Errorf("%w: %s closed the connection during SMB 2/3 negotiation (a server that speaks only SMB1 does this; SMB1 is refused): %v", remote.ErrProtocol, b.u.Host, err)
 	}
 	return fmt.Errorf("smb %s: %v", what, err)
 }
