@@ -21,6 +21,7 @@ APT_PACKAGES=(
 	zstd:zstd xz-utils:xz gzip:gzip bmap-tools:bmaptool cpio:cpio binutils:objcopy
 	util-linux:losetup iproute2:ip kmod:depmod ca-certificates:/etc/ssl/certs/ca-certificates.crt
 	e2fsprogs:mkfs.ext4 diffutils:cmp
+	samba:smbd smbclient:smbclient openssh-server:sshd openssh-client:ssh-keygen curl:curl
 	grub-common:grub-mkimage grub-efi-amd64-bin:/usr/lib/grub/x86_64-efi/kernel.img grub-pc-bin:/usr/lib/grub/i386-pc/boot.img
 	ipxe:/usr/lib/ipxe/undionly.kpxe pxelinux:/usr/lib/PXELINUX/pxelinux.0 syslinux-common:/usr/lib/syslinux/modules/bios/ldlinux.c32
 )
@@ -44,6 +45,12 @@ deps() {
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 	fi
 	go mod download
+	# The S3 server of the remote tests (internal/remotetest): versitygw,
+	# built from the Go module proxy (Debian has no S3 server).
+	if ! command -v versitygw >/dev/null && [[ ! -x "$(go env GOPATH)/bin/versitygw" ]]; then
+		log "installing versitygw (S3 server for the tests) with go install"
+		go install "github.com/versity/versitygw/cmd/versitygw@${VERSITYGW_VERSION:-v1.8.0}"
+	fi
 }
 
 build() {
@@ -67,6 +74,8 @@ FUZZ_TARGETS=(
 	"./rescue/coldplug FuzzFnmatch"
 	"./bmap FuzzParse"
 	"./bmap FuzzBuilderChecker"
+	"./remote FuzzParse"
+	"./remote/cred FuzzParse"
 )
 FUZZTIME=${FUZZTIME:-10s}
 

@@ -29,7 +29,11 @@ func Need(t testing.TB, bin, pkg string) string {
 	t.Helper()
 	p, err := exec.LookPath(bin)
 	if err != nil {
-		for _, dir := range []string{"/usr/sbin", "/sbin", "/usr/local/bin", os.ExpandEnv("$HOME/go/bin")} {
+		dirs := []string{"/usr/sbin", "/sbin", "/usr/local/bin", os.ExpandEnv("$HOME/go/bin")}
+		if out, err := exec.Command("go", "env", "GOPATH").Output(); err == nil {
+			dirs = append(dirs, filepath.Join(strings.TrimSpace(string(out)), "bin"))
+		}
+		for _, dir := range dirs {
 			if _, serr := os.Stat(filepath.Join(dir, bin)); serr == nil {
 				return filepath.Join(dir, bin)
 			}
