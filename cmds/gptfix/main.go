@@ -62,6 +62,8 @@ Examples:
   gptfix -esxi /dev/sda                also put ESXi entries back in their slots
   gptfix -ref esxi-orig.img -yes /dev/sda
   gptfix -undo gptfix-undo-sda-20260101T120000Z.json -yes /dev/sda
+  gptfix -undo /media/RESCUE/rescue-logs/SN-20260101T120000Z/report.json -yes /dev/sda
+                                       (a rescue run's report holds its undo files)
   gptfix -check disk.img               verify only (exit 0 clean, 1 problems)
   gptfix -check -esxi /dev/sda         also check that ESXi's entries are in their slots
 
@@ -103,7 +105,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.sector, "sector", 0, "`BYTES` per sector of image files: 512 or 4096 (block devices report their own)")
 	fs.BoolVar(&o.yes, "yes", false, "apply the plan (without it nothing is written)")
 	fs.BoolVar(&o.check, "check", false, "only verify the table, never write: exit 0 when clean, 1 when there are problems\n(with -esxi or -ref, entries out of their slots count as problems too)")
-	fs.StringVar(&o.undo, "undo", "", "restore the sectors saved in undo `FILE` (needs -yes to write)")
+	fs.StringVar(&o.undo, "undo", "", "restore the sectors saved in undo `FILE`, or in the undo file for the disk inside a rescue report (needs -yes to write)")
 	fs.StringVar(&o.save, "save", "", "save TARGET's current table to layout `FILE` (JSON) for use as -ref later")
 	fs.StringVar(&o.undoDir, "undo-dir", "", "`DIR` for the undo file (default: the current directory, else /tmp)")
 	fs.BoolVar(&o.json, "json", false, "print the result as JSON")
@@ -367,11 +369,14 @@ func replan(dev *gpt.Device, shown *gpt.Plan, opt gpt.FixOptions) (*gpt.Plan, er
 
 // undo shows or replays an undo file.
 func undo(o *options, r *report, p out) (int, error) {
-	u, err := gpt.LoadUndo(o.undo)
+	u, note, err := loadUndo(o.undo, r.Target)
 	if err != nil {
 		return 2, err
 	}
 	r.Undo, r.UndoFile = u, o.undo
+	if note != "" {
+		p.f("%s: %s\n", o.undo, note)
+	}
 	p.f("%s", u)
 	if !o.yes {
 		p.f("Nothing was written. Run again with -yes to restore these sectors on %s.\n", r.Target)
@@ -385,7 +390,7 @@ func undo(o *options, r *report, p out) (int, error) {
 		return 2, err
 	}
 	defer dev.Close()
-	if err := gpt.ApplyUndo(dev, o.undo); err != nil {
+	if err := gpt.ApplyUndoTo(dev.File, dev.Size, dev.SectorSize, u); err != nil {
 		return 2, err
 	}
 	r.Applied = true

@@ -1,8 +1,8 @@
 // Package cmdline parses the rescue system's hands-off settings from the
 // kernel command line (/proc/cmdline) and the optional text file on the USB
 // stick: rescue.action, rescue.image, rescue.sha256, rescue.bmap, rescue.target,
-// rescue.ref, rescue.done, rescue.report, rescue.testpause, ip=, BOOTIF= and
-// modules_load=. Parse validates everything up front so that a typo stops
+// rescue.ref, rescue.done, rescue.report, rescue.job, rescue.syslog,
+// rescue.testpause, ip=, BOOTIF= and modules_load=. Parse validates everything up front so that a typo stops
 // the flow before it touches a disk.
 package cmdline
 
@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 
 	"github.com/esxi-rescue/rescue/rescue/netup"
@@ -68,6 +69,8 @@ type Config struct {
 	Ref       string           // "image", "esxi" or a path/URL of a layout file
 	Done      Done             // what to do after success
 	Report    string           // http(s) URL to POST the JSON report to, "" if none
+	Job       string           // rescue.job=: http(s) URL of this machine's job (${mac}, ${serial} not yet expanded), "" if none
+	Syslog    string           // rescue.syslog=: [udp://|tcp://]HOST[:PORT] to send console lines to, "" if none
 	IP        *netup.IPConfig  // nil: no network wanted
 	BootIF    net.HardwareAddr // PXE boot interface, nil if not given
 	Modules   []string         // modules_load=
@@ -154,6 +157,7 @@ var rescueKeys = map[string]bool{
 	"rescue.action": true, "rescue.image": true, "rescue.sha256": true, "rescue.bmap": true,
 	"rescue.target": true, "rescue.ref": true, "rescue.done": true,
 	"rescue.report": true, "rescue.testpause": true, "rescue.debug": true,
+	"rescue.job": true, "rescue.syslog": true,
 }
 
 // Parse validates the arguments of the kernel command line and, after
@@ -303,6 +307,20 @@ func Parse(args []Arg) (*Config, error) {
 		}
 	}
 
+	// Jobs and remote logging.
+	if has("rescue.job") {
+		c.Job = get("rescue.job")
+		if err := CheckJobURL(c.Job); err != nil {
+			return nil, err
+		}
+	}
+	if has("rescue.syslog") {
+		c.Syslog = get("rescue.syslog")
+		if _, _, err := SyslogAddr(c.Syslog); err != nil {
+			return nil, err
+		}
+	}
+
 	// Test hook.
 	if has("rescue.testpause") {
 		c.TestPause = get("rescue.testpause")
@@ -327,10 +345,10 @@ func Parse(args []Arg) (*Config, error) {
 		if ip.Mode != netup.ModeOff {
 			c.IP = ip
 		}
-	} else if IsURL(c.Image) || IsURL(c.Report) || IsURL(c.Ref) {
+	} else if c.NeedsNetwork() {
 		c.IP = &netup.IPConfig{Mode: netup.ModeDHCP}
 	}
-	if has("ip") && c.IP == nil && (IsURL(c.Image) || IsURL(c.Report) || IsURL(c.Ref)) {
+	if has("ip") && c.IP == nil && c.NeedsNetwork() {
 		return nil, fmt.Errorf("ip=%s but a URL is configured: the network is needed", get("ip"))
 	}
 	if has("BOOTIF") {
@@ -348,6 +366,50 @@ func Parse(args []Arg) (*Config, error) {
 		}
 	}
 	return c, nil
+}
+
+// NeedsNetwork reports whether a URL (image, report, reference, job) or
+// a syslog server is configured.
+func (c *Config) NeedsNetwork() bool {
+	return IsURL(c.Image) || IsURL(c.Report) || IsURL(c.Ref) || c.Job != "" || c.Syslog != ""
+}
+
+// CheckJobURL validates a rescue.job= value: an http(s) URL with a host,
+// where ${mac} and ${serial} may stand for the boot NIC's MAC and the DMI
+// serial number.
+func CheckJobURL(v string) error {
+	if !IsURL(v) {
+		return fmt.Errorf("rescue.job=%s: want an http:// or https:// URL", v)
+	}
+	probe := strings.NewReplacer("${mac}", "52-54-00-00-00-01", "${serial}", "SN1").Replace(v)
+	if strings.Contains(probe, "${") {
+		return fmt.Errorf("rescue.job=%s: unknown ${...} (known: ${mac}, ${serial})", v)
+	}
+	return checkLocation("rescue.job", probe)
+}
+
+// SyslogAddr splits a rescue.syslog= value, [udp://|tcp://]HOST[:PORT],
+// into the network ("udp" by default) and HOST:PORT (port 514 by default).
+func SyslogAddr(v string) (network, addr string, err error) {
+	network, rest := "udp", v
+	if n, r, ok := strings.Cut(v, "://"); ok {
+		network, rest = n, r
+	}
+	if network != "udp" && network != "tcp" {
+		return "", "", fmt.Errorf("rescue.syslog=%s: want udp:// or tcp:// (RFC 5424), or a plain HOST[:PORT] for UDP", v)
+	}
+	rest = strings.TrimSuffix(rest, "/")
+	host, port, err := net.SplitHostPort(rest)
+	if err != nil {
+		host, port = strings.Trim(rest, "[]"), "514"
+	}
+	if host == "" || strings.ContainsAny(host, "/?#@ ") {
+		return "", "", fmt.Errorf("rescue.syslog=%s: want HOST[:PORT]", v)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+		return "", "", fmt.Errorf("rescue.syslog=%s: bad port %q", v, port)
+	}
+	return network, net.JoinHostPort(host, port), nil
 }
 
 func checkLocation(key, v string) error {
@@ -368,6 +430,25 @@ func checkLocation(key, v string) error {
 		return fmt.Errorf("%s=%s: want an absolute path or an http(s) URL", key, v)
 	}
 	return nil
+}
+
+// RedactURL hides what may be a secret in a URL for logs and reports: the
+// password of its user info and its query string (S3 pre-signed URLs
+// carry their signature there).
+func RedactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	if u.User != nil {
+		if _, ok := u.User.Password(); ok {
+			u.User = url.UserPassword(u.User.Username(), "xxxxx")
+		}
+	}
+	if u.RawQuery != "" {
+		u.RawQuery = "redacted"
+	}
+	return u.String()
 }
 
 func joinActions(as []Action) string {
@@ -422,7 +503,13 @@ func (c *Config) Summary() map[string]any {
 		m["bmap"] = c.Bmap
 	}
 	if c.Report != "" {
-		m["report"] = c.Report
+		m["report"] = RedactURL(c.Report)
+	}
+	if c.Job != "" {
+		m["job"] = RedactURL(c.Job)
+	}
+	if c.Syslog != "" {
+		m["syslog"] = c.Syslog
 	}
 	if c.IP != nil {
 		m["ip"] = string(c.IP.Mode)

@@ -152,6 +152,22 @@ func TestParse(t *testing.T) {
 		{name: "bad ip", line: "ip=10.0.0.1", wantErr: "unknown mode"},
 		{name: "ip=off with URL", line: "ip=off rescue.action=restore rescue.target=auto rescue.image=http://h/i", wantErr: "network is needed"},
 		{name: "bad BOOTIF", line: "BOOTIF=02-52-54-00-12-34-56", wantErr: "not Ethernet"},
+		{name: "job and syslog", line: "rescue.job=http://10.0.0.5/jobs/${mac} rescue.syslog=tcp://logs.example:6514", check: func(t *testing.T, c *Config) {
+			if c.Job != "http://10.0.0.5/jobs/${mac}" || c.Syslog != "tcp://logs.example:6514" || c.IP == nil || c.IP.Mode != netup.ModeDHCP {
+				t.Errorf("got %+v", c)
+			}
+		}},
+		{name: "job redacted in the summary", line: "rescue.job=https://u:secret@s3.example/b/${serial}?X-Amz-Signature=abc", check: func(t *testing.T, c *Config) {
+			if s := c.Summary()["job"].(string); strings.Contains(s, "secret") || strings.Contains(s, "abc") {
+				t.Errorf("summary shows a secret: %s", s)
+			}
+		}},
+		{name: "job not a URL", line: "rescue.job=/jobs/x", wantErr: "want an http:// or https:// URL"},
+		{name: "job unknown variable", line: "rescue.job=http://h/${uuid}", wantErr: "unknown ${...}"},
+		{name: "job without host", line: "rescue.job=http:///${mac}", wantErr: "without a host"},
+		{name: "syslog bad scheme", line: "rescue.syslog=tls://h", wantErr: "want udp:// or tcp://"},
+		{name: "syslog bad port", line: "rescue.syslog=h:99999", wantErr: "bad port"},
+		{name: "syslog empty host", line: "rescue.syslog=udp://:514", wantErr: "want HOST[:PORT]"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			args := Split(tc.line, "/proc/cmdline", false)
@@ -211,4 +227,31 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("Parse(%q): restore without image", s)
 		}
 	})
+}
+
+func TestSyslogAddr(t *testing.T) {
+	for _, c := range []struct{ in, network, addr string }{
+		{"logs", "udp", "logs:514"},
+		{"logs:1514", "udp", "logs:1514"},
+		{"udp://10.0.0.1", "udp", "10.0.0.1:514"},
+		{"tcp://[::1]:6514", "tcp", "[::1]:6514"},
+		{"tcp://logs/", "tcp", "logs:514"},
+	} {
+		n, a, err := SyslogAddr(c.in)
+		if err != nil || n != c.network || a != c.addr {
+			t.Errorf("SyslogAddr(%q) = %q %q %v, want %q %q", c.in, n, a, err, c.network, c.addr)
+		}
+	}
+}
+
+func TestRedactURL(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{"http://h/jobs/x", "http://h/jobs/x"},
+		{"http://u:pw@h/x", "http://u:xxxxx@h/x"},
+		{"https://b.s3/x?X-Amz-Signature=s", "https://b.s3/x?redacted"},
+	} {
+		if got := RedactURL(c.in); got != c.want {
+			t.Errorf("RedactURL(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
 }

@@ -1,9 +1,12 @@
 // Package flow runs the rescue system's hands-off steps in order —
-// drivers, disks, network, reference, target, restore, fix, verify,
+// drivers, disks, network, job, reference, target, restore, fix, verify,
 // boot check — logging each on the console as "RESCUE: STEP <name> ..."
 // and recording it in the report. The first failing required step stops
 // the flow, so nothing is written after a failure; the caller then prints
 // "RESCUE: FAILED <reason>" and falls back to the shell.
+//
+// With rescue.job= the steps after "job" are planned from the job's
+// settings, which the job step fetches (see JobFetcher).
 //
 // The work itself is behind the Machine interface (the boundary to the
 // hardware and the disk tools), so that the order and the stop-on-failure
@@ -25,6 +28,7 @@ const (
 	StepDrivers   = "drivers"
 	StepDisks     = "disks"
 	StepNetwork   = "network"
+	StepJob       = "job" // fetches rescue.job=; the steps after it come from the job
 	StepReference = "reference"
 	StepTarget    = "target"
 	StepRestore   = "restore"
@@ -51,6 +55,24 @@ type Machine interface {
 	BootCheck(ctx context.Context, target string) (any, error)
 }
 
+// JobFetcher is implemented by Machines that fetch rescue.job=.
+type JobFetcher interface {
+	// Job fetches the job c.Job names and returns the configuration to
+	// run: the command line with the job's arguments applied, or c itself
+	// when the server has no job (job says which, for the outcome).
+	Job(ctx context.Context, c *cmdline.Config) (run *cmdline.Config, job *JobInfo, err error)
+}
+
+// JobInfo is what the job step found.
+type JobInfo struct {
+	URL   string `json:"url"`   // expanded and redacted, for messages
+	Found bool   `json:"found"` // false: the server had no job for this machine
+	Raw   string `json:"-"`     // the expanded URL (may hold secrets): where Done is sent
+}
+
+// Observer is told when each step starts (live status).
+type Observer func(step string, index, total int)
+
 // Console receives log lines and markers.
 type Console interface {
 	Printf(format string, args ...any)
@@ -65,12 +87,25 @@ type Step struct {
 }
 
 // Plan lists the steps a configuration runs, in order.
+// With rescue.job= it ends with the job step: what follows depends on the
+// job (Rest).
 func Plan(c *cmdline.Config) []Step {
-	needNet := cmdline.IsURL(c.Image) || cmdline.IsURL(c.Report) || cmdline.IsURL(c.Ref)
+	needNet := c.NeedsNetwork()
 	steps := []Step{{Name: StepDrivers}, {Name: StepDisks}}
 	if c.IP != nil {
-		steps = append(steps, Step{Name: StepNetwork, Required: needNet && !c.Interactive()})
+		steps = append(steps, Step{Name: StepNetwork, Required: needNet && (!c.Interactive() || c.Job != "")})
 	}
+	if c.Job != "" {
+		return append(steps, Step{Name: StepJob, Required: true})
+	}
+	return append(steps, disksteps(c)...)
+}
+
+// Rest lists the steps after the job step for the job's configuration c.
+func Rest(c *cmdline.Config) []Step { return disksteps(c) }
+
+func disksteps(c *cmdline.Config) []Step {
+	var steps []Step
 	if c.Interactive() {
 		return steps
 	}
@@ -99,16 +134,24 @@ func Plan(c *cmdline.Config) []Step {
 
 // Outcome is what Run did.
 type Outcome struct {
-	Target string // the chosen device, "" if none
-	Err    error  // the first required step's error, nil on success
-	Failed string // the name of the failed step
+	Target string          // the chosen device, "" if none
+	Err    error           // the first required step's error, nil on success
+	Failed string          // the name of the failed step
+	Config *cmdline.Config // the configuration that ran: the job's with rescue.job=
+	Job    *JobInfo        // what the job step found; nil without rescue.job=
 }
 
 // Run executes Plan(c) on m, logging to con and recording into rep.
 func Run(ctx context.Context, c *cmdline.Config, m Machine, con Console, rep *report.Report) Outcome {
-	var out Outcome
+	return RunWith(ctx, c, m, con, rep, nil)
+}
+
+// RunWith is Run telling obs (if not nil) when each step starts.
+func RunWith(ctx context.Context, c *cmdline.Config, m Machine, con Console, rep *report.Report, obs Observer) Outcome {
+	out := Outcome{Config: c}
 	steps := Plan(c)
-	for i, s := range steps {
+	for i := 0; i < len(steps); i++ {
+		s := steps[i]
 		if out.Err != nil {
 			rep.Steps = append(rep.Steps, report.Step{Name: s.Name, Status: "skipped"})
 			continue
@@ -122,8 +165,11 @@ func Run(ctx context.Context, c *cmdline.Config, m Machine, con Console, rep *re
 			continue
 		}
 		con.Marker("STEP %s (%d/%d)", s.Name, i+1, len(steps))
+		if obs != nil {
+			obs(s.Name, i+1, len(steps))
+		}
 		start := time.Now()
-		details, err := runStep(ctx, s.Name, c, m, &out)
+		details, err := runStep(ctx, s.Name, out.Config, m, &out)
 		if err == nil && ctx.Err() != nil {
 			err = ctx.Err()
 		}
@@ -144,9 +190,12 @@ func Run(ctx context.Context, c *cmdline.Config, m Machine, con Console, rep *re
 		rep.Steps = append(rep.Steps, rs)
 		if details != nil {
 			switch s.Name {
-			case StepDrivers, StepDisks, StepNetwork, StepTarget, StepReference:
+			case StepDrivers, StepDisks, StepNetwork, StepTarget, StepReference, StepJob:
 				rep.Found[s.Name] = details
 			}
+		}
+		if s.Name == StepJob && err == nil {
+			steps = append(steps, Rest(out.Config)...)
 		}
 	}
 	return out
@@ -160,6 +209,20 @@ func runStep(ctx context.Context, name string, c *cmdline.Config, m Machine, out
 		return m.Disks(ctx)
 	case StepNetwork:
 		return m.Network(ctx, c)
+	case StepJob:
+		jf, ok := m.(JobFetcher)
+		if !ok {
+			return nil, errors.New("rescue.job= is not supported here")
+		}
+		run, info, err := jf.Job(ctx, c)
+		out.Job = info
+		if err == nil {
+			if run == nil || run.Job != c.Job {
+				return info, errors.New("the job's configuration lost rescue.job=")
+			}
+			out.Config = run
+		}
+		return info, err
 	case StepReference:
 		return m.Reference(ctx, c)
 	case StepTarget:

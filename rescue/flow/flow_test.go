@@ -195,3 +195,63 @@ func (c *cancelOn) Reference(ctx context.Context, cfg *cmdline.Config) (any, err
 	c.cancel()
 	return c.fakeMachine.Reference(ctx, cfg)
 }
+
+// jobMachine is a fakeMachine whose job step applies job (kernel command
+// line syntax) to the base line, or finds no job when job is "".
+type jobMachine struct {
+	fakeMachine
+	base, job string
+}
+
+func (j *jobMachine) Job(_ context.Context, c *cmdline.Config) (*cmdline.Config, *JobInfo, error) {
+	if _, err := j.do(StepJob); err != nil {
+		return nil, nil, err
+	}
+	if j.job == "" {
+		return c, &JobInfo{URL: c.Job}, nil
+	}
+	run, err := cmdline.Parse(append(cmdline.Split(j.base, "base", false), cmdline.Split(j.job, "job", true)...))
+	return run, &JobInfo{URL: c.Job, Found: true}, err
+}
+
+func TestJob(t *testing.T) {
+	base := "rescue.job=http://h/jobs/${mac}"
+	for _, tc := range []struct {
+		name, job string
+		fail      map[string]error
+		want      []string
+		done      cmdline.Done
+		err       string
+	}{
+		{name: "job runs", job: "rescue.action=fix,verify rescue.target=auto rescue.done=reboot",
+			want: []string{"drivers", "disks", "network", "job", "reference", "target", "fix:/dev/sdb", "verify:/dev/sdb"}, done: cmdline.DoneReboot},
+		{name: "no job", want: []string{"drivers", "disks", "network", "job"}, done: cmdline.DoneShell},
+		{name: "job fetch fails", job: "x", fail: map[string]error{StepJob: errors.New("503")},
+			want: []string{"drivers", "disks", "network", "job"}, err: "job: 503"},
+		{name: "network fails", job: "x", fail: map[string]error{StepNetwork: errors.New("no link")},
+			want: []string{"drivers", "disks", "network"}, err: "network: no link"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := &jobMachine{fakeMachine: fakeMachine{fail: tc.fail, target: "/dev/sdb"}, base: base, job: tc.job}
+			rep := report.New("test")
+			var seen []string
+			out := RunWith(context.Background(), parse(t, base), m, &logConsole{}, rep,
+				func(step string, i, n int) { seen = append(seen, fmt.Sprintf("%s %d/%d", step, i, n)) })
+			if !reflect.DeepEqual(m.calls, tc.want) {
+				t.Errorf("calls %v, want %v", m.calls, tc.want)
+			}
+			if tc.err != "" {
+				if out.Err == nil || out.Err.Error() != tc.err {
+					t.Errorf("Err = %v, want %q", out.Err, tc.err)
+				}
+				return
+			}
+			if out.Err != nil || out.Config.Done != tc.done || out.Job == nil || out.Job.Found != (tc.job != "") {
+				t.Errorf("outcome %+v (config %+v)", out, out.Config)
+			}
+			if len(seen) != len(tc.want) || seen[0] != "drivers 1/4" || (tc.job != "" && seen[len(seen)-1] != "verify 8/8") {
+				t.Errorf("observer saw %v", seen)
+			}
+		})
+	}
+}
