@@ -57,8 +57,8 @@ type Posts struct {
 
 // Report is the whole run.
 type Report struct {
-	Schema   string         `json:"schema"`   // Schema
-	Run      string         `json:"run"`      // <host-id>-<UTC start>, as the stick's directory
+	Schema   string         `json:"schema"` // Schema
+	Run      string         `json:"run"`    // <host-id>-<UTC start>, as the stick's directory
 	Host     Host           `json:"host"`
 	Version  string         `json:"version"`  // the rescue program's version
 	Kernel   string         `json:"kernel"`   // uname -r
