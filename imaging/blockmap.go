@@ -46,6 +46,13 @@ func loadBmap(ctx context.Context, opt *Options, src *source) (*bmap.Map, string
 		return nil, "", nil
 	}
 	if opt.Bmap != "" {
+		if isRemote(opt.Bmap) {
+			m, err := fetchRemoteBmap(ctx, opt, opt.Bmap)
+			if err != nil {
+				return nil, "", fmt.Errorf("-bmap: %w", err)
+			}
+			return m, redact(opt.Bmap), nil
+		}
 		if isURL(opt.Bmap) {
 			m, err := fetchBmap(ctx, opt, opt.Bmap)
 			return m, opt.Bmap, err
@@ -55,6 +62,9 @@ func loadBmap(ctx context.Context, opt *Options, src *source) (*bmap.Map, string
 			return nil, "", fmt.Errorf("-bmap: %w", err)
 		}
 		return m, opt.Bmap, nil
+	}
+	if isRemote(opt.Src) && !opt.SkipBad {
+		return remoteBmapBeside(ctx, opt)
 	}
 	// Only a plain image file has a block map next to it; a salvage
 	// (-skip-bad) must not be stopped by a map that its zeros contradict.

@@ -21,6 +21,8 @@ import (
 	"io"
 	"net/http"
 	"time"
+
+	"github.com/esxi-rescue/rescue/remote/cred"
 )
 
 // ProgressMode says how progress is shown on Options.Progress.
@@ -103,6 +105,12 @@ type Options struct {
 	RetryDelay time.Duration
 	// HTTPClient is used for URLs; nil means http.DefaultClient.
 	HTTPClient *http.Client
+	// Cred holds the credentials for smb://, sftp://, s3:// sources and
+	// destinations (imgcopy -cred, rescue.cred=); nil: none (S3 then
+	// still finds AWS_* variables and ~/.aws/credentials).
+	Cred *cred.Cred
+	// ConnectTimeout bounds each connection attempt to a share (default 10s).
+	ConnectTimeout time.Duration
 }
 
 // Range is a byte range [Start, Start+Length) of the image.

@@ -61,6 +61,9 @@ func isURL(s string) bool {
 
 // openSource opens opt.Src for reading.
 func openSource(ctx context.Context, opt *Options) (*source, error) {
+	if isRemote(opt.Src) {
+		return openRemote(ctx, opt)
+	}
 	if isURL(opt.Src) {
 		h, err := openHTTP(ctx, opt)
 		if err != nil {

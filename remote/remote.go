@@ -81,6 +81,9 @@ type URL struct {
 // String is the URL with any password replaced by "***".
 func (u *URL) String() string { return cred.Scrub(u.raw) }
 
+// Raw is the URL as given (with any password: never print it).
+func (u *URL) Raw() string { return u.raw }
+
 // Addr is HOST:PORT with def as the default port.
 func (u *URL) Addr(def string) string {
 	p := u.Port

@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/esxi-rescue/rescue/imaging"
+	"github.com/esxi-rescue/rescue/remote/cred"
 	"golang.org/x/sys/unix"
 )
 
@@ -39,9 +40,14 @@ const usage = `Usage: imgcopy [flags] SRC DST
 
 Restore a disk image onto a disk, or back a disk up into an image.
 
-SRC  an image file, a block device, - (stdin) or an http:// / https:// URL
-     (a dropped connection is resumed with a Range request). gzip, zstd and
-     xz images are decompressed on the fly (recognised by their magic bytes).
+SRC  an image file, a block device, - (stdin), an http:// / https:// URL
+     (a dropped connection is resumed with a Range request), or a share:
+       smb://[DOMAIN;]USER@HOST[:PORT]/SHARE/PATH    SMB 2/3
+       nfs://HOST[:PORT]/EXPORT/PATH                 NFS v4/v3 (kernel client)
+       sftp://USER@HOST[:PORT]/PATH[?hostkey=SHA256:...]   (also ssh://)
+       s3://BUCKET/KEY?endpoint=https://HOST&region=R[&style=path|virtual]
+     (resumed from the byte reached after a dropped connection). gzip, zstd
+     and xz images are decompressed on the fly (recognised by their magic bytes).
 DST  a block device or a file. A new or empty file is created with holes
      where the image has zeros; an existing file or a disk keeps its size.
 
@@ -68,6 +74,12 @@ layout), DST.sha256 (sha256sum manifest: the file's hash, and the hash
 of the uncompressed image under the name without .zst/.gz) and DST.bmap
 (block map of the uncompressed image).
 
+Credentials for shares never go on the command line: -cred FILE names a
+file of key=value lines: user=, password=, domain= (SMB), ssh_key=PATH and
+known_hosts=PATH (SFTP; the server's host key must be in a known_hosts file
+or given as ?hostkey=), s3_access_key=, s3_secret_key= (S3; else the AWS_*
+variables and ~/.aws/credentials). Passwords are never printed.
+
 Exit status: 0 done, 1 checksum or verification mismatch, 2 other trouble.
 
 Examples:
@@ -75,6 +87,8 @@ Examples:
   imgcopy -verify esxi.img /dev/sdb
   imgcopy -compress zstd /dev/sda /mnt/backup/esxi.img.zst
   imgcopy -make-bmap esxi.img            # writes esxi.img.bmap
+  imgcopy -cred /mnt/nas.cred smb://nas/images/esxi.img.zst /dev/sda
+  imgcopy -compress zstd /dev/sda s3://backups/esxi.img.zst?endpoint=https://minio:9000
 
 Flags:
 `
@@ -94,7 +108,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		refuse   = fs.String("refuse", "", "comma-separated extra devices never to write (e.g. the boot medium)")
 		quiet    = fs.Bool("q", false, "no log lines on stderr (errors are still printed)")
 		makeBmap = fs.Bool("make-bmap", false, "write the block map of IMAGE to BMAP (default IMAGE.bmap) instead of copying")
+		credFile = fs.String("cred", "", "credentials file for smb://, sftp://, s3:// (key=value lines: user, password, domain, ssh_key, known_hosts, s3_access_key, s3_secret_key)")
 	)
+	fs.DurationVar(&opt.ConnectTimeout, "connect-timeout", 10*time.Second, "bound on each connection attempt to a share")
 	fs.StringVar(&opt.Bmap, "bmap", "", "the image's block map (file or URL; default: IMAGE.bmap etc. next to a local image)")
 	fs.BoolVar(&opt.NoBmap, "no-bmap", false, "ignore block maps: read and hash the whole image")
 	fs.StringVar(&opt.SHA256, "sha256", "", "expected SHA-256 (hex) of the uncompressed image; checked before the partition table is written")
@@ -126,6 +142,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fs.Usage()
 		return 2
 	}
+	if *credFile != "" {
+		c, err := cred.Load(*credFile)
+		if err != nil {
+			fmt.Fprintf(stderr, "imgcopy: %s\n", cred.Scrub(err.Error()))
+			return 2
+		}
+		opt.Cred = c
+	}
+	// Whatever is printed passes the scrubber: no password or signature
+	// of a URL or a credentials file reaches the terminal.
+	stdout, stderr = &scrubWriter{w: stdout}, &scrubWriter{w: stderr}
 	if *refuse != "" {
 		opt.Refuse = strings.Split(*refuse, ",")
 	}
@@ -162,7 +189,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			Error string `json:",omitempty"`
 		}{Result: res}
 		if err != nil {
-			out.Error = err.Error()
+			out.Error = cred.Scrub(err.Error())
 		}
 		if out.Result == nil {
 			out.Result = &imaging.Result{}
@@ -174,7 +201,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		report(stdout, res, err == nil, *makeBmap)
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "imgcopy: %v\n", err)
+		fmt.Fprintf(stderr, "imgcopy: %s\n", cred.Scrub(err.Error()))
 		if errors.Is(err, imaging.ErrChecksum) || errors.Is(err, imaging.ErrVerify) {
 			return 1
 		}
@@ -220,6 +247,17 @@ func report(w io.Writer, r *imaging.Result, ok, madeBmap bool) {
 	if r.ManifestPath != "" {
 		fmt.Fprintf(w, "manifest %s\n", r.ManifestPath)
 	}
+}
+
+// scrubWriter passes each write through cred.Scrub. Writes are whole
+// lines or progress updates, so a secret is never split between two.
+type scrubWriter struct{ w io.Writer }
+
+func (s *scrubWriter) Write(p []byte) (int, error) {
+	if _, err := io.WriteString(s.w, cred.Scrub(string(p))); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }
 
 func mib(n int64) string { return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20)) }

@@ -20,87 +20,9 @@ import (
 	"github.com/esxi-rescue/rescue/remote/dial"
 )
 
-// server is one protocol's test fixture.
-type server struct {
-	name string
-	// url returns the URL of name on the server, reached at port (0 = the server's own).
-	url func(name string, port int) string
-	// local returns the server-side path of name (checked with the file system, not our client).
-	local func(name string) string
-	port  int
-	cred  *cred.Cred
-	// secrets must never appear in any output.
-	secrets []string
-}
+type server = remotetest.Share
 
-func startSFTP(t *testing.T) *server {
-	s := remotetest.StartSSHD(t)
-	dir := remotetest.OpenDir(t)
-	remotetest.Chown(t, dir, "nobody")
-	return &server{
-		name: "sftp",
-		url: func(name string, port int) string {
-			if port == 0 {
-				return fmt.Sprintf("sftp://nobody@127.0.0.1:%d%s/%s", s.Port, dir, name)
-			}
-			return fmt.Sprintf("sftp://nobody@127.0.0.1:%d%s/%s?hostkey=%s", port, dir, name, s.HostKeyFP)
-		},
-		local: func(name string) string { return filepath.Join(dir, name) },
-		port:  s.Port,
-		cred:  &cred.Cred{SSHKey: s.KeyFile, KnownHosts: s.KnownHosts},
-	}
-}
-
-func startSMB(t *testing.T) *server {
-	s := remotetest.StartSamba(t, 0)
-	c, err := cred.Parse(strings.NewReader("user=nobody\npassword=" + s.Password + "\ndomain=RESCUE\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &server{
-		name: "smb",
-		url: func(name string, port int) string {
-			if port == 0 {
-				port = s.Port
-			}
-			return fmt.Sprintf("smb://127.0.0.1:%d/images/%s", port, name)
-		},
-		local:   func(name string) string { return filepath.Join(s.Root, name) },
-		port:    s.Port,
-		cred:    c,
-		secrets: []string{s.Password},
-	}
-}
-
-func startS3(t *testing.T) *server {
-	s := remotetest.StartS3(t)
-	c, err := cred.Parse(strings.NewReader("s3_access_key=" + s.Access + "\ns3_secret_key=" + s.Secret + "\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &server{
-		name: "s3",
-		url: func(name string, port int) string {
-			if port == 0 {
-				port = s.Server.Port
-			}
-			return fmt.Sprintf("s3://images/%s?endpoint=http://127.0.0.1:%d&region=us-east-1", name, port)
-		},
-		local:   func(name string) string { return filepath.Join(s.Root, "images", name) },
-		port:    s.Server.Port,
-		cred:    c,
-		secrets: []string{s.Secret},
-	}
-}
-
-var starters = []struct {
-	name  string
-	start func(*testing.T) *server
-}{
-	{"sftp", startSFTP},
-	{"smb", startSMB},
-	{"s3", startS3},
-}
+var starters = remotetest.Shares
 
 // logBuf collects log lines (checked for secrets).
 type logBuf struct {
@@ -121,18 +43,12 @@ func (l *logBuf) String() string {
 }
 
 func opts(s *server, log *logBuf) *remote.Options {
-	return &remote.Options{Cred: s.cred, ConnectTimeout: 3 * time.Second, Retries: 2, RetryDelay: 100 * time.Millisecond, Log: log.logf}
+	return &remote.Options{Cred: s.Cred, ConnectTimeout: 3 * time.Second, Retries: 2, RetryDelay: 100 * time.Millisecond, Log: log.logf}
 }
 
 func noSecrets(t *testing.T, s *server, texts ...string) {
 	t.Helper()
-	for _, x := range texts {
-		for _, sec := range s.secrets {
-			if strings.Contains(x, sec) {
-				t.Errorf("the secret appears in output: %q", x)
-			}
-		}
-	}
+	s.NoSecrets(t, texts...)
 }
 
 func randBytes(t *testing.T, n int) []byte {
@@ -162,30 +78,30 @@ func upload(t *testing.T, ctx context.Context, url string, data []byte, overwrit
 // aborts an upload leaving nothing behind.
 func TestRoundTrip(t *testing.T) {
 	for _, st := range starters {
-		t.Run(st.name, func(t *testing.T) {
-			s := st.start(t)
+		t.Run(st.Name, func(t *testing.T) {
+			s := st.Start(t)
 			log := &logBuf{}
 			o := opts(s, log)
 			ctx := context.Background()
 			data := randBytes(t, 20<<20+12345)
 
-			if err := upload(t, ctx, s.url("disk.img", 0), data, false, o); err != nil {
+			if err := upload(t, ctx, s.URL("disk.img", 0), data, false, o); err != nil {
 				t.Fatalf("upload: %v", err)
 			}
-			got, err := os.ReadFile(s.local("disk.img"))
+			got, err := os.ReadFile(s.Local("disk.img"))
 			if err != nil || !bytes.Equal(got, data) {
 				t.Fatalf("the server's file differs from what was uploaded (err %v, %d bytes)", err, len(got))
 			}
-			if _, err := os.Stat(s.local(remote.TempName("disk.img"))); err == nil {
+			if _, err := os.Stat(s.Local(remote.TempName("disk.img"))); err == nil {
 				t.Errorf("temporary file left behind")
 			}
 			// An existing object is refused without overwrite.
-			err = upload(t, ctx, s.url("disk.img", 0), data[:10], false, o)
+			err = upload(t, ctx, s.URL("disk.img", 0), data[:10], false, o)
 			if !errors.Is(err, remote.ErrExists) {
 				t.Errorf("second upload without overwrite: %v, want ErrExists", err)
 			}
 
-			r, err := dial.Open(ctx, s.url("disk.img", 0), o)
+			r, err := dial.Open(ctx, s.URL("disk.img", 0), o)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -199,8 +115,8 @@ func TestRoundTrip(t *testing.T) {
 			}
 
 			// Resume: the first connection is dropped after 5 MiB.
-			cut := remotetest.NewCut(t, fmt.Sprintf("127.0.0.1:%d", s.port), 5<<20)
-			r, err = dial.Open(ctx, s.url("disk.img", cut.Port), o)
+			cut := remotetest.NewCut(t, fmt.Sprintf("127.0.0.1:%d", s.Port), 5<<20)
+			r, err = dial.Open(ctx, s.URL("disk.img", cut.Port), o)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -217,21 +133,21 @@ func TestRoundTrip(t *testing.T) {
 			}
 
 			// Abort: nothing under the name, no temporary file.
-			w, err := dial.Create(ctx, s.url("aborted.img", 0), false, o)
+			w, err := dial.Create(ctx, s.URL("aborted.img", 0), false, o)
 			if err != nil {
 				t.Fatal(err)
 			}
 			w.Write(data[:6<<20])
-			if _, err := os.Stat(s.local("aborted.img")); err == nil {
+			if _, err := os.Stat(s.Local("aborted.img")); err == nil {
 				t.Errorf("the object is visible before Commit")
 			}
 			if err := w.Abort(); err != nil {
 				t.Errorf("abort: %v", err)
 			}
-			if _, err := dial.Stat(ctx, s.url("aborted.img", 0), o); !errors.Is(err, remote.ErrNotFound) {
+			if _, err := dial.Stat(ctx, s.URL("aborted.img", 0), o); !errors.Is(err, remote.ErrNotFound) {
 				t.Errorf("after Abort: %v, want ErrNotFound", err)
 			}
-			ents, _ := os.ReadDir(filepath.Dir(s.local("x")))
+			ents, _ := os.ReadDir(filepath.Dir(s.Local("x")))
 			for _, e := range ents {
 				if strings.Contains(e.Name(), "aborted") {
 					t.Errorf("left behind after Abort: %s", e.Name())
@@ -245,15 +161,15 @@ func TestRoundTrip(t *testing.T) {
 // TestErrors: each error of the issue, a clear message, no hang, no secret.
 func TestErrors(t *testing.T) {
 	for _, st := range starters {
-		t.Run(st.name, func(t *testing.T) {
-			s := st.start(t)
+		t.Run(st.Name, func(t *testing.T) {
+			s := st.Start(t)
 			log := &logBuf{}
 			ctx := context.Background()
 			o := opts(s, log)
-			if err := upload(t, ctx, s.url("present.img", 0), randBytes(t, 1000), false, o); err != nil {
+			if err := upload(t, ctx, s.URL("present.img", 0), randBytes(t, 1000), false, o); err != nil {
 				t.Fatal(err)
 			}
-			wrong := *s.cred
+			wrong := *s.Cred
 			wrong.Password = "definitely-wrong-pw"
 			wrong.S3SecretKey = "definitely-wrong-pw"
 			wrong.SSHKey = ""
@@ -266,11 +182,11 @@ func TestErrors(t *testing.T) {
 				want error
 				text string
 			}{
-				{"missing object", s.url("absent.img", 0), o, remote.ErrNotFound, "absent.img"},
-				{"wrong password", s.url("present.img", 0), &remote.Options{Cred: &wrong, Retries: 1, ConnectTimeout: 3 * time.Second, Log: log.logf}, remote.ErrAuth, ""},
-				{"unreachable", s.url("present.img", dead), &remote.Options{Cred: s.cred, Retries: 1, RetryDelay: 10 * time.Millisecond, ConnectTimeout: time.Second, Log: log.logf}, nil, "giving up"},
+				{"missing object", s.URL("absent.img", 0), o, remote.ErrNotFound, "absent.img"},
+				{"wrong password", s.URL("present.img", 0), &remote.Options{Cred: &wrong, Retries: 1, ConnectTimeout: 3 * time.Second, Log: log.logf}, remote.ErrAuth, ""},
+				{"unreachable", s.URL("present.img", dead), &remote.Options{Cred: s.Cred, Retries: 1, RetryDelay: 10 * time.Millisecond, ConnectTimeout: time.Second, Log: log.logf}, nil, "giving up"},
 			}
-			switch s.name {
+			switch s.Name {
 			case "smb":
 				cases = append(cases, struct {
 					name string
@@ -278,7 +194,7 @@ func TestErrors(t *testing.T) {
 					o    *remote.Options
 					want error
 					text string
-				}{"missing share", strings.Replace(s.url("present.img", 0), "/images/", "/noshare/", 1), o, remote.ErrNotFound, `no share "noshare"`})
+				}{"missing share", strings.Replace(s.URL("present.img", 0), "/images/", "/noshare/", 1), o, remote.ErrNotFound, `no share "noshare"`})
 			case "s3":
 				cases = append(cases, struct {
 					name string
@@ -286,7 +202,7 @@ func TestErrors(t *testing.T) {
 					o    *remote.Options
 					want error
 					text string
-				}{"missing bucket", strings.Replace(s.url("present.img", 0), "s3://images/", "s3://nobucket/", 1), o, remote.ErrNotFound, `bucket "nobucket" does not exist`})
+				}{"missing bucket", strings.Replace(s.URL("present.img", 0), "s3://images/", "s3://nobucket/", 1), o, remote.ErrNotFound, `bucket "nobucket" does not exist`})
 			}
 			for _, c := range cases {
 				start := time.Now()

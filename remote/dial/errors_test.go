@@ -40,16 +40,16 @@ func check(t *testing.T, what string, err error, want error, text string) {
 // clear error after the bounded retries, never a hang.
 func TestServerGone(t *testing.T) {
 	for _, st := range starters {
-		t.Run(st.name, func(t *testing.T) {
-			s := st.start(t)
+		t.Run(st.Name, func(t *testing.T) {
+			s := st.Start(t)
 			log := &logBuf{}
 			o := opts(s, log)
 			ctx := context.Background()
-			if err := upload(t, ctx, s.url("gone.img", 0), randBytes(t, 8<<20), false, o); err != nil {
+			if err := upload(t, ctx, s.URL("gone.img", 0), randBytes(t, 8<<20), false, o); err != nil {
 				t.Fatal(err)
 			}
-			proxy := remotetest.NewCut(t, fmt.Sprintf("127.0.0.1:%d", s.port), 1<<40)
-			r, err := dial.Open(ctx, s.url("gone.img", proxy.Port), o)
+			proxy := remotetest.NewCut(t, fmt.Sprintf("127.0.0.1:%d", s.Port), 1<<40)
+			r, err := dial.Open(ctx, s.URL("gone.img", proxy.Port), o)
 			if err != nil {
 				t.Fatal(err)
 			}

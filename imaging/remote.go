@@ -1,0 +1,93 @@
+package imaging
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/esxi-rescue/rescue/bmap"
+	"github.com/esxi-rescue/rescue/gpt"
+	"github.com/esxi-rescue/rescue/remote"
+	"github.com/esxi-rescue/rescue/remote/dial"
+)
+
+// The hook to package remote: smb://, nfs://, sftp:// and s3:// sources,
+// block maps beside them, and backup destinations.
+
+// isRemote reports whether s is a URL of package remote.
+func isRemote(s string) bool { return remote.IsURL(s) }
+
+// remoteOptions are the remote.Options of a copy.
+func (o *Options) remoteOptions() *remote.Options {
+	ro := &remote.Options{Cred: o.Cred, ConnectTimeout: o.ConnectTimeout, Retries: o.Retries, RetryDelay: o.RetryDelay, Log: o.Log}
+	ro.Defaults()
+	return ro
+}
+
+// openRemote opens a remote image (resumed after dropped connections).
+func openRemote(ctx context.Context, opt *Options) (*source, error) {
+	r, err := dial.Open(ctx, opt.Src, opt.remoteOptions())
+	if err != nil {
+		return nil, fmt.Errorf("opening source: %w", err)
+	}
+	return &source{name: redact(opt.Src), r: r, size: r.Size(), closers: []func() error{r.Close}}, nil
+}
+
+// redact is s without passwords or signatures, for messages.
+func redact(s string) string {
+	if u, err := remote.Parse(s); err == nil {
+		return u.String()
+	}
+	return s
+}
+
+// fetchRemoteBmap reads a block map from a remote URL.
+func fetchRemoteBmap(ctx context.Context, opt *Options, url string) (*bmap.Map, error) {
+	r, err := dial.Open(ctx, url, opt.remoteOptions())
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	if r.Size() > maxBmapFile {
+		return nil, fmt.Errorf("%s: larger than %s, not a block map", redact(url), gpt.HumanBytes(maxBmapFile))
+	}
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return nil, err
+	}
+	m, err := bmap.Parse(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", redact(url), err)
+	}
+	return m, nil
+}
+
+// remoteBmapBeside looks for IMAGE.bmap (and the names bmapCandidates
+// gives) beside a remote image; nil when there is none.
+func remoteBmapBeside(ctx context.Context, opt *Options) (*bmap.Map, string, error) {
+	u, err := remote.Parse(opt.Src)
+	if err != nil {
+		return nil, "", err
+	}
+	ro := opt.remoteOptions()
+	ro.Retries = 0 // the image itself was just reached
+	for _, p := range bmapCandidates(u.Path) {
+		cu := u.WithPath(p)
+		b, err := dial.Backend(cu, ro)
+		if err != nil {
+			return nil, "", err
+		}
+		if _, err := remote.Stat(ctx, b, cu, ro); errors.Is(err, remote.ErrNotFound) {
+			continue
+		} else if err != nil {
+			return nil, "", fmt.Errorf("the image's block map %s: %w (use -no-bmap to restore without it)", cu, err)
+		}
+		m, err := fetchRemoteBmap(ctx, opt, cu.Raw())
+		if err != nil {
+			return nil, "", fmt.Errorf("the image's block map: %w (use -no-bmap to restore without it)", err)
+		}
+		return m, cu.String(), nil
+	}
+	return nil, "", nil
+}
