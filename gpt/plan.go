@@ -176,6 +176,11 @@ func PlanFix(t *Table, opt FixOptions) (*Plan, error) {
 		src, fromRef = opt.Ref.Best(), true
 		p.Steps = append(p.Steps, "write a new partition table from the reference: neither the primary nor the backup GPT on this disk is usable")
 	default:
+		for _, pr := range t.Problems {
+			if pr.Code == CodeBackupAmbiguous {
+				return nil, fmt.Errorf("gpt: refusing to repair: the primary GPT is damaged and %s (-ref)", pr.Detail)
+			}
+		}
 		return nil, fmt.Errorf("gpt: neither the primary nor the backup GPT is usable (%s); a reference (-ref) is needed to rebuild the table", problemSummary(t))
 	}
 	h := src.Header

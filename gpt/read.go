@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 )
 
 // Read reads the GPT of a disk or image of size bytes from r, with the
@@ -80,7 +81,10 @@ func Read(r io.ReaderAt, size int64, sectorSize int) (*Table, error) {
 			}
 		}
 	}
+	ambiguous := false
 	switch {
+	case atAlt.Valid() && atEnd.Valid() && !t.Primary.Valid():
+		ambiguous = chooseBackup(t, atAlt, atEnd)
 	case atAlt.Valid() && atEnd.Valid():
 		t.Backup, t.StrayBackup = atAlt, atEnd
 		t.add(CodeStrayBackup, "backup", "two backup headers found: at LBA %d (where the primary points) and at the last LBA %d", atAlt.HeaderLBA, last)
@@ -97,6 +101,7 @@ func Read(r io.ReaderAt, size int64, sectorSize int) (*Table, error) {
 		t.Backup = atEnd
 	}
 	switch b := t.Backup; {
+	case ambiguous:
 	case b == nil:
 		t.add(CodeBackupMissing, "backup", "no backup GPT header at the last LBA %d%s", last, altNote(t.Primary, last))
 	case !b.Valid():
@@ -116,6 +121,74 @@ func Read(r io.ReaderAt, size int64, sectorSize int) (*Table, error) {
 	}
 	capProblems(t, maxPerCode)
 	return t, nil
+}
+
+// chooseBackup picks the backup of a table whose primary is damaged and
+// that has two valid backup candidates with the given arrays: alt, found
+// only through the damaged primary's AlternateLBA, and end, at the last
+// LBA. A damaged header's pointer proves nothing, so end wins (as in
+// sgdisk, which then reads only the last LBA), unless something speaks for
+// alt: the protective MBR ends where alt is (a table made for a smaller
+// disk, now restored onto this one), or end lies inside one of alt's
+// partitions. Then which one is right cannot be told: both are marked
+// unusable (CodeBackupAmbiguous) and the problem says why, so that
+// nothing is rebuilt from either without a reference. An alt that lies
+// inside one of end's partitions is ignored (planted or stale bytes in a
+// partition's data) and said so. It reports whether it was ambiguous.
+func chooseBackup(t *Table, alt, end *Copy) bool {
+	last := t.LastLBA()
+	if bytes.Equal(alt.Array, end.Array) {
+		t.Backup, t.StrayBackup = end, alt
+		t.add(CodeStrayBackup, "backup", "two backup headers with the same entries found: at the last LBA %d and at LBA %d (where the damaged primary points); the one at the last LBA is used", last, alt.HeaderLBA)
+		return false
+	}
+	altIn, endIn := insidePartition(end, alt), insidePartition(alt, end)
+	mbrAlt := mbrLastLBA(t.MBR) == alt.HeaderLBA
+	if !mbrAlt && endIn == 0 {
+		t.Backup = end
+		if altIn != 0 {
+			t.add(CodeFakeBackup, "backup", "ignored the GPT header at LBA %d where the damaged primary points: it lies inside partition %d of the backup GPT at the last LBA %d, so it is partition data, not a table",
+				alt.HeaderLBA, altIn, last)
+			return false
+		}
+		t.StrayBackup = alt
+		t.add(CodeStrayBackup, "backup", "two different backup GPTs found: at the last LBA %d and at LBA %d (where the damaged primary points); the one at the last LBA is used, a damaged header's pointer is not trusted", last, alt.HeaderLBA)
+		return false
+	}
+	var why []string
+	if mbrAlt {
+		why = append(why, fmt.Sprintf("the protective MBR ends at LBA %d too", alt.HeaderLBA))
+	}
+	if endIn != 0 {
+		why = append(why, fmt.Sprintf("the one at the last LBA lies inside partition %d of the other", endIn))
+	}
+	if altIn != 0 {
+		why = append(why, fmt.Sprintf("the one at LBA %d lies inside partition %d of the other", alt.HeaderLBA, altIn))
+	}
+	detail := fmt.Sprintf("two different valid backup GPTs, at the last LBA %d and at LBA %d (where the damaged primary points), and it cannot be told which is right (%s): neither is used; give the right table with a reference",
+		last, alt.HeaderLBA, strings.Join(why, "; "))
+	for _, c := range []*Copy{end, alt} {
+		c.add(CodeBackupAmbiguous, "%s", detail)
+	}
+	t.Backup, t.StrayBackup = end, alt
+	t.add(CodeBackupAmbiguous, "backup", "%s", detail)
+	return true
+}
+
+// insidePartition returns the slot of the first used entry of c whose
+// LBAs include x's header or entry array, or 0.
+func insidePartition(c, x *Copy) int {
+	lo, hi := x.Header.EntryLBA, x.Header.EntryLBA+arraySectors(x.Header, len(x.HeaderRaw))-1
+	for _, s := range c.Slots() {
+		if !s.Used() {
+			continue
+		}
+		e := s.Entry()
+		if (e.First <= x.HeaderLBA && x.HeaderLBA <= e.Last) || (e.First <= hi && lo <= e.Last) {
+			return s.Index
+		}
+	}
+	return 0
 }
 
 func altNote(p *Copy, last uint64) string {

@@ -52,7 +52,7 @@ func (c *Copy) Slots() []Slot {
 var fatalCodes = map[string]bool{
 	"signature": true, "revision": true, "header-size": true, "header-crc": true,
 	"array-crc": true, "entry-size": true, "entry-count": true, "array-range": true,
-	"truncated": true, "my-lba": true,
+	"truncated": true, "my-lba": true, CodeBackupAmbiguous: true,
 }
 
 // Table is everything read from a disk or image: the protective MBR and
@@ -65,8 +65,9 @@ type Table struct {
 	Backup     *Copy  // nil when no backup header was found
 	// StrayBackup is a second valid backup header found at the other
 	// candidate place (the primary's AlternateLBA or the last LBA) when
-	// both hold one; Backup is then the one the primary points to. Nil
-	// in the usual case.
+	// both hold one; Backup is then the one the primary points to when
+	// the primary is valid, else the one at the last LBA. Nil in the
+	// usual case.
 	StrayBackup *Copy
 	Problems    []Problem
 }

@@ -48,6 +48,8 @@ const (
 	CodeBackupInvalid   = "backup-invalid"
 	CodeBackupNotAtEnd  = "backup-not-at-end"
 	CodeStrayBackup     = "stray-backup"
+	CodeFakeBackup      = "fake-backup"      // a header the damaged primary points to lies inside a partition: ignored
+	CodeBackupAmbiguous = "backup-ambiguous" // fatal: two different valid backups and no telling which is right
 	CodeArraysDiffer    = "arrays-differ"
 	CodeHeadersDiffer   = "headers-differ"
 	CodeMBRSignature    = "mbr-signature"

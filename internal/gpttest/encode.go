@@ -150,6 +150,21 @@ func (ft *Table) Write(t testing.TB, path string) {
 	}
 }
 
+// WriteBackup writes only the backup GPT (array and header at
+// DiskSectors-1) into the existing file at path: a CRC-valid backup
+// planted anywhere on a bigger disk.
+func (ft *Table) WriteBackup(t testing.TB, path string) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	for _, p := range ft.pieces(t)[3:] {
+		WriteAt(t, f, p.b, p.off)
+	}
+}
+
 // Image is a zeroed in-memory disk of n sectors with what Write writes;
 // a backup GPT that would lie past the end (a table made for a bigger
 // disk) is left out.
