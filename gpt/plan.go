@@ -345,10 +345,22 @@ func PlanFix(t *Table, opt FixOptions) (*Plan, error) {
 			}
 		}
 	}
-	if m := fixMBR(t); m != nil {
+	m, pm := fixMBR(t)
+	switch {
+	case m != nil && pm.hybrid && pm.capBy >= 0:
+		o := pm.others[pm.capBy]
+		p.Steps = append(p.Steps, fmt.Sprintf("end the hybrid MBR's 0xEE record at LBA %d (was %d) so that it no longer overlaps MBR record %d (LBA %d-%d); the hybrid MBR's other records stay as they are",
+			pm.want, pm.size, o.index+1, o.start, o.end()))
+	case m != nil && pm.hybrid:
+		p.Steps = append(p.Steps, fmt.Sprintf("end the hybrid MBR's 0xEE record at the disk's last LBA %d (was %d, past the end); its other records stay as they are", pm.want, pm.size))
+	case m != nil:
+		p.Steps = append(p.Steps, fmt.Sprintf("set the protective MBR's size to %d sectors (was %d)", pm.want, pm.size))
+	case pm.hybrid && pm.off >= 0:
+		p.Notes = append(p.Notes, fmt.Sprintf("the MBR is a hybrid MBR (0xEE record over LBA 1-%d and %d other record(s)): left as it is, not stretched over the whole disk",
+			pm.size, len(pm.others)))
+	}
+	if m != nil {
 		p.addWrites("protective MBR", 0, m, t.MBR)
-		old := binary.LittleEndian.Uint32(t.MBR[mbrSizeOffset(t.MBR):])
-		p.Steps = append(p.Steps, fmt.Sprintf("set the protective MBR's size to %d sectors (was %d)", binary.LittleEndian.Uint32(m[mbrSizeOffset(m):]), old))
 	}
 
 	if !p.Empty() {
@@ -536,39 +548,17 @@ func splitSlots(arr []byte, es int) []Slot {
 	return out
 }
 
-// mbrSizeOffset returns the offset of the size field of the protective
-// (0xEE) record of an MBR, or -1.
-func mbrSizeOffset(m []byte) int {
-	if len(m) < 512 || m[510] != 0x55 || m[511] != 0xAA {
-		return -1
-	}
-	for i := 0; i < 4; i++ {
-		r := 446 + 16*i
-		if m[r+4] == 0xEE && binary.LittleEndian.Uint32(m[r+8:]) == 1 {
-			return r + 12
-		}
-	}
-	return -1
-}
-
 // fixMBR returns the MBR sector with the protective record's size set for
-// this disk, or nil when it is right already or there is no protective
-// record to fix (that is left alone: it may be a hybrid MBR or boot code).
-func fixMBR(t *Table) []byte {
-	off := mbrSizeOffset(t.MBR)
-	if off < 0 {
-		return nil
-	}
-	want := uint32(0xFFFFFFFF)
-	if t.LastLBA() < uint64(want) {
-		want = uint32(t.LastLBA())
-	}
-	if binary.LittleEndian.Uint32(t.MBR[off:]) == want {
-		return nil
+// this disk (see protectiveMBR), or nil when it is right already or there
+// is no protective record starting at LBA 1 to fix (that is left alone).
+func fixMBR(t *Table) ([]byte, protective) {
+	pm := protectiveMBR(t.MBR, t.LastLBA())
+	if pm.off < 0 || pm.want == pm.size {
+		return nil, pm
 	}
 	m := bytes.Clone(t.MBR)
-	binary.LittleEndian.PutUint32(m[off:], want)
-	return m
+	binary.LittleEndian.PutUint32(m[pm.off:], pm.want)
+	return m, pm
 }
 
 // move is one partition moving from one slot to another.

@@ -342,9 +342,10 @@ func HumanBytes(n int64) string {
 }
 
 // mbrLastLBA returns the last LBA the protective MBR's 0xEE record covers
-// (start + size - 1), or 0 when there is none.
+// (start + size - 1), or 0 when there is none or the MBR is a hybrid one
+// (whose 0xEE record says nothing about the disk's size).
 func mbrLastLBA(mbr []byte) uint64 {
-	if len(mbr) < 512 || mbr[510] != 0x55 || mbr[511] != 0xAA {
+	if len(mbr) < 512 || mbr[510] != 0x55 || mbr[511] != 0xAA || protectiveMBR(mbr, 1<<40).hybrid {
 		return 0
 	}
 	for i := 0; i < 4; i++ {

@@ -279,8 +279,11 @@ func limitList(s []string, n int) []string {
 	return append(s[:n:n], "...")
 }
 
-// checkMBR checks the protective MBR in t.MBR: the 0x55AA signature and a
-// 0xEE record starting at LBA 1 whose size covers the disk (or 0xFFFFFFFF).
+// checkMBR checks the protective MBR: boot signature, a 0xEE record
+// starting at LBA 1 and covering the disk. A hybrid MBR (other records
+// besides the 0xEE one, as sgdisk -h makes) keeps its 0xEE record short on
+// purpose; it is only wrong when that record overlaps another record or
+// runs past the disk end (see protectiveMBR).
 func checkMBR(t *Table) {
 	m := t.MBR
 	if len(m) < 512 {
@@ -300,14 +303,74 @@ func checkMBR(t *Table) {
 		if start != 1 {
 			t.add(CodeMBRStart, "mbr", "the protective partition starts at LBA %d instead of 1", start)
 		}
-		want := uint64(0xFFFFFFFF)
-		if t.LastLBA() < want {
-			want = t.LastLBA()
-		}
-		if uint64(size) != want {
-			t.add(CodeMBRSize, "mbr", "the protective partition covers %d sectors, the disk needs %d (it was made for a disk of another size)", size, want)
+		pm := protectiveMBR(m, t.LastLBA())
+		switch {
+		case pm.off < 0 || pm.want == size:
+		case pm.hybrid && pm.capBy >= 0:
+			o := pm.others[pm.capBy]
+			t.add(CodeMBRSize, "mbr", "the hybrid MBR's 0xEE record (LBA 1-%d) overlaps MBR record %d (LBA %d-%d)", size, o.index+1, o.start, o.end())
+		case pm.hybrid:
+			t.add(CodeMBRSize, "mbr", "the hybrid MBR's 0xEE record (LBA 1-%d) runs past the disk's last LBA %d", size, t.LastLBA())
+		default:
+			t.add(CodeMBRSize, "mbr", "the protective partition covers %d sectors, the disk needs %d (it was made for a disk of another size)", size, pm.want)
 		}
 		return
 	}
 	t.add(CodeMBRNoProtective, "mbr", "the MBR has no protective GPT partition (type EE)")
+}
+
+// mbrRecord is one used record of an MBR's partition table.
+type mbrRecord struct {
+	index       int // 0-3
+	typ         byte
+	start, size uint32
+}
+
+func (r mbrRecord) end() uint64 { return uint64(r.start) + uint64(r.size) - 1 }
+
+// protective describes the 0xEE record of an MBR and what its size
+// should be on a disk: see protectiveMBR.
+type protective struct {
+	off    int         // offset of the 0xEE record's size field; -1 when there is no 0xEE record starting at LBA 1
+	size   uint32      // its size now
+	want   uint32      // the size it should have
+	hybrid bool        // other records exist besides the 0xEE one
+	others []mbrRecord // those records
+	capBy  int         // index into others of the record that caps want, or -1
+}
+
+// protectiveMBR works out the size the 0xEE record (starting at LBA 1) of
+// MBR m should have on a disk whose last LBA is last. A plain protective
+// MBR covers the whole disk (at most 0xFFFFFFFF sectors). A hybrid MBR's
+// 0xEE record is left as it is, unless it overlaps one of the other
+// records (it then ends before the first one it overlaps) or runs past the
+// disk end.
+func protectiveMBR(m []byte, last uint64) protective {
+	p := protective{off: -1, capBy: -1}
+	if len(m) < 512 || m[510] != 0x55 || m[511] != 0xAA {
+		return p
+	}
+	for i := 0; i < 4; i++ {
+		r := m[446+16*i : 446+16*(i+1)]
+		rec := mbrRecord{i, r[4], binary.LittleEndian.Uint32(r[8:]), binary.LittleEndian.Uint32(r[12:])}
+		switch {
+		case rec.typ == 0xEE && rec.start == 1 && p.off < 0:
+			p.off, p.size = 446+16*i+12, rec.size
+		case rec.typ != 0 && rec.size != 0:
+			p.others = append(p.others, rec)
+		}
+	}
+	limit := uint32(min(last, 0xFFFFFFFF))
+	p.hybrid = len(p.others) > 0
+	if p.off < 0 || !p.hybrid {
+		p.want = limit
+		return p
+	}
+	p.want = min(p.size, limit)
+	for i, o := range p.others {
+		if o.start > 1 && uint64(o.start) <= uint64(p.want) {
+			p.want, p.capBy = o.start-1, i
+		}
+	}
+	return p
 }
