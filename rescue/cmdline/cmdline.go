@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/esxi-rescue/rescue/remote"
+	"github.com/esxi-rescue/rescue/remote/cred"
 	"github.com/esxi-rescue/rescue/rescue/netup"
 )
 
@@ -62,7 +64,7 @@ var TestPauses = []string{"between-backup-and-primary"}
 // Config is the validated hands-off configuration.
 type Config struct {
 	Actions   []Action         // in Order; [shell] when nothing was asked for
-	Image     string           // path or http(s) URL; "" if none
+	Image     string           // path, http(s) URL or share URL (smb, nfs, sftp, s3); "" if none
 	SHA256    []byte           // expected digest of the (decompressed) image, nil if none
 	Bmap      string           // path or http(s) URL of the image's block map; "" if none
 	Target    string           // /dev/... or "auto"; "" when no disk action
@@ -71,6 +73,7 @@ type Config struct {
 	Report    string           // http(s) URL to POST the JSON report to, "" if none
 	Job       string           // rescue.job=: http(s) URL of this machine's job (${mac}, ${serial} not yet expanded), "" if none
 	Syslog    string           // rescue.syslog=: [udp://|tcp://]HOST[:PORT] to send console lines to, "" if none
+	Cred      string           // rescue.cred=: credentials file for share URLs (a path, looked up in the rescue system and then on the stick's FAT partition, or an http(s) URL)
 	IP        *netup.IPConfig  // nil: no network wanted
 	BootIF    net.HardwareAddr // PXE boot interface, nil if not given
 	Modules   []string         // modules_load=
@@ -98,6 +101,10 @@ func (c *Config) Interactive() bool {
 
 // WritesDisk reports whether the flow writes to the target disk.
 func (c *Config) WritesDisk() bool { return c.Has(ActionRestore) || c.Has(ActionFix) }
+
+// IsShare reports whether s is a share URL of package remote (smb://,
+// nfs://, sftp://, ssh://, s3://).
+func IsShare(s string) bool { return remote.IsURL(s) }
 
 // IsURL reports whether s is an http or https URL.
 func IsURL(s string) bool {
@@ -157,7 +164,7 @@ var rescueKeys = map[string]bool{
 	"rescue.action": true, "rescue.image": true, "rescue.sha256": true, "rescue.bmap": true,
 	"rescue.target": true, "rescue.ref": true, "rescue.done": true,
 	"rescue.report": true, "rescue.testpause": true, "rescue.debug": true,
-	"rescue.job": true, "rescue.syslog": true,
+	"rescue.job": true, "rescue.syslog": true, "rescue.cred": true,
 }
 
 // Parse validates the arguments of the kernel command line and, after
@@ -321,6 +328,20 @@ func Parse(args []Arg) (*Config, error) {
 		}
 	}
 
+	// Credentials for share URLs.
+	if has("rescue.cred") {
+		c.Cred = get("rescue.cred")
+		switch {
+		case c.Cred == "":
+			return nil, fmt.Errorf("rescue.cred= is empty (want the path of a credentials file on the rescue stick, or an http(s) URL)")
+		case IsShare(c.Cred):
+			return nil, fmt.Errorf("rescue.cred= cannot be a share URL (its own credentials would be needed): use a path on the rescue stick or an http(s) URL")
+		}
+		if err := checkLocation("rescue.cred", c.Cred); err != nil {
+			return nil, err
+		}
+	}
+
 	// Test hook.
 	if has("rescue.testpause") {
 		c.TestPause = get("rescue.testpause")
@@ -371,7 +392,8 @@ func Parse(args []Arg) (*Config, error) {
 // NeedsNetwork reports whether a URL (image, report, reference, job) or
 // a syslog server is configured.
 func (c *Config) NeedsNetwork() bool {
-	return IsURL(c.Image) || IsURL(c.Report) || IsURL(c.Ref) || c.Job != "" || c.Syslog != ""
+	return IsURL(c.Image) || IsURL(c.Report) || IsURL(c.Ref) || c.Job != "" || c.Syslog != "" ||
+		IsShare(c.Image) || IsShare(c.Ref) || IsShare(c.Bmap) || IsURL(c.Bmap) || IsURL(c.Cred)
 }
 
 // CheckJobURL validates a rescue.job= value: an http(s) URL with a host,
@@ -413,6 +435,12 @@ func SyslogAddr(v string) (network, addr string, err error) {
 }
 
 func checkLocation(key, v string) error {
+	if IsShare(v) {
+		if _, err := remote.Parse(v); err != nil {
+			return fmt.Errorf("%s=: %w", key, err)
+		}
+		return nil
+	}
 	if IsURL(v) {
 		u, err := url.Parse(v)
 		if err != nil {
@@ -424,7 +452,7 @@ func checkLocation(key, v string) error {
 		return nil
 	}
 	if strings.Contains(v, "://") {
-		return fmt.Errorf("%s=%s: only http:// and https:// URLs are supported", key, v)
+		return fmt.Errorf("%s=%s: only http(s)://, smb://, nfs://, sftp://, ssh:// and s3:// URLs are supported", key, cred.Scrub(v))
 	}
 	if !strings.HasPrefix(v, "/") {
 		return fmt.Errorf("%s=%s: want an absolute path or an http(s) URL", key, v)
@@ -491,16 +519,22 @@ func Read(procCmdline, stick string) ([]Arg, error) {
 // Summary is the configuration in plain key/value form for the report.
 func (c *Config) Summary() map[string]any {
 	m := map[string]any{
-		"actions": c.Actions, "target": c.Target, "ref": c.Ref, "done": c.Done,
+		"actions": c.Actions, "target": c.Target, "ref": cred.Scrub(c.Ref), "done": c.Done,
 	}
 	if c.Image != "" {
-		m["image"] = c.Image
+		m["image"] = cred.Scrub(c.Image)
+	}
+	if c.Cred != "" {
+		m["cred"] = RedactURL(c.Cred)
+		if !IsURL(c.Cred) {
+			m["cred"] = c.Cred
+		}
 	}
 	if c.SHA256 != nil {
 		m["sha256"] = hex.EncodeToString(c.SHA256)
 	}
 	if c.Bmap != "" {
-		m["bmap"] = c.Bmap
+		m["bmap"] = cred.Scrub(c.Bmap)
 	}
 	if c.Report != "" {
 		m["report"] = RedactURL(c.Report)

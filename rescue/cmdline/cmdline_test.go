@@ -141,7 +141,25 @@ func TestParse(t *testing.T) {
 		{name: "bmap without image", line: "rescue.bmap=/x.bmap", wantErr: "without rescue.image="},
 		{name: "bmap relative", line: "rescue.image=/x rescue.bmap=x.bmap", wantErr: "absolute path"},
 		{name: "relative image", line: "rescue.image=esxi.img", wantErr: "absolute path"},
-		{name: "ftp image", line: "rescue.image=ftp://h/x", wantErr: "only http:// and https://"},
+		{name: "ftp image", line: "rescue.image=ftp://h/x", wantErr: "only http(s)://, smb://"},
+		{name: "share URLs and credentials", line: "rescue.action=restore,fix,verify rescue.image=smb://CORP;admin@nas/images/esxi.img.zst rescue.bmap=s3://b/esxi.img.bmap?endpoint=http://10.0.0.9:9000 rescue.ref=sftp://root@10.0.0.5/srv/esxi.gpt.json rescue.cred=/nas.cred rescue.target=auto",
+			check: func(t *testing.T, c *Config) {
+				if c.Image != "smb://CORP;admin@nas/images/esxi.img.zst" || c.Cred != "/nas.cred" || !strings.HasPrefix(c.Bmap, "s3://") || !strings.HasPrefix(c.Ref, "sftp://") {
+					t.Errorf("got %+v", c)
+				}
+				if c.IP == nil || c.IP.Mode != netup.ModeDHCP {
+					t.Errorf("a share URL should default to ip=dhcp, got %+v", c.IP)
+				}
+			}},
+		{name: "password in a share URL is not echoed", line: "rescue.image=smb://u:Hunter2-secret@nas/share/x rescue.bmap=relative", wantErr: "absolute path"},
+		{name: "cred URL", line: "rescue.image=nfs://filer/vol/x.img rescue.cred=http://10.0.0.1/c", check: func(t *testing.T, c *Config) {
+			if c.Cred != "http://10.0.0.1/c" {
+				t.Errorf("Cred %q", c.Cred)
+			}
+		}},
+		{name: "cred share URL", line: "rescue.image=nfs://filer/vol/x.img rescue.cred=smb://h/s/c", wantErr: "cannot be a share URL"},
+		{name: "cred relative", line: "rescue.image=nfs://filer/vol/x.img rescue.cred=nas.cred", wantErr: "absolute path"},
+		{name: "share URL without file", line: "rescue.image=smb://nas/share/", wantErr: "no file name"},
 		{name: "URL without host", line: "rescue.image=http:///x", wantErr: "without a host"},
 		{name: "ref image without image", line: "rescue.action=fix rescue.target=auto rescue.ref=image", wantErr: "rescue.ref=image needs rescue.image="},
 		{name: "bad done", line: "rescue.done=halt", wantErr: "want reboot, poweroff, shell or boot"},

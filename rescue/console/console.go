@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/esxi-rescue/rescue/remote/cred"
 	"golang.org/x/sys/unix"
 )
 
@@ -98,13 +99,13 @@ func (c *Console) stamp() string {
 
 // Printf writes one time-stamped log line.
 func (c *Console) Printf(format string, args ...any) {
-	line := c.stamp() + strings.TrimRight(fmt.Sprintf(format, args...), "\n") + "\n"
+	line := c.stamp() + strings.TrimRight(cred.Scrub(fmt.Sprintf(format, args...)), "\n") + "\n"
 	c.Write([]byte(line))
 }
 
 // Marker writes a time-stamped "RESCUE: ..." line and drains the consoles.
 func (c *Console) Marker(format string, args ...any) {
-	msg := strings.ReplaceAll(strings.TrimRight(fmt.Sprintf(format, args...), "\n"), "\n", " ")
+	msg := strings.ReplaceAll(strings.TrimRight(cred.Scrub(fmt.Sprintf(format, args...)), "\n"), "\n", " ")
 	c.Write([]byte(c.stamp() + MarkerPrefix + msg + "\n"))
 	c.Drain()
 }

@@ -11,6 +11,9 @@ import (
 	"os"
 
 	"github.com/esxi-rescue/rescue/gpt"
+	"github.com/esxi-rescue/rescue/remote"
+	"github.com/esxi-rescue/rescue/remote/cred"
+	"github.com/esxi-rescue/rescue/remote/dial"
 	"github.com/esxi-rescue/rescue/rescue/cmdline"
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
@@ -21,8 +24,12 @@ import (
 // bytes or 6 of 4096.
 const headBytes = 64 << 10
 
-// openStream opens a file or an http(s) URL.
-func openStream(ctx context.Context, src string) (io.ReadCloser, error) {
+// openStream opens a file, an http(s) URL or a share URL (with the
+// credentials c, which may be nil).
+func openStream(ctx context.Context, src string, c *cred.Cred) (io.ReadCloser, error) {
+	if cmdline.IsShare(src) {
+		return dial.Open(ctx, src, &remote.Options{Cred: c, Retries: 3})
+	}
 	if !cmdline.IsURL(src) {
 		return os.Open(src)
 	}
@@ -68,7 +75,12 @@ func decompress(r io.Reader) (io.Reader, string, error) {
 // The returned table has no backup copy; its DiskSize is the size of the
 // disk the image was taken from (from the header's AlternateLBA).
 func ImageTable(ctx context.Context, src string) (*gpt.Table, string, error) {
-	rc, err := openStream(ctx, src)
+	return imageTable(ctx, src, nil)
+}
+
+// imageTable is ImageTable with credentials for share URLs.
+func imageTable(ctx context.Context, src string, c *cred.Cred) (*gpt.Table, string, error) {
+	rc, err := openStream(ctx, src, c)
 	if err != nil {
 		return nil, "", fmt.Errorf("opening the image: %w", err)
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/esxi-rescue/rescue/esxi"
 	"github.com/esxi-rescue/rescue/gpt"
 	"github.com/esxi-rescue/rescue/imaging"
+	"github.com/esxi-rescue/rescue/remote/cred"
 	"github.com/esxi-rescue/rescue/rescue/cmdline"
 	"github.com/esxi-rescue/rescue/rescue/coldplug"
 	"github.com/esxi-rescue/rescue/rescue/inventory"
@@ -57,6 +58,7 @@ type System struct {
 	imageTab *gpt.Table // the image's table (restore, rescue.ref=image)
 	ref      *gpt.Table // the reference for fix/verify; nil = ESXi recognition
 	refDesc  string
+	cred     *cred.Cred // rescue.cred=, loaded once
 }
 
 // New returns a System logging to con.
@@ -188,8 +190,11 @@ func (s *System) Network(ctx context.Context, c *cmdline.Config) (any, error) {
 // Reference loads the image's table and the reference for fix/verify.
 func (s *System) Reference(ctx context.Context, c *cmdline.Config) (any, error) {
 	details := map[string]any{"ref": c.Ref}
+	if err := s.loadCred(ctx, c); err != nil {
+		return nil, err
+	}
 	if c.Image != "" && (c.Ref == cmdline.RefImage || c.Has(cmdline.ActionRestore)) {
-		t, comp, err := ImageTable(ctx, c.Image)
+		t, comp, err := imageTable(ctx, c.Image, s.cred)
 		if err != nil {
 			return nil, fmt.Errorf("image %s: %w", c.Image, err)
 		}
@@ -207,7 +212,7 @@ func (s *System) Reference(ctx context.Context, c *cmdline.Config) (any, error) 
 		s.ref, s.refDesc = nil, "the ESXi layout recognised on the disk"
 	default:
 		path := c.Ref
-		if cmdline.IsURL(c.Ref) {
+		if cmdline.IsURL(c.Ref) || cmdline.IsShare(c.Ref) {
 			p, err := s.download(ctx, c.Ref)
 			if err != nil {
 				return nil, err
@@ -226,7 +231,7 @@ func (s *System) Reference(ctx context.Context, c *cmdline.Config) (any, error) 
 }
 
 func (s *System) download(ctx context.Context, url string) (string, error) {
-	rc, err := openStream(ctx, url)
+	rc, err := openStream(ctx, url, s.cred)
 	if err != nil {
 		return "", fmt.Errorf("downloading %s: %w", url, err)
 	}
@@ -315,6 +320,10 @@ func (s *System) Restore(ctx context.Context, c *cmdline.Config, dst string) (an
 		opt.SHA256 = hex.EncodeToString(c.SHA256)
 	}
 	opt.Bmap = c.Bmap
+	if err := s.loadCred(ctx, c); err != nil {
+		return nil, err
+	}
+	opt.Cred = s.cred
 	s.Con.Printf("restore: %s -> %s", c.Image, dst)
 	res, err := imaging.Copy(ctx, opt)
 	if err != nil {
