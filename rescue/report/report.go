@@ -70,16 +70,17 @@ type Report struct {
 	Reason   string         `json:"reason,omitempty"`
 	Start    time.Time      `json:"start"`
 	Seconds  float64        `json:"seconds"`
-	Undo     []Undo         `json:"undo,omitempty"`  // every undo file of the run, whole
-	Kept     []string       `json:"kept,omitempty"`  // files saved on the rescue stick
-	Posts    *Posts         `json:"posts,omitempty"` // with rescue.report=
-	Job      any            `json:"job,omitempty"`   // with rescue.job=: the job and whether it was marked done
-	Log      string         `json:"log,omitempty"`   // the console log (left out of the console copy)
+	Undo     []Undo         `json:"undo,omitempty"`   // every undo file of the run, whole
+	Kept     []string       `json:"kept,omitempty"`   // files saved on the rescue stick
+	Posts    *Posts         `json:"posts,omitempty"`  // with rescue.report=
+	Job      any            `json:"job,omitempty"`    // with rescue.job=: the job and whether it was marked done
+	Syslog   any            `json:"syslog,omitempty"` // with rescue.syslog=: what was sent
+	Log      string         `json:"log,omitempty"`    // the console log (left out of the console copy)
 }
 
 // New starts a report.
 func New(version string) *Report {
-	return &Report{Schema: Schema, Version: version, Found: map[string]any{}, Start: time.Now()}
+	return &Report{Schema: Schema, Version: version, Found: map[string]any{}, Steps: []Step{}, Start: time.Now()}
 }
 
 // AddUndo adds an undo file (its bytes must be the undo JSON).

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"strings"
 	"testing"
 
 	"github.com/esxi-rescue/rescue/gpt"
+	"github.com/esxi-rescue/rescue/internal/schematest"
 )
 
 // undoDoc makes a real undo file (gpt.MarshalUndo) of one sector at lba.
@@ -104,4 +106,32 @@ func FuzzExtractUndo(f *testing.F) {
 			t.Fatalf("accepted %v", u)
 		}
 	})
+}
+
+// TestSchema: reports validate against docs/schema/report-1.schema.json,
+// and the schema rejects what it must.
+func TestSchema(t *testing.T) {
+	s := schematest.Compile(t, "report-1.schema.json")
+	r := New("test")
+	r.Run, r.Host = "SN1-20261201T093000Z", Host{ID: "SN1", MACs: []string{"52:54:00:12:34:56"}}
+	r.Steps = append(r.Steps, Step{Name: "fix", Status: "ok", Seconds: 1})
+	r.AddUndo("fix", "/dev/vda", "/dev/sdb1:/rescue-logs/x/undo-vda.json", undoDoc(t, "/dev/vda", 2))
+	r.Posts = &Posts{ProgressSent: 3}
+	r.Finish(nil)
+	if err := schematest.Check(s, r.JSON()); err != nil {
+		t.Errorf("a report is not valid: %v\n%s", err, r.JSON())
+	}
+	r.Finish(errors.New("fix: boom"))
+	if err := schematest.Check(s, r.ConsoleJSON()); err != nil {
+		t.Errorf("a failed report is not valid: %v", err)
+	}
+	for _, bad := range []string{
+		`{"schema":"esxi-rescue-report/2"}`,
+		strings.Replace(string(r.JSON()), `"result": "failed"`, `"result": "maybe"`, 1),
+		strings.Replace(string(r.JSON()), `"format": "gptfix-undo/1"`, `"format": "other"`, 1),
+	} {
+		if schematest.Check(s, []byte(bad)) == nil {
+			t.Errorf("the schema accepts %.200s", bad)
+		}
+	}
 }
