@@ -6,10 +6,14 @@
 // A restore runs as a pipeline with bounded memory: one goroutine reads and
 // decompresses into a small pool of large aligned buffers, one hashes the
 // uncompressed stream and one writes, skipping all-zero regions (holes on a
-// file target, BLKZEROOUT on a block device). The first megabyte of the image
-// (protective MBR and primary GPT) is written last, only once the whole
-// stream has arrived and its checksum matched, so a failed restore never
-// leaves a partition table that points at half-written data. After a restore
+// file target, BLKZEROOUT on a block device). Before the first byte goes
+// out, the target's partition tables are saved to an undo file and
+// invalidated (guard.go); the first megabyte of the image (protective MBR
+// and primary GPT), its backup GPT header and the regions of the target's
+// old tables are held back and written last, only once the whole stream
+// has arrived and its checksum matched, so a failed or killed restore
+// never leaves a disk that any tool takes for a valid one. A new file is
+// written as DST.partial and renamed when complete. After a restore
 // onto a larger (or smaller) disk the GPT's backup copy is relocated with
 // package gpt, keeping every entry slot byte-identical.
 package imaging
@@ -96,6 +100,8 @@ type Options struct {
 	// Refuse lists extra devices that must never be written (e.g. the rescue boot medium).
 	Refuse []string
 	// UndoPath is where the GPT fix-up saves its undo copy; empty means a file in os.TempDir().
+	// The target's partition tables as they were before the restore are saved next to it
+	// (".before-restore.json" instead of ".json"; Result.TableUndoPath).
 	UndoPath string
 	// BufferSize is the pipeline buffer size (default 4 MiB) and Buffers their number (default 4).
 	BufferSize, Buffers int
@@ -161,6 +167,11 @@ type Result struct {
 	GPTFixup string
 	// UndoPath is the undo file written by the GPT fix-up, if any.
 	UndoPath string
+	// TableUndoPath is the undo file (package gpt's format) holding the
+	// target's partition tables as they were before the restore, which
+	// invalidated them before writing; `gptfix -undo FILE -yes DST` puts
+	// them back. Empty when the target held none (or was a new file).
+	TableUndoPath string `json:",omitempty"`
 	// BadRanges lists unreadable source ranges filled with zeros (SkipBad).
 	BadRanges []Range
 	// LayoutPath and ManifestPath are the files written next to a backup image.

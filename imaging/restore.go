@@ -9,9 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/esxi-rescue/rescue/bmap"
 	"github.com/esxi-rescue/rescue/gpt"
@@ -25,15 +23,15 @@ const headLen = 1 << 20
 // restore copies an image onto a disk or file. A file it created is
 // removed again when the restore fails.
 func restore(ctx context.Context, opt *Options) (*Result, error) {
-	var created bool
-	res, err := restoreTo(ctx, opt, &created)
-	if err != nil && created {
-		os.Remove(opt.Dst)
+	var partial string
+	res, err := restoreTo(ctx, opt, &partial)
+	if err != nil && partial != "" {
+		os.Remove(partial)
 	}
 	return res, err
 }
 
-func restoreTo(ctx context.Context, opt *Options, created *bool) (*Result, error) {
+func restoreTo(ctx context.Context, opt *Options, partial *string) (*Result, error) {
 	want, err := parseSHA(opt.SHA256)
 	if err != nil {
 		return nil, err
@@ -102,7 +100,9 @@ func restoreTo(ctx context.Context, opt *Options, created *bool) (*Result, error
 	if err != nil {
 		return nil, err
 	}
-	*created = t.created
+	if t.created {
+		*partial = t.path
+	}
 	defer t.close()
 	ss, err := chooseSectorSize(opt.SectorSize, head, t.sectorSize)
 	if err != nil {
@@ -153,7 +153,7 @@ func restoreTo(ctx context.Context, opt *Options, created *bool) (*Result, error
 		}
 	}
 
-	sink := &rawSink{f: t.f, direct: t.direct, name: opt.Dst, limit: limit, gran: 4096, noLimitData: !res.HasGPT}
+	sink := &rawSink{f: t.f, direct: t.direct, name: t.path, limit: limit, gran: 4096, noLimitData: !res.HasGPT}
 	if opt.Verify {
 		sink.sums = newWriteSums()
 	}
@@ -168,8 +168,54 @@ func restoreTo(ctx context.Context, opt *Options, created *bool) (*Result, error
 		sink.mode, sink.minZero = zeroPunch, 64<<10
 	}
 
-	hl := min(headLen, n)
-	headCopy := bytes.Clone(head[:hl])
+	// Before the first byte goes out: save the target's partition tables
+	// and invalidate them, so that until the whole image arrived and
+	// matched, no tool takes the disk for a good one (see guard.go).
+	var g *guard
+	if !t.fresh {
+		unit, sizes := 512, []int{512, 4096}
+		if t.isBlock {
+			unit, sizes = t.sectorSize, []int{t.sectorSize}
+		}
+		if g, err = guardTarget(t.f, opt.Dst, t.size, unit, sizes, tableUndoPath(opt)); err != nil {
+			return nil, err
+		}
+		if g != nil {
+			res.TableUndoPath = g.undoPath
+			opt.logf("saved the partition table of %s to %s and invalidated it until the image is written and checked (gptfix -undo %s -yes %s puts it back)",
+				opt.Dst, g.undoPath, g.undoPath, opt.Dst)
+		}
+	}
+	// What is held back and written last: the image's head (MBR and
+	// primary GPT), its backup GPT header, and the target's table regions.
+	holds := [][2]int64{{0, int64(min(headLen, n))}}
+	if r, ok := imageBackupHeader(head, ss); ok {
+		holds = append(holds, r)
+	}
+	if imgSize >= int64(ss) {
+		holds = append(holds, [2]int64{imgSize - int64(ss), imgSize})
+	}
+	if g != nil {
+		holds = append(holds, g.ranges()...)
+	}
+	hd := newHeld(sink, holds)
+	// aftermath says, for an error after the first write, what was
+	// overwritten and how to get back.
+	aftermath := func(err error) error {
+		var b strings.Builder
+		if lo, hi, ok := sink.written(); ok {
+			fmt.Fprintf(&b, "bytes %d-%d of %s were overwritten", lo, hi-1, opt.Dst)
+		} else {
+			fmt.Fprintf(&b, "no image data was written to %s", opt.Dst)
+		}
+		if g != nil {
+			fmt.Fprintf(&b, " and its partition table is invalidated (saved in %s): restart the restore, or put the old table back with gptfix -undo %s -yes %s",
+				g.undoPath, g.undoPath, opt.Dst)
+		} else if !t.created {
+			b.WriteString(": restart the restore")
+		}
+		return fmt.Errorf("%w; %s", err, b.String())
+	}
 	// What checks the stream: the block map's range checksums, and a
 	// SHA-256 of everything. The map's own record of the image's SHA-256
 	// stands in for that hash only when no SHA-256 was expected: the map
@@ -188,15 +234,15 @@ func restoreTo(ctx context.Context, opt *Options, created *bool) (*Result, error
 	}
 	opt.logf("restoring %s (%s) onto %s", opt.Src, res.Compression, opt.Dst)
 	stop := startProgress(opt, "restore", src.size, src.count.Load)
-	total, err := runPipeline(ctx, stream, pool, first, firstEOF, &heldHead{sink, int64(hl)}, digests...)
+	total, err := runPipeline(ctx, stream, pool, first, firstEOF, hd, digests...)
 	stop()
 	res.Bytes, res.SourceBytes = total, src.count.Load()
 	if src.dev != nil {
 		res.BadRanges = src.dev.bad
 	}
 	if err != nil {
-		return res, fmt.Errorf("restore failed after %s of the image; the image's partition table was not written: %w",
-			gpt.HumanBytes(total), err)
+		return res, aftermath(fmt.Errorf("restore failed after %s of the image; the image's partition table was not written: %w",
+			gpt.HumanBytes(total), err))
 	}
 	// A raw image that ends before its last partition is truncated; one
 	// that ends after it but before its backup GPT was trimmed on purpose
@@ -204,8 +250,8 @@ func restoreTo(ctx context.Context, opt *Options, created *bool) (*Result, error
 	trimmed := false
 	if res.HasGPT {
 		if end := (int64(res.LastUsedLBA) + 1) * int64(ss); total < end {
-			return res, fmt.Errorf("the image is truncated: it ends at byte %d but its last partition ends at LBA %d (byte %d); the image's partition table was not written",
-				total, res.LastUsedLBA, end)
+			return res, aftermath(fmt.Errorf("the image is truncated: it ends at byte %d but its last partition ends at LBA %d (byte %d); the image's partition table was not written",
+				total, res.LastUsedLBA, end))
 		}
 		if end := (int64(altLBA) + 1) * int64(ss); altLBA > res.LastUsedLBA && total < end {
 			trimmed = true
@@ -215,7 +261,7 @@ func restoreTo(ctx context.Context, opt *Options, created *bool) (*Result, error
 	var sum []byte
 	if check != nil {
 		if err := check.wrap(check.c.Finish(total)); err != nil {
-			return res, fmt.Errorf("%w; the image's partition table was not written", err)
+			return res, aftermath(fmt.Errorf("%w; the image's partition table was not written", err))
 		}
 		res.BmapPath, res.BmapRanges = bmPath, check.c.RangesChecked()
 	}
@@ -227,13 +273,9 @@ func restoreTo(ctx context.Context, opt *Options, created *bool) (*Result, error
 		res.SHA256From, res.BmapSHA256 = "bmap", hex.EncodeToString(bm.ImageSHA256)
 	}
 	if want != nil && !bytes.Equal(want, sum) {
-		return res, fmt.Errorf("%w: the image's SHA-256 is %s, expected %s; the image's partition table was not written, no GPT fix-up",
-			ErrChecksum, res.SHA256, opt.SHA256)
+		return res, aftermath(fmt.Errorf("%w: the image's SHA-256 is %s, expected %s; the image's partition table was not written, no GPT fix-up",
+			ErrChecksum, res.SHA256, opt.SHA256))
 	}
-	if err := sink.data(headCopy, 0); err != nil {
-		return res, err
-	}
-	res.DataBytes, res.ZeroBytes, res.DiscardedBytes = sink.dataBytes, sink.zeroBytes, sink.discarded
 	finalSize := total
 	if trimmed {
 		// A new file gets the size of the disk the image came from, so
@@ -242,11 +284,23 @@ func restoreTo(ctx context.Context, opt *Options, created *bool) (*Result, error
 	}
 	if t.fresh || (limit < 0) {
 		if err := t.f.Truncate(finalSize); err != nil {
-			return res, fmt.Errorf("setting the size of %s: %w", opt.Dst, err)
+			return res, aftermath(fmt.Errorf("setting the size of %s: %w", t.path, err))
 		}
 	}
+	// With -verify, what was written is read back before the held-back
+	// partition tables go out, and those after.
+	verified := 0
+	if opt.Verify {
+		if verified, err = sink.sums.verify(ctx, opt, t.f, opt.BufferSize, 0); err != nil {
+			return res, aftermath(fmt.Errorf("%w; the image's partition table was not written", err))
+		}
+	}
+	if err := hd.flush(total); err != nil {
+		return res, aftermath(fmt.Errorf("writing the image's partition table: %w", err))
+	}
+	res.DataBytes, res.ZeroBytes, res.DiscardedBytes = sink.dataBytes, sink.zeroBytes, sink.discarded
 	if err := t.f.Sync(); err != nil {
-		return res, fmt.Errorf("flushing %s: %w", opt.Dst, err)
+		return res, aftermath(fmt.Errorf("flushing %s: %w", t.path, err))
 	}
 	res.TargetSize = t.size
 	if t.fresh {
@@ -263,8 +317,8 @@ func restoreTo(ctx context.Context, opt *Options, created *bool) (*Result, error
 	}
 
 	if opt.Verify {
-		if err := sink.sums.verify(ctx, opt, t.f, opt.BufferSize); err != nil {
-			return res, err
+		if _, err := sink.sums.verify(ctx, opt, t.f, opt.BufferSize, verified); err != nil {
+			return res, aftermath(err)
 		}
 		res.Verified = true
 	}
@@ -284,10 +338,9 @@ func restoreTo(ctx context.Context, opt *Options, created *bool) (*Result, error
 	default:
 		undo := opt.UndoPath
 		if undo == "" {
-			undo = filepath.Join(os.TempDir(), fmt.Sprintf("imgcopy-undo-%s-%s.json",
-				strings.ReplaceAll(strings.Trim(opt.Dst, "/"), "/", "_"), time.Now().UTC().Format("20060102T150405")))
+			undo = undoName("", "gpt-fixup", opt.Dst)
 		}
-		desc, applied, err := fixupGPT(opt.Dst, ss, undo)
+		desc, applied, err := fixupGPT(t.path, ss, undo)
 		if err != nil {
 			return res, fmt.Errorf("the image was written but adapting its GPT to the target failed: %w", err)
 		}
@@ -296,36 +349,21 @@ func restoreTo(ctx context.Context, opt *Options, created *bool) (*Result, error
 			res.UndoPath = undo
 		}
 	}
+	if err := t.commit(opt.Dst); err != nil {
+		return res, err
+	}
 	return res, nil
 }
 
-// heldHead passes the stream on to a sink except its first n bytes (the
-// partition table), which the restore writes last.
-type heldHead struct {
-	sink *rawSink
-	n    int64
-}
-
-func (h *heldHead) data(b []byte, off int64) error {
-	if off < h.n {
-		skip := h.n - off
-		if skip >= int64(len(b)) {
-			return nil
-		}
-		b, off = b[skip:], off+skip
+// tableUndoPath is where a restore saves the target's partition table
+// before invalidating it: next to Options.UndoPath (its name with
+// ".before-restore" added) when that is set, else a fresh name in
+// os.TempDir().
+func tableUndoPath(opt *Options) string {
+	if opt.UndoPath != "" {
+		return strings.TrimSuffix(opt.UndoPath, ".json") + ".before-restore.json"
 	}
-	return h.sink.data(b, off)
-}
-
-func (h *heldHead) zero(off, n int64) error {
-	if off < h.n {
-		skip := min(h.n-off, n)
-		off, n = off+skip, n-skip
-	}
-	if n == 0 {
-		return nil
-	}
-	return h.sink.zero(off, n)
+	return undoName("", "before-restore", opt.Dst)
 }
 
 func abs(x int64) int64 {

@@ -39,6 +39,20 @@ type rawSink struct {
 	pending                         [][2]int64 // ranges whose writeback was started
 	inflight                        int64      // bytes in pending
 	sums                            *writeSums // what was written, for -verify (nil: no verify)
+	wlo, whi                        int64      // the range written to (zeroed, punched or written), when whi > 0
+}
+
+// touched records that [off, off+n) of the target was written to.
+func (s *rawSink) touched(off, n int64) {
+	if s.whi == 0 || off < s.wlo {
+		s.wlo = off
+	}
+	s.whi = max(s.whi, off+n)
+}
+
+// written returns the range [lo, hi) of the target written to so far.
+func (s *rawSink) written() (lo, hi int64, ok bool) {
+	return s.wlo, s.whi, s.whi > 0
 }
 
 // data writes image bytes b at off (a consumer): all-zero runs of at least
@@ -133,6 +147,7 @@ func (s *rawSink) writeData(b []byte, off int64) error {
 	if len(b) == 0 {
 		return nil
 	}
+	s.touched(off, int64(len(b)))
 	if s.direct != nil && aligned(b, off) {
 		_, err := s.direct.WriteAt(b, off)
 		if err == nil {
@@ -163,6 +178,9 @@ func unwrapPath(err error) error {
 
 func (s *rawSink) zeroRange(off, n int64) error {
 	s.zeroBytes += n
+	if s.mode != zeroSkip {
+		s.touched(off, n)
+	}
 	switch s.mode {
 	case zeroSkip:
 		return nil

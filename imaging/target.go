@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -14,16 +15,43 @@ import (
 	"github.com/esxi-rescue/rescue/gpt"
 )
 
+// partialSuffix names the file a restore into a new file writes until it
+// is complete and checked.
+const partialSuffix = ".partial"
+
 // target is the opened destination of a restore.
 type target struct {
-	path       string
+	path       string // what is written: Dst, or Dst.partial for a new file
 	f          *os.File
 	direct     *os.File // the block device opened again with O_DIRECT (nil if not possible)
 	isBlock    bool
 	size       int64 // current size (device size; file size)
 	sectorSize int   // logical sector size of a block device, 0 for files
 	fresh      bool  // a new or empty file: nothing to overwrite, holes cost nothing
-	created    bool  // the file did not exist before
+	created    bool  // the file did not exist before: path is Dst.partial, renamed to Dst by commit
+}
+
+// commit renames a new file's DST.partial to DST (never over a DST that
+// appeared meanwhile) and makes the rename durable.
+func (t *target) commit(dst string) error {
+	if !t.created {
+		return nil
+	}
+	if err := unix.Renameat2(unix.AT_FDCWD, t.path, unix.AT_FDCWD, dst, unix.RENAME_NOREPLACE); err != nil {
+		if errors.Is(err, unix.EEXIST) {
+			return refused("%s appeared while the image was written to %s; the image is left there", dst, t.path)
+		}
+		if !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOSYS) {
+			return fmt.Errorf("renaming %s to %s: %w", t.path, dst, err)
+		}
+		// A filesystem without RENAME_NOREPLACE: link and unlink.
+		if err := os.Link(t.path, dst); err != nil {
+			return fmt.Errorf("renaming %s to %s: %w", t.path, dst, err)
+		}
+		os.Remove(t.path)
+	}
+	t.path = dst
+	return syncDir(filepath.Dir(dst))
 }
 
 // close closes the target's files.
@@ -47,9 +75,23 @@ func openTarget(opt *Options, src *source) (*target, error) {
 	fi, err := os.Stat(opt.Dst)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		f, err := os.OpenFile(opt.Dst, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
+		// A new file is written as DST.partial and renamed at the end, so
+		// a killed restore leaves no DST that a rerun would call too small
+		// (or anyone would take for the image). A leftover DST.partial is
+		// a killed restore's: it is replaced.
+		t.path = opt.Dst + partialSuffix
+		if pfi, err := os.Lstat(t.path); err == nil {
+			if !pfi.Mode().IsRegular() {
+				return nil, refused("%s exists and is not a regular file", t.path)
+			}
+			opt.logf("replacing %s, left by an earlier restore that did not finish", t.path)
+			if err := os.Remove(t.path); err != nil {
+				return nil, fmt.Errorf("removing %s: %w", t.path, err)
+			}
+		}
+		f, err := os.OpenFile(t.path, os.O_RDWR|os.O_CREATE|os.O_EXCL, 0o644)
 		if err != nil {
-			return nil, fmt.Errorf("creating %s: %w", opt.Dst, err)
+			return nil, fmt.Errorf("creating %s: %w", t.path, err)
 		}
 		t.f, t.fresh, t.created = f, true, true
 		return t, nil

@@ -86,15 +86,24 @@ func (w *writeSums) flush() {
 	}
 }
 
-// verify reads every recorded region back from f and compares.
-func (w *writeSums) verify(ctx context.Context, opt *Options, f *os.File, bufSize int) error {
+// verify reads the recorded regions from index from on back from f and
+// compares; it returns the index past the last region checked.
+func (w *writeSums) verify(ctx context.Context, opt *Options, f *os.File, bufSize int, from int) (int, error) {
 	w.flush()
+	next := len(w.regions)
+	if err := w.verifyRegions(ctx, opt, f, bufSize, w.regions[from:]); err != nil {
+		return from, err
+	}
+	return next, nil
+}
+
+func (w *writeSums) verifyRegions(ctx context.Context, opt *Options, f *os.File, bufSize int, regions []region) error {
 	fd := int(f.Fd())
 	_ = unix.Fsync(fd)
 	_ = unix.Fadvise(fd, 0, 0, unix.FADV_DONTNEED)
 	_, _ = unix.IoctlRetInt(fd, unix.BLKFLSBUF)
 	var total int64
-	for _, r := range w.regions {
+	for _, r := range regions {
 		total += r.n
 	}
 	opt.logf("verifying: reading back %s", gpt.HumanBytes(total))
@@ -104,7 +113,7 @@ func (w *writeSums) verify(ctx context.Context, opt *Options, f *os.File, bufSiz
 	buf := alignedBuf(bufSize)
 	var h maphash.Hash
 	h.SetSeed(w.seed)
-	for _, r := range w.regions {
+	for _, r := range regions {
 		if err := ctx.Err(); err != nil {
 			return err
 		}

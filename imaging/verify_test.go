@@ -57,7 +57,7 @@ func TestVerifyDetects(t *testing.T) {
 			}
 			opt := Options{}
 			opt.defaults()
-			err = s.sums.verify(context.Background(), &opt, f, 1<<20)
+			_, err = s.sums.verify(context.Background(), &opt, f, 1<<20, 0)
 			if tc.want == "" {
 				if err != nil {
 					t.Fatal(err)

@@ -53,9 +53,13 @@ DST  a block device or a file. A new or empty file is created with holes
 
 Restoring refuses a DST that is mounted (or has a mounted partition), holds
 the running system, is smaller than the image's last partition, or already
-holds a partition table (unless -yes; what is on it is printed first). The
-image's partition table is written last, only when the whole image arrived
-and matched -sha256. On a larger (or smaller) disk the backup GPT is moved
+holds a partition table (unless -yes; what is on it is printed first).
+Before writing, the target's partition table is saved to an undo file
+(next to -undo, *.before-restore.json) and invalidated; the image's
+partition tables are written last, only when the whole image arrived and
+matched -sha256. A failed or killed restore so leaves a disk that no tool
+takes for a good one: restart the restore, or gptfix -undo FILE -yes DST.
+A new file DST is written as DST.partial and renamed when complete. On a larger (or smaller) disk the backup GPT is moved
 to the disk's end, keeping every partition entry in its slot.
 
 Block maps: a restore uses the image's block map (bmaptool's .bmap format;
@@ -237,6 +241,9 @@ func report(w io.Writer, r *imaging.Result, ok, madeBmap bool) {
 	}
 	if r.GPTFixup != "" {
 		fmt.Fprintln(w, r.GPTFixup)
+	}
+	if r.TableUndoPath != "" {
+		fmt.Fprintf(w, "the target's previous partition table is saved in %s\n", r.TableUndoPath)
 	}
 	for _, b := range r.BadRanges {
 		fmt.Fprintf(w, "bad range: bytes %d-%d (%d bytes) filled with zeros\n", b.Start, b.Start+b.Length-1, b.Length)
