@@ -17,6 +17,10 @@ type Device struct {
 	Size       int64 // bytes
 	SectorSize int   // 512 or 4096
 	IsBlock    bool  // a block device, not a regular file
+	// Detected is set when SectorSize was not given but found: an image
+	// file opened with sectorSize 0 whose GPT is only valid when read
+	// with 4096-byte sectors (a 4Kn disk's image).
+	Detected bool
 }
 
 // ErrBusy is returned (wrapped) by OpenDevice with writable set when
@@ -32,9 +36,11 @@ var ErrBusy = errors.New("another program has the disk open")
 var ErrReadOnly = errors.New("the device is read-only")
 
 // OpenDevice opens path read-only, or read-write when writable is set.
-// sectorSize is the logical sector size for image files (0 means 512); a
-// block device reports its own, and a non-zero sectorSize that disagrees
-// with it is an error rather than silently ignored.
+// sectorSize is the logical sector size for image files; 0 means 512
+// unless only 4096-byte sectors show a valid GPT (primary or backup),
+// then 4096 (Device.Detected). A block device reports its own, and a
+// non-zero sectorSize that disagrees with it is an error rather than
+// silently ignored.
 //
 // Anything but a regular file or a block device (a FIFO, a character
 // device, a directory) is refused before it is opened, so that open(2)
@@ -163,6 +169,9 @@ func newDevice(f *os.File, sectorSize int) (*Device, error) {
 	case fi.Mode().IsRegular():
 		if d.SectorSize == 0 {
 			d.SectorSize = 512
+			if t, err := Read(f, d.Size, 512); err == nil && t.Best() == nil && d.hasGPT(4096) {
+				d.SectorSize, d.Detected = 4096, true
+			}
 		}
 	case isBlock(fi.Mode()):
 		d.IsBlock = true
@@ -189,11 +198,35 @@ func newDevice(f *os.File, sectorSize int) (*Device, error) {
 	return d, nil
 }
 
+// hasGPT reports whether the disk shows a valid GPT copy when read with
+// ss-byte sectors.
+func (d *Device) hasGPT(ss int) bool {
+	t, err := Read(d.File, d.Size, ss)
+	return err == nil && t.Best() != nil
+}
+
+// OtherSectorGPT returns the other logical sector size (4096 for a
+// 512-byte device, 512 for a 4096-byte one) when the disk also shows a
+// valid GPT copy read with it, else 0. Such a table means the sector size
+// in use may be the wrong one (a 4Kn image read as 512, or copied onto a
+// disk of the other kind): nothing should be rebuilt over it.
+func (d *Device) OtherSectorGPT() int {
+	other := 4096
+	if d.SectorSize == 4096 {
+		other = 512
+	}
+	if d.hasGPT(other) {
+		return other
+	}
+	return 0
+}
+
 // ReadTable reads the device's GPT (see Read).
 func (d *Device) ReadTable() (*Table, error) { return Read(d.File, d.Size, d.SectorSize) }
 
 // ReadFile opens path (image file or block device) read-only and reads its
-// GPT. sectorSize is used for image files (0 means 512).
+// GPT. sectorSize is used for image files (0: 512, or 4096 when only that
+// shows a GPT; see OpenDevice).
 func ReadFile(path string, sectorSize int) (*Table, error) {
 	d, err := OpenDevice(path, sectorSize, false)
 	if err != nil {

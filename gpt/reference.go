@@ -55,7 +55,8 @@ func DetectKind(path string) (string, error) {
 // LoadReference reads a table from path, which may be a block device, a
 // disk image, a layout file written by SaveLayout (JSON), or an
 // `sgdisk --backup` file (see DetectKind). sectorSize applies to images
-// and sgdisk backups (0: 512 for images, inferred for sgdisk backups);
+// and sgdisk backups (0: detected for images as OpenDevice does, inferred
+// for sgdisk backups);
 // devices report their own and layout files record theirs.
 func LoadReference(path string, sectorSize int) (*Table, error) {
 	kind, err := DetectKind(path)

@@ -209,7 +209,33 @@ func Test4K(t *testing.T) {
 		t.Errorf("same: exit %d\n%s", code, o)
 	}
 	// Read with the wrong sector size there is no GPT: a difference, said so.
-	if code, o, _ := gptdiff("-ref-sector", "4096", ref, broken); code != 1 || !strings.Contains(o, "no readable GPT") || !strings.Contains(o, "use -sector 4096") {
+	if code, o, _ := gptdiff("-ref-sector", "4096", "-sector", "512", ref, broken); code != 1 || !strings.Contains(o, "no readable GPT") || !strings.Contains(o, "use -sector 4096") {
 		t.Errorf("wrong sector size: exit %d\n%s", code, o)
+	}
+	// Without -sector the 4Kn images are found to be 4Kn.
+	if code, o, e := gptdiff(ref, broken); code != 1 || !strings.Contains(o, "the entry array was compacted") || !strings.Contains(o, "4096-byte sectors") {
+		t.Errorf("no -sector: exit %d %s\n%s", code, e, o)
+	}
+}
+
+// Test4KImageVsDevice: a 4Kn image against a 4Kn device (loop device
+// with 4096-byte sectors) holding the same table is SAME with no flags:
+// the image's sector size is found from its GPT, the device's from the
+// kernel.
+func Test4KImageVsDevice(t *testing.T) {
+	const size = 12 * gib
+	parts := esxitest.Layout(t, "6.7", size, 4096)
+	dir := t.TempDir()
+	img := gpttest.Sparse(t, dir, "4k.img", size)
+	gpttest.NewTable(t, 4096, size, esxitest.Parts(parts, 4096, false)).Write(t, img)
+	copyImg := filepath.Join(dir, "copy.img")
+	gpttest.Run(t, "cp", "--sparse=always", img, copyImg)
+	dev := gpttest.Loop(t, copyImg, "-r", "--sector-size", "4096")
+	code, o, e := gptdiff(img, dev)
+	if code != 0 || !strings.Contains(o, "SAME") {
+		t.Errorf("gptdiff 4k.img %s: exit %d %s\n%s", dev, code, e, o)
+	}
+	if code, o, e := gptdiff(dev, img); code != 0 {
+		t.Errorf("gptdiff %s 4k.img: exit %d %s\n%s", dev, code, e, o)
 	}
 }

@@ -102,7 +102,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&o.esxi, "esxi", false, "restore the slot layout by recognising the ESXi 5.x/6.x/7.x layout")
 	fs.IntVar(&o.grow, "grow", 0, "grow partition `N` (the last one on disk, e.g. 3 = the ESXi datastore) to the end of the disk")
 	fs.BoolVar(&o.noRelocate, "no-relocate", false, "keep the backup GPT where it is instead of moving it to the end of the disk")
-	fs.IntVar(&o.sector, "sector", 0, "`BYTES` per sector of image files: 512 or 4096 (block devices report their own)")
+	fs.IntVar(&o.sector, "sector", 0, "`BYTES` per sector of image files: 512 or 4096 (default: 512, or 4096 when only that shows a GPT; block devices report their own)")
 	fs.BoolVar(&o.yes, "yes", false, "apply the plan (without it nothing is written)")
 	fs.BoolVar(&o.check, "check", false, "only verify the table, never write: exit 0 when clean, 1 when there are problems\n(with -esxi or -ref, entries out of their slots count as problems too)")
 	fs.StringVar(&o.undo, "undo", "", "restore the sectors saved in undo `FILE`, or in the undo file for the disk inside a rescue report (needs -yes to write)")
@@ -216,7 +216,17 @@ func fix(o *options, r *report, stdout io.Writer) (int, error) {
 	}
 	r.DiskSize, r.SectorSize = t.DiskSize, t.SectorSize
 	r.Problems = problems(t)
-	p.f("%s: %s, %d-byte sectors\n", r.Target, sizeText(t.DiskSize), t.SectorSize)
+	// A valid GPT with the other sector size: nothing may be rebuilt
+	// over it (a 4Kn image read as 512 would get a 512-byte table).
+	otherSS := dev.OtherSectorGPT()
+	if otherSS != 0 {
+		r.Problems = append(r.Problems, fmt.Sprintf("sectors: %s also shows a valid GPT when read with %d-byte sectors, not only with the %d-byte sectors used here", r.Target, otherSS, t.SectorSize))
+	}
+	detected := ""
+	if dev.Detected {
+		detected = " (found from its GPT; -sector overrides)"
+	}
+	p.f("%s: %s, %d-byte sectors%s\n", r.Target, sizeText(t.DiskSize), t.SectorSize, detected)
 
 	if o.save != "" {
 		if err := saveLayout(o.save, t); err != nil {
@@ -262,6 +272,10 @@ func fix(o *options, r *report, stdout io.Writer) (int, error) {
 	plan, err := gpt.PlanFix(t, opt)
 	if err != nil {
 		return 2, err
+	}
+	if otherSS != 0 && !plan.Empty() {
+		return 2, fmt.Errorf("refusing to plan a repair with %d-byte sectors: %s also shows a valid GPT when read with %d-byte sectors, and writing would destroy it; if that is the disk's sector size, run again with -sector %d",
+			t.SectorSize, r.Target, otherSS, otherSS)
 	}
 	if err := plan.ReadOld(dev); err != nil {
 		return 2, err
