@@ -33,7 +33,10 @@ type CreateOptions struct {
 	// (default) a valid boot.cfg with a smaller updated= than the primary
 	// bank, as after an upgrade; "empty" a formatted bank with its UUID but
 	// no files, as after a fresh install.
-	AltBank   string
+	AltBank string
+	// Build is the primary bank's build= ("" = Builds[Version]), e.g.
+	// "6.7.0-13006603" for a 6.7 U2 host, whose loader scans for banks.
+	Build     string
 	Overwrite bool // replace an existing file at path
 }
 
@@ -57,6 +60,9 @@ func (o CreateOptions) normalized() (CreateOptions, error) {
 	}
 	if _, ok := Builds[o.Version]; !ok {
 		return o, fmt.Errorf("esxi: unknown version %q (known: %v)", o.Version, Versions)
+	}
+	if o.Build != "" && (!strings.HasPrefix(o.Build, string(o.Version)+".") || !strings.Contains(o.Build, "-")) {
+		return o, fmt.Errorf("esxi: build %q does not look like a build of ESXi %s (e.g. %s)", o.Build, o.Version, Builds[o.Version])
 	}
 	if o.Size%int64(o.SectorSize) != 0 {
 		return o, fmt.Errorf("esxi: size %d is not a multiple of the sector size %d", o.Size, o.SectorSize)
@@ -219,6 +225,9 @@ func fillPart(b backend.Storage, opt CreateOptions, id ids, p Part) error {
 		return err
 	}
 	build := Builds[opt.Version]
+	if opt.Build != "" {
+		build = opt.Build
+	}
 	fat := func(kind string) (filesystem.FileSystem, error) {
 		return makeFAT(b, fatSpec{kind: kind, start: start, size: p.Size(), sectorSize: opt.SectorSize,
 			label: p.Label, volumeID: id.u32("volid" + strconv.Itoa(p.Slot))})

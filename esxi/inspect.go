@@ -18,17 +18,19 @@ type BootReport struct {
 	DiskBytes  int64 `json:"disk_bytes"`
 	// GPTValid: the primary GPT has a valid header and array CRC, the only
 	// table the loader reads.
-	GPTValid bool          `json:"gpt_valid"`
-	Banks    []BankReport  `json:"banks"`           // entries 5 and 6, where the loader looks
-	Others   []BankReport  `json:"other_banks"`     // boot banks found at other entries by content
-	Chosen   int           `json:"chosen_slot"`     // the entry the loader boots, 0 for none
-	Mounts   []MountReport `json:"mounts"`          // the numbered partitions ESXi mounts
-	Family   string        `json:"family"`          // ESXi major version from the booted bank's build=
-	Notes    []string      `json:"notes,omitempty"` // facts that do not stop ESXi
-	Problems []string      `json:"problems,omitempty"`
-	Bootable bool          `json:"bootable"` // the loader boots some bank
-	OK       bool          `json:"ok"`       // it boots the newest bank and finds its partitions
-	Verdict  string        `json:"verdict"`
+	GPTValid bool           `json:"gpt_valid"`
+	Banks    []BankReport   `json:"banks"`           // entries 5 and 6, where the loader looks
+	Others   []BankReport   `json:"other_banks"`     // boot banks found at other entries by content
+	Chosen   int            `json:"chosen_slot"`     // the entry the loader boots, 0 for none
+	Loader   string         `json:"loader"`          // the loader generation that applies (LoaderGens), from the newest bank's build=
+	Loaders  []LoaderReport `json:"loaders"`         // what each loader generation would boot
+	Mounts   []MountReport  `json:"mounts"`          // the numbered partitions ESXi mounts
+	Family   string         `json:"family"`          // ESXi major version from the booted bank's build=
+	Notes    []string       `json:"notes,omitempty"` // facts that do not stop ESXi
+	Problems []string       `json:"problems,omitempty"`
+	Bootable bool           `json:"bootable"` // the loader boots some bank
+	OK       bool           `json:"ok"`       // it boots the newest bank and finds its partitions
+	Verdict  string         `json:"verdict"`
 }
 
 // BankReport is one candidate boot bank as the loader checks it.
@@ -47,6 +49,11 @@ type BankReport struct {
 	Modules   []string `json:"modules,omitempty"`
 	Valid     bool     `json:"valid"`
 	Reason    string   `json:"reason,omitempty"` // why not valid
+	// Scanned: the loader's bank_scan accepts it as a bank (magic, UUID
+	// and a boot.cfg that parses), valid or not; it takes a place among
+	// the banks a scanning loader keeps.
+	Scanned bool `json:"scanned"`
+	TypeOK  bool `json:"type_ok"` // Basic Data or EFI system (7.0 U2+ rule)
 }
 
 // MountReport says what ESXi finds at an entry number it mounts.
@@ -58,21 +65,24 @@ type MountReport struct {
 	OK    bool   `json:"ok"`
 }
 
-// Inspect applies the ESXi 5/6 boot loader's rules to the disk in r (size
-// bytes; sectorSize 0 detects 512 or 4096): only the primary GPT, which
-// must have valid header and array CRCs; boot banks only at entries 5 and 6
-// (Basic Data or EFI type, "VMWARE FAT16    " + UUID at the partition's
-// second sector, a FAT with boot.cfg: bootstate 0 or 1, non-empty build=,
-// updated > 0, the kernel and modules present); the valid bank with the
-// highest updated wins (entry 5 on a tie, as esxiboot). It also finds boot
-// banks at other entries by content, to tell when the newest bank is not
-// where ESXi looks, and checks the entries ESXi mounts by number: scratch 2,
-// datastore 3, store/locker 8 (ESXi 5/6), OSDATA 7 and datastore 8 (7.x).
+// Inspect applies ESXi's boot loader rules to the disk in r (size bytes;
+// sectorSize 0 detects 512 or 4096): only the primary GPT, which must have
+// valid header and array CRCs; then, per loader generation (LoaderGens),
+// where it looks for boot banks (entries 5 and 6 up to 6.7u1; later every
+// entry, by content, keeping the first 2 or 3; 7.0 U2+ only Basic Data or
+// EFI types), what makes a bank ("VMWARE FAT16    " + UUID at the
+// partition's second sector, a FAT with boot.cfg: bootstate 0 or 1,
+// non-empty build=, updated > 0, the kernel and modules present) and which
+// it boots (the highest updated, the lower entry on a tie). Chosen,
+// Bootable and the problems follow the generation the newest bank's
+// build= installed; Loaders says what every generation would do. It also
+// checks the entries ESXi mounts by number: scratch 2, datastore 3,
+// store/locker 8 (ESXi 5/6), OSDATA 7 and datastore 8 (7.x/8.x).
 //
-// It agrees with u-root's esxiboot (pkg/boot/esxi) on where banks are, how
-// the magic sector is read (at the disk's logical block size), bootstate 0
-// and 1, and the tie rule; like esx-boot it is stricter in also wanting a
-// non-empty build= and updated > 0.
+// For entries 5 and 6 it agrees with u-root's esxiboot (pkg/boot/esxi) on
+// where banks are, how the magic sector is read (at the disk's logical
+// block size), bootstate 0 and 1, and the tie rule; like esx-boot it is
+// stricter in also wanting a non-empty build= and updated > 0.
 func Inspect(r io.ReaderAt, size int64, sectorSize int) (*BootReport, error) {
 	rep := &BootReport{SectorSize: sectorSize, DiskBytes: size}
 	if size < 34*512 {
@@ -111,29 +121,18 @@ func Inspect(r io.ReaderAt, size int64, sectorSize int) (*BootReport, error) {
 		bySlot[e.Slot] = e
 	}
 	st := &readerStorage{r: r, size: size}
+	var cands []BankReport
 	for _, slot := range []int{5, 6} {
 		e, ok := bySlot[slot]
 		if !ok {
 			rep.Banks = append(rep.Banks, BankReport{Slot: slot, Reason: "empty slot"})
 			continue
 		}
-		rep.Banks = append(rep.Banks, checkBank(r, st, size, ss, e))
-	}
-	best := -1
-	for i, b := range rep.Banks {
-		if b.Valid && (best < 0 || b.Updated > rep.Banks[best].Updated) {
-			best = i
-		}
-	}
-	newest := 0
-	if best >= 0 {
-		rep.Chosen = rep.Banks[best].Slot
-		rep.Bootable = true
-		newest = rep.Banks[best].Updated
-		rep.Family = familyOf(rep.Banks[best].Build)
+		b := checkBank(r, st, size, ss, e)
+		rep.Banks = append(rep.Banks, b)
+		cands = append(cands, b)
 	}
 	kinds := map[int]string{}
-	other := -1 // the newest valid bank outside entries 5 and 6
 	for _, e := range entries {
 		kinds[e.Slot] = classify(r, st, size, ss, e)
 		if e.Slot == 5 || e.Slot == 6 || kinds[e.Slot] != "bootbank" {
@@ -141,27 +140,22 @@ func Inspect(r io.ReaderAt, size int64, sectorSize int) (*BootReport, error) {
 		}
 		b := checkBank(r, st, size, ss, e)
 		rep.Others = append(rep.Others, b)
-		if b.Valid && (other < 0 || b.Updated > rep.Others[other].Updated) {
-			other = len(rep.Others) - 1
-		}
+		cands = append(cands, b)
 	}
-	if other >= 0 && rep.Others[other].Updated > newest {
-		b := rep.Others[other]
-		where := fmt.Sprintf("the newest boot bank %s (build %s, updated=%d) is at entry %d, not where ESXi 5/6 looks (entries 5 and 6)", b.UUID, b.Build, b.Updated, b.Slot)
-		if rep.Chosen != 0 {
-			c := rep.Banks[best]
-			where = fmt.Sprintf("ESXi would boot the older bank %s (build %s, updated=%d) at entry %d; ", c.UUID, c.Build, c.Updated, c.Slot) + where
-		}
-		rep.Problems = append(rep.Problems, where)
-		if rep.Family == "" {
-			rep.Family = familyOf(b.Build)
-		}
-	}
+	rep.applyLoaders(cands)
 	if rep.Family == "" {
 		rep.Family = "6"
 	}
-	if rep.Family == "7" || rep.Family == "8" {
-		rep.Notes = append(rep.Notes, "ESXi 7's boot loader finds boot banks by content, not only at entries 5 and 6; this verdict applies the ESXi 5/6 rules (u-root's esxiboot uses them too)")
+	if rep.LoadersDiffer() {
+		var ls []string
+		for _, l := range rep.Loaders {
+			what := "nothing"
+			if l.Chosen != 0 {
+				what = fmt.Sprintf("entry %d (updated=%d)", l.Chosen, l.Updated)
+			}
+			ls = append(ls, l.Loader+" would boot "+what)
+		}
+		rep.Notes = append(rep.Notes, "the ESXi boot loader generations disagree on this disk: "+strings.Join(ls, "; "))
 	}
 	rep.Mounts = checkMounts(rep.Family, kinds)
 	for _, m := range rep.Mounts {
@@ -187,7 +181,7 @@ func (rep *BootReport) finish() *BootReport {
 	switch {
 	case rep.OK:
 		var b BankReport
-		for _, x := range rep.Banks {
+		for _, x := range append(append([]BankReport(nil), rep.Banks...), rep.Others...) {
 			if x.Slot == rep.Chosen {
 				b = x
 			}
@@ -243,11 +237,8 @@ func backupNote(r io.ReaderAt, size int64, ss int, prim *rawCopy) string {
 
 // checkBank applies the loader's rules to one entry.
 func checkBank(r io.ReaderAt, st *readerStorage, size int64, ss int, e rawEntry) BankReport {
-	b := BankReport{Slot: e.Slot, Present: true, Type: partTypeName(e.Type), First: e.First, Last: e.Last, BootState: 3}
-	if e.Type != TypeBasicData && e.Type != TypeEFISystem {
-		b.Reason = "partition type " + b.Type + " is not a boot bank type"
-		return b
-	}
+	b := BankReport{Slot: e.Slot, Present: true, Type: partTypeName(e.Type), First: e.First, Last: e.Last, BootState: 3,
+		TypeOK: e.Type == TypeBasicData || e.Type == TypeEFISystem}
 	start, psize, ok := partRange(e, ss, size)
 	if !ok {
 		b.Reason = "partition lies beyond the end of the disk"
@@ -280,6 +271,7 @@ func checkBank(r io.ReaderAt, st *readerStorage, size int64, ss int, e rawEntry)
 		b.Reason = err.Error()
 		return b
 	}
+	b.Scanned = true
 	b.BootState, b.Build, b.Updated, b.Kernel, b.Modules = cfg.BootState, cfg.Build, cfg.Updated, cfg.Kernel, cfg.Modules
 	switch {
 	case cfg.BootState != 0 && cfg.BootState != 1:
@@ -464,9 +456,9 @@ func (rep *BootReport) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "disk: %d bytes, %d-byte sectors; primary GPT %s\n", rep.DiskBytes, rep.SectorSize, map[bool]string{true: "valid", false: "INVALID"}[rep.GPTValid])
 	for _, bank := range append(append([]BankReport(nil), rep.Banks...), rep.Others...) {
-		where := "where the loader looks"
+		where := "where every ESXi loader looks"
 		if bank.Slot != 5 && bank.Slot != 6 {
-			where = "NOT where the loader looks"
+			where = "NOT where ESXi up to 6.7u1 looks; later loaders scan"
 		}
 		fmt.Fprintf(&b, "entry %d (%s): ", bank.Slot, where)
 		if !bank.Present {
@@ -489,6 +481,16 @@ func (rep *BootReport) String() string {
 			fmt.Fprintf(&b, ", not a valid bank: %s", bank.Reason)
 		}
 		b.WriteString("\n")
+	}
+	for _, l := range rep.Loaders {
+		mark := " "
+		if l.Applies {
+			mark = "*"
+		}
+		fmt.Fprintf(&b, "loader %s %s\n", mark, l.Text)
+	}
+	if len(rep.Loaders) > 0 {
+		fmt.Fprintf(&b, "         (* = the loader this disk's newest ESXi installed, by its build=)\n")
 	}
 	for _, m := range rep.Mounts {
 		found := m.Found

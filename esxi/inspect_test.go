@@ -9,6 +9,7 @@ import (
 
 	"github.com/esxi-rescue/rescue/esxi/stubkernel"
 	"github.com/esxi-rescue/rescue/gpt"
+	"github.com/esxi-rescue/rescue/internal/gpttest"
 
 	ubesxi "github.com/u-root/u-root/pkg/boot/esxi"
 	"github.com/u-root/u-root/pkg/boot/multiboot"
@@ -63,7 +64,9 @@ func TestInspect(t *testing.T) {
 		{"5.0-empty", "windows", want{false, false, 0, 0, "is at entry 4, not where ESXi 5/6 looks"}},
 		{"6.7", "windows", want{true, false, 5, 6, "ESXi mounts entry 8 as store, but it holds vmkDiagnostic; the store is at entry 7"}},
 		{"6.7-4Kn", "windows", want{true, false, 5, 6, "not where ESXi 5/6 looks"}},
-		{"7.0", "windows", want{false, false, 0, 0, "is at entry 2, not where ESXi 5/6 looks"}},
+		// 7.0's loader scans: it boots the newest bank from entry 2, but
+		// ESXi then looks for OSDATA at entry 7.
+		{"7.0", "windows", want{true, false, 2, 5, "ESXi mounts entry 7 as osdata, but it is empty; the osdata is at entry 4"}},
 		{"5.0", "sorted", want{false, false, 0, 0, "not where ESXi 5/6 looks"}},
 		{"5.0", "stale-backup", want{true, true, 5, 5, "bootable"}},
 		{"5.0", "backup-crc", want{true, true, 5, 5, "bootable"}},
@@ -254,4 +257,61 @@ func FuzzInspect(f *testing.F) {
 		r := &sliceReader{b: data, size: int64(len(data))}
 		Inspect(r, int64(len(data)), 0)
 	})
+}
+
+// TestInspectLoaders: the loader generations differ on a compacted disk,
+// and Inspect follows the one the newest bank's build installed.
+func TestInspectLoaders(t *testing.T) {
+	mk := func(build string, seed int64) (string, CreateOptions) {
+		opt := CreateOptions{Version: "6.7", Size: 16 << 30, Seed: seed, Build: build}
+		img := createImage(t, opt)
+		d := filepath.Join(t.TempDir(), "d.img")
+		if err := Damage(d, "windows", DamageOptions{Source: img}); err != nil {
+			t.Fatal(err)
+		}
+		return d, opt
+	}
+	// 6.7 GA (build 8169922): the loader looks at 5 and 6 only and boots
+	// the older bank now in slot 5; a 6.7u2 loader would boot slot 4.
+	img, opt := mk("", 31)
+	rep := inspectFile(t, img)
+	if len(rep.Loaders) != len(LoaderGens) || !rep.Loaders[0].Applies || rep.Loaders[0].Chosen != 5 || rep.Loaders[1].Chosen != 4 || !rep.LoadersDiffer() {
+		t.Fatalf("loaders %+v\n%s", rep.Loaders, rep)
+	}
+	if rep.Loaders[0].UUID != opt.BankUUID(6) || rep.Loaders[1].UUID != opt.BankUUID(5) {
+		t.Errorf("6.7u1 boots %s (want the old bank %s), 6.7u2 %s (want %s)", rep.Loaders[0].UUID, opt.BankUUID(6), rep.Loaders[1].UUID, opt.BankUUID(5))
+	}
+	if rep.Chosen != 5 || rep.OK || !strings.Contains(rep.String(), "ESXi 6.7u2 and 6.7u3 would boot entry 4") {
+		t.Errorf("chosen %d ok %v\n%s", rep.Chosen, rep.OK, rep)
+	}
+	// 6.7 U2 (build 13006603): its loader scans and boots the newest bank
+	// from slot 4; ESXi still misses store/locker at 8.
+	img, opt = mk("6.7.0-13006603", 32)
+	rep = inspectFile(t, img)
+	if !rep.Loaders[1].Applies || rep.Chosen != 4 || !rep.Bootable || rep.OK || !strings.Contains(rep.Verdict, "ESXi mounts entry 8 as store") {
+		t.Errorf("6.7u2: chosen %d bootable %v ok %v\n%s", rep.Chosen, rep.Bootable, rep.OK, rep)
+	}
+	// 7.0 U2 (build 17630552): a bank of another type is not a bank; 7.0
+	// U1 would still boot it.
+	opt7 := CreateOptions{Version: "7.0", Size: 40 << 30, Seed: 33, Build: "7.0.2-17630552"}
+	img = createImage(t, opt7)
+	gpttest.EditArrays(t, img, 512, func(arr []byte) {
+		copy(arr[4*128:4*128+16], gpttest.GUID(t, "0FC63DAF-8483-4772-8E79-3D69D8477DE4")) // entry 5: Linux filesystem
+	})
+	rep = inspectFile(t, img)
+	if !rep.Loaders[3].Applies || rep.Loaders[3].Chosen != 6 || rep.Loaders[2].Chosen != 5 || rep.OK || !strings.Contains(rep.Verdict, "does not accept for a boot bank") {
+		t.Errorf("7.0u2 type rule: loaders %+v ok %v\n%s", rep.Loaders, rep.OK, rep)
+	}
+}
+
+func TestLoaderGenOf(t *testing.T) {
+	for build, want := range map[string]int{
+		"5.0.0-1311175": 0, "6.5.0-4564106": 0, "6.7.0-8169922": 0, "6.7.0-10302608": 0,
+		"6.7.0-13006603": 1, "6.7.0-20497097": 1, "7.0.0-15843807": 2, "7.0.1-17325551": 2,
+		"7.0.2-17630552": 3, "7.0.3-24585291": 3, "8.0.0-20513097": 3, "": -1, "junk": -1, "4.1.0-260247": -1,
+	} {
+		if got := LoaderGenOf(build); got != want {
+			t.Errorf("LoaderGenOf(%q) = %d, want %d", build, got, want)
+		}
+	}
 }

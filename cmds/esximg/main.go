@@ -3,7 +3,7 @@
 //
 // Synopsis:
 //
-//	esximg create -version V [-size 8G] [-sector 512|4096] [-media disk|usb] [-system-media-size S] [-upgraded-from V] [-seed N] [-alt-bank older|empty] [-f] OUT
+//	esximg create -version V [-size 8G] [-sector 512|4096] [-media disk|usb] [-system-media-size S] [-upgraded-from V] [-build B] [-seed N] [-alt-bank older|empty] [-f] OUT
 //	esximg damage -mode MODE [-size SIZE] [-sector 0|512|4096] SRC [DST]
 //	esximg inspect [-json] [-sector 0|512|4096] IMAGE
 //
@@ -33,12 +33,12 @@ const usage = `esximg — ESXi-style boot disk images for tests and demos
 
   esximg create -version V [-size 8G] [-sector 512|4096] [-media disk|usb]
                 [-system-media-size min|small|default|max] [-upgraded-from V]
-                [-seed N] [-alt-bank older|empty] [-f] OUT
+                [-build B] [-seed N] [-alt-bank older|empty] [-f] OUT
       build a sparse disk image with exactly the GPT layout ESXi V writes
   esximg damage -mode MODE [-size SIZE] [-sector 0|512|4096] SRC [DST]
       damage a copy (DST) or the image itself (no DST) the way the field does
   esximg inspect [-json] [-sector 0|512|4096] IMAGE
-      tell what an ESXi 5/6 boot loader would do with the disk
+      tell what each ESXi boot loader generation would do with the disk
 
 'esximg CMD -h' explains each command. Exit codes: 0 ok (inspect: boots
 correctly), 1 inspect: does not boot correctly, 2 trouble.
@@ -108,7 +108,7 @@ func parse(fs *flag.FlagSet, args []string, nargs ...int) ([]string, error) {
 }
 
 func create(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("create", "-version V [-size 8G] [-sector 512|4096] [-media disk|usb] [-system-media-size S] [-upgraded-from V] [-seed N] [-alt-bank older|empty] [-f] OUT", `Writes OUT, a sparse disk image with exactly the GPT layout ESXi V writes
+	fs := newFlags("create", "-version V [-size 8G] [-sector 512|4096] [-media disk|usb] [-system-media-size S] [-upgraded-from V] [-build B] [-seed N] [-alt-bank older|empty] [-f] OUT", `Writes OUT, a sparse disk image with exactly the GPT layout ESXi V writes
 (entry numbers, LBAs, type GUIDs, the empty slot 4 on 5.x/6.x, entries not
 in disk order) and contents an ESXi boot loader accepts: FAT system partition
 with EFI/BOOT files; boot banks 5 and 6 (FAT16, "VMWARE FAT16    " + UUID at
@@ -133,6 +133,7 @@ Prints the bank UUIDs (the bootUUID= values) on stdout.`, stderr)
 	media := fs.String("media", "disk", "medium: disk, or usb (USB stick or SD card)")
 	sms := fs.String("system-media-size", "", "7.0/8.0 systemMediaSize=: min, small, default or max")
 	from := fs.String("upgraded-from", "", "version first installed, when an upgrade kept its table (e.g. 5.0 for a 6.x host)")
+	build := fs.String("build", "", "build= of the primary bank (default: the version's GA build), e.g. 6.7.0-13006603 for 6.7 U2, whose loader scans")
 	force := fs.Bool("f", false, "overwrite OUT if it exists")
 	rest, err := parse(fs, args, 1)
 	if err != nil {
@@ -148,7 +149,7 @@ Prints the bank UUIDs (the bootUUID= values) on stdout.`, stderr)
 		return errUsage
 	}
 	opt := esxi.CreateOptions{Version: esxi.Version(*version), Size: n, SectorSize: *sector, Seed: *seed, AltBank: *alt, Overwrite: *force,
-		Media: esxi.Media(*media), SystemMediaSize: *sms, UpgradedFrom: esxi.Version(*from)}
+		Media: esxi.Media(*media), SystemMediaSize: *sms, UpgradedFrom: esxi.Version(*from), Build: *build}
 	if err := esxi.Create(rest[0], opt); err != nil {
 		return err
 	}
