@@ -69,6 +69,8 @@ FUZZ_TARGETS=(
 	"./gpt FuzzLoadLayout"
 	"./gpt FuzzReadSgdiskBackup"
 	"./esxi FuzzInspect"
+	"./esxi FuzzParseLVMHeader"
+	"./esxi FuzzParseMBR"
 	"./rescue/cmdline FuzzParse"
 	"./rescue/netup FuzzParseIP"
 	"./rescue/coldplug FuzzFnmatch"

@@ -34,6 +34,10 @@ type CreateOptions struct {
 	// bank, as after an upgrade; "empty" a formatted bank with its UUID but
 	// no files, as after a fresh install.
 	AltBank string
+	// DiskID is the disk identity written into the VMFS/VMFS-L LVM
+	// headers (the disk the volumes were "made on"); nil means
+	// opt.DefaultDiskID().
+	DiskID *SCSIDiskID
 	// Build is the primary bank's build= ("" = Builds[Version]), e.g.
 	// "6.7.0-13006603" for a 6.7 U2 host, whose loader scans for banks.
 	Build     string
@@ -81,6 +85,15 @@ func (o CreateOptions) Spec() Spec {
 // (5 or 6).
 func (o CreateOptions) BankUUID(slot int) string {
 	return hex.EncodeToString(ids{o.Seed}.bytes("bank"+strconv.Itoa(slot), 16))
+}
+
+// DefaultDiskID is the disk identity Create writes into the VMFS and
+// VMFS-L headers unless DiskID says otherwise: a made-up SCSI disk with a
+// 16-byte NAA (type 6) identifier derived from the seed.
+func (o CreateOptions) DefaultDiskID() SCSIDiskID {
+	naa := ids{o.Seed}.bytes("naa", 16)
+	naa[0] = 0x60 | naa[0]&0x0F
+	return SCSIDiskID{Type: 3, Len: 16, DeviceType: 0, SCSILevel: 6, Vendor: "ESXISTUB", Model: "Stub Disk", Revision: "1.0", ID: naa}
 }
 
 // DiskGUID returns the disk GUID Create writes into the GPT headers.
@@ -329,10 +342,28 @@ func fillPart(b backend.Storage, opt CreateOptions, id ids, p Part) error {
 			kind, what = "VMFS-L", "OS data"
 		}
 		hdr := make([]byte, DataBlockSize)
-		binary.LittleEndian.PutUint32(hdr, VMFSMagic)
-		copy(hdr[4:], fmt.Sprintf("ESXI-STUB %s volume header, slot %d, volume %s, build %s\n", kind, p.Slot, id.guid("vmfs"+strconv.Itoa(p.Slot)), build))
-		if _, err := w.WriteAt(hdr, start+1<<20); err != nil {
+		disk := opt.DefaultDiskID()
+		if opt.DiskID != nil {
+			disk = *opt.DiskID
+		}
+		lvm := &LVMHeader{Version: 14, Disk: disk, UUID: hex.EncodeToString(id.bytes("lvm"+strconv.Itoa(p.Slot), 16))}
+		label := "datastore1"
+		if p.Role == RoleOSData {
+			lvm.VMFSLFlag = 1
+			label = "OSDATA-" + lvm.UUID
+		}
+		copy(hdr, lvm.marshal())
+		copy(hdr[0x100:0x200], fmt.Sprintf("ESXI-STUB %s volume header, slot %d, volume %s, build %s\n", kind, p.Slot, id.guid("vmfs"+strconv.Itoa(p.Slot)), build))
+		if _, err := w.WriteAt(hdr, start+LVMHeaderOffset); err != nil {
 			return err
+		}
+		if p.Size() >= FSInfoOffset+2*DataBlockSize {
+			fsi := make([]byte, 512)
+			binary.LittleEndian.PutUint32(fsi, FSInfoMagic)
+			copy(fsi[fsLabelOff:fsLabelOff+fsLabelLen], label)
+			if _, err := w.WriteAt(fsi, start+FSInfoOffset); err != nil {
+				return err
+			}
 		}
 		for i, off := range DataBlockOffsets(p) {
 			if _, err := w.WriteAt(dataBlock(id, p, what, i, off), start+off); err != nil {

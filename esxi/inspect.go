@@ -28,9 +28,20 @@ type BootReport struct {
 	Family   string         `json:"family"`          // ESXi major version from the booted bank's build=
 	Notes    []string       `json:"notes,omitempty"` // facts that do not stop ESXi
 	Problems []string       `json:"problems,omitempty"`
-	Bootable bool           `json:"bootable"` // the loader boots some bank
-	OK       bool           `json:"ok"`       // it boots the newest bank and finds its partitions
-	Verdict  string         `json:"verdict"`
+	// Volumes are the VMFS and VMFS-L volumes with their LVM header (the
+	// identity of the disk they were made on); CheckIdentity compares.
+	Volumes []VolumeReport `json:"volumes,omitempty"`
+	// WindowsSigns lists Windows leftovers on ESXi's FAT partitions
+	// ($RECYCLE.BIN, DESKTOP.INI, System Volume Information): harmless,
+	// but a sign that a Windows host had the disk.
+	WindowsSigns []string `json:"windows_signs,omitempty"`
+	// Warnings are things that will hurt after boot that the table does
+	// not show (a VMFS volume taken for a snapshot).
+	Warnings []string   `json:"warnings,omitempty"`
+	MBR      *MBRReport `json:"mbr,omitempty"` // the disk has an MBR (msdos) table, not a GPT
+	Bootable bool       `json:"bootable"`      // the loader boots some bank
+	OK       bool       `json:"ok"`            // it boots the newest bank and finds its partitions
+	Verdict  string     `json:"verdict"`
 }
 
 // BankReport is one candidate boot bank as the loader checks it.
@@ -88,6 +99,12 @@ func Inspect(r io.ReaderAt, size int64, sectorSize int) (*BootReport, error) {
 	if size < 34*512 {
 		return nil, fmt.Errorf("esxi: %d bytes is too small for a GPT disk", size)
 	}
+	if parts, err := ParseMBR(r, size); err == nil || len(parts) > 0 {
+		rep.MBR = ExplainMBR(parts)
+		rep.SectorSize = 512
+		rep.Problems = append(rep.Problems, rep.MBR.Text)
+		return rep.finish(), nil
+	}
 	if rep.SectorSize == 0 {
 		ss, err := detectSectorSize(r)
 		if err != nil {
@@ -135,6 +152,7 @@ func Inspect(r io.ReaderAt, size int64, sectorSize int) (*BootReport, error) {
 	kinds := map[int]string{}
 	for _, e := range entries {
 		kinds[e.Slot] = classify(r, st, size, ss, e)
+		rep.inspectContents(r, st, size, ss, e, kinds[e.Slot])
 		if e.Slot == 5 || e.Slot == 6 || kinds[e.Slot] != "bootbank" {
 			continue
 		}
@@ -198,6 +216,8 @@ func (rep *BootReport) finish() *BootReport {
 		}
 	case rep.Bootable:
 		rep.Verdict = "boots, but wrongly: " + strings.Join(rep.Problems, "; ")
+	case rep.MBR != nil:
+		rep.Verdict = "not checked: " + rep.MBR.Text
 	default:
 		why := rep.Problems
 		if rep.GPTValid {
@@ -499,8 +519,26 @@ func (rep *BootReport) String() string {
 		}
 		fmt.Fprintf(&b, "entry %d, mounted as %s: %s (%s)\n", m.Slot, m.Want, found, map[bool]string{true: "ok", false: "WRONG"}[m.OK])
 	}
+	for _, v := range rep.Volumes {
+		switch {
+		case v.Header == nil:
+			fmt.Fprintf(&b, "entry %d %s: %s\n", v.Slot, v.Kind, v.Error)
+		default:
+			fmt.Fprintf(&b, "entry %d %s %q: made on %s", v.Slot, v.Kind, v.Label, v.Header.Disk)
+			if v.Identity != "" {
+				fmt.Fprintf(&b, "; %s disk: %s", v.Identity, v.Why)
+			}
+			b.WriteString("\n")
+		}
+	}
+	for _, w := range rep.WindowsSigns {
+		fmt.Fprintf(&b, "windows leftovers (harmless, but a Windows host had this disk): %s\n", w)
+	}
 	for _, n := range rep.Notes {
 		fmt.Fprintf(&b, "note: %s\n", n)
+	}
+	for _, w := range rep.Warnings {
+		fmt.Fprintf(&b, "WARNING: %s\n", w)
 	}
 	fmt.Fprintf(&b, "verdict: %s\n", rep.Verdict)
 	return b.String()

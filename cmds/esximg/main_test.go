@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -92,5 +93,44 @@ func TestCLI(t *testing.T) {
 	}
 	if code, _, _ := esximg(t, "inspect", dmg); code != 0 {
 		t.Errorf("stale backup should still boot (exit %d)", code)
+	}
+}
+
+// TestCLIOptions: the installer's options, the snapshot warning against a
+// reference made on another disk, and their usage errors.
+func TestCLIOptions(t *testing.T) {
+	dir := t.TempDir()
+	usb := filepath.Join(dir, "usb.img")
+	code, out, errs := esximg(t, "create", "-version", "6.7", "-media", "usb", "-size", "8G", usb)
+	if code != 0 || !strings.Contains(out, "entries in disk order: 1,5,6,7,8,9") {
+		t.Fatalf("create -media usb: %d %s %s", code, out, errs)
+	}
+	a, b := filepath.Join(dir, "a.img"), filepath.Join(dir, "b.img")
+	for i, p := range []string{a, b} {
+		if code, _, errs := esximg(t, "create", "-version", "7.0", "-size", "200G", "-system-media-size", "min", "-seed", fmt.Sprint(10+i), p); code != 0 {
+			t.Fatalf("create: %s", errs)
+		}
+	}
+	if code, out, _ := esximg(t, "inspect", "-ref", a, a); code != 0 || strings.Contains(out, "WARNING") {
+		t.Errorf("inspect -ref itself: %d\n%s", code, out)
+	}
+	code, out, _ = esximg(t, "inspect", "-ref", b, a)
+	if code != 0 || !strings.Contains(out, "WARNING") || !strings.Contains(out, "esxcli storage vmfs snapshot mount -l datastore1") {
+		t.Errorf("inspect -ref another disk: %d\n%s", code, out)
+	}
+	if code, out, _ := esximg(t, "create", "-version", "6.7", "-size", "16G", "-upgraded-from", "5.0", filepath.Join(dir, "up.img")); code != 0 || !strings.Contains(out, "1,5,6,7,8,2,3") {
+		t.Errorf("create -upgraded-from: %d %s", code, out)
+	}
+	for _, args := range [][]string{
+		{"create", "-version", "6.7", "-media", "floppy", filepath.Join(dir, "x1")},
+		{"create", "-version", "6.7", "-system-media-size", "min", filepath.Join(dir, "x2")},
+		{"create", "-version", "7.0", "-upgraded-from", "6.7", filepath.Join(dir, "x3")},
+		{"create", "-version", "6.7", "-build", "7.0.0-1", filepath.Join(dir, "x4")},
+		{"inspect", "-identity-of", a, a}, // not a block device
+		{"inspect", "-ref", usb, a},       // no VMFS in the reference
+	} {
+		if code, _, _ := esximg(t, args...); code != 2 {
+			t.Errorf("esximg %v: exit %d, want 2", args, code)
+		}
 	}
 }
