@@ -5,6 +5,7 @@ go 1.26.0
 tool github.com/u-root/u-root
 
 require (
+	aead.dev/minisign v0.3.0
 	github.com/cloudsoda/go-smb2 v0.0.0-20260918041005-0c5d69b69701
 	github.com/diskfs/go-diskfs v1.9.4
 	github.com/insomniacslk/dhcp v0.0.0-20260901064844-234b97448fae

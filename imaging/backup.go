@@ -35,6 +35,7 @@ func backup(ctx context.Context, opt *Options) (*Result, error) {
 		os.Remove(opt.Dst + ".gpt.json")
 		os.Remove(opt.Dst + ".sha256")
 		os.Remove(opt.Dst + ".bmap")
+		removeSignatures(opt.Dst)
 	}
 	return res, err
 }
@@ -52,6 +53,10 @@ func backupTo(ctx context.Context, opt *Options, created *bool) (*Result, error)
 		return nil, errors.New("-bmap names the block map of an image being restored; a backup writes its own (DST.bmap)")
 	}
 	res := &Result{Compression: opt.Compress}
+	sign, err := newSigner(opt)
+	if err != nil {
+		return nil, err
+	}
 	src, err := openSource(ctx, opt)
 	if err != nil {
 		return nil, err
@@ -214,6 +219,9 @@ func backupTo(ctx context.Context, opt *Options, created *bool) (*Result, error)
 	}
 	if err := writeFileSync(res.ManifestPath, func(w io.Writer) error { _, err := io.WriteString(w, m.String()); return err }); err != nil {
 		return res, fmt.Errorf("writing the manifest: %w", err)
+	}
+	if err := sign.sign(opt, res); err != nil {
+		return res, err
 	}
 
 	if opt.Verify {

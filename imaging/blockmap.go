@@ -45,6 +45,10 @@ func loadBmap(ctx context.Context, opt *Options, src *source) (*bmap.Map, string
 	if opt.NoBmap {
 		return nil, "", nil
 	}
+	if opt.bmapData != nil { // verified by checkSigned: parse those bytes
+		m, err := bmap.Parse(opt.bmapData)
+		return m, opt.Bmap, err
+	}
 	if opt.Bmap != "" {
 		if isRemote(opt.Bmap) {
 			m, err := fetchRemoteBmap(ctx, opt, opt.Bmap)

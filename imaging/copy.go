@@ -62,6 +62,25 @@ type Options struct {
 	Bmap string
 	// NoBmap ignores any block map.
 	NoBmap bool
+	// Manifest is the image's sha256sum manifest (a path or URL) for a
+	// restore: the restored bytes must have the SHA-256 it lists for the
+	// uncompressed image. Empty means SRC.sha256 next to the image, read
+	// only when PubKey is set.
+	Manifest string
+	// PubKey is a trusted minisign public key (a .pub file or its base64
+	// line). With it, a restore checks the detached signatures
+	// (FILE.minisig) of the image's manifest and of its block map if one is
+	// used, before anything is written; a missing or bad one fails with
+	// ErrSignature naming the file. The signed manifest's SHA-256 is then
+	// the one the image must have.
+	PubKey string
+	// SignKey is a minisign secret key file: a backup signs its manifest and
+	// block map with it (DST.sha256.minisig, DST.bmap.minisig).
+	// SignPasswordFile holds the key's password when it is encrypted.
+	SignKey, SignPasswordFile string
+	// bmapData is the block map's content as checkSigned verified it, so
+	// that loadBmap parses the same bytes.
+	bmapData []byte
 	// Verify reads back what was written and compares it with what was
 	// written, region by region (64 MiB): a seeded 64-bit digest for data,
 	// zeros (or a hole) for zero regions; a mismatch names the byte range.
@@ -176,6 +195,8 @@ type Result struct {
 	BadRanges []Range
 	// LayoutPath and ManifestPath are the files written next to a backup image.
 	LayoutPath, ManifestPath string
+	// Signatures are the signature files a backup wrote (Options.SignKey).
+	Signatures []string `json:",omitempty"`
 	// Duration is the wall time of the copy.
 	Duration time.Duration
 }

@@ -74,7 +74,10 @@ func restoreTo(ctx context.Context, opt *Options, partial *string) (*Result, err
 		imgSize = src.size
 	}
 
-	// The block map, read before touching the target.
+	// Signatures and the manifest, then the block map, before touching the target.
+	if want, err = checkSigned(ctx, opt, src, res.Compression, want); err != nil {
+		return nil, err
+	}
 	bm, bmPath, err := loadBmap(ctx, opt, src)
 	if err != nil {
 		return nil, err

@@ -13,7 +13,10 @@
 // (DST.bmap, bmaptool's format plus the image's SHA-256) next to it.
 // With -make-bmap, imgcopy writes the block map of an existing image.
 //
-// Exit status: 0 success, 1 checksum or verification mismatch, 2 any
+// With -sign a backup signs its manifest and block map (minisign format);
+// with -pubkey a restore requires those signatures before it writes.
+//
+// Exit status: 0 success, 1 checksum, signature or verification mismatch, 2 any
 // other trouble (refused target, read/write error, network error).
 package main
 
@@ -73,6 +76,14 @@ the (unkeyed) map. A map that does not fit the image stops the restore
 like a wrong -sha256. -no-bmap ignores maps.
 -make-bmap writes an image's map (default IMAGE.bmap); bmaptool can use it.
 
+Signed images (minisign format; the stock minisign tool makes keys and
+checks signatures: minisign -G -W -p esxi.pub -s esxi.key): a backup with
+-sign KEY writes DST.sha256.minisig and DST.bmap.minisig. A restore with
+-pubkey PUB first checks the signature of the image's manifest (SRC.sha256,
+or -manifest) and of the block map it uses; a missing or wrong signature, or
+a signature by another key, stops it before anything is written and names
+the file. The signed manifest's SHA-256 must then match the restored bytes.
+
 Backing up (-compress zstd|gzip|none) writes DST plus DST.gpt.json (GPT
 layout), DST.sha256 (sha256sum manifest: the file's hash, and the hash
 of the uncompressed image under the name without .zst/.gz) and DST.bmap
@@ -84,7 +95,7 @@ known_hosts=PATH (SFTP; the server's host key must be in a known_hosts file
 or given as ?hostkey=), s3_access_key=, s3_secret_key= (S3; else the AWS_*
 variables and ~/.aws/credentials). Passwords are never printed.
 
-Exit status: 0 done, 1 checksum or verification mismatch, 2 other trouble.
+Exit status: 0 done, 1 checksum, signature or verification mismatch, 2 other trouble.
 
 Examples:
   imgcopy -sha256 3a7b... http://10.0.0.1/esxi.img.zst /dev/sda
@@ -93,6 +104,8 @@ Examples:
   imgcopy -make-bmap esxi.img            # writes esxi.img.bmap
   imgcopy -cred /mnt/nas.cred smb://nas/images/esxi.img.zst /dev/sda
   imgcopy -compress zstd /dev/sda s3://backups/esxi.img.zst?endpoint=https://minio:9000
+  imgcopy -compress zstd -sign esxi.key /dev/sda esxi.img.zst
+  imgcopy -pubkey esxi.pub http://10.0.0.1/esxi.img.zst /dev/sda
 
 Flags:
 `
@@ -118,6 +131,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&opt.Bmap, "bmap", "", "the image's block map (file or URL; default: IMAGE.bmap etc. next to a local image)")
 	fs.BoolVar(&opt.NoBmap, "no-bmap", false, "ignore block maps: read and hash the whole image")
 	fs.StringVar(&opt.SHA256, "sha256", "", "expected SHA-256 (hex) of the uncompressed image; checked before the partition table is written")
+	fs.StringVar(&opt.PubKey, "pubkey", "", "trusted minisign public key (a .pub file or its base64 line): the image's manifest (and block map) must be signed by it")
+	fs.StringVar(&opt.Manifest, "manifest", "", "the image's sha256sum manifest (file or URL; default with -pubkey: SRC.sha256); its SHA-256 is required")
+	fs.StringVar(&opt.SignKey, "sign", "", "back up: sign the manifest and block map with this minisign secret key (writes DST.sha256.minisig, DST.bmap.minisig)")
+	fs.StringVar(&opt.SignPasswordFile, "sign-password-file", "", "file whose first line is the password of an encrypted -sign key")
 	fs.BoolVar(&opt.Verify, "verify", false, "read back what was written and compare (per-64MiB digests; zero regions must read as zeros)")
 	fs.BoolVar(&opt.Yes, "yes", false, "overwrite a disk that holds a partition table (or an existing backup file)")
 	fs.BoolVar(&opt.NoGPTFixup, "no-gpt-fixup", false, "leave the GPT exactly as in the image, even on a disk of another size")
@@ -206,7 +223,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "imgcopy: %s\n", cred.Scrub(err.Error()))
-		if errors.Is(err, imaging.ErrChecksum) || errors.Is(err, imaging.ErrVerify) {
+		if errors.Is(err, imaging.ErrChecksum) || errors.Is(err, imaging.ErrVerify) || errors.Is(err, imaging.ErrSignature) {
 			return 1
 		}
 		return 2
@@ -253,6 +270,9 @@ func report(w io.Writer, r *imaging.Result, ok, madeBmap bool) {
 	}
 	if r.ManifestPath != "" {
 		fmt.Fprintf(w, "manifest %s\n", r.ManifestPath)
+	}
+	for _, s := range r.Signatures {
+		fmt.Fprintf(w, "signature %s\n", s)
 	}
 }
 
