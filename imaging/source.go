@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync/atomic"
 
+	"github.com/esxi-rescue/rescue/udpcast"
 	"github.com/klauspost/compress/zstd"
 	"github.com/klauspost/pgzip"
 	"github.com/ulikunitz/xz"
@@ -61,6 +62,9 @@ func isURL(s string) bool {
 
 // openSource opens opt.Src for reading.
 func openSource(ctx context.Context, opt *Options) (*source, error) {
+	if udpcast.IsURL(opt.Src) {
+		return openUdpcast(ctx, opt)
+	}
 	if isRemote(opt.Src) {
 		return openRemote(ctx, opt)
 	}
