@@ -16,6 +16,8 @@ import (
 
 	"github.com/esxi-rescue/rescue/bmap"
 	"github.com/esxi-rescue/rescue/imgsig"
+	"github.com/esxi-rescue/rescue/remote"
+	"github.com/esxi-rescue/rescue/remote/dial"
 )
 
 // ErrSignature is wrapped by every failed signature check of a restore
@@ -50,14 +52,14 @@ func checkSigned(ctx context.Context, opt *Options, src *source, compression str
 		return fmt.Errorf("%w: %w; nothing was written", ErrSignature, err)
 	}
 	verify := func(name string, data []byte) error {
-		sig, err := fetchSmall(ctx, opt, name+imgsig.Ext, imgsig.MaxSignature)
+		sig, err := fetchSmall(ctx, opt, beside(name, imgsig.Ext), imgsig.MaxSignature)
 		if errors.Is(err, fs.ErrNotExist) {
 			sig, err = nil, nil
 		}
 		if err != nil {
-			return fmt.Errorf("the signature of %s: %w", name, err)
+			return fmt.Errorf("the signature of %s: %w", redact(name), err)
 		}
-		if err := imgsig.Verify(*key, name, data, name+imgsig.Ext, sig); err != nil {
+		if err := imgsig.Verify(*key, redact(name), data, redact(beside(name, imgsig.Ext)), sig); err != nil {
 			return sigErr(err)
 		}
 		return nil
@@ -71,8 +73,8 @@ func checkSigned(ctx context.Context, opt *Options, src *source, compression str
 	}
 
 	manifest := opt.Manifest
-	if manifest == "" && opt.Src != "-" && (isURL(opt.Src) || src.file != nil && !src.isBlock) {
-		manifest = opt.Src + ".sha256"
+	if manifest == "" && opt.Src != "-" && (isURL(opt.Src) || isRemote(opt.Src) || src.file != nil && !src.isBlock) {
+		manifest = beside(opt.Src, ".sha256")
 	}
 	haveManifest := false
 	if manifest != "" {
@@ -116,6 +118,10 @@ func checkSigned(ctx context.Context, opt *Options, src *source, compression str
 	case opt.NoBmap:
 	case opt.Bmap != "":
 		bmPath = opt.Bmap
+	case isRemote(opt.Src) && !opt.SkipBad:
+		if _, p, err := remoteBmapBeside(ctx, opt); err == nil && p != "" {
+			bmPath = p
+		}
 	case src.file != nil && !src.isBlock && opt.Src != "-" && !opt.SkipBad:
 		for _, p := range bmapCandidates(opt.Src) {
 			if _, err := os.Stat(p); err == nil {
@@ -160,6 +166,17 @@ func checkSigned(ctx context.Context, opt *Options, src *source, compression str
 	return want, nil
 }
 
+// beside names the companion file loc+ext (for remote URLs the path gets
+// the suffix, not the query).
+func beside(loc, ext string) string {
+	if isRemote(loc) {
+		if u, err := remote.Parse(loc); err == nil {
+			return u.Sibling(ext).Raw()
+		}
+	}
+	return loc + ext
+}
+
 // rawImageName is the name of the uncompressed image as a manifest lists
 // it: the image's base name, without its compression suffix.
 func rawImageName(src, compression string) string {
@@ -179,6 +196,17 @@ func rawImageName(src, compression string) string {
 // URL that does not exist (HTTP 404/410) gives an error wrapping
 // fs.ErrNotExist.
 func fetchSmall(ctx context.Context, opt *Options, loc string, max int64) ([]byte, error) {
+	if isRemote(loc) {
+		r, err := dial.Open(ctx, loc, opt.remoteOptions())
+		if errors.Is(err, remote.ErrNotFound) {
+			return nil, fmt.Errorf("%s: %w", redact(loc), fs.ErrNotExist)
+		}
+		if err != nil {
+			return nil, err
+		}
+		defer r.Close()
+		return readLimited(r, redact(loc), max)
+	}
 	if !isURL(loc) {
 		f, err := os.Open(loc)
 		if err != nil {
