@@ -21,6 +21,7 @@ APT_PACKAGES=(
 	zstd:zstd xz-utils:xz gzip:gzip bmap-tools:bmaptool cpio:cpio binutils:objcopy
 	util-linux:losetup iproute2:ip kmod:depmod ca-certificates:/etc/ssl/certs/ca-certificates.crt
 	e2fsprogs:mkfs.ext4 diffutils:cmp
+	minisign:minisign udpcast:udp-receiver vde2:vde_switch
 	samba:smbd smbclient:smbclient openssh-server:sshd openssh-client:ssh-keygen curl:curl
 	grub-common:grub-mkimage grub-efi-amd64-bin:/usr/lib/grub/x86_64-efi/kernel.img grub-pc-bin:/usr/lib/grub/i386-pc/boot.img
 	ipxe:/usr/lib/ipxe/undionly.kpxe pxelinux:/usr/lib/PXELINUX/pxelinux.0 syslinux-common:/usr/lib/syslinux/modules/bios/ldlinux.c32
@@ -78,6 +79,7 @@ FUZZ_TARGETS=(
 	"./bmap FuzzBuilderChecker"
 	"./remote FuzzParse"
 	"./remote/cred FuzzParse"
+	"./imgsig FuzzParseManifest"
 )
 FUZZTIME=${FUZZTIME:-10s}
 

@@ -2,6 +2,7 @@
 // kernel command line (/proc/cmdline) and the optional text file on the USB
 // stick: rescue.action, rescue.image, rescue.sha256, rescue.bmap, rescue.target,
 // rescue.ref, rescue.done, rescue.report, rescue.job, rescue.syslog,
+// rescue.pubkey, rescue.manifest, rescue.ssh,
 // rescue.testpause, ip=, BOOTIF= and modules_load=. Parse validates everything up front so that a typo stops
 // the flow before it touches a disk.
 package cmdline
@@ -17,7 +18,9 @@ import (
 
 	"github.com/esxi-rescue/rescue/remote"
 	"github.com/esxi-rescue/rescue/remote/cred"
+	"github.com/esxi-rescue/rescue/imgsig"
 	"github.com/esxi-rescue/rescue/rescue/netup"
+	"github.com/esxi-rescue/rescue/udpcast"
 )
 
 // Action is one step of the hands-off flow.
@@ -74,6 +77,9 @@ type Config struct {
 	Job       string           // rescue.job=: http(s) URL of this machine's job (${mac}, ${serial} not yet expanded), "" if none
 	Syslog    string           // rescue.syslog=: [udp://|tcp://]HOST[:PORT] to send console lines to, "" if none
 	Cred      string           // rescue.cred=: credentials file for share URLs (a path, looked up in the rescue system and then on the stick's FAT partition, or an http(s) URL)
+	PubKey    string           // rescue.pubkey=: trusted minisign public key (base64) or an absolute path of a .pub file; "" if none
+	Manifest  string           // rescue.manifest=: path or URL of the image's sha256sum manifest; "" = beside the image (with PubKey)
+	SSH       string           // rescue.ssh=: path or URL of the authorized_keys that may log in by SSH; "" = no SSH server
 	IP        *netup.IPConfig  // nil: no network wanted
 	BootIF    net.HardwareAddr // PXE boot interface, nil if not given
 	Modules   []string         // modules_load=
@@ -165,6 +171,7 @@ var rescueKeys = map[string]bool{
 	"rescue.target": true, "rescue.ref": true, "rescue.done": true,
 	"rescue.report": true, "rescue.testpause": true, "rescue.debug": true,
 	"rescue.job": true, "rescue.syslog": true, "rescue.cred": true,
+	"rescue.pubkey": true, "rescue.manifest": true, "rescue.ssh": true,
 }
 
 // Parse validates the arguments of the kernel command line and, after
@@ -226,7 +233,11 @@ func Parse(args []Arg) (*Config, error) {
 		if c.Image == "" {
 			return nil, fmt.Errorf("rescue.image= is empty (want a path or an http(s) URL)")
 		}
-		if err := checkLocation("rescue.image", c.Image); err != nil {
+		if udpcast.IsURL(c.Image) {
+			if _, err := udpcast.Parse(c.Image); err != nil {
+				return nil, fmt.Errorf("rescue.image=%w", err)
+			}
+		} else if err := checkLocation("rescue.image", c.Image); err != nil {
 			return nil, err
 		}
 	}
@@ -249,8 +260,38 @@ func Parse(args []Arg) (*Config, error) {
 			return nil, err
 		}
 	}
+	if has("rescue.manifest") {
+		c.Manifest = get("rescue.manifest")
+		if c.Image == "" {
+			return nil, fmt.Errorf("rescue.manifest= given without rescue.image=")
+		}
+		if err := checkLocation("rescue.manifest", c.Manifest); err != nil {
+			return nil, err
+		}
+	}
+	if has("rescue.pubkey") {
+		c.PubKey = get("rescue.pubkey")
+		if c.Image == "" {
+			return nil, fmt.Errorf("rescue.pubkey= given without rescue.image=")
+		}
+		if err := checkPubKey(c.PubKey); err != nil {
+			return nil, err
+		}
+	}
 	if c.Has(ActionRestore) && c.Image == "" {
 		return nil, fmt.Errorf("rescue.action=restore needs rescue.image= (a path or an http(s) URL)")
+	}
+	if c.Multicast() && c.SHA256 == nil && c.Bmap == "" && c.Manifest == "" {
+		return nil, fmt.Errorf("rescue.image=%s: a multicast restore needs the image's SHA-256: rescue.sha256=, rescue.manifest= or rescue.bmap=", c.Image)
+	}
+	if c.Multicast() && c.PubKey != "" && c.Bmap == "" && c.Manifest == "" {
+		return nil, fmt.Errorf("rescue.pubkey= with a multicast image needs rescue.manifest= or rescue.bmap= (the signed file; nothing lies beside a multicast stream)")
+	}
+	if has("rescue.ssh") {
+		c.SSH = get("rescue.ssh")
+		if err := checkLocation("rescue.ssh", c.SSH); err != nil {
+			return nil, err
+		}
 	}
 
 	// Target.
@@ -266,6 +307,10 @@ func Parse(args []Arg) (*Config, error) {
 	// Reference.
 	c.Ref = get("rescue.ref")
 	switch {
+	case c.Ref == "" && c.Multicast():
+		c.Ref = RefESXi // a multicast stream cannot be read ahead for its table
+	case c.Ref == RefImage && c.Multicast():
+		return nil, fmt.Errorf("rescue.ref=image: a multicast image cannot be read ahead; use rescue.ref=esxi or the backup's .gpt.json layout file")
 	case c.Ref == "" && c.Image != "" && c.Has(ActionRestore):
 		c.Ref = RefImage
 	case c.Ref == "":
@@ -393,7 +438,27 @@ func Parse(args []Arg) (*Config, error) {
 // a syslog server is configured.
 func (c *Config) NeedsNetwork() bool {
 	return IsURL(c.Image) || IsURL(c.Report) || IsURL(c.Ref) || c.Job != "" || c.Syslog != "" ||
-		IsShare(c.Image) || IsShare(c.Ref) || IsShare(c.Bmap) || IsURL(c.Bmap) || IsURL(c.Cred)
+		IsShare(c.Image) || IsShare(c.Ref) || IsShare(c.Bmap) || IsURL(c.Bmap) || IsURL(c.Cred) ||
+		c.Multicast() || IsURL(c.Manifest) || c.SSH != ""
+}
+
+// Multicast reports whether the image comes by udpcast multicast.
+func (c *Config) Multicast() bool { return udpcast.IsURL(c.Image) }
+
+// checkPubKey validates rescue.pubkey=: a minisign public key (the base64
+// line) or the absolute path of a .pub file; never a URL (a key fetched
+// over the network the image comes over proves nothing).
+func checkPubKey(v string) error {
+	switch {
+	case strings.Contains(v, "://"):
+		return fmt.Errorf("rescue.pubkey=%s: give the key itself (the base64 line of the .pub file) or a file on the rescue medium, not a URL: a key fetched over the network proves nothing", v)
+	case strings.HasPrefix(v, "/"):
+		return nil
+	}
+	if _, err := imgsig.ParsePublicKey(v); err != nil {
+		return fmt.Errorf("rescue.pubkey=%s: %w (want the base64 line of a minisign .pub file, or its absolute path)", v, err)
+	}
+	return nil
 }
 
 // CheckJobURL validates a rescue.job= value: an http(s) URL with a host,
@@ -541,6 +606,15 @@ func (c *Config) Summary() map[string]any {
 	}
 	if c.Job != "" {
 		m["job"] = RedactURL(c.Job)
+	}
+	if c.PubKey != "" {
+		m["pubkey"] = c.PubKey
+	}
+	if c.Manifest != "" {
+		m["manifest"] = RedactURL(c.Manifest)
+	}
+	if c.SSH != "" {
+		m["ssh"] = RedactURL(c.SSH)
 	}
 	if c.Syslog != "" {
 		m["syslog"] = c.Syslog

@@ -41,6 +41,9 @@ func TestSplit(t *testing.T) {
 	}
 }
 
+// pubkey is a minisign public key (minisign -G).
+const pubkey = "RWQYtdMpP58xjILkCz3SWEuBl+2p0jfOKF5elmYPCsGG2doDkmNy+9hc"
+
 const sum = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 
 func TestParse(t *testing.T) {
@@ -186,6 +189,35 @@ func TestParse(t *testing.T) {
 		{name: "syslog bad scheme", line: "rescue.syslog=tls://h", wantErr: "want udp:// or tcp://"},
 		{name: "syslog bad port", line: "rescue.syslog=h:99999", wantErr: "bad port"},
 		{name: "syslog empty host", line: "rescue.syslog=udp://:514", wantErr: "want HOST[:PORT]"},
+		{name: "multicast restore", line: "rescue.action=restore,fix,verify rescue.image=udpcast://eth0?port=9000 rescue.sha256=" + sum +
+			" rescue.target=/dev/vda ip=10.0.0.5:::255.255.255.0:rescue:eth0:off", check: func(t *testing.T, c *Config) {
+			if !c.Multicast() || c.Ref != RefESXi || !c.NeedsNetwork() || c.IP == nil || c.IP.Mode != netup.ModeStatic {
+				t.Errorf("got %+v (ip %+v)", c, c.IP)
+			}
+		}},
+		{name: "multicast needs a sha256", line: "rescue.action=restore rescue.image=udpcast://eth0 rescue.target=/dev/vda", wantErr: "needs the image's SHA-256"},
+		{name: "multicast with a manifest", line: "rescue.action=restore rescue.image=udpcast:// rescue.manifest=/x.sha256 rescue.target=/dev/vda", check: func(t *testing.T, c *Config) {
+			if c.Manifest != "/x.sha256" || c.IP == nil {
+				t.Errorf("got %+v", c)
+			}
+		}},
+		{name: "multicast ref=image", line: "rescue.action=restore rescue.image=udpcast:// rescue.sha256=" + sum + " rescue.ref=image rescue.target=/dev/vda", wantErr: "cannot be read ahead"},
+		{name: "multicast bad port", line: "rescue.image=udpcast://eth0?port=9001 rescue.sha256=" + sum, wantErr: "even"},
+		{name: "multicast signed needs a manifest", line: "rescue.image=udpcast:// rescue.sha256=" + sum + " rescue.pubkey=/k.pub", wantErr: "needs rescue.manifest= or rescue.bmap="},
+		{name: "pubkey base64", line: "rescue.action=restore rescue.image=http://h/i.zst rescue.target=auto rescue.pubkey=" + pubkey, check: func(t *testing.T, c *Config) {
+			if c.PubKey != pubkey || c.Summary()["pubkey"] != pubkey {
+				t.Errorf("got %+v", c)
+			}
+		}},
+		{name: "pubkey URL refused", line: "rescue.image=http://h/i.zst rescue.pubkey=http://h/k.pub", wantErr: "not a URL"},
+		{name: "pubkey garbage", line: "rescue.image=http://h/i.zst rescue.pubkey=RWQnotakey", wantErr: "not a minisign public key"},
+		{name: "pubkey without image", line: "rescue.pubkey=" + pubkey, wantErr: "without rescue.image="},
+		{name: "ssh file", line: "rescue.ssh=/etc/rescue/authorized_keys", check: func(t *testing.T, c *Config) {
+			if c.SSH != "/etc/rescue/authorized_keys" || c.IP == nil || c.IP.Mode != netup.ModeDHCP || !c.Interactive() {
+				t.Errorf("got %+v", c)
+			}
+		}},
+		{name: "ssh relative", line: "rescue.ssh=keys", wantErr: "absolute path"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			args := Split(tc.line, "/proc/cmdline", false)

@@ -123,3 +123,19 @@ func FuzzParseIP(f *testing.F) {
 		}
 	})
 }
+
+func TestBroadcast(t *testing.T) {
+	for _, tc := range []struct{ ip, mask, want string }{
+		{"10.99.0.11", "255.255.255.0", "10.99.0.255"},
+		{"192.0.2.130", "255.255.255.128", "192.0.2.255"},
+		{"10.1.2.3", "255.0.0.0", "10.255.255.255"},
+	} {
+		m := net.IPMask(net.ParseIP(tc.mask).To4())
+		if got := Broadcast(net.ParseIP(tc.ip), m); got.String() != tc.want {
+			t.Errorf("Broadcast(%s/%s) = %s, want %s", tc.ip, tc.mask, got, tc.want)
+		}
+	}
+	if Broadcast(net.ParseIP("2001:db8::1"), net.CIDRMask(64, 128)) != nil {
+		t.Error("IPv6 has no broadcast")
+	}
+}

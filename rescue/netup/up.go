@@ -254,7 +254,7 @@ func upOne(ctx context.Context, cfg *IPConfig, c Candidate, o Options, logf func
 	default:
 		return nil, fmt.Errorf("ip mode %q", cfg.Mode)
 	}
-	addr := &netlink.Addr{IPNet: &net.IPNet{IP: ip, Mask: mask}}
+	addr := &netlink.Addr{IPNet: &net.IPNet{IP: ip, Mask: mask}, Broadcast: Broadcast(ip, mask)}
 	if err := netlink.AddrReplace(link, addr); err != nil {
 		return nil, fmt.Errorf("assigning %s: %w", addr.IPNet, err)
 	}
@@ -301,4 +301,19 @@ func WaitRandom(ctx context.Context, timeout time.Duration, logf func(string, ..
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+}
+
+// Broadcast is the IPv4 broadcast address of ip/mask (nil for IPv6). The
+// kernel sets none unless asked, and broadcast rendezvous (udpcast's
+// receivers find their sender that way) needs it.
+func Broadcast(ip net.IP, mask net.IPMask) net.IP {
+	v4 := ip.To4()
+	if v4 == nil || len(mask) != net.IPv4len {
+		return nil
+	}
+	b := make(net.IP, net.IPv4len)
+	for i := range b {
+		b[i] = v4[i] | ^mask[i]
+	}
+	return b
 }

@@ -193,7 +193,7 @@ func (s *System) Reference(ctx context.Context, c *cmdline.Config) (any, error) 
 	if err := s.loadCred(ctx, c); err != nil {
 		return nil, err
 	}
-	if c.Image != "" && (c.Ref == cmdline.RefImage || c.Has(cmdline.ActionRestore)) {
+	if c.Image != "" && !c.Multicast() && (c.Ref == cmdline.RefImage || c.Has(cmdline.ActionRestore)) {
 		t, comp, err := imageTable(ctx, c.Image, s.cred)
 		if err != nil {
 			return nil, fmt.Errorf("image %s: %w", c.Image, err)
@@ -324,6 +324,10 @@ func (s *System) Restore(ctx context.Context, c *cmdline.Config, dst string) (an
 		return nil, err
 	}
 	opt.Cred = s.cred
+	opt.PubKey, opt.Manifest = c.PubKey, c.Manifest
+	if c.PubKey != "" {
+		s.Con.Printf("restore: the image's manifest or block map must be signed by the key of rescue.pubkey= (minisign)")
+	}
 	s.Con.Printf("restore: %s -> %s", c.Image, dst)
 	res, err := imaging.Copy(ctx, opt)
 	if err != nil {
