@@ -16,9 +16,9 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/esxi-rescue/rescue/imgsig"
 	"github.com/esxi-rescue/rescue/remote"
 	"github.com/esxi-rescue/rescue/remote/cred"
-	"github.com/esxi-rescue/rescue/imgsig"
 	"github.com/esxi-rescue/rescue/rescue/netup"
 	"github.com/esxi-rescue/rescue/udpcast"
 )
