@@ -128,13 +128,20 @@ type Options struct {
 	// RetryDelay the first back-off delay (default 1s, doubled each time).
 	Retries    int
 	RetryDelay time.Duration
-	// HTTPClient is used for URLs; nil means http.DefaultClient.
+	// HTTPClient is used for URLs; nil means a client of its own (no
+	// keep-alive: one long download per connection).
 	HTTPClient *http.Client
+	// IdleTimeout: an HTTP download that receives less than 64 KiB in this
+	// long (a stalled or trickling server) counts as a dropped connection,
+	// so resume and retries apply (default 30s).
+	IdleTimeout time.Duration
 	// Cred holds the credentials for smb://, sftp://, s3:// sources and
 	// destinations (imgcopy -cred, rescue.cred=); nil: none (S3 then
 	// still finds AWS_* variables and ~/.aws/credentials).
 	Cred *cred.Cred
-	// ConnectTimeout bounds each connection attempt to a share (default 10s).
+	// ConnectTimeout bounds each connection attempt to a share, and for
+	// http(s) each request up to its response headers: dial, TLS
+	// handshake and the server's answer (default 10s).
 	ConnectTimeout time.Duration
 }
 
@@ -254,7 +261,13 @@ func (o *Options) defaults() {
 		o.Log = func(string, ...any) {}
 	}
 	if o.HTTPClient == nil {
-		o.HTTPClient = http.DefaultClient
+		o.HTTPClient = defaultHTTPClient
+	}
+	if o.ConnectTimeout <= 0 {
+		o.ConnectTimeout = 10 * time.Second
+	}
+	if o.IdleTimeout <= 0 {
+		o.IdleTimeout = 30 * time.Second
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -29,6 +30,65 @@ type httpReader struct {
 	// (re)connect; more than Retries of them ends the transfer.
 	stalls   int
 	progress bool
+	// The request being read: its cancel (ends a stalled body), whether
+	// the idle watchdog fired, and how much this connection brought.
+	cancel  context.CancelFunc
+	idle    *idleWatch
+	connOff int64
+}
+
+// minIdleBytes is how much an HTTP download must receive per IdleTimeout
+// not to count as stalled (a byte every few seconds is a hang, too).
+const minIdleBytes = 64 << 10
+
+// defaultHTTPClient downloads images: no keep-alive, so a connection is
+// never pooled after its response and bytes a broken server sends past the
+// body are dropped with it (an idle pooled connection that receives them
+// makes net/http log "Unsolicited response received on idle HTTP channel"
+// with the bytes to the standard logger, i.e. stderr).
+var defaultHTTPClient = &http.Client{Transport: func() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.DisableKeepAlives = true
+	return t
+}()}
+
+// idleWatch cancels a request when its body brings fewer than
+// minIdleBytes in timeout of reading: time spent outside Read (the disk
+// being slow) does not count.
+type idleWatch struct {
+	timeout time.Duration
+	timer   *time.Timer
+	fired   atomic.Bool
+	mark    int64         // offset at the start of the current window
+	left    time.Duration // reading time left in the window
+}
+
+func newIdleWatch(timeout time.Duration, off int64, cancel context.CancelFunc) *idleWatch {
+	w := &idleWatch{timeout: timeout, mark: off, left: timeout}
+	w.timer = time.AfterFunc(time.Hour, func() { w.fired.Store(true); cancel() })
+	w.timer.Stop()
+	return w
+}
+
+// start arms the watchdog before a read at off.
+func (w *idleWatch) start(off int64) time.Time {
+	if off-w.mark >= minIdleBytes {
+		w.mark, w.left = off, w.timeout
+	}
+	w.timer.Reset(max(w.left, time.Millisecond))
+	return time.Now()
+}
+
+// stop disarms it after a read that began at t0.
+func (w *idleWatch) stop(t0 time.Time) {
+	w.timer.Stop()
+	w.left -= time.Since(t0)
+}
+
+func (w *idleWatch) close() {
+	if w != nil {
+		w.timer.Stop()
+	}
 }
 
 // ErrHTTP is wrapped by errors about the HTTP transfer.
@@ -73,8 +133,10 @@ func (h *httpReader) connect() error {
 
 // try makes one request; retry says whether trying again could help.
 func (h *httpReader) try() (err error, retry bool) {
-	req, err := http.NewRequestWithContext(h.ctx, http.MethodGet, h.url, nil)
+	rctx, cancel := context.WithCancel(h.ctx)
+	req, err := http.NewRequestWithContext(rctx, http.MethodGet, h.url, nil)
 	if err != nil {
+		cancel()
 		return fmt.Errorf("%w: %s: %w", ErrHTTP, h.url, err), false
 	}
 	// The image is decompressed by us, not by the transport.
@@ -87,16 +149,31 @@ func (h *httpReader) try() (err error, retry bool) {
 			req.Header.Set("If-Range", h.lastMod)
 		}
 	}
+	// The connect timeout: dial, TLS handshake and response headers,
+	// whatever client is used.
+	var late atomic.Bool
+	timer := time.AfterFunc(h.opt.ConnectTimeout, func() { late.Store(true); cancel() })
 	resp, err := h.opt.HTTPClient.Do(req)
+	timer.Stop()
 	if err != nil {
+		cancel()
 		if h.ctx.Err() != nil {
 			return h.ctx.Err(), false
+		}
+		if late.Load() {
+			return fmt.Errorf("%w: %s: no answer within %v (connect, TLS handshake, response headers)", ErrHTTP, h.url, h.opt.ConnectTimeout), true
 		}
 		return err, true
 	}
 	fail := func(e error, retry bool) (error, bool) {
 		resp.Body.Close()
+		cancel()
 		return e, retry
+	}
+	accept := func() (error, bool) {
+		h.body, h.cancel, h.connOff = resp.Body, cancel, h.off
+		h.idle = newIdleWatch(h.opt.IdleTimeout, h.off, cancel)
+		return nil, false
 	}
 	if h.off == 0 {
 		if resp.StatusCode != http.StatusOK {
@@ -107,8 +184,7 @@ func (h *httpReader) try() (err error, retry bool) {
 		h.etag = resp.Header.Get("ETag")
 		h.lastMod = resp.Header.Get("Last-Modified")
 		h.ranges = strings.Contains(strings.ToLower(resp.Header.Get("Accept-Ranges")), "bytes")
-		h.body = resp.Body
-		return nil, false
+		return accept()
 	}
 	// Resuming.
 	switch resp.StatusCode {
@@ -135,10 +211,9 @@ func (h *httpReader) try() (err error, retry bool) {
 	if h.size >= 0 && total >= 0 && total != h.size {
 		return fail(fmt.Errorf("%w: %s: cannot resume: the image size changed from %d to %d", ErrHTTP, h.url, h.size, total), false)
 	}
-	h.body = resp.Body
 	h.resumes++
 	h.opt.logf("%s: resumed at byte %d", h.url, h.off)
-	return nil, false
+	return accept()
 }
 
 // parseContentRange parses "bytes START-END/TOTAL" (TOTAL may be "*" → -1).
@@ -173,10 +248,17 @@ func (h *httpReader) Read(p []byte) (int, error) {
 		if h.body == nil {
 			return 0, fmt.Errorf("%w: %s: not connected", ErrHTTP, h.url)
 		}
+		t0 := h.idle.start(h.off)
 		n, err := h.body.Read(p)
+		h.idle.stop(t0)
 		h.off += int64(n)
-		if n > 0 {
+		// Progress: this connection brought a useful amount (a trickle
+		// of bytes between stalls is no progress).
+		if h.off-h.connOff >= minIdleBytes || (n > 0 && h.size >= 0 && h.off == h.size) {
 			h.progress = true
+		}
+		if h.size >= 0 && h.off > h.size {
+			return n, fmt.Errorf("%w: %s: the server sent more than the %d bytes it announced", ErrHTTP, h.url, h.size)
 		}
 		if err == nil {
 			return n, nil
@@ -187,9 +269,11 @@ func (h *httpReader) Read(p []byte) (int, error) {
 		if h.ctx.Err() != nil {
 			return n, h.ctx.Err()
 		}
+		if h.idle.fired.Load() {
+			err = fmt.Errorf("less than %s arrived in %v: the server stalled", "64 KiB", h.opt.IdleTimeout)
+		}
 		// The connection dropped (or ended early): resume from h.off.
-		h.body.Close()
-		h.body = nil
+		h.closeBody()
 		h.opt.logf("%s: connection lost at byte %d: %v", h.url, h.off, err)
 		if !h.ranges {
 			return n, fmt.Errorf("%w: %s: connection lost at byte %d and the server does not support resuming (no Accept-Ranges: bytes): %v", ErrHTTP, h.url, h.off, err)
@@ -220,9 +304,20 @@ func (h *httpReader) Read(p []byte) (int, error) {
 	}
 }
 
-func (h *httpReader) Close() error {
+// closeBody ends the current request.
+func (h *httpReader) closeBody() error {
+	var err error
 	if h.body != nil {
-		return h.body.Close()
+		err = h.body.Close()
+		h.body = nil
 	}
-	return nil
+	h.idle.close()
+	h.idle = nil
+	if h.cancel != nil {
+		h.cancel()
+		h.cancel = nil
+	}
+	return err
 }
+
+func (h *httpReader) Close() error { return h.closeBody() }
