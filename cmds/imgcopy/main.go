@@ -44,7 +44,9 @@ const usage = `Usage: imgcopy [flags] SRC DST
 Restore a disk image onto a disk, or back a disk up into an image.
 
 SRC  an image file, a block device, - (stdin), an http:// / https:// URL
-     (a dropped connection is resumed with a Range request), or a share:
+     (a dropped connection is resumed with a Range request; no answer in
+     -connect-timeout or under 64 KiB in -idle-timeout counts as dropped;
+     -retries bounds the attempts), or a share:
        smb://[DOMAIN;]USER@HOST[:PORT]/SHARE/PATH    SMB 2/3
        nfs://HOST[:PORT]/EXPORT/PATH                 NFS v4/v3 (kernel client)
        sftp://USER@HOST[:PORT]/PATH[?hostkey=SHA256:...]   (also ssh://)
