@@ -62,10 +62,36 @@ type Plan struct {
 	Notes      []string // what was noticed and deliberately left alone
 	Writes     []Write  // in write order: backup array, backup header, primary header, primary array, MBR
 
+	// RefMatch says how many partitions the reference and the disk have
+	// in common (nil when the plan has no reference to remap from).
+	RefMatch *RefMatch
+
 	array      []byte // the entry array both copies will hold
 	primaryHdr []byte // the primary header sector
 	backupHdr  []byte // the backup header sector
 	backupLBA  uint64
+}
+
+// ErrNoCommonPartition is returned (wrapped) by PlanFix when not one
+// partition of the reference is on the disk: it is the reference of some
+// other disk, and remapping slots from it would be meaningless.
+var ErrNoCommonPartition = errors.New("the reference shares no partition with this disk")
+
+// RefMatch counts the partitions a reference and a disk have in common.
+type RefMatch struct {
+	Matched int `json:"matched"`         // partitions found in both
+	Disk    int `json:"disk_partitions"` // used entries on the disk
+	Ref     int `json:"ref_partitions"`  // used entries in the reference
+}
+
+// Partial reports whether some partition of either side is not in the
+// other.
+func (m *RefMatch) Partial() bool { return m != nil && (m.Matched < m.Disk || m.Matched < m.Ref) }
+
+// String says it in words, e.g. "3 of the disk's 4 partitions are in the
+// reference, which has 5".
+func (m *RefMatch) String() string {
+	return fmt.Sprintf("%d of the disk's %d partition(s) are in the reference, which has %d", m.Matched, m.Disk, m.Ref)
 }
 
 // Empty reports whether the plan changes nothing.
@@ -741,20 +767,34 @@ func remapFromRef(p *Plan, arr []byte, h Header, ref *Table) ([]byte, error) {
 		}
 		p.Notes = append(p.Notes, fmt.Sprintf("the partition in slot %d is not in the reference; it stays in slot %d", i, i))
 	}
-	for _, s := range refs {
-		if s.Used() {
-			if _, found := target[s.Index]; !found {
-				e := s.Entry()
-				p.Notes = append(p.Notes, fmt.Sprintf("reference entry %d (type %s, LBA %d-%d) is not on this disk; slot %d is left empty", s.Index, e.Type, e.First, e.Last, s.Index))
-			}
-		}
-	}
-
-	out := make([]byte, len(arr))
 	unmatchedSet := map[int]bool{}
 	for _, i := range unmatched {
 		unmatchedSet[i] = true
 	}
+	m := &RefMatch{Matched: len(target), Disk: len(target) + len(unmatched)}
+	for _, s := range refs {
+		if s.Used() {
+			m.Ref++
+			if _, found := target[s.Index]; !found {
+				e := s.Entry()
+				keep := "is left empty"
+				if unmatchedSet[s.Index] {
+					keep = "keeps this disk's own partition (see above)"
+				}
+				p.Notes = append(p.Notes, fmt.Sprintf("reference entry %d (type %s, LBA %d-%d) is not on this disk; slot %d %s", s.Index, e.Type, e.First, e.Last, s.Index, keep))
+			}
+		}
+	}
+	if m.Matched == 0 && (m.Disk > 0 || m.Ref > 0) {
+		return nil, fmt.Errorf("gpt: %w: none of its %d partition(s) is on this disk and none of the disk's %d is in it (compared by unique GUID, then by type and position); is it the reference of another disk?",
+			ErrNoCommonPartition, m.Ref, m.Disk)
+	}
+	p.RefMatch = m
+	if m.Partial() {
+		p.Notes = append([]string{fmt.Sprintf("the reference matches only part of this disk: %s", m)}, p.Notes...)
+	}
+
+	out := make([]byte, len(arr))
 	var zeroed, junk []string
 	for k := 1; k <= n; k++ {
 		dst := out[(k-1)*es : k*es]

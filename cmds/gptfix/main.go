@@ -146,19 +146,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 // report is what -json prints.
 type report struct {
-	Target     string       `json:"target"`
-	DiskSize   int64        `json:"disk_size,omitempty"`
-	SectorSize int          `json:"sector_size,omitempty"`
-	Problems   []string     `json:"problems,omitempty"`
-	ESXi       *esxi.Match  `json:"esxi,omitempty"`
-	Plan       *planJSON    `json:"plan,omitempty"`
-	Undo       *gpt.Undo    `json:"undo,omitempty"`
-	UndoFile   string       `json:"undo_file,omitempty"`
-	Applied    bool         `json:"applied"`
-	Saved      string       `json:"saved_layout,omitempty"`
-	Error      string       `json:"error,omitempty"`
-	Slots      []slotJSON   `json:"slots_after,omitempty"`
-	Verified   *verifiedDoc `json:"verified,omitempty"`
+	Target     string        `json:"target"`
+	DiskSize   int64         `json:"disk_size,omitempty"`
+	SectorSize int           `json:"sector_size,omitempty"`
+	Problems   []string      `json:"problems,omitempty"`
+	ESXi       *esxi.Match   `json:"esxi,omitempty"`
+	Plan       *planJSON     `json:"plan,omitempty"`
+	RefMatch   *gpt.RefMatch `json:"reference_match,omitempty"`
+	Undo       *gpt.Undo     `json:"undo,omitempty"`
+	UndoFile   string        `json:"undo_file,omitempty"`
+	Applied    bool          `json:"applied"`
+	Saved      string        `json:"saved_layout,omitempty"`
+	Error      string        `json:"error,omitempty"`
+	Slots      []slotJSON    `json:"slots_after,omitempty"`
+	Verified   *verifiedDoc  `json:"verified,omitempty"`
 }
 
 type planJSON struct {
@@ -288,7 +289,19 @@ func fix(o *options, r *report, stdout io.Writer) (int, error) {
 		}
 	}
 	p.f("\n%s", plan)
+	if m := plan.RefMatch; m != nil {
+		r.RefMatch = m
+		if m.Partial() {
+			p.f("The reference matches only part of this disk: %s.\n", m)
+		} else {
+			p.f("Every partition of the reference is on this disk and the other way round.\n")
+		}
+	}
 	if plan.Empty() {
+		if o.check && plan.RefMatch.Partial() {
+			p.f("The disk's partitions differ from the reference's (see the notes above).\n")
+			return 1, nil
+		}
 		if len(r.Problems) > 0 {
 			p.f("The problems listed above are not ones gptfix repairs; they need a look by hand.\n")
 			if o.check {
