@@ -28,6 +28,7 @@ const (
 	StepDrivers   = "drivers"
 	StepDisks     = "disks"
 	StepNetwork   = "network"
+	StepSSH       = "ssh" // starts the SSH server (rescue.ssh=), optional: a failure only warns
 	StepJob       = "job" // fetches rescue.job=; the steps after it come from the job
 	StepReference = "reference"
 	StepTarget    = "target"
@@ -70,6 +71,12 @@ type JobInfo struct {
 	Raw   string `json:"-"`     // the expanded URL (may hold secrets): where Done is sent
 }
 
+// SSHStarter is implemented by Machines that start the SSH server of
+// rescue.ssh= (details: the host key's fingerprint, for the report).
+type SSHStarter interface {
+	SSH(ctx context.Context, c *cmdline.Config) (any, error)
+}
+
 // Observer is told when each step starts (live status).
 type Observer func(step string, index, total int)
 
@@ -94,6 +101,9 @@ func Plan(c *cmdline.Config) []Step {
 	steps := []Step{{Name: StepDrivers}, {Name: StepDisks}}
 	if c.IP != nil {
 		steps = append(steps, Step{Name: StepNetwork, Required: needNet && (!c.Interactive() || c.Job != "")})
+	}
+	if c.SSH != "" {
+		steps = append(steps, Step{Name: StepSSH})
 	}
 	if c.Job != "" {
 		return append(steps, Step{Name: StepJob, Required: true})
@@ -190,7 +200,7 @@ func RunWith(ctx context.Context, c *cmdline.Config, m Machine, con Console, rep
 		rep.Steps = append(rep.Steps, rs)
 		if details != nil {
 			switch s.Name {
-			case StepDrivers, StepDisks, StepNetwork, StepTarget, StepReference, StepJob:
+			case StepDrivers, StepDisks, StepNetwork, StepSSH, StepTarget, StepReference, StepJob:
 				rep.Found[s.Name] = details
 			}
 		}
@@ -207,6 +217,11 @@ func runStep(ctx context.Context, name string, c *cmdline.Config, m Machine, out
 		return m.Drivers(ctx)
 	case StepDisks:
 		return m.Disks(ctx)
+	case StepSSH:
+		if sm, ok := m.(SSHStarter); ok {
+			return sm.SSH(ctx, c)
+		}
+		return nil, errors.New("this system cannot start an SSH server")
 	case StepNetwork:
 		return m.Network(ctx, c)
 	case StepJob:
