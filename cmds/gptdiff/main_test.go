@@ -239,3 +239,38 @@ func Test4KImageVsDevice(t *testing.T) {
 		t.Errorf("gptdiff %s 4k.img: exit %d %s\n%s", dev, code, e, o)
 	}
 }
+
+// TestESXiFindings: comparing a restored, Windows-compacted 7.0 disk made
+// on another disk with its reference names each loader generation's
+// choice, the snapshot trap with the esxcli commands, and the Windows
+// leftovers; the reference against itself has no such findings.
+func TestESXiFindings(t *testing.T) {
+	dir := t.TempDir()
+	ref, other, tgt := filepath.Join(dir, "ref.img"), filepath.Join(dir, "other.img"), filepath.Join(dir, "tgt.img")
+	for i, p := range []string{ref, other} {
+		if err := esxi.Create(p, esxi.CreateOptions{Version: "7.0", Size: 40 * gib, Seed: int64(60 + i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := esxi.Damage(tgt, "windows", esxi.DamageOptions{Source: other}); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errs := gptdiff(ref, tgt)
+	if code != 1 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	for _, want := range []string{
+		"ESXi on the target, beyond the table",
+		"ESXi 5.0 to 6.7u1 would boot nothing",
+		"ESXi 7.0 to 7.0u1 would boot entry 2",
+		"esxcli storage vmfs snapshot list",
+		"Windows leftovers",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("report lacks %q:\n%s", want, out)
+		}
+	}
+	if _, out, _ := gptdiff(ref, ref); strings.Contains(out, "beyond the table") {
+		t.Errorf("findings on the reference itself:\n%s", out)
+	}
+}

@@ -84,6 +84,7 @@ func report(w io.Writer, refPath string, ref *gpt.Table, tgtPath string, tgt *gp
 	section(w, "Header differences", changes)
 	section(w, "Findings on the target", append(problems(d.Findings), sectorHint(tgtPath, tgt)...))
 	section(w, "Findings on the reference", append(problems(d.RefFindings), sectorHint(refPath, ref)...))
+	section(w, "ESXi on the target, beyond the table", esxiFindings(refPath, tgtPath, tgt))
 }
 
 // sectorHint says when an image without a GPT at LBA 1 has one with the

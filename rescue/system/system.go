@@ -357,6 +357,9 @@ type FixResult struct {
 	Steps     []string `json:"steps,omitempty"`
 	Applied   bool     `json:"applied"`
 	UndoPath  string   `json:"undo_path,omitempty"`
+	// BootBefore is what ESXi's boot loaders would have done with the
+	// table as found (per loader generation).
+	BootBefore *esxi.BootReport `json:"boot_before,omitempty"`
 }
 
 // TestPauseSeconds is how long the fix pauses between the backup and the
@@ -372,12 +375,21 @@ func (s *System) Fix(ctx context.Context, c *cmdline.Config, dst string) (any, e
 		return nil, err
 	}
 	defer dev.Close()
+	if parts, err := esxi.ParseMBR(dev.File, dev.Size); err == nil {
+		return nil, fmt.Errorf("%s: %s", dst, esxi.ExplainMBR(parts).Text)
+	}
 	t, err := dev.ReadTable()
 	if err != nil {
 		return nil, fmt.Errorf("reading the GPT of %s: %w", dst, err)
 	}
 	opt := gpt.FixOptions{Ref: s.ref}
 	res := &FixResult{Reference: s.refDesc}
+	if br, err := esxi.Inspect(dev.File, dev.Size, dev.SectorSize); err == nil && br.GPTValid {
+		res.BootBefore = br
+		for _, l := range br.Loaders {
+			s.Con.Printf("before fix: %s", l.Text)
+		}
+	}
 	if s.ref == nil {
 		m, err := esxi.Recognize(t)
 		if err != nil {
@@ -472,6 +484,9 @@ func (s *System) Verify(ctx context.Context, c *cmdline.Config, dst string) (any
 		// What ESXi's boot loader would do: boot the newest bank from
 		// entry 5 or 6 and find its partitions by number.
 		br, err := esxi.Inspect(dev.File, dev.Size, dev.SectorSize)
+		if err == nil {
+			s.esxiFindings(br, dst)
+		}
 		switch {
 		case err != nil:
 			fails = append(fails, "boot check: "+err.Error())
@@ -490,6 +505,28 @@ func (s *System) Verify(ctx context.Context, c *cmdline.Config, dst string) (any
 	res.Verdict = fmt.Sprintf("%s: both GPT copies valid (CRCs), backup at the end of the disk, every entry in its slot per %s", dst, s.refDesc)
 	s.Con.Printf("verify: %s", res.Verdict)
 	return res, nil
+}
+
+// esxiFindings prints what the table does not show: each loader
+// generation's choice where they differ, the VMFS volumes' disk identity
+// against the target's own (the snapshot trap), Windows leftovers.
+func (s *System) esxiFindings(br *esxi.BootReport, dst string) {
+	if br.LoadersDiffer() {
+		for _, l := range br.Loaders {
+			s.Con.Printf("verify: %s", l.Text)
+		}
+	}
+	if dir, err := esxi.BlockSysfsDir(dst); err == nil {
+		if id, err := esxi.SysfsIdentity(dir); err == nil {
+			br.CheckIdentity(id)
+		}
+	}
+	for _, w := range br.Warnings {
+		s.Con.Printf("verify: WARNING: %s", w)
+	}
+	for _, w := range br.WindowsSigns {
+		s.Con.Printf("verify: Windows leftovers (harmless, but a Windows host had this disk): %s", w)
+	}
 }
 
 // Esxiboot finds u-root's esxiboot.

@@ -226,3 +226,70 @@ func TestRestoreWrongChecksumWritesNothing(t *testing.T) {
 		t.Errorf("the target got a partition table despite the checksum mismatch:\n%s", out)
 	}
 }
+
+// TestFixESXiFindings: the fix prints what each ESXi loader generation
+// would have booted; an MBR (msdos) ESXi disk is refused with an
+// explanation, not a parse error, and left unchanged.
+func TestFixESXiFindings(t *testing.T) {
+	dir := t.TempDir()
+	pristine := filepath.Join(dir, "pristine.img")
+	if err := esxi.Create(pristine, esxi.CreateOptions{Version: "5.0", Size: 2 * gib, Seed: 8}); err != nil {
+		t.Fatal(err)
+	}
+	disk := filepath.Join(dir, "disk.img")
+	compacted(t, pristine, disk)
+	ctx := context.Background()
+	c := parse(t, "rescue.action=fix,verify rescue.target=/dev/sdz")
+	s, log := newSystem(t)
+	if _, err := s.Reference(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.Fix(ctx, c, disk)
+	if err != nil {
+		t.Fatalf("Fix: %v\n%s", err, log)
+	}
+	if fr := res.(*FixResult); fr.BootBefore == nil || len(fr.BootBefore.Loaders) != len(esxi.LoaderGens) {
+		t.Errorf("no per-loader report before the fix: %+v", fr.BootBefore)
+	}
+	if !strings.Contains(log.String(), "before fix: ESXi 5.0 to 6.7u1 would boot") {
+		t.Errorf("loader lines missing:\n%s", log)
+	}
+
+	mbr := filepath.Join(dir, "mbr.img")
+	if err := os.WriteFile(mbr, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(mbr, 8*gib); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("sfdisk", "--no-reread", "--no-tell-kernel", "-q", mbr)
+	cmd.Stdin = strings.NewReader(strings.ReplaceAll("label: dos\nIMG4 : start=32, size=8160, type=4\nIMG1 : start=8192, size=1835008, type=5\nIMG5 : start=8224, size=511968, type=6\nIMG6 : start=520224, size=511968, type=6\nIMG7 : start=1032224, size=225248, type=fc\nIMG8 : start=1257504, size=585696, type=6\nIMG2 : start=1843200, size=8386560, type=6\nIMG3 : start=10229760, type=fb\n", "IMG", mbr))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("sfdisk: %v\n%s", err, out)
+	}
+	// sector 0 and the EBRs: everything an MBR table is made of
+	tableSectors := func() []byte {
+		f, err := os.Open(mbr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		var all []byte
+		for _, lba := range []int64{0, 8192, 8193, 520192, 1032192, 1257472, 1843199, 1843200} {
+			b := make([]byte, 512)
+			if _, err := f.ReadAt(b, lba*512); err != nil {
+				t.Fatal(err)
+			}
+			all = append(all, b...)
+		}
+		return all
+	}
+	before := tableSectors()
+	_, err = s.Fix(ctx, c, mbr)
+	if err == nil || !strings.Contains(err.Error(), "GPT tables only") || !strings.Contains(err.Error(), "upgraded from ESX(i) 4.x") {
+		t.Errorf("Fix of an MBR ESXi disk: %v", err)
+	}
+	if !bytes.Equal(tableSectors(), before) {
+		t.Error("the MBR disk was changed")
+	}
+}
