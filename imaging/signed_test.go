@@ -97,9 +97,11 @@ func TestSignedRestore(t *testing.T) {
 		})
 	}
 	// A signed manifest whose SHA-256 the image does not have (a manifest
-	// signed for another image): ErrChecksum, target's table untouched.
+	// signed for another image): ErrChecksum, the target's table
+	// invalidated (no tool takes the disk for a good one) and its undo
+	// file puts it back.
 	t.Run("signed manifest of another image", func(t *testing.T) {
-		_, err := restore(pub, func() {
+		res, err := restore(pub, func() {
 			other := bytes.Replace(goodManifest, []byte(res.SHA256), []byte(strings.Repeat("5", 64)), 1)
 			os.WriteFile(manifest, other, 0o644)
 			gpttest.Run(t, "minisign", "-S", "-s", sec, "-m", manifest)
@@ -109,9 +111,15 @@ func TestSignedRestore(t *testing.T) {
 		if !errors.Is(err, ErrChecksum) || !strings.Contains(err.Error(), "partition table was not written") {
 			t.Fatalf("want ErrChecksum, got %v", err)
 		}
+		if st := readState(t, dst); st.valid() {
+			t.Fatalf("the target still shows a valid GPT after the failed restore")
+		}
+		if err := applyUndo(t, dst, res.TableUndoPath); err != nil {
+			t.Fatal(err)
+		}
 		after, _ := os.ReadFile(dst)
-		if !bytes.Equal(after[:1<<20], before[:1<<20]) || !bytes.Equal(after[len(after)-1<<20:], before[len(before)-1<<20:]) {
-			t.Fatalf("the target's GPT regions changed")
+		if !sameRegions(after, before, tableRegions(int64(len(before)))) {
+			t.Fatalf("the undo file did not put the target's GPT back")
 		}
 	})
 	// Good: ours (backup), the stock tool's signatures, the map alone.
