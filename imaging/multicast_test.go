@@ -1,7 +1,6 @@
 package imaging
 
 import (
-	"bytes"
 	"context"
 	"os"
 	"os/exec"
@@ -56,15 +55,22 @@ func TestUdpcastRestore(t *testing.T) {
 		cmd := send("--max-bitrate", "10m")
 		go func() { time.Sleep(3 * time.Second); cmd.Process.Kill() }()
 		o := opt
-		o.SHA256 = res.SHA256
-		_, err := Copy(context.Background(), o)
+		o.SHA256, o.UndoPath = res.SHA256, filepath.Join(t.TempDir(), "undo.json")
+		r, err := Copy(context.Background(), o)
 		if err == nil || !strings.Contains(err.Error(), "partition table was not written") {
 			t.Fatalf("want a failed restore, got %v", err)
 		}
 		t.Logf("as expected: %v", err)
+		// The target's table is invalidated, its undo file puts it back.
+		if st := readState(t, dst); st.valid() {
+			t.Fatalf("the target still shows a valid GPT after the failed restore")
+		}
+		if err := applyUndo(t, dst, r.TableUndoPath); err != nil {
+			t.Fatal(err)
+		}
 		after, _ := os.ReadFile(dst)
-		if !bytes.Equal(after[:1<<20], before[:1<<20]) || !bytes.Equal(after[len(after)-1<<20:], before[len(before)-1<<20:]) {
-			t.Fatalf("the target's GPT regions changed")
+		if !sameRegions(after, before, tableRegions(int64(len(before)))) {
+			t.Fatalf("the undo file did not put the target's GPT back")
 		}
 	})
 	t.Run("whole", func(t *testing.T) {
