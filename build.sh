@@ -75,6 +75,7 @@ FUZZ_TARGETS=(
 	"./rescue/cmdline FuzzParse"
 	"./rescue/netup FuzzParseIP"
 	"./rescue/coldplug FuzzFnmatch"
+	"./rescue/coldplug FuzzParseUevent"
 	"./bmap FuzzParse"
 	"./bmap FuzzBuilderChecker"
 	"./remote FuzzParse"

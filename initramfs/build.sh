@@ -14,6 +14,9 @@
 #   KERNEL_PACKAGE     e.g. linux-image-6.1.0-56-amd64 (default: what linux-image-amd64 depends on)
 #   SOURCE_DATE_EPOCH  time stamps in the images (default: the last commit's time)
 #   RESCUE_CMDLINE     default hands-off kernel arguments (default: rescue.action=shell)
+#   RESCUE_NONFREE     1 (default): also bundle firmware from Debian's non-free-firmware; 0: main only
+#   RESCUE_DEBIAN_MIRROR, RESCUE_DEBIAN_SUITE  where non-free-firmware comes from (default: the
+#                      machine's Debian mirror and suite from /etc/apt/sources.list*)
 set -euo pipefail
 cd "$(dirname "$(readlink -f "$0")")/.."
 OUT=$(mkdir -p "${1:?usage: initramfs/build.sh OUTDIR}" && readlink -f "$1")
@@ -31,15 +34,17 @@ die() { printf 'initramfs/build.sh: %s\n' "$*" >&2; exit 2; }
 # DIR once and unpack it into DIR/<package>_<version>/; prints that path.
 # Stale package lists get one `apt-get update`; without a network, an
 # already unpacked version of the package is used (with a warning).
+# APTOPT (an array) holds extra apt options, e.g. the build's own sources list.
+APTOPT=()
 fetch_deb() {
 	local pkg=$1 dir=$2 ver root try
 	mkdir -p "$dir"
 	for try in 1 2; do
-		ver=$(apt-cache show --no-all-versions "$pkg" 2>/dev/null | sed -n 's/^Version: //p' | head -n1)
+		ver=$(apt-cache "${APTOPT[@]}" show --no-all-versions "$pkg" 2>/dev/null | sed -n 's/^Version: //p' | head -n1)
 		if [[ -n $ver ]]; then
 			root="$dir/${pkg}_${ver//:/%3a}"
 			[[ -e $root/.unpacked ]] && { echo "$root"; return; }
-			if (cd "$dir" && apt-get -qq -o APT::Sandbox::User=root download "$pkg=$ver" >&2); then
+			if (cd "$dir" && apt-get -qq -o APT::Sandbox::User=root "${APTOPT[@]}" download "$pkg=$ver" >&2); then
 				rm -rf "$root"
 				dpkg-deb -x "$dir/${pkg}_${ver//:/%3a}_"*.deb "$root"
 				touch "$root/.unpacked"
@@ -47,7 +52,7 @@ fetch_deb() {
 				return
 			fi
 		fi
-		((try == 1)) && [[ $(id -u) == 0 ]] && apt-get update -qq >&2 || break
+		((try == 1)) && [[ $(id -u) == 0 ]] && apt-get "${APTOPT[@]}" update -qq >&2 || break
 	done
 	root=$(ls -d "$dir/${pkg}_"*/.unpacked 2>/dev/null | sort -V | tail -n1)
 	[[ -n $root ]] || die "cannot download the Debian package $pkg"
@@ -71,10 +76,84 @@ KVER=$(basename "$(ls -d "$KROOT"/lib/modules/*/ | head -n1)")
 grep -q '^CONFIG_RD_ZSTD=y' "$KROOT/boot/config-$KVER" || die "kernel $KVER cannot unpack a zstd initramfs"
 grep -q '^CONFIG_MODULE_COMPRESS_NONE=y' "$KROOT/boot/config-$KVER" ||
 	die "kernel $KVER ships compressed modules: mkmodules reads plain .ko files"
-FWROOT=$(fetch_deb firmware-linux-free "$CACHE/firmware")
+FWROOTS=$(fetch_deb firmware-linux-free "$CACHE/firmware")
+
+# --- non-free firmware ----------------------------------------------------------
+# Debian's non-free-firmware component, through an apt configuration of the
+# build's own (sources list, package lists and state under $CACHE/apt; the
+# machine's apt setup is never touched). Its Contents index says which
+# package ships each firmware file the bundled modules declare; only those
+# packages are downloaded and only those files bundled (mkmodules).
+# (Debian main's only firmware for these drivers is firmware-linux-free,
+# above: main's Contents-all has nothing else under lib/firmware for them.)
+RESCUE_NONFREE=${RESCUE_NONFREE:-1}
+APTNF=()
+# debian_source: "URI SUITE" of the machine's Debian archive (first deb entry
+# whose URI ends in /debian), from one-line and deb822 sources files.
+debian_source() {
+	local f
+	for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+		[[ -f $f ]] && awk '$1 == "deb" { i = 2; if ($2 ~ /^\[/) { while ($i !~ /\]$/) i++; i++ }
+			if ($i ~ /\/debian\/?$/) { print $i, $(i+1); exit } }' "$f"
+	done
+	for f in /etc/apt/sources.list.d/*.sources; do
+		[[ -f $f ]] && awk 'BEGIN { RS = ""; FS = "\n" } /Types:[^\n]*deb([ \n]|$)/ { u = ""; s = ""
+			for (i = 1; i <= NF; i++) { if ($i ~ /^URIs:/) { split($i, a, " "); u = a[2] } if ($i ~ /^Suites:/) { split($i, b, " "); s = b[2] } }
+			if (u ~ /\/debian\/?$/) { print u, s; exit } }' "$f"
+	done
+}
+mkdir -p "$CACHE/bin" "$CACHE/logs"
+if [[ $RESCUE_NONFREE == 1 ]]; then
+	read -r NF_URI NF_SUITE < <(debian_source | head -n1; echo)
+	NF_URI=${RESCUE_DEBIAN_MIRROR:-$NF_URI}
+	NF_SUITE=${RESCUE_DEBIAN_SUITE:-$NF_SUITE}
+	APTD="$CACHE/apt"
+	mkdir -p "$APTD/lists/partial" "$APTD/archives/partial"
+	APTNF=(-o "Dir::Etc::sourcelist=$APTD/sources.list" -o Dir::Etc::sourceparts=/dev/null
+		-o "Dir::State::Lists=$APTD/lists" -o "Dir::State::status=/dev/null" -o "Dir::Cache=$APTD" -o Dir::Cache::pkgcache=
+		-o Dir::Cache::srcpkgcache= -o APT::Sandbox::User=root
+		-o 'Acquire::IndexTargets::deb::Contents-rescue::MetaKey=$(COMPONENT)/Contents-all'
+		-o 'Acquire::IndexTargets::deb::Contents-rescue::ShortDescription=Contents-all'
+		-o 'Acquire::IndexTargets::deb::Contents-rescue::Description=$(RELEASE)/$(COMPONENT) Contents-all'
+		-o Acquire::IndexTargets::deb::Contents-rescue::PDiffs=false)
+	if [[ -z $NF_URI || -z $NF_SUITE ]]; then
+		printf '\033[1;31mWARNING: no Debian mirror in /etc/apt/sources.list*; building without non-free firmware (set RESCUE_DEBIAN_MIRROR and RESCUE_DEBIAN_SUITE)\033[0m\n' >&2
+		APTNF=()
+	else
+		log "non-free firmware from $NF_URI $NF_SUITE non-free-firmware"
+		printf 'deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] %s %s non-free-firmware\n' "$NF_URI" "$NF_SUITE" >"$APTD/sources.list"
+		if ! apt-get -qq "${APTNF[@]}" update >"$CACHE/logs/apt-nonfree.log" 2>&1; then
+			printf '\033[1;31mWARNING: cannot reach %s (see %s); non-free firmware: %s\033[0m\n' "$NF_URI" \
+				"$CACHE/logs/apt-nonfree.log" "$(ls "$APTD"/lists/*Contents-all* >/dev/null 2>&1 && echo 'using the cached package lists' || echo 'none in this build')" >&2
+		fi
+		CONTENTS=$(ls "$APTD"/lists/*non-free-firmware_Contents-all* 2>/dev/null | head -n1 || true)
+	fi
+	if ((${#APTNF[@]})) && [[ -n ${CONTENTS:-} ]]; then
+		# Every firmware file the bundled modules declare, then the packages shipping them.
+		go build -trimpath -o "$CACHE/bin/mkmodules" ./initramfs/mkmodules
+		NFTMP="$CACHE/nonfree-probe"
+		rm -rf "$NFTMP"
+		"$CACHE/bin/mkmodules" -root "$KROOT" -kver "$KVER" -list initramfs/modules.txt -o "$NFTMP" >/dev/null
+		mapfile -t NF_PKGS < <(sed -n 's/^[^#][^:]*: //p' "$NFTMP/lib/modules/$KVER/firmware-missing.txt" | sed 's|^|lib/firmware/|' |
+			sort -u | awk 'NR == FNR { want[$1] = 1; next } ($1 in want) { split($NF, c, ","); n = split(c[1], p, "/"); print p[n] }' - \
+			<(/usr/lib/apt/apt-helper cat-file "$CONTENTS") | sort -u)
+		rm -rf "$NFTMP"
+		log "non-free firmware packages: ${NF_PKGS[*]:-none}"
+		APTOPT=("${APTNF[@]}")
+		for p in "${NF_PKGS[@]}"; do
+			if r=$(fetch_deb "$p" "$CACHE/firmware"); then
+				FWROOTS+=",$r"
+			else
+				printf '\033[1;31mWARNING: cannot download %s; its firmware stays missing\033[0m\n' "$p" >&2
+			fi
+		done
+		APTOPT=()
+	fi
+else
+	log "non-free firmware: left out (RESCUE_NONFREE=0)"
+fi
 
 # --- build helpers ----------------------------------------------------------
-mkdir -p "$CACHE/bin" "$CACHE/logs"
 go build -trimpath -o "$CACHE/bin/mkmodules" ./initramfs/mkmodules
 go build -trimpath -o "$CACHE/bin/mkusb" ./initramfs/mkusb
 
@@ -83,9 +162,13 @@ STAGE="$CACHE/stage"
 rm -rf "$STAGE"
 mkdir -p "$STAGE"
 log "kernel modules for $KVER"
-"$CACHE/bin/mkmodules" -root "$KROOT" -kver "$KVER" -list initramfs/modules.txt -firmware "$FWROOT" -o "$STAGE" >&2
+"$CACHE/bin/mkmodules" -root "$KROOT" -kver "$KVER" -list initramfs/modules.txt -firmware "$FWROOTS" -o "$STAGE" >&2
 depmod -b "$STAGE" "$KVER"
 cp -r initramfs/files/etc "$STAGE/etc"
+# PCI names for the hardware report (rescue/inventory): Debian's pci.ids.
+PCIROOT=$(fetch_deb pci.ids "$CACHE/misc")
+install -D -m 0644 "$PCIROOT/usr/share/misc/pci.ids" "$STAGE/usr/share/misc/pci.ids"
+install -D -m 0644 "$PCIROOT/usr/share/doc/pci.ids/copyright" "$STAGE/usr/share/doc/pci.ids/copyright"
 cat >"$STAGE/etc/rescue-release" <<EOF
 NAME="ESXi rescue"
 KERNEL=$KVER
@@ -120,7 +203,7 @@ UINIT=()
 log "initramfs: ${#UROOT_CMDS[@]} u-root commands + ${OUR_CMDS[*]:-none of ours yet}"
 rm -f "$CACHE/initramfs.cpio"
 go tool u-root -o "$CACHE/initramfs.cpio" -build=bb -defaultsh=gosh "${UINIT[@]}" \
-	-files "$STAGE/lib:lib" -files "$STAGE/etc:etc" \
+	-files "$STAGE/lib:lib" -files "$STAGE/etc:etc" -files "$STAGE/usr:usr" \
 	"${UROOT_CMDS[@]}" "${OUR_CMDS[@]}" 2>&1 | grep -v -e 'recommended Go versions' -e 'Some packages may not compile' \
 	-e 'golang.org/doc/install' -e 'golang.org/dl/go' >&2 || true
 [[ -s $CACHE/initramfs.cpio ]] || die "u-root failed"
@@ -184,3 +267,10 @@ command -v bmaptool >/dev/null && bmaptool -q create -o "$OUT/rescue-usb.img.bma
 
 log "artifacts:"
 (cd "$OUT" && ls -l rescue.vmlinuz rescue.initramfs rescue-usb.img 2>/dev/null | awk '{printf "    %-20s %6.1f MiB\n", $NF, $5/1048576}' >&2)
+# Kernel + initramfs must stay small enough for slow PXE/TFTP and small sticks.
+BOOT_BYTES=$(($(stat -c %s "$OUT/rescue.vmlinuz") + $(stat -c %s "$OUT/rescue.initramfs")))
+printf '    kernel + initramfs   %6.1f MiB (limit 60 MiB); firmware: %d files bundled, %d missing (%s)\n' \
+	"$(awk "BEGIN { print $BOOT_BYTES / 1048576 }")" "$(grep -c '^[^#]' "$OUT/modules/$KVER/firmware.txt")" \
+	"$(grep -c '^[^#]' "$OUT/modules/$KVER/firmware-missing.txt" || true)" \
+	"$([[ $RESCUE_NONFREE == 1 ]] && echo 'Debian main + non-free-firmware' || echo 'Debian main only, RESCUE_NONFREE=0')" >&2
+((BOOT_BYTES <= 60 * 1048576)) || die "kernel + initramfs are $BOOT_BYTES bytes, over the 60 MiB limit"
