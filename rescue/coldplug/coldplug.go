@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
+	"sync"
 	"time"
 )
 
@@ -40,14 +42,55 @@ type Result struct {
 	Rounds    int               `json:"rounds"`              // sysfs scans that found new devices
 	Elapsed   time.Duration     `json:"elapsed_ns"`          // wall time
 	TimedOut  bool              `json:"timed_out,omitempty"` // stopped by Timeout while devices still appeared
+	// Late are modules loaded after the rounds settled, for devices that
+	// appeared later (uevents, or sysfs rescans without them).
+	Late   []string `json:"late,omitempty"`
+	Events int      `json:"uevents,omitempty"` // "add" uevents with a modalias handled after the rounds
 }
 
 // Run loads drivers for every device until no new device appears for
 // Settle, or Timeout passes. Failing modules are recorded, not fatal: a
 // machine often has devices whose driver refuses them.
 func Run(ctx context.Context, o Options) (*Result, error) {
+	p, err := Start(ctx, o, nil)
+	if err != nil {
+		return p.res, err
+	}
+	return p.Stop(), nil
+}
+
+// Plug is a coldplug run that goes on loading drivers for devices that
+// appear later (hotplug), until Stop: behind a SAS HBA or a USB hub the
+// disks are reported seconds after their bus driver loaded, long after
+// the first rounds settled.
+type Plug struct {
+	o      Options
+	logf   func(string, ...any)
+	src    UeventSource
+	mu     sync.Mutex // guards res, seen, tried after Start returned
+	res    *Result
+	seen   map[string]bool
+	tried  map[string]bool
+	start  time.Time
+	stop   chan struct{}
+	done   chan struct{}
+	once   sync.Once
+	events int // uevents handled while following
+}
+
+// Start runs the coldplug rounds like Run and returns once they settled
+// (Result has what they did). When src is not nil it then follows src in
+// the background: every "add" uevent with a modalias not seen yet gets its
+// driver, and ErrLost triggers a sysfs rescan; with a nil src (and after
+// a read error) it rescans sysfs every second instead. Open src before
+// calling Start, so that no device appearing during the rounds is missed.
+// Stop ends the following and closes src.
+func Start(ctx context.Context, o Options, src UeventSource) (*Plug, error) {
 	if o.Aliases == nil || o.Loader == nil {
-		return nil, errors.New("coldplug: Aliases and Loader are required")
+		if src != nil {
+			src.Close()
+		}
+		return &Plug{res: &Result{}}, errors.New("coldplug: Aliases and Loader are required")
 	}
 	if o.Timeout == 0 {
 		o.Timeout = 30 * time.Second
@@ -58,109 +101,230 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if o.Poll == 0 {
 		o.Poll = 100 * time.Millisecond
 	}
-	logf := o.Log
-	if logf == nil {
-		logf = func(string, ...any) {}
+	p := &Plug{o: o, logf: o.Log, src: src, res: &Result{Failed: map[string]string{}}, seen: map[string]bool{},
+		tried: map[string]bool{}, start: time.Now(), stop: make(chan struct{}), done: make(chan struct{})}
+	if p.logf == nil {
+		p.logf = func(string, ...any) {}
 	}
-	start := time.Now()
-	deadline := start.Add(o.Timeout)
+	if err := p.rounds(ctx); err != nil {
+		if src != nil {
+			src.Close()
+		}
+		close(p.done)
+		p.finish()
+		return p, err
+	}
+	p.finish()
+	go p.follow()
+	return p, nil
+}
+
+// Result returns a copy of what the run did so far.
+func (p *Plug) Result() *Result {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	r := *p.res
+	r.Loaded = append([]string(nil), p.res.Loaded...)
+	r.Late = append([]string(nil), p.res.Late...)
+	r.Failed = nil
+	if len(p.res.Failed) > 0 {
+		r.Failed = map[string]string{}
+		for k, v := range p.res.Failed {
+			r.Failed[k] = v
+		}
+	}
+	return &r
+}
+
+// Stop ends the following, waits for a module load in progress, and
+// returns the final result. Safe to call more than once.
+func (p *Plug) Stop() *Result {
+	p.once.Do(func() {
+		close(p.stop)
+		if p.src != nil {
+			p.src.Close()
+		}
+	})
+	<-p.done
+	return p.Result()
+}
+
+// load loads m once; the caller holds no lock (Load can take seconds) but
+// only one goroutine loads at a time (rounds, then follow).
+func (p *Plug) load(m string, late bool) {
+	p.mu.Lock()
+	if p.tried[m] {
+		p.mu.Unlock()
+		return
+	}
+	p.tried[m] = true
+	p.mu.Unlock()
+	t0 := time.Now()
+	err := p.o.Loader.Load(m)
+	if d := time.Since(t0); d > 500*time.Millisecond {
+		p.logf("coldplug: loading %s took %.1fs", m, d.Seconds())
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err != nil {
+		p.res.Failed[m] = err.Error()
+		p.logf("coldplug: %s: %v", m, err)
+		return
+	}
+	p.res.Loaded = append(p.res.Loaded, m)
+	if late {
+		p.res.Late = append(p.res.Late, m)
+	}
+}
+
+// handle marks modaliases seen and loads their modules; it returns how
+// many were new.
+func (p *Plug) handle(aliases []string, late bool) int {
+	var mods []string
+	n := 0
+	p.mu.Lock()
+	for _, m := range aliases {
+		if m == "" || p.seen[m] {
+			continue
+		}
+		n++
+		p.seen[m] = true
+		p.res.Devices = len(p.seen)
+		found := p.o.Aliases.Lookup(m)
+		if len(found) == 0 {
+			p.res.Unmatched++
+		} else if late {
+			p.logf("coldplug: new device %s: %s", m, strings.Join(found, " "))
+		}
+		mods = append(mods, found...)
+	}
+	p.mu.Unlock()
+	for _, m := range mods {
+		p.load(m, late)
+	}
+	return n
+}
+
+// rounds is the coldplug proper: scan, load, wait for what the loaded
+// drivers bring up, until quiet for Settle or Timeout.
+func (p *Plug) rounds(ctx context.Context) error {
+	o := p.o
+	deadline := p.start.Add(o.Timeout)
 	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
-
-	res := &Result{Failed: map[string]string{}}
-	seen := map[string]bool{}
-	tried := map[string]bool{}
-	load := func(m string) {
-		if tried[m] {
-			return
-		}
-		tried[m] = true
-		t0 := time.Now()
-		err := o.Loader.Load(m)
-		if d := time.Since(t0); d > 500*time.Millisecond {
-			logf("coldplug: loading %s took %.1fs", m, d.Seconds())
-		}
-		if err != nil {
-			res.Failed[m] = err.Error()
-			logf("coldplug: %s: %v", m, err)
-			return
-		}
-		res.Loaded = append(res.Loaded, m)
-	}
 	extraDone := false
 	for {
 		t0 := time.Now()
-		fresh, err := newModaliases(o.Sys, seen)
+		fresh, err := p.fresh()
 		if d := time.Since(t0); d > 500*time.Millisecond {
-			logf("coldplug: scanning %s took %.1fs", o.Sys, d.Seconds())
+			p.logf("coldplug: scanning %s took %.1fs", o.Sys, d.Seconds())
 		}
 		if err != nil {
-			return res, err
+			return err
 		}
 		if len(fresh) == 0 {
 			if !extraDone {
 				for _, m := range o.Extra {
-					load(m)
+					p.load(m, false)
 				}
 				extraDone = true
 			}
 			// Settle: wait for devices that loaded drivers bring up.
-			fresh, err = waitNew(ctx, o.Sys, seen, o.Settle, o.Poll)
+			fresh, err = p.waitNew(ctx)
 			if err != nil {
-				return res, err
+				return err
 			}
 			if len(fresh) == 0 {
 				if ctx.Err() != nil && time.Now().After(deadline) {
-					res.TimedOut = true
+					p.res.TimedOut = true
 				}
-				break
+				return nil
 			}
 		}
-		res.Rounds++
-		var mods []string
-		for _, m := range fresh {
-			seen[m] = true
-			found := o.Aliases.Lookup(m)
-			if len(found) == 0 {
-				res.Unmatched++
-			}
-			mods = append(mods, found...)
-		}
-		for _, m := range mods {
-			load(m)
-		}
-		logf("coldplug: round %d: %d new devices, %d modules loaded so far", res.Rounds, len(fresh), len(res.Loaded))
+		p.res.Rounds++
+		p.handle(fresh, false)
+		p.logf("coldplug: round %d: %d new devices, %d modules loaded so far", p.res.Rounds, len(fresh), len(p.res.Loaded))
 		if ctx.Err() != nil {
-			res.TimedOut = true
-			break
+			p.res.TimedOut = true
+			return nil
 		}
 	}
-	res.Devices = len(seen)
-	res.Elapsed = time.Since(start)
-	if len(res.Failed) == 0 {
-		res.Failed = nil
-	}
-	return res, nil
 }
 
-func newModaliases(sys string, seen map[string]bool) ([]string, error) {
-	all, err := Modaliases(sys)
+func (p *Plug) finish() {
+	p.mu.Lock()
+	p.res.Devices = len(p.seen)
+	p.res.Elapsed = time.Since(p.start)
+	p.mu.Unlock()
+}
+
+// follow handles devices that appear after the rounds, until Stop.
+func (p *Plug) follow() {
+	defer close(p.done)
+	defer func() {
+		p.mu.Lock()
+		p.res.Events = p.events
+		p.mu.Unlock()
+	}()
+	src := p.src
+	for src != nil {
+		u, err := src.Read()
+		select {
+		case <-p.stop:
+			return
+		default:
+		}
+		switch {
+		case errors.Is(err, ErrLost):
+			p.logf("coldplug: %v; rescanning sysfs", err)
+			if fresh, err := p.fresh(); err == nil {
+				p.handle(fresh, true)
+			}
+		case err != nil:
+			p.logf("coldplug: reading uevents: %v; polling sysfs instead", err)
+			src = nil
+		case u.Action == "add" && u.Modalias() != "":
+			p.events++
+			p.handle([]string{u.Modalias()}, true)
+		}
+	}
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-t.C:
+			if fresh, err := p.fresh(); err == nil {
+				p.handle(fresh, true)
+			}
+		}
+	}
+}
+
+func (p *Plug) fresh() ([]string, error) {
+	p.mu.Lock()
+	seen := p.seen
+	p.mu.Unlock()
+	all, err := Modaliases(p.o.Sys)
 	if err != nil {
 		return nil, err
 	}
 	var fresh []string
+	p.mu.Lock()
 	for _, m := range all {
 		if !seen[m] {
 			fresh = append(fresh, m)
 		}
 	}
+	p.mu.Unlock()
 	return fresh, nil
 }
 
-func waitNew(ctx context.Context, sys string, seen map[string]bool, settle, poll time.Duration) ([]string, error) {
-	t := time.NewTimer(settle)
+func (p *Plug) waitNew(ctx context.Context) ([]string, error) {
+	t := time.NewTimer(p.o.Settle)
 	defer t.Stop()
-	tick := time.NewTicker(poll)
+	tick := time.NewTicker(p.o.Poll)
 	defer tick.Stop()
 	for {
 		select {
@@ -169,7 +333,7 @@ func waitNew(ctx context.Context, sys string, seen map[string]bool, settle, poll
 		case <-t.C:
 			return nil, nil
 		case <-tick.C:
-			fresh, err := newModaliases(sys, seen)
+			fresh, err := p.fresh()
 			if err != nil || len(fresh) > 0 {
 				return fresh, err
 			}
@@ -188,6 +352,9 @@ func (r *Result) Summary() string {
 		r.Devices, len(r.Loaded), r.Unmatched, r.Rounds, r.Elapsed.Seconds())
 	if len(failed) > 0 {
 		s += fmt.Sprintf(", failed: %v", failed)
+	}
+	if len(r.Late) > 0 {
+		s += fmt.Sprintf(", loaded later for new devices: %v", r.Late)
 	}
 	if r.TimedOut {
 		s += " (stopped at the time limit)"

@@ -53,6 +53,7 @@ type System struct {
 	// Bounds of the waits.
 	DriverTimeout, DiskTimeout time.Duration
 
+	plug     *coldplug.Plug // drivers for late devices, until the disks step ends
 	disks    []inventory.Disk
 	medium   map[string]bool
 	imageTab *gpt.Table // the image's table (restore, rescue.ref=image)
@@ -92,18 +93,42 @@ func (s *System) Drivers(ctx context.Context) (any, error) {
 		return nil, err
 	}
 	l.Params = ucmdline.FlagsForModule
-	res, err := coldplug.Run(ctx, coldplug.Options{
+	// Listen for uevents before the first scan, so that a device the
+	// loaded drivers report late (disks behind a SAS HBA or USB) still gets
+	// its driver while the disks step waits.
+	src, uerr := coldplug.OpenUevents()
+	if uerr != nil {
+		s.Con.Printf("drivers: %v; new devices are found by polling sysfs", uerr)
+		src = nil
+	}
+	p, err := coldplug.Start(ctx, coldplug.Options{
 		Sys: filepath.Join(s.Sys.Root, "sys"), Aliases: ix.Aliases, Loader: l,
 		Extra: append(append([]string(nil), coldplug.AlwaysWanted...), extra...), Timeout: s.DriverTimeout,
 		Poll: 250 * time.Millisecond, Log: s.Con.Printf,
-	})
-	if res != nil {
-		s.Con.Printf("drivers: %s", res.Summary())
-		if len(res.Loaded) > 0 {
-			s.Con.Printf("drivers: loaded %s", strings.Join(res.Loaded, " "))
-		}
+	}, src)
+	res := p.Result()
+	s.Con.Printf("drivers: %s", res.Summary())
+	if len(res.Loaded) > 0 {
+		s.Con.Printf("drivers: loaded %s", strings.Join(res.Loaded, " "))
 	}
-	return res, err
+	if err != nil {
+		return res, err
+	}
+	s.plug = p
+	return res, nil
+}
+
+// stopHotplug ends the loading of drivers for late devices (after the
+// disks step) and logs what it loaded.
+func (s *System) stopHotplug() {
+	if s.plug == nil {
+		return
+	}
+	res := s.plug.Stop()
+	s.plug = nil
+	if len(res.Late) > 0 {
+		s.Con.Printf("drivers: loaded for devices that appeared later: %s", strings.Join(res.Late, " "))
+	}
 }
 
 // DiskInfo is a disk as the report shows it.
@@ -115,6 +140,7 @@ type DiskInfo struct {
 // Disks waits for the disks to settle, then lists disks and NICs.
 func (s *System) Disks(ctx context.Context) (any, error) {
 	disks, err := s.Sys.WaitDisks(ctx, 1, time.Second, s.DiskTimeout)
+	s.stopHotplug()
 	if err != nil {
 		return nil, err
 	}
