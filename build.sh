@@ -76,6 +76,7 @@ FUZZ_TARGETS=(
 	"./rescue/netup FuzzParseIP"
 	"./rescue/coldplug FuzzFnmatch"
 	"./rescue/coldplug FuzzParseUevent"
+	"./rescue/inventory FuzzParsePCIIDs"
 	"./bmap FuzzParse"
 	"./bmap FuzzBuilderChecker"
 	"./remote FuzzParse"

@@ -15,7 +15,7 @@ import (
 var handsOffFix = []string{"rescue.action=fix", "rescue.ref=esxi", "rescue.target=auto", "rescue.done=poweroff"}
 
 // TestPXE is scenario 3: the VM boots from the network only (SeaBIOS, the
-// NIC's iPXE ROM, QEMU's built-in DHCP and TFTP serving out/pxe/), with the
+// NIC's iPXE ROM — virtio-net and e1000 —, QEMU's built-in DHCP and TFTP serving out/pxe/), with the
 // kernel line of out/pxe/boot.ipxe switched to the hands-off fix, and the
 // damaged disk is fixed as in scenario 1.
 func TestPXE(t *testing.T) {
@@ -47,17 +47,24 @@ func TestPXE(t *testing.T) {
 			}
 		}
 	}
-	b, before := brokenIncident(t, tl)
-	r, _ := handsOff(t, VM{
-		Name:  t.Name(),
-		Boot:  "n",
-		Disks: []Disk{{Path: b.Damaged}},
-		Net:   &Net{TFTPDir: tftp, BootFile: "boot.ipxe"},
-	}, nil)
-	if !strings.Contains(r.Output(), "BOOTIF=01-") {
-		t.Logf("note: the kernel command line shows no BOOTIF= from iPXE")
+	// The NIC's own iPXE option ROM (QEMU's default for the model, from
+	// ipxe-qemu) boots: virtio-net and e1000, the most common PXE NIC.
+	for _, model := range []string{"virtio-net-pci", "e1000"} {
+		t.Run(model, func(t *testing.T) {
+			t.Parallel()
+			b, before := brokenIncident(t, tl)
+			r, _ := handsOff(t, VM{
+				Name:  t.Name(),
+				Boot:  "n",
+				Disks: []Disk{{Path: b.Damaged}},
+				Net:   &Net{TFTPDir: tftp, BootFile: "boot.ipxe", Model: model},
+			}, nil)
+			if !strings.Contains(r.Output(), "BOOTIF=01-") {
+				t.Logf("note: the kernel command line shows no BOOTIF= from iPXE")
+			}
+			checkFixed(t, b, before)
+		})
 	}
-	checkFixed(t, b, before)
 }
 
 // handsOffIPXE rewrites the kernel line of an iPXE script: its rescue.*

@@ -36,7 +36,8 @@ type Disk struct {
 	// Bus says how the disk is attached: "virtio" (default, /dev/vda...),
 	// "virtio-4k" (virtio-blk with 4096-byte logical sectors), "ahci"
 	// (SATA, /dev/sda...), "scsi" (virtio-scsi, /dev/sda...) or "usb"
-	// (usb-storage, for a boot stick).
+	// (usb-storage, for a boot stick); and, for the controller matrix,
+	// any key of HBAs (megasas, mptsas1068, pvscsi, nvme, ide, sd, ...).
 	Bus string
 	// ReadOnly attaches the image read-only (snapshot=on would hide writes).
 	ReadOnly bool
@@ -227,8 +228,13 @@ func (vm *VM) Args() ([]string, error) {
 	if buses["scsi"] {
 		args = append(args, "-device", "virtio-scsi-pci,id=scsi0")
 	}
-	if buses["usb"] {
+	if buses["usb"] || buses["usb-data"] {
 		args = append(args, "-device", "qemu-xhci,id=xhci0")
+	}
+	for _, b := range hbaOrder {
+		if buses[b] && HBAs[b].Controller != "" {
+			args = append(args, "-device", HBAs[b].Controller+",id="+b+"0")
+		}
 	}
 	ahciPort := 0
 	for i, d := range vm.Disks {
@@ -250,7 +256,13 @@ func (vm *VM) Args() ([]string, error) {
 			args = append(args, "-device", "scsi-hd,bus=scsi0.0,drive="+id)
 		case "usb":
 			args = append(args, "-device", "usb-storage,bus=xhci0.0,drive="+id+",bootindex=1")
+		case "usb-data":
+			args = append(args, "-device", "usb-storage,bus=xhci0.0,drive="+id)
 		default:
+			if h, ok := HBAs[d.Bus]; ok {
+				args = append(args, "-device", strings.NewReplacer("@ID@", id, "@BUS@", d.Bus+"0").Replace(h.Disk))
+				continue
+			}
 			return nil, fmt.Errorf("qemu: unknown disk bus %q", d.Bus)
 		}
 	}

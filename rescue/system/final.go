@@ -13,6 +13,15 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// release is the running kernel's release (uname -r).
+func release() string {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return ""
+	}
+	return unix.ByteSliceToString(u.Release[:])
+}
+
 // BannerFile is the banner the initramfs ships (initramfs/files/etc).
 const BannerFile = "/etc/rescue-banner"
 
@@ -50,6 +59,12 @@ func Banner(w io.Writer, disks []inventory.Disk, nics []inventory.NIC) {
 		b.WriteString("Network interfaces:\n")
 		for _, n := range nics {
 			fmt.Fprintf(&b, "  %s %s link %s\n", n.Name, n.MAC, n.Link)
+		}
+	}
+	if hw, err := HardwareReport("/", release()); err == nil && len(hw.PCI)+len(hw.OtherFirmwareMissing) > 0 {
+		b.WriteString("Controllers (storage, network, USB, SD; driver or why none):\n")
+		for _, l := range hw.Lines() {
+			fmt.Fprintf(&b, "  %s\n", l)
 		}
 	}
 	b.WriteString("Hands-off mode: boot with rescue.action=restore,fix,verify rescue.target=auto ... (see README)\n")

@@ -146,8 +146,19 @@ func (s *System) Disks(ctx context.Context) (any, error) {
 	}
 	s.disks = disks
 	var out struct {
-		Disks []DiskInfo      `json:"disks"`
-		NICs  []inventory.NIC `json:"nics"`
+		Disks    []DiskInfo          `json:"disks"`
+		NICs     []inventory.NIC     `json:"nics"`
+		Hardware *inventory.Hardware `json:"hardware,omitempty"`
+	}
+	// The hardware report: every storage/network controller, its driver or
+	// why it has none, firmware asked for and missing.
+	if hw, err := HardwareReport(s.Sys.Root, s.release()); err != nil {
+		s.Con.Printf("hw: %v", err)
+	} else {
+		for _, l := range hw.Lines() {
+			s.Con.Printf("hw: %s", l)
+		}
+		out.Hardware = hw
 	}
 	if len(disks) == 0 {
 		s.Con.Printf("disks: none found after %s (is the storage driver in the initramfs? see dmesg)", s.DiskTimeout)
@@ -165,6 +176,24 @@ func (s *System) Disks(ctx context.Context) (any, error) {
 		out.NICs = nics
 	}
 	return out, nil
+}
+
+// HardwareReport is the hardware report of the machine under root: PCI
+// controllers named from the image's pci.ids, the modules of the image
+// that would claim them (modules.alias of release), and missing firmware
+// from the kernel log. Names or aliases that cannot be read leave those
+// parts out; only an unreadable sysfs is an error.
+func HardwareReport(root, release string) (*inventory.Hardware, error) {
+	ids, _ := inventory.LoadPCIIDs(root)
+	var claim func(string) []string
+	if a, err := coldplug.LoadAliases(filepath.Join(coldplug.ModuleDir(root, release), "modules.alias")); err == nil {
+		claim = a.Lookup
+	}
+	klog := ""
+	if root == "/" {
+		klog, _ = inventory.KernelLog()
+	}
+	return inventory.Sys{Root: root}.HardwareReport(ids, claim, klog)
 }
 
 // Summary describes a disk's partition table in one line (read-only).
