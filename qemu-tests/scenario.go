@@ -35,6 +35,7 @@ type BrokenOptions struct {
 	Mode             string // esximg damage -mode
 	SectorSize       int    // 512 (0) or 4096
 	AltBank          string // esximg create -alt-bank ("" = esximg's default)
+	Media            string // esximg create -media ("" = disk)
 }
 
 // Image is an ESXi disk image made with esximg create.
@@ -45,8 +46,9 @@ type Image struct {
 	RightBank  string // UUID of entry 5's boot bank (see Broken.RightBank)
 }
 
-// MakeImage runs esximg create and reads what the checks need.
-func MakeImage(tools *Tools, path, version, size string, sectorSize int, altBank string) (*Image, error) {
+// MakeImage runs esximg create and reads what the checks need; extra are
+// more esximg create flags (e.g. "-media", "usb").
+func MakeImage(tools *Tools, path, version, size string, sectorSize int, altBank string, extra ...string) (*Image, error) {
 	if sectorSize == 0 {
 		sectorSize = 512
 	}
@@ -54,6 +56,7 @@ func MakeImage(tools *Tools, path, version, size string, sectorSize int, altBank
 	if altBank != "" {
 		args = append(args, "-alt-bank", altBank)
 	}
+	args = append(args, extra...)
 	if _, err := tools.Run("esximg", append(args, path)...); err != nil {
 		return nil, err
 	}
@@ -71,7 +74,11 @@ func MakeImage(tools *Tools, path, version, size string, sectorSize int, altBank
 // MakeBroken builds the original image and its damaged copy in dir with the
 // esximg tool, and reads what the checks need from the original.
 func MakeBroken(tools *Tools, dir string, o BrokenOptions) (*Broken, error) {
-	orig, err := MakeImage(tools, filepath.Join(dir, "esxi-"+o.Version+"-original.img"), o.Version, o.Size, o.SectorSize, o.AltBank)
+	var extra []string
+	if o.Media != "" {
+		extra = []string{"-media", o.Media}
+	}
+	orig, err := MakeImage(tools, filepath.Join(dir, "esxi-"+o.Version+"-original.img"), o.Version, o.Size, o.SectorSize, o.AltBank, extra...)
 	if err != nil {
 		return nil, err
 	}
