@@ -1,6 +1,8 @@
 package qemutests
 
 import (
+	"fmt"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -19,7 +21,8 @@ var reTarget = regexp.MustCompile(`target: (/dev/\S+)`)
 // the disk was found under the controller's own device name. The VMs run
 // in parallel (QEMU_TESTS_VMS at once).
 //
-// Not in the matrix: am53c974 (driver am53c974, esp_scsi) is left out of
+// mptsas1068 is skipped with the reason in HBAs (QEMU reports no disk
+// behind it to Linux). Not in the matrix: am53c974 (driver am53c974, esp_scsi) is left out of
 // the image as no server the rescue targets has it; QEMU 7.2 has no igb
 // and no HPE Smart Array (hpsa/smartpqi) or SAS3 (mpt3sas) model, so
 // those drivers are bundled but unproven here.
@@ -30,6 +33,10 @@ func TestStorageMatrix(t *testing.T) {
 	for _, bus := range hbaOrder {
 		h := HBAs[bus]
 		t.Run(bus, func(t *testing.T) {
+			if h.Unproven != "" {
+				fmt.Fprintf(os.Stderr, "!!! SKIP %s: %s\n", t.Name(), h.Unproven)
+				t.Skipf("cannot be proven under QEMU: %s", h.Unproven)
+			}
 			t.Parallel()
 			b, before := brokenIncident(t, tl)
 			r, _ := handsOff(t, VM{
