@@ -21,6 +21,7 @@ import (
 	"github.com/esxi-rescue/rescue/rescue/console"
 	"github.com/esxi-rescue/rescue/rescue/flow"
 	"github.com/esxi-rescue/rescue/rescue/inventory"
+	"github.com/esxi-rescue/rescue/rescue/record"
 	"github.com/esxi-rescue/rescue/rescue/report"
 	"github.com/esxi-rescue/rescue/rescue/system"
 )
@@ -41,7 +42,7 @@ The ESXi rescue system's init program (u-root uinit). Without rescue.* keys on
 the kernel command line it lists the disks and starts the shell. With
   rescue.action=restore,fix,verify,boot,shell  rescue.image=PATH|URL  rescue.sha256=HEX
   rescue.target=/dev/X|auto  rescue.ref=image|esxi|PATH|URL  rescue.done=reboot|poweroff|shell|boot
-  rescue.report=URL  ip=dhcp|<client>:<server>:<gw>:<netmask>:<host>:<dev>:<autoconf>:<dns>  BOOTIF=01-MAC
+  rescue.report=URL  rescue.job=URL  rescue.syslog=[udp://|tcp://]HOST[:PORT]  ip=dhcp|<client>:<server>:<gw>:<netmask>:<host>:<dev>:<autoconf>:<dns>  BOOTIF=01-MAC
 it runs the hands-off flow. Exit status: 0 success, 1 a step failed, 2 bad settings.
 
 Flags:
@@ -64,8 +65,9 @@ Flags:
 	con.Printf("ESXi rescue %s starting", version)
 
 	rep := report.New(version)
-	rep.Cmdline = strings.TrimSpace(string(raw))
+	rep.Cmdline = cmdline.RedactLine(strings.TrimSpace(string(raw)))
 	rep.Kernel = release()
+	rec := record.Start(con, rep, "/") // the log, the rescue stick, live status
 
 	args, err := cmdline.Read(*procCmdline, *extra)
 	var cfg *cmdline.Config
@@ -75,18 +77,24 @@ Flags:
 	if err != nil {
 		con.Marker("FAILED bad settings: %v", err)
 		rep.Finish(fmt.Errorf("bad settings: %w", err))
-		con.Write(rep.JSON())
+		con.Write(rep.ConsoleJSON())
 		toShell(con, *noShell, 2)
 	}
 	rep.Settings = cfg.Summary()
 
+	rec.Configure(cfg)
 	sys := system.New(con)
 	sys.ExtraModules = cfg.Modules
 	sys.DiskTimeout = *diskWait
+	sys.Keep, sys.OnProgress, sys.BaseArgs = rec.Stick, rec.Progress, args
 	ctx := context.Background()
-	out := flow.Run(ctx, cfg, sys, con, rep)
+	out := flow.RunWith(ctx, cfg, sys, con, rep, rec.Observe)
+	cfg = out.Config // the job's, with rescue.job=
 
-	if cfg.Interactive() {
+	if cfg.Interactive() && out.Err == nil {
+		if out.Job != nil { // a job was looked for: say so where it is watched
+			rec.Finish(ctx, out, sys.Undos())
+		}
 		disks, _ := inventory.Sys{Root: "/"}.Disks()
 		nics, _ := inventory.Sys{Root: "/"}.NICs()
 		system.Banner(con, disks, nics)
@@ -94,20 +102,11 @@ Flags:
 		toShell(con, *noShell, 0)
 	}
 
-	rep.Finish(out.Err)
-	con.Printf("report:")
-	con.Write(rep.JSON())
-	if cfg.Report != "" {
-		pctx, cancel := context.WithTimeout(ctx, time.Minute)
-		if err := rep.Post(pctx, nil, cfg.Report, 5); err != nil {
-			con.Printf("report: %v", err)
-		} else {
-			con.Printf("report: sent to %s", cfg.Report)
-		}
-		cancel()
-	}
-	if out.Err != nil {
-		con.Marker("FAILED %v", out.Err)
+	// Job marked done, report with the undo files, report.json and
+	// console.log on the stick (fsynced), report printed and POSTed: all
+	// before rescue.done acts.
+	if err := rec.Finish(ctx, out, sys.Undos()); err != nil {
+		con.Marker("FAILED %v", err)
 		con.Printf("the disk was left as the failed step found it; see the messages above. Starting the shell.")
 		toShell(con, *noShell, 1)
 	}

@@ -544,6 +544,18 @@ func RedactURL(s string) string {
 	return u.String()
 }
 
+// RedactLine is a kernel command line with RedactURL applied to every
+// key=URL word, for the report.
+func RedactLine(line string) string {
+	f := strings.Fields(line)
+	for i, w := range f {
+		if k, v, ok := strings.Cut(w, "="); ok && (IsURL(v) || strings.Contains(v, "://")) {
+			f[i] = k + "=" + RedactURL(v)
+		}
+	}
+	return strings.Join(f, " ")
+}
+
 func joinActions(as []Action) string {
 	s := make([]string, len(as))
 	for i, a := range as {

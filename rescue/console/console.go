@@ -82,6 +82,14 @@ func Open(devices []string, fallback io.Writer) *Console {
 	return c
 }
 
+// Tee adds w to the outputs: it gets every later write (the log kept
+// for the report and the stick, a remote syslog). w must not block.
+func (c *Console) Tee(w io.Writer) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.out = append(c.out, w)
+}
+
 // Write writes p to every console as is.
 func (c *Console) Write(p []byte) (int, error) {
 	c.mu.Lock()

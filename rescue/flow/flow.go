@@ -77,8 +77,9 @@ type SSHStarter interface {
 	SSH(ctx context.Context, c *cmdline.Config) (any, error)
 }
 
-// Observer is told when each step starts (live status).
-type Observer func(step string, index, total int)
+// Observer is told when each step starts (live status), with the
+// configuration it runs under (the job's after the job step).
+type Observer func(step string, index, total int, c *cmdline.Config)
 
 // Console receives log lines and markers.
 type Console interface {
@@ -176,7 +177,7 @@ func RunWith(ctx context.Context, c *cmdline.Config, m Machine, con Console, rep
 		}
 		con.Marker("STEP %s (%d/%d)", s.Name, i+1, len(steps))
 		if obs != nil {
-			obs(s.Name, i+1, len(steps))
+			obs(s.Name, i+1, len(steps), out.Config)
 		}
 		start := time.Now()
 		details, err := runStep(ctx, s.Name, out.Config, m, &out)

@@ -380,13 +380,8 @@ var placeholders = map[string]bool{
 // empty or a placeholder, else "mac-" and the first NIC's MAC, else
 // "unknown-host". The result is safe as a FAT file name.
 func HostID(root string) string {
-	if b, err := os.ReadFile(filepath.Join(root, "sys/class/dmi/id/product_serial")); err == nil {
-		s := strings.TrimSpace(string(b))
-		if !placeholders[strings.ToLower(s)] && !oneChar(s) {
-			if id := Sanitize(s); id != "" {
-				return id
-			}
-		}
+	if id := Serial(root); id != "" {
+		return id
 	}
 	if nics, err := (inventory.Sys{Root: root}).NICs(); err == nil {
 		for _, n := range nics {
@@ -396,6 +391,20 @@ func HostID(root string) string {
 		}
 	}
 	return "unknown-host"
+}
+
+// Serial is the DMI system serial number, sanitized, or "" when the
+// firmware has none or a placeholder.
+func Serial(root string) string {
+	b, err := os.ReadFile(filepath.Join(root, "sys/class/dmi/id/product_serial"))
+	if err != nil {
+		return ""
+	}
+	s := strings.TrimSpace(string(b))
+	if placeholders[strings.ToLower(s)] || oneChar(s) {
+		return ""
+	}
+	return Sanitize(s)
 }
 
 // oneChar reports whether s is one character repeated ("0000", "xxxx").

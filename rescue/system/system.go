@@ -25,6 +25,7 @@ import (
 	"github.com/esxi-rescue/rescue/rescue/cmdline"
 	"github.com/esxi-rescue/rescue/rescue/coldplug"
 	"github.com/esxi-rescue/rescue/rescue/inventory"
+	"github.com/esxi-rescue/rescue/rescue/keep"
 	"github.com/esxi-rescue/rescue/rescue/netup"
 	"github.com/esxi-rescue/rescue/rescue/target"
 	ucmdline "github.com/u-root/u-root/pkg/cmdline"
@@ -52,6 +53,17 @@ type System struct {
 	VerifyCopy bool
 	// Bounds of the waits.
 	DriverTimeout, DiskTimeout time.Duration
+	// Keep, when set, is the rescue stick: undo files go into the run's
+	// directory there, durably, before the disk is written (keep.go).
+	Keep *keep.Stick
+	// OnProgress receives the restore's progress (live status).
+	OnProgress func(imaging.Progress)
+	// BaseArgs are the command line's arguments, to which rescue.job=
+	// adds the job's (job.go).
+	BaseArgs []cmdline.Arg
+
+	undos []UndoFile
+	net   *netup.Result
 
 	plug     *coldplug.Plug // drivers for late devices, until the disks step ends
 	disks    []inventory.Disk
@@ -234,10 +246,14 @@ func Summary(d inventory.Disk) string {
 
 // Network brings the network up as ip= says.
 func (s *System) Network(ctx context.Context, c *cmdline.Config) (any, error) {
+	if s.net != nil { // already up (the job step needed it first)
+		return s.net, nil
+	}
 	res, err := netup.Up(ctx, c.IP, netup.Options{BootIF: c.BootIF, Log: s.Con.Printf})
 	if err != nil {
 		return nil, err
 	}
+	s.net = res
 	s.Con.Printf("network: %s (%s) %s via %s, DNS %v", res.Interface, res.MAC, res.Address, res.Gateway, res.DNS)
 	return res, nil
 }
@@ -383,8 +399,12 @@ func (s *System) Restore(ctx context.Context, c *cmdline.Config, dst string) (an
 	if c.PubKey != "" {
 		s.Con.Printf("restore: the image's manifest or block map must be signed by the key of rescue.pubkey= (minisign)")
 	}
+	opt.OnProgress = s.OnProgress
 	s.Con.Printf("restore: %s -> %s", c.Image, dst)
 	res, err := imaging.Copy(ctx, opt)
+	if res != nil && res.UndoPath != "" {
+		s.recordUndo("restore", dst, res.UndoPath, "")
+	}
 	if err != nil {
 		return res, err
 	}
@@ -465,14 +485,18 @@ func (s *System) Fix(ctx context.Context, c *cmdline.Config, dst string) (any, e
 		s.Con.Printf("fix: %s already matches %s; nothing written", dst, s.refDesc)
 		return res, nil
 	}
-	res.UndoPath = filepath.Join(s.TmpDir, fmt.Sprintf("rescue-undo-%s-%s.json", filepath.Base(dst), time.Now().UTC().Format("20060102T150405")))
-	s.Con.Printf("fix: undo file %s (to revert: gptfix -undo %s -yes %s)", res.UndoPath, res.UndoPath, dst)
+	undoPath, where, release := s.undoPath(dst)
+	res.UndoPath = where
+	s.Con.Printf("fix: undo file %s (to revert: gptfix -undo FILE -yes %s, with this file or the run's report.json)", where, dst)
 	if c.TestPause == "between-backup-and-primary" {
 		os.Setenv(gpt.PauseEnv, TestPauseSeconds)
 		defer os.Unsetenv(gpt.PauseEnv)
 	}
-	if err := plan.Apply(dev, res.UndoPath); err != nil {
-		return res, fmt.Errorf("applying the plan (undo file %s): %w", res.UndoPath, err)
+	err = plan.Apply(dev, undoPath)
+	s.recordUndo("fix", dst, undoPath, where)
+	release()
+	if err != nil {
+		return res, fmt.Errorf("applying the plan (undo file %s): %w", where, err)
 	}
 	res.Applied = true
 	s.Con.Printf("fix: written and verified; undo file %s", res.UndoPath)

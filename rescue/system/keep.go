@@ -1,0 +1,63 @@
+package system
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// UndoFile is an undo file a step wrote, whole, for the report.
+type UndoFile struct {
+	Step   string // "fix" or "restore"
+	Device string
+	File   string // where it is: "/dev/sdb1:/rescue-logs/<run>/<name>" on the stick, else the tmpfs path
+	Data   []byte
+}
+
+// Undos returns the undo files written so far, in order.
+func (s *System) Undos() []UndoFile { return s.undos }
+
+// undoPath picks where a fix's undo file goes: into the run's directory
+// on the rescue stick (mounted until release is called), so that it is
+// on the stick, fsynced, before a sector of the disk is written; else,
+// without a stick or when it cannot be written, the tmpfs.
+func (s *System) undoPath(dst string) (path, where string, release func()) {
+	name := fmt.Sprintf("undo-%s-%s.json", filepath.Base(dst), time.Now().UTC().Format("20060102T150405Z"))
+	if s.Keep != nil {
+		dir, unmount, err := s.Keep.Mount()
+		if err == nil {
+			return filepath.Join(dir, name), s.Keep.Where(name), func() {
+				if err := unmount(); err != nil {
+					s.Con.Printf("keep: WARNING: %v", err)
+				}
+			}
+		}
+		s.Con.Printf("keep: WARNING: %v; the undo file goes to the RAM disk and into the report only", err)
+	}
+	p := filepath.Join(s.TmpDir, "rescue-"+name)
+	return p, p, func() {}
+}
+
+// recordUndo reads an undo file a step wrote (if it did) for the report;
+// one written elsewhere than the stick (imaging's fix-up after a restore)
+// is saved on the stick as well. where is "" when path is all there is.
+func (s *System) recordUndo(step, dst, path, where string) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return // nothing was written (the plan failed before its undo file)
+	}
+	if where == "" {
+		where = path
+		if s.Keep != nil {
+			name := fmt.Sprintf("undo-%s-%s-%s.json", step, filepath.Base(dst), time.Now().UTC().Format("20060102T150405Z"))
+			if w, err := s.Keep.Save(name, data); err != nil {
+				s.Con.Printf("keep: WARNING: %v", err)
+			} else {
+				where = w
+			}
+		}
+	}
+	s.undos = append(s.undos, UndoFile{Step: step, Device: dst, File: where, Data: data})
+	s.Con.Printf("%s: undo file %s (%d bytes, also in the report)", step, where, len(data))
+}
