@@ -94,10 +94,16 @@ func handsOffIPXE(script string, args []string) (string, error) {
 
 // TestUSB is scenario 4: out/rescue-usb.img is the only boot device of a
 // UEFI machine (OVMF), its plain-text GRUB configuration edited with mtools
-// to run the hands-off fix, and the damaged disk is fixed as in scenario 1.
+// to run the hands-off fix with rescue.done=reboot (-no-reboot: the VM
+// stops), and the damaged disk is fixed as in scenario 1. Nothing lost
+// (issue 14): the stick's FAT partition then holds the run's undo file,
+// console log and report in /rescue-logs/<host-id>-<time>/ (read with
+// mtools, checked with fsck.fat), the rest of the stick is unchanged, and
+// `gptfix -undo` of the undo file — and of the report — puts the damaged
+// table back byte for byte (cmp).
 func TestUSB(t *testing.T) {
 	a := artifacts(t)
-	tl := tools(t, "esximg")
+	tl := tools(t, "esximg", "gptfix")
 	missingRescue(t)
 	const ovmf = "/usr/share/ovmf/OVMF.fd"
 	if _, err := os.Stat(ovmf); err != nil {
@@ -112,18 +118,25 @@ func TestUSB(t *testing.T) {
 	if err := CopySparse(a.USB, stick); err != nil {
 		t.Fatal(err)
 	}
-	if err := setStickArgs(stick, append([]string{"panic=-1"}, handsOffFix...)); err != nil {
+	args := append([]string{"panic=-1"}, handsOffFix...)
+	for i, w := range args {
+		if w == "rescue.done=poweroff" {
+			args[i] = "rescue.done=reboot" // the one copy of the undo file must survive the reboot
+		}
+	}
+	if err := setStickArgs(stick, args); err != nil {
 		t.Fatal(err)
 	}
-	stickDigest, err := FileDigest(stick)
-	if err != nil {
-		t.Fatal(err)
-	}
+	stickBefore := stickFiles(t, stick, "before")
 	b, err := MakeBroken(tl, dir, incidentDisk)
 	if err != nil {
 		t.Fatal(err)
 	}
 	before := damagedDigests(t, b)
+	damagedCopy := filepath.Join(dir, "damaged-before.img")
+	if err := CopySparse(b.Damaged, damagedCopy); err != nil {
+		t.Fatal(err)
+	}
 	r, _ := handsOff(t, VM{
 		Name:  t.Name(),
 		BIOS:  ovmf,
@@ -131,17 +144,12 @@ func TestUSB(t *testing.T) {
 	}, nil)
 	// The kernel line must be the stick's own (its console_args) with the
 	// arguments edited into the stick's file.
-	want := strings.Join(append([]string{"panic=-1"}, handsOffFix...), " ")
+	want := strings.Join(args, " ")
 	if cl := regexp.MustCompile(`Command line: (.*)`).FindStringSubmatch(r.Output()); cl == nil || !strings.Contains(cl[1], want) {
 		t.Errorf("the kernel did not get the stick's edited arguments %q; command line: %q", want, cl)
 	}
 	checkFixed(t, b, before)
-	// The rescue medium itself must never be written to.
-	if after, err := FileDigest(stick); err != nil {
-		t.Fatal(err)
-	} else if after != stickDigest {
-		t.Errorf("the rescue system wrote to its own USB stick")
-	}
+	checkKept(t, tl, stick, stickBefore, b.Damaged, damagedCopy)
 }
 
 // stickConfig is where the USB stick keeps its hands-off arguments: the

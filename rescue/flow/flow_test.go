@@ -236,7 +236,9 @@ func TestJob(t *testing.T) {
 			rep := report.New("test")
 			var seen []string
 			out := RunWith(context.Background(), parse(t, base), m, &logConsole{}, rep,
-				func(step string, i, n int, _ *cmdline.Config) { seen = append(seen, fmt.Sprintf("%s %d/%d", step, i, n)) })
+				func(step string, i, n int, _ *cmdline.Config) {
+					seen = append(seen, fmt.Sprintf("%s %d/%d", step, i, n))
+				})
 			if !reflect.DeepEqual(m.calls, tc.want) {
 				t.Errorf("calls %v, want %v", m.calls, tc.want)
 			}

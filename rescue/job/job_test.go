@@ -126,3 +126,19 @@ func TestWebDAV(t *testing.T) {
 		}
 	}
 }
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte("# c\nrescue.action=fix rescue.target=auto\n"))
+	f.Add([]byte(`rescue.image="/a b" ip=dhcp`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		args, err := Parse(body, "fuzz")
+		if err != nil {
+			return
+		}
+		for _, a := range args {
+			if a.Key == "rescue.job" || !(strings.HasPrefix(a.Key, "rescue.") || a.Key == "ip" || a.Key == "BOOTIF" || a.Key == "modules_load") {
+				t.Fatalf("accepted %q", a.Key)
+			}
+		}
+	})
+}
