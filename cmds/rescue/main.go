@@ -35,11 +35,18 @@ func main() {
 	consoles := flag.String("console", "", "comma list of console devices to log to (default: the kernel's console= devices, else /dev/console); - for stdout")
 	diskWait := flag.Duration("disk-wait", 15*time.Second, "how long to wait for disks to appear after the drivers load")
 	noShell := flag.Bool("no-shell", false, "exit instead of starting the shell or powering off (for trying it outside the initramfs)")
+	var so screenOpts
+	flag.StringVar(&so.mode, "screen", "auto", "interactive mode: auto = the menu on every console, tty = on this terminal, off = the banner and the shell")
+	menu := flag.Bool("menu", false, "only show the menu on this terminal (from the shell: back to the menu), no hands-off flow")
+	flag.StringVar(&so.disks, "disks", "", "comma list of image `FILES` the menu treats as the disks (for tests and trying it out)")
+	flag.StringVar(&so.undoDir, "undo-dir", "", "`DIR` for the undo files of fixes and restores (default: the rescue stick when booted from one, else /tmp)")
+	flag.StringVar(&so.printk, "printk", "/proc/sys/kernel/printk", "the kernel's console log level `FILE` (lowered while the menu is up)")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), `usage: rescue [flags]
 
 The ESXi rescue system's init program (u-root uinit). Without rescue.* keys on
-the kernel command line it lists the disks and starts the shell. With
+the kernel command line it shows the menu on the consoles (a numbered
+plain-text menu when TERM=dumb); -screen off gives the banner and the shell. With
   rescue.action=restore,fix,verify,boot,shell  rescue.image=PATH|URL  rescue.sha256=HEX
   rescue.target=/dev/X|auto  rescue.ref=image|esxi|PATH|URL  rescue.done=reboot|poweroff|shell|boot
   rescue.report=URL  rescue.job=URL  rescue.syslog=[udp://|tcp://]HOST[:PORT]  ip=dhcp|<client>:<server>:<gw>:<netmask>:<host>:<dev>:<autoconf>:<dns>  BOOTIF=01-MAC
@@ -50,6 +57,10 @@ Flags:
 		flag.PrintDefaults()
 	}
 	flag.Parse()
+	if *menu {
+		so.mode = "tty"
+		runScreen(console.New(os.Stdout), so, nil, *noShell, true)
+	}
 
 	raw, _ := os.ReadFile(*procCmdline)
 	names := console.Names(string(raw))
@@ -94,6 +105,14 @@ Flags:
 	if cfg.Interactive() && out.Err == nil {
 		if out.Job != nil { // a job was looked for: say so where it is watched
 			rec.Finish(ctx, out, sys.Undos())
+		}
+		if so.mode != "off" {
+			if len(rep.Steps) > 0 {
+				if r, ok := rep.Steps[0].Details.(interface{ Summary() string }); ok {
+					so.drivers = r.Summary()
+				}
+			}
+			runScreen(con, so, names, *noShell, false)
 		}
 		disks, _ := inventory.Sys{Root: "/"}.Disks()
 		nics, _ := inventory.Sys{Root: "/"}.NICs()
