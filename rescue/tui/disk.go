@@ -84,7 +84,9 @@ func (d *diskScreen) body(m *Model) ([]line, int) {
 			ls = append(ls, m.wrap(b.text, 2, b.kind)...)
 		}
 		for _, p := range r.Boot.Problems {
-			ls = append(ls, m.wrap("problem: "+p, 2, kWarn)...)
+			if !strings.Contains(r.Boot.Verdict, p) {
+				ls = append(ls, m.wrap("problem: "+p, 2, kWarn)...)
+			}
 		}
 	}
 	ls = append(ls, line{"", kPlain}, line{"Plan (gptfix)", kHead})

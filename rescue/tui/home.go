@@ -72,7 +72,10 @@ func (h *home) body(m *Model) ([]line, int) {
 	lines, f1 := h.render(m, lines, disks, 0)
 	if m.hw != nil {
 		lines = append(lines, line{"Network", kHead})
-		if len(m.hw.NICs) == 0 && len(m.b.Files) == 0 {
+		switch {
+		case len(m.b.Files) > 0:
+			lines = append(lines, line{"  (image files as disks: the network is not looked at)", kDim})
+		case len(m.hw.NICs) == 0:
 			lines = append(lines, line{"  no network interface found (driver missing?)", kWarn})
 		}
 		for _, n := range m.hw.NICs {

@@ -237,9 +237,10 @@ func (m *Model) View() string {
 	title := fmt.Sprintf(" ESXi rescue %s | %s", m.version, s.title())
 	more := ""
 	if len(lines) > bh {
-		more = fmt.Sprintf("lines %d-%d of %d ", off+1, min(off+bh, len(lines)), len(lines))
+		more = fmt.Sprintf("  lines %d-%d of %d ", off+1, min(off+bh, len(lines)), len(lines))
 	}
-	b.WriteString(m.st.render(kTitle, pad(fit(title, m.w-runewidth.StringWidth(more))+more, m.w)))
+	tw := m.w - runewidth.StringWidth(more)
+	b.WriteString(m.st.render(kTitle, pad(pad(fit(title, tw), tw)+more, m.w)))
 	b.WriteByte('\n')
 	for j := 0; j < bh; j++ {
 		if off+j < len(lines) {
@@ -297,7 +298,8 @@ func (m *Model) wrap(text string, indent int, k kind) []line {
 func wrapWords(s string, first, rest int) []string {
 	var out []string
 	cur, w := "", first
-	for _, word := range strings.Fields(s) {
+	// Split at single spaces: runs of spaces (aligned columns) stay.
+	for _, word := range strings.Split(s, " ") {
 		for runewidth.StringWidth(word) > w {
 			if cur != "" {
 				out, cur, w = append(out, cur), "", rest
@@ -307,6 +309,8 @@ func wrapWords(s string, first, rest int) []string {
 			out, word, w = append(out, head), word[len(head):], rest
 		}
 		switch {
+		case cur == "" && len(out) > 0 && word == "":
+			// no spaces at the start of a continuation line
 		case cur == "":
 			cur = word
 		case runewidth.StringWidth(cur)+1+runewidth.StringWidth(word) <= w:

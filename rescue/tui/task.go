@@ -73,7 +73,7 @@ type task struct {
 // startTask pushes a task screen running work.
 func (m *Model) startTask(what string, work func(*taskCtx) (string, kind, error)) tea.Cmd {
 	ctx, cancel := context.WithCancel(m.ctx)
-	t := &task{what: what, start: time.Now(), ch: make(chan tea.Msg, 4), cancel: cancel}
+	t := &task{what: what, start: m.b.now(), ch: make(chan tea.Msg, 4), cancel: cancel}
 	m.push(t)
 	tc := &taskCtx{ctx: ctx, progress: func(p Progress) {
 		select {
@@ -119,7 +119,7 @@ func (t *task) update(m *Model, msg tea.Msg) tea.Cmd {
 		}
 	case taskDoneMsg:
 		if msg.t == t {
-			t.done, t.summary, t.kind, t.err, t.elapsed = true, msg.text, msg.kind, msg.err, time.Since(t.start)
+			t.done, t.summary, t.kind, t.err, t.elapsed = true, msg.text, msg.kind, msg.err, m.b.now().Sub(t.start)
 			t.cancel()
 			return m.scan()
 		}
@@ -138,7 +138,7 @@ func (t *task) update(m *Model, msg tea.Msg) tea.Cmd {
 func (t *task) body(m *Model) ([]line, int) {
 	var ls []line
 	if !t.done {
-		ls = append(ls, line{fmt.Sprintf("%s... (%s)", capitalize(t.what), time.Since(t.start).Round(time.Second)), kHead})
+		ls = append(ls, line{fmt.Sprintf("%s... (%s)", capitalize(t.what), m.b.now().Sub(t.start).Round(time.Second)), kHead})
 		if t.prog != nil {
 			ls = append(ls, line{"", kPlain})
 			ls = append(ls, progressLines(m.w, *t.prog)...)

@@ -1,0 +1,233 @@
+package tui
+
+import (
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	tea "github.com/charmbracelet/bubbletea"
+	"github.com/esxi-rescue/rescue/esxi"
+	"github.com/esxi-rescue/rescue/gpt"
+	"github.com/esxi-rescue/rescue/rescue/inventory"
+)
+
+// fixture makes, in dir, the disks of the tests: sda.img an ESXi 6.0
+// disk compacted the way Windows did it (the incident), sdb.img blank,
+// sdc.img the healthy original; small.img is an image to restore. It returns the paths (relative to dir,
+// so that the screens show the same names in every run).
+func fixture(t testing.TB, dir string) []string {
+	t.Helper()
+	orig := filepath.Join(dir, "sdc.img")
+	if err := esxi.Create(orig, esxi.CreateOptions{Version: "6.0", Size: 20 << 30, Seed: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := esxi.Damage(filepath.Join(dir, "sda.img"), "windows", esxi.DamageOptions{Source: orig}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "sdb.img"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(filepath.Join(dir, "sdb.img"), 2<<30); err != nil {
+		t.Fatal(err)
+	}
+	// small.img: an image to restore (not a disk), small so the tests are quick.
+	if err := esxi.Create(filepath.Join(dir, "small.img"), esxi.CreateOptions{Version: "6.0", Size: 1500 << 20, Seed: 2}); err != nil {
+		t.Fatal(err)
+	}
+	return []string{"sda.img", "sdb.img", "sdc.img"}
+}
+
+var fixedNow = time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)
+
+// newTestModel returns a model on the fixture's disks, scanned, at 80x24
+// without colour, with the undo files going to dir.
+func newTestModel(t testing.TB, dir string) *Model {
+	t.Helper()
+	b := &Backend{Files: fixture(t, dir), Now: func() time.Time { return fixedNow },
+		UndoDir: func(string) (string, string) { return "undo", "the test's undo directory" }}
+	os.Mkdir(filepath.Join(dir, "undo"), 0o755)
+	m := New(t.Context(), b, "test", false)
+	drive(m, m.Init())
+	return m
+}
+
+// drive runs commands the way bubbletea would (the plain menu's runner).
+func drive(m *Model, cmd tea.Cmd) {
+	(&plain{m: m, out: io.Discard}).run(cmd)
+}
+
+// press sends keys: names such as "enter", "esc", "down", "pgdown", or
+// "type:TEXT" for typed text.
+func press(m *Model, keys ...string) {
+	for _, k := range keys {
+		var msg tea.KeyMsg
+		switch {
+		case strings.HasPrefix(k, "type:"):
+			msg = tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune(strings.TrimPrefix(k, "type:"))}
+		case k == "enter":
+			msg = tea.KeyMsg{Type: tea.KeyEnter}
+		case k == "esc":
+			msg = tea.KeyMsg{Type: tea.KeyEsc}
+		case k == "up":
+			msg = tea.KeyMsg{Type: tea.KeyUp}
+		case k == "down":
+			msg = tea.KeyMsg{Type: tea.KeyDown}
+		case k == "tab":
+			msg = tea.KeyMsg{Type: tea.KeyTab}
+		case k == "pgdown":
+			msg = tea.KeyMsg{Type: tea.KeyPgDown}
+		default:
+			msg = tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune(k)}
+		}
+		_, cmd := m.Update(msg)
+		drive(m, cmd)
+	}
+}
+
+// checkFrame fails when the view is not w x h or has escape codes.
+func checkFrame(t *testing.T, view string, w, h int) {
+	t.Helper()
+	lines := strings.Split(view, "\n")
+	if len(lines) != h {
+		t.Errorf("%d lines, want %d", len(lines), h)
+	}
+	for i, l := range lines {
+		if n := len([]rune(l)); n > w {
+			t.Errorf("line %d is %d columns wide (> %d): %q", i+1, n, w, l)
+		}
+		if strings.ContainsRune(l, 0x1b) {
+			t.Errorf("line %d has an escape code without colour: %q", i+1, l)
+		}
+	}
+}
+
+func TestScreens(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		keys    []string
+		want    []string // in the view (whole page: all lines, scrolled or not)
+		wantNot []string
+		check   func(t *testing.T, dir string, m *Model)
+	}{
+		{name: "home: verdicts in plain words",
+			want: []string{"sda.img 21.0 GiB", "ESXi 6.x boot disk - entries 5,6,7,8,9 out of place: ESXi will not boot", "sdb.img", "blank (no partition table)",
+				"sdc.img", "entries in their slots, both GPT copies valid", "[r] Restore", "[u] Back up", "[n] Network", "[e] Boot ESXi", "[s] Shell", "[b] Reboot", "[p] Power off"}},
+		{name: "disk: slot table, boot banks and plan",
+			keys: []string{"1"},
+			want: []string{"[f] Fix it now: the same as gptfix -esxi -yes sda.img", "*   4  Basic Data", "(empty)",
+				"Boot banks", "boots, but wrongly: ESXi would boot the older bank", "the loader boots this one", "Plan (gptfix)", "move entries 5,6,7,8,9 from slots 4,5,6,7,8"}},
+		{name: "arrows and Enter reach the same disk", keys: []string{"down", "down", "up", "up", "enter"}, want: []string{"[f] Fix it now"}},
+		{name: "Esc goes back", keys: []string{"1", "esc"}, want: []string{"[r] Restore"}},
+		{name: "fix refused when the typed name is wrong",
+			keys: []string{"1", "f", "type:/dev/sda", "enter"},
+			want: []string{`You typed "/dev/sda", not sda.img: nothing written.`},
+			check: func(t *testing.T, dir string, m *Model) {
+				r := Examine(mustDisk(t, "sda.img"))
+				if !r.Match.NeedsMove() {
+					t.Error("the disk was written after a wrong name")
+				}
+				if ents, _ := os.ReadDir(filepath.Join(dir, "undo")); len(ents) != 0 {
+					t.Errorf("undo files after a refusal: %v", ents)
+				}
+			}},
+		{name: "fix with the typed name writes the real table",
+			keys: []string{"1", "f", "type:sda.img", "enter"},
+			want: []string{"Done in 0s", "written and verified", "Now: ESXi 6.x boot disk - entries in their slots", "Undo file: undo/gptfix-undo-sda.img-20261201T090000Z.json",
+				"gptfix -undo undo/gptfix-undo-sda.img-20261201T090000Z.json -yes sda.img"},
+			check: func(t *testing.T, dir string, m *Model) {
+				fixed, _ := gpt.ReadFile("sda.img", 512)
+				orig, _ := gpt.ReadFile("sdc.img", 512)
+				if d := gpt.Compare(orig, fixed); d.Layout != gpt.LayoutSame || !d.Identical {
+					t.Errorf("after the fix: %s", d.Verdict)
+				}
+				if _, err := os.Stat("undo/gptfix-undo-sda.img-20261201T090000Z.json"); err != nil {
+					t.Error(err)
+				}
+				press(m, "enter")
+				if v := m.View(); !strings.Contains(v, "[r] Restore") || strings.Contains(v, "out of place") {
+					t.Errorf("home after the fix:\n%s", v)
+				}
+			}},
+		{name: "the healthy disk offers no fix", keys: []string{"3", "f"}, want: []string{"Nothing to fix on sdc.img."}, wantNot: []string{"[f] Fix"}},
+		{name: "restore: the wrong name refuses",
+			keys: []string{"r", "type:sdc.img", "enter", "1", "type:sdb", "enter"},
+			want: []string{`You typed "sdb", not sda.img: nothing written.`}},
+		{name: "restore: the source is not offered as a target", keys: []string{"r", "type:sdc.img", "enter"},
+			want: []string{"[1] sda.img", "[2] sdb.img"}, wantNot: []string{"[3] sdc.img"}},
+		{name: "restore: a bad SHA-256 is refused before anything", keys: []string{"r", "type:sdc.img", "tab", "type:abc", "enter"},
+			want: []string{"The SHA-256 must be 64 hex digits"}},
+		{name: "restore onto the blank disk, with a wrong SHA-256: fails, the disk stays blank",
+			keys: []string{"r", "type:small.img", "tab", "type:" + strings.Repeat("0", 64), "enter", "2", "type:sdb.img", "enter"},
+			want: []string{"FAILED", "SHA-256"},
+			check: func(t *testing.T, dir string, m *Model) {
+				if r := Examine(mustDisk(t, "sdb.img")); !r.Facts.Blank {
+					t.Errorf("sdb.img after a failed restore: %s", r.Verdict)
+				}
+			}},
+		{name: "network without NICs", keys: []string{"n"}, want: []string{"No network interface found"}},
+		{name: "reboot asks first", keys: []string{"b"}, want: []string{"Reboot now?"},
+			check: func(t *testing.T, dir string, m *Model) {
+				press(m, "n")
+				if m.done {
+					t.Error("n ended the screen")
+				}
+				press(m, "b", "y")
+				if !m.done || m.Result().Action != ActReboot {
+					t.Errorf("result %+v", m.Result())
+				}
+			}},
+		{name: "shell ends the screen", keys: []string{"s"}, check: func(t *testing.T, dir string, m *Model) {
+			if m.Result().Action != ActShell {
+				t.Errorf("result %+v", m.Result())
+			}
+		}},
+		{name: "boot offers the ESXi disks", keys: []string{"e"}, want: []string{"[1] sda.img", "[2] sdc.img"}, wantNot: []string{"sdb.img"},
+			check: func(t *testing.T, dir string, m *Model) {
+				press(m, "2", "y")
+				if r := m.Result(); r.Action != ActBoot || r.Disk != "sdc.img" {
+					t.Errorf("result %+v", r)
+				}
+			}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			t.Chdir(dir)
+			m := newTestModel(t, dir)
+			press(m, tc.keys...)
+			var page strings.Builder
+			if !m.done {
+				checkFrame(t, m.View(), 80, 24)
+				lines, _ := m.top().body(m)
+				for _, l := range lines {
+					page.WriteString(l.text + "\n")
+				}
+				page.WriteString(m.flash)
+			}
+			flat := strings.Join(strings.Fields(page.String()), " ")
+			for _, w := range tc.want {
+				if !strings.Contains(flat, strings.Join(strings.Fields(w), " ")) {
+					t.Errorf("page lacks %q:\n%s", w, page.String())
+				}
+			}
+			for _, w := range tc.wantNot {
+				if strings.Contains(page.String(), w) {
+					t.Errorf("page has %q:\n%s", w, page.String())
+				}
+			}
+			if tc.check != nil {
+				tc.check(t, dir, m)
+			}
+		})
+	}
+}
+
+func mustDisk(t *testing.T, p string) inventory.Disk {
+	d, err := FileDisk(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
