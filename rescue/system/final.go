@@ -9,7 +9,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/esxi-rescue/rescue/esxi"
+	"github.com/esxi-rescue/rescue/gpt"
 	"github.com/esxi-rescue/rescue/rescue/inventory"
+	"github.com/esxi-rescue/rescue/rescue/target"
 	"golang.org/x/sys/unix"
 )
 
@@ -29,7 +32,7 @@ const BannerFile = "/etc/rescue-banner"
 // missing.
 const Commands = `Commands:
   gptdiff   compare two GPT partition tables slot by slot
-  gptfix    put GPT entries back where ESXi expects them (dry run unless -w)
+  gptfix    put GPT entries back where ESXi expects them (shows the plan; writes only with -yes)
   imgcopy   restore or back up a raw disk image (file, device, http/https)
   esximg    inspect an ESXi disk (boot banks, layout)
   esxiboot  boot the ESXi installation on a disk (kexec): esxiboot --device /dev/sdX
@@ -52,8 +55,16 @@ func Banner(w io.Writer, disks []inventory.Disk, nics []inventory.NIC) {
 	if len(disks) == 0 {
 		b.WriteString("  none found (dmesg shows driver messages)\n")
 	}
+	var cmds []string
 	for _, d := range disks {
 		fmt.Fprintf(&b, "  %s — %s\n", d.Describe(), Summary(d))
+		cmds = append(cmds, DiskCommands(d)...)
+	}
+	if len(cmds) > 0 {
+		b.WriteString("Commands for these disks:\n")
+		for _, c := range cmds {
+			b.WriteString("  " + c + "\n")
+		}
 	}
 	if len(nics) > 0 {
 		b.WriteString("Network interfaces:\n")
@@ -70,6 +81,44 @@ func Banner(w io.Writer, disks []inventory.Disk, nics []inventory.NIC) {
 	b.WriteString("Hands-off mode: boot with rescue.action=restore,fix,verify rescue.target=auto ... (see README)\n")
 	io.WriteString(w, b.String())
 }
+
+// DiskCommands names the exact commands for a disk, as the banner shows
+// them: for an ESXi disk with entries out of place the plan and the fix,
+// for any ESXi disk the boot check and the kexec, for a table needing
+// repair gptfix, for a blank disk a restore. The rescue stick gets none.
+func DiskCommands(d inventory.Disk) []string {
+	f := target.Examine(d, nil, nil)
+	p := d.Path
+	switch {
+	case f.RescueMedium || f.ReadErr != "":
+		return nil
+	case f.Blank:
+		return []string{cmd("imgcopy -sha256 HEX http://SERVER/esxi.img.zst "+p, "restore an image onto the blank "+p)}
+	case !f.HasGPT:
+		return nil
+	}
+	t, err := gpt.ReadFile(p, d.SectorSize)
+	if err != nil {
+		return nil
+	}
+	m, err := esxi.Recognize(t)
+	if err != nil {
+		if plan, err := gpt.PlanFix(t, gpt.FixOptions{}); err == nil && !plan.Empty() {
+			return []string{cmd("gptfix "+p, "show what is wrong and the plan"), cmd("gptfix -yes "+p, "repair it (undo file first)")}
+		}
+		return nil
+	}
+	var out []string
+	plan, err := gpt.PlanFix(t, gpt.FixOptions{SlotMap: m.SlotMap})
+	if err == nil && !plan.Empty() {
+		out = append(out, cmd("gptfix -esxi "+p, "the plan: ESXi "+m.Family+" entries back in their slots"),
+			cmd("gptfix -esxi -yes "+p, "apply it (undo file first, then verified)"))
+	}
+	return append(out, cmd("esximg inspect "+p, "what ESXi's boot loader does with it"),
+		cmd("esxiboot --device "+p, "boot that ESXi (kexec; not under Secure Boot)"))
+}
+
+func cmd(c, why string) string { return fmt.Sprintf("%-30s # %s", c, why) }
 
 // Shell replaces the process with the u-root shell (gosh), or returns an
 // error when there is none.
