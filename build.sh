@@ -23,6 +23,7 @@ APT_PACKAGES=(
 	e2fsprogs:mkfs.ext4 diffutils:cmp
 	minisign:minisign udpcast:udp-receiver vde2:vde_switch
 	nginx-light:/usr/sbin/nginx rsyslog:/usr/sbin/rsyslogd
+	tmux:tmux
 	samba:smbd smbclient:smbclient openssh-server:sshd openssh-client:ssh-keygen curl:curl
 	grub-common:grub-mkimage grub-efi-amd64-bin:/usr/lib/grub/x86_64-efi/kernel.img grub-pc-bin:/usr/lib/grub/i386-pc/boot.img
 	ipxe:/usr/lib/ipxe/undionly.kpxe pxelinux:/usr/lib/PXELINUX/pxelinux.0 syslinux-common:/usr/lib/syslinux/modules/bios/ldlinux.c32
