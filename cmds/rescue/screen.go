@@ -4,10 +4,13 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/esxi-rescue/rescue/rescue/console"
 	"github.com/esxi-rescue/rescue/rescue/inventory"
+	"github.com/esxi-rescue/rescue/rescue/keep"
 	"github.com/esxi-rescue/rescue/rescue/system"
 	"github.com/esxi-rescue/rescue/rescue/tui"
 	"golang.org/x/term"
@@ -48,8 +51,11 @@ func runScreen(con *console.Console, o screenOpts, names []string, noShell, shel
 	if o.disks != "" {
 		b.Files = strings.Split(o.disks, ",")
 	}
-	if o.undoDir != "" {
-		b.UndoDir = func(string) (string, string) { return o.undoDir, o.undoDir }
+	b.UndoSite = func() (*tui.UndoSite, error) {
+		if o.undoDir != "" {
+			return &tui.UndoSite{Dir: o.undoDir, Where: func(n string) string { return filepath.Join(o.undoDir, n) }}, nil
+		}
+		return stickSite()
 	}
 	tui.KexecAllowed = system.CheckKexecAllowed
 	ts := terminals(o, names)
@@ -95,3 +101,21 @@ func banner(con *console.Console, b *tui.Backend) {
 	system.Banner(con, disks, nics)
 	fmt.Fprintln(con, "To come back to the menu: rescue -menu")
 }
+
+// stickSite mounts this run's directory on the rescue stick
+// (/rescue-logs/<host>-<time>/ on its FAT partition) for an undo file.
+func stickSite() (*tui.UndoSite, error) {
+	st, err := keep.New(keep.Options{Time: startTime})
+	if err != nil {
+		return nil, err
+	}
+	dir, unmount, err := st.Mount()
+	if err != nil {
+		return nil, err
+	}
+	return &tui.UndoSite{Dir: dir, Release: unmount,
+		Where: func(n string) string { return st.Where(n) + " on the rescue stick (survives a reboot)" }}, nil
+}
+
+// startTime names this run's directory on the stick.
+var startTime = time.Now()

@@ -33,15 +33,23 @@ type Backend struct {
 	// Files, when set, are image files used as the disks instead of
 	// sysfs's (test mode: the same code paths on files).
 	Files []string
-	// UndoDir returns the directory for undo files and a description of
-	// where that is ("the rescue stick (survives a reboot)"); nil = /tmp.
-	UndoDir func(disk string) (dir, where string)
+	// UndoSite makes a place for undo files ready (the rescue stick's
+	// FAT partition, mounted for the time of the write); nil or an error
+	// = the RAM disk (os.TempDir), which is lost at reboot.
+	UndoSite func() (*UndoSite, error)
 	// Drivers is the driver step's summary line (coldplug), "" if unknown.
 	Drivers string
 	// Now gives the time (tests fix it); nil = time.Now.
 	Now func() time.Time
 
 	mu sync.Mutex // one disk write at a time
+}
+
+// UndoSite is a directory for undo files while it is held.
+type UndoSite struct {
+	Dir     string
+	Where   func(name string) string // the file in plain words, for the screen
+	Release func() error             // syncs and unmounts; nil = nothing to do
 }
 
 // Hardware is what the home screen reports.
@@ -312,11 +320,17 @@ func (b *Backend) Fix(d inventory.Disk, wantPlan string) (*FixResult, error) {
 	if plan.String() != wantPlan {
 		return nil, ErrChanged
 	}
-	dir, where := b.undoDir(d)
-	res := &FixResult{Where: where,
-		UndoPath: filepath.Join(dir, fmt.Sprintf("gptfix-undo-%s-%s.json", filepath.Base(d.Path), b.now().UTC().Format("20060102T150405Z")))}
-	if err := plan.Apply(dev, res.UndoPath); err != nil {
-		return res, fmt.Errorf("applying the plan (undo file %s): %w", res.UndoPath, err)
+	site := b.undoSite()
+	name := fmt.Sprintf("gptfix-undo-%s-%s.json", filepath.Base(d.Path), b.now().UTC().Format("20060102T150405Z"))
+	res := &FixResult{UndoPath: filepath.Join(site.Dir, name), Where: site.Where(name)}
+	err = plan.Apply(dev, res.UndoPath)
+	if site.Release != nil {
+		if rerr := site.Release(); rerr != nil && err == nil {
+			res.Where += " (but releasing it failed: " + rerr.Error() + ")"
+		}
+	}
+	if err != nil {
+		return res, fmt.Errorf("applying the plan (undo file %s): %w", res.Where, err)
 	}
 	dev.Close()
 	if err := system.Reread(d.Path, 10*time.Second); err != nil {
@@ -326,13 +340,17 @@ func (b *Backend) Fix(d inventory.Disk, wantPlan string) (*FixResult, error) {
 	return res, nil
 }
 
-func (b *Backend) undoDir(d inventory.Disk) (string, string) {
-	if b.UndoDir != nil {
-		if dir, where := b.UndoDir(d.Path); dir != "" {
-			return dir, where
+// undoSite is UndoSite's place, else the RAM disk.
+func (b *Backend) undoSite() *UndoSite {
+	if b.UndoSite != nil {
+		if s, err := b.UndoSite(); err == nil && s != nil {
+			return s
 		}
 	}
-	return os.TempDir(), "the rescue system's RAM disk (lost at reboot: copy it off)"
+	dir := os.TempDir()
+	return &UndoSite{Dir: dir, Where: func(name string) string {
+		return filepath.Join(dir, name) + " on the rescue system's RAM disk (lost at reboot: copy it off)"
+	}}
 }
 
 // CopyJob is a restore (Compress "") or a back-up.
@@ -358,10 +376,11 @@ func (b *Backend) Copy(ctx context.Context, job CopyJob, onProgress func(Progres
 	opt := imaging.Options{Src: job.Src, Dst: job.Dst, SHA256: job.SHA256, Compress: job.Compress,
 		Verify: true, Yes: true, Refuse: job.Refuse}
 	if job.Compress == "" {
-		if d, err := FileDisk(job.Dst); err == nil {
-			dir, _ := b.undoDir(d)
-			opt.UndoPath = filepath.Join(dir, fmt.Sprintf("restore-undo-%s-%s.json", filepath.Base(job.Dst), b.now().UTC().Format("20060102T150405Z")))
+		site := b.undoSite()
+		if site.Release != nil {
+			defer site.Release()
 		}
+		opt.UndoPath = filepath.Join(site.Dir, fmt.Sprintf("restore-undo-%s-%s.json", filepath.Base(job.Dst), b.now().UTC().Format("20060102T150405Z")))
 	}
 	setProgress(&opt, onProgress)
 	res, err := imaging.Copy(ctx, opt)

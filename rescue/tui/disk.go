@@ -242,14 +242,14 @@ func (c *confirmFix) update(m *Model, msg tea.Msg) tea.Cmd {
 			res, err := m.b.Fix(r.Disk, plan)
 			if err != nil {
 				s := ""
-				if res != nil && res.UndoPath != "" {
-					s = "Undo file: " + res.UndoPath + "\n"
+				if res != nil && res.Where != "" {
+					s = "Undo file: " + res.Where + "\n"
 				}
 				return s, kBad, err
 			}
 			s := fmt.Sprintf("%s: written and verified (backup copy first, then the primary).\n\nNow: %s\n\n"+
-				"Undo file: %s\nsaved on %s.\nTo put back what was there before: gptfix -undo %s -yes %s",
-				r.Disk.Path, res.After.Verdict, res.UndoPath, res.Where, res.UndoPath, r.Disk.Path)
+				"Undo file: %s\nTo put back what was there before: gptfix -undo FILE -yes %s",
+				r.Disk.Path, res.After.Verdict, res.Where, r.Disk.Path)
 			return s, kindOf(res.After.Health), nil
 		})
 	}

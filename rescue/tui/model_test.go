@@ -47,7 +47,9 @@ var fixedNow = time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)
 func newTestModel(t testing.TB, dir string) *Model {
 	t.Helper()
 	b := &Backend{Files: fixture(t, dir), Now: func() time.Time { return fixedNow },
-		UndoDir: func(string) (string, string) { return "undo", "the test's undo directory" }}
+		UndoSite: func() (*UndoSite, error) {
+			return &UndoSite{Dir: "undo", Where: func(n string) string { return "undo/" + n + " (the test's undo directory)" }}, nil
+		}}
 	os.Mkdir(filepath.Join(dir, "undo"), 0o755)
 	m := New(t.Context(), b, "test", false)
 	drive(m, m.Init())
@@ -136,7 +138,7 @@ func TestScreens(t *testing.T) {
 		{name: "fix with the typed name writes the real table",
 			keys: []string{"1", "f", "type:sda.img", "enter"},
 			want: []string{"Done in 0s", "written and verified", "Now: ESXi 6.x boot disk - entries in their slots", "Undo file: undo/gptfix-undo-sda.img-20261201T090000Z.json",
-				"gptfix -undo undo/gptfix-undo-sda.img-20261201T090000Z.json -yes sda.img"},
+				"gptfix -undo FILE -yes sda.img"},
 			check: func(t *testing.T, dir string, m *Model) {
 				fixed, _ := gpt.ReadFile("sda.img", 512)
 				orig, _ := gpt.ReadFile("sdc.img", 512)
