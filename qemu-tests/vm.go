@@ -78,6 +78,10 @@ type VM struct {
 	// some of them). It must not block.
 	OnLine func(line string)
 	Extra  []string // more QEMU arguments
+	// Keyboard, when set, connects the serial port's input to Running.Type
+	// (the keys a person types on the serial console); else the guest reads
+	// nothing there.
+	Keyboard bool
 }
 
 // Running is a started VM.
@@ -96,6 +100,17 @@ type Running struct {
 
 	deadline *time.Timer
 	release  func()
+	keys     io.WriteCloser // the serial port's input (VM.Keyboard)
+}
+
+// Type sends keys to the guest's serial port, as typed on a serial
+// console ("\r" is Enter, "\x1b" Esc). It needs VM.Keyboard.
+func (r *Running) Type(keys string) error {
+	if r.keys == nil {
+		return errors.New("qemu: the VM has no keyboard on its serial port (VM.Keyboard)")
+	}
+	_, err := io.WriteString(r.keys, keys)
+	return err
 }
 
 // vmSlots bounds how many VMs run at once (QEMU_TESTS_VMS; default one
@@ -343,6 +358,13 @@ func Start(ctx context.Context, vm VM) (*Running, error) {
 	}
 	cmd.Stderr = cmd.Stdout // QEMU's own errors belong in the log too
 	r := &Running{vm: vm, cmd: cmd, logPath: logPath, change: make(chan struct{}), release: release}
+	if vm.Keyboard {
+		if r.keys, err = cmd.StdinPipe(); err != nil {
+			release()
+			logFile.Close()
+			return nil, err
+		}
+	}
 	if err := cmd.Start(); err != nil {
 		release()
 		logFile.Close()

@@ -147,5 +147,6 @@ func (p *plain) page() {
 	case *task:
 		prompt = "Enter = back to home: "
 	}
-	fmt.Fprint(p.out, prompt)
+	fmt.Fprintln(p.out, strings.TrimSpace(prompt))
+	fmt.Fprint(p.out, "> ")
 }
