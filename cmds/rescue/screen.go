@@ -57,7 +57,6 @@ func runScreen(con *console.Console, o screenOpts, names []string, noShell, shel
 		}
 		return stickSite()
 	}
-	tui.KexecAllowed = system.CheckKexecAllowed
 	ts := terminals(o, names)
 	restore, err := tui.QuietConsole(o.printk)
 	if err != nil && o.disks == "" {

@@ -41,6 +41,10 @@ type Backend struct {
 	Drivers string
 	// Now gives the time (tests fix it); nil = time.Now.
 	Now func() time.Time
+	// KexecAllowed says whether booting ESXi by kexec can work (nil) or
+	// why not; nil = system.CheckKexecAllowed (Secure Boot locks the
+	// kernel down).
+	KexecAllowed func() error
 
 	mu sync.Mutex // one disk write at a time
 }
@@ -103,6 +107,13 @@ func (r *DiskReport) Writable() error {
 		return fmt.Errorf("it is mounted on %s", strings.Join(r.Disk.Mounted, ","))
 	}
 	return nil
+}
+
+func (b *Backend) kexecAllowed() error {
+	if b.KexecAllowed != nil {
+		return b.KexecAllowed()
+	}
+	return system.CheckKexecAllowed()
 }
 
 func (b *Backend) now() time.Time {

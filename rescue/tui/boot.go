@@ -6,10 +6,6 @@ import (
 	tea "github.com/charmbracelet/bubbletea"
 )
 
-// KexecAllowed says whether kexec works (nil) or why not; the real one
-// is system.CheckKexecAllowed (Secure Boot locks the kernel down).
-var KexecAllowed = func() error { return nil }
-
 // bootPick lists the ESXi disks to boot by kexec (u-root's esxiboot).
 type bootPick struct {
 	list
@@ -18,7 +14,7 @@ type bootPick struct {
 
 func newBoot(m *Model) *bootPick {
 	b := &bootPick{}
-	if err := KexecAllowed(); err != nil {
+	if err := m.b.kexecAllowed(); err != nil {
 		b.refusal = err.Error()
 	}
 	return b

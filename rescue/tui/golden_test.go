@@ -84,12 +84,12 @@ the test fails when this file is stale.
 	shot("Back up", m)
 
 	m = start()
-	KexecAllowed = func() error {
+	m.b.KexecAllowed = func() error {
 		return errors.New("the kernel is locked down (integrity, Secure Boot is on): it cannot kexec into ESXi; turn Secure Boot off, or reboot and let the firmware boot the disk")
 	}
 	press(m, "e")
 	shot("Boot ESXi under Secure Boot: refused with the reason", m)
-	KexecAllowed = func() error { return nil }
+	m.b.KexecAllowed = func() error { return nil }
 	press(m, "esc", "e")
 	shot("Boot ESXi", m)
 	press(m, "esc", "n")

@@ -1,6 +1,7 @@
 package tui
 
 import (
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -46,7 +47,7 @@ var fixedNow = time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC)
 // without colour, with the undo files going to dir.
 func newTestModel(t testing.TB, dir string) *Model {
 	t.Helper()
-	b := &Backend{Files: fixture(t, dir), Now: func() time.Time { return fixedNow },
+	b := &Backend{Files: fixture(t, dir), Now: func() time.Time { return fixedNow }, KexecAllowed: func() error { return nil },
 		UndoSite: func() (*UndoSite, error) {
 			return &UndoSite{Dir: "undo", Where: func(n string) string { return "undo/" + n + " (the test's undo directory)" }}, nil
 		}}
@@ -112,6 +113,7 @@ func TestScreens(t *testing.T) {
 		keys    []string
 		want    []string // in the view (whole page: all lines, scrolled or not)
 		wantNot []string
+		setup   func(m *Model)
 		check   func(t *testing.T, dir string, m *Model)
 	}{
 		{name: "home: verdicts in plain words",
@@ -186,6 +188,17 @@ func TestScreens(t *testing.T) {
 				t.Errorf("result %+v", m.Result())
 			}
 		}},
+		{name: "boot refused with the reason under Secure Boot", keys: []string{"e"},
+			setup: func(m *Model) {
+				m.b.KexecAllowed = func() error { return errors.New("the kernel is locked down (integrity, Secure Boot is on)") }
+			},
+			want: []string{"Booting ESXi from here is not possible:", "the kernel is locked down (integrity, Secure Boot is on)"}, wantNot: []string{"[1] sda.img"},
+			check: func(t *testing.T, dir string, m *Model) {
+				press(m, "1", "y")
+				if m.done {
+					t.Errorf("the screen ended: %+v", m.Result())
+				}
+			}},
 		{name: "boot offers the ESXi disks", keys: []string{"e"}, want: []string{"[1] sda.img", "[2] sdc.img"}, wantNot: []string{"sdb.img"},
 			check: func(t *testing.T, dir string, m *Model) {
 				press(m, "2", "y")
@@ -198,6 +211,9 @@ func TestScreens(t *testing.T) {
 			dir := t.TempDir()
 			t.Chdir(dir)
 			m := newTestModel(t, dir)
+			if tc.setup != nil {
+				tc.setup(m)
+			}
 			press(m, tc.keys...)
 			var page strings.Builder
 			if !m.done {
