@@ -88,6 +88,22 @@ func (d *diskScreen) body(m *Model) ([]line, int) {
 				ls = append(ls, m.wrap("problem: "+p, 2, kWarn)...)
 			}
 		}
+		if len(r.Boot.Loaders) > 0 {
+			ls = append(ls, line{"Each boot loader generation would:", kPlain})
+		}
+		for _, l := range r.Boot.Loaders {
+			mark, k := "", kPlain
+			if l.Applies {
+				mark, k = " <- the loader this disk's ESXi installed", kHead
+			}
+			ls = append(ls, m.wrap("- "+l.Text+mark, 2, k)...)
+		}
+		for _, w := range r.Boot.Warnings {
+			ls = append(ls, m.wrap("warning: "+w, 2, kWarn)...)
+		}
+		for _, w := range r.Boot.WindowsSigns {
+			ls = append(ls, m.wrap("Windows was here (harmless): "+w, 2, kDim)...)
+		}
 	}
 	ls = append(ls, line{"", kPlain}, line{"Plan (gptfix)", kHead})
 	switch {
