@@ -107,11 +107,12 @@ Flags:
 			rec.Finish(ctx, out, sys.Undos())
 		}
 		if so.mode != "off" {
-			if len(rep.Steps) > 0 {
-				if r, ok := rep.Steps[0].Details.(interface{ Summary() string }); ok {
+			for _, st := range rep.Steps {
+				if r, ok := st.Details.(interface{ Summary() string }); ok && st.Name == flow.StepDrivers {
 					so.drivers = r.Summary()
 				}
 			}
+			so.stick = rec.Stick
 			runScreen(con, so, names, *noShell, false)
 		}
 		disks, _ := inventory.Sys{Root: "/"}.Disks()

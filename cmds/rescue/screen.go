@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/esxi-rescue/rescue/rescue/console"
 	"github.com/esxi-rescue/rescue/rescue/inventory"
@@ -22,7 +21,8 @@ type screenOpts struct {
 	disks   string // comma list of image files used as the disks (tests)
 	undoDir string
 	printk  string
-	drivers string // the driver step's summary
+	drivers string      // the driver step's summary
+	stick   *keep.Stick // this run's directory on the rescue stick (record.Start); nil = look for one
 }
 
 // terminals opens the screen's terminals: the console devices (auto) or
@@ -55,7 +55,7 @@ func runScreen(con *console.Console, o screenOpts, names []string, noShell, shel
 		if o.undoDir != "" {
 			return &tui.UndoSite{Dir: o.undoDir, Where: func(n string) string { return filepath.Join(o.undoDir, n) }}, nil
 		}
-		return stickSite()
+		return stickSite(o.stick)
 	}
 	ts := terminals(o, names)
 	restore, err := tui.QuietConsole(o.printk)
@@ -103,10 +103,12 @@ func banner(con *console.Console, b *tui.Backend) {
 
 // stickSite mounts this run's directory on the rescue stick
 // (/rescue-logs/<host>-<time>/ on its FAT partition) for an undo file.
-func stickSite() (*tui.UndoSite, error) {
-	st, err := keep.New(keep.Options{Time: startTime})
-	if err != nil {
-		return nil, err
+func stickSite(st *keep.Stick) (*tui.UndoSite, error) {
+	if st == nil {
+		var err error
+		if st, err = keep.New(keep.Options{}); err != nil {
+			return nil, err
+		}
 	}
 	dir, unmount, err := st.Mount()
 	if err != nil {
@@ -115,6 +117,3 @@ func stickSite() (*tui.UndoSite, error) {
 	return &tui.UndoSite{Dir: dir, Release: unmount,
 		Where: func(n string) string { return st.Where(n) + " on the rescue stick (survives a reboot)" }}, nil
 }
-
-// startTime names this run's directory on the stick.
-var startTime = time.Now()
