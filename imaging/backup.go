@@ -17,6 +17,7 @@ import (
 
 	"github.com/esxi-rescue/rescue/bmap"
 	"github.com/esxi-rescue/rescue/gpt"
+	"github.com/esxi-rescue/rescue/imgsig"
 	"github.com/esxi-rescue/rescue/internal/zeros"
 	"github.com/klauspost/compress/zstd"
 	"github.com/klauspost/pgzip"
@@ -25,22 +26,14 @@ import (
 // backup copies a disk (or raw image) into an image file, compressed as
 // opt.Compress says, and writes DST.gpt.json (the GPT layout) and
 // DST.sha256 (a sha256sum manifest) and DST.bmap (the block map of the
-// uncompressed image, with its SHA-256) next to it.
+// uncompressed image, with its SHA-256) next to it: all through a
+// Destination, under temporary names published together at the end, so a
+// failed or killed backup leaves an older backup set as it was.
 func backup(ctx context.Context, opt *Options) (*Result, error) {
-	var created bool
-	res, err := backupTo(ctx, opt, &created)
-	if err != nil && created {
-		// Never leave a partial image that looks like a backup.
-		os.Remove(opt.Dst)
-		os.Remove(opt.Dst + ".gpt.json")
-		os.Remove(opt.Dst + ".sha256")
-		os.Remove(opt.Dst + ".bmap")
-		removeSignatures(opt.Dst)
-	}
-	return res, err
+	return backupTo(ctx, opt)
 }
 
-func backupTo(ctx context.Context, opt *Options, created *bool) (*Result, error) {
+func backupTo(ctx context.Context, opt *Options) (*Result, error) {
 	switch opt.Compress {
 	case "zstd", "gzip", "none":
 	default:
@@ -64,9 +57,13 @@ func backupTo(ctx context.Context, opt *Options, created *bool) (*Result, error)
 	defer src.Close()
 
 	toStdout := opt.Dst == "-"
-	var out *os.File
+	var out io.Writer // the image file's bytes
+	var outFile *os.File
+	var imgFile DestFile
+	var dest Destination
+	base := filepath.Base(opt.Dst)
 	if toStdout {
-		out = os.Stdout
+		out, outFile = os.Stdout, os.Stdout
 	} else {
 		fi, err := os.Stat(opt.Dst)
 		switch {
@@ -82,11 +79,19 @@ func backupTo(ctx context.Context, opt *Options, created *bool) (*Result, error)
 		case err != nil && !errors.Is(err, fs.ErrNotExist):
 			return nil, fmt.Errorf("backup target: %w", err)
 		}
-		if out, err = os.OpenFile(opt.Dst, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644); err != nil {
-			return nil, fmt.Errorf("creating %s: %w", opt.Dst, err)
+		d := newDirDest(filepath.Dir(opt.Dst))
+		for _, m := range d.clean(base) {
+			opt.logf("removed %s, left by a backup that did not finish", m)
 		}
-		*created = true
-		defer out.Close()
+		dest = d
+		defer dest.Abort()
+		if imgFile, err = dest.Create(base); err != nil {
+			return nil, err
+		}
+		out = imgFile
+		if of, ok := imgFile.(osFiler); ok {
+			outFile = of.File()
+		}
 	}
 
 	// The GPT layout, read from the source before copying it.
@@ -111,16 +116,20 @@ func backupTo(ctx context.Context, opt *Options, created *bool) (*Result, error)
 	var finish func(total int64) error
 	switch opt.Compress {
 	case "none":
-		if toStdout {
-			w = &streamWriter{w: out, name: "stdout"}
-			finish = func(int64) error { return nil }
+		if toStdout || outFile == nil {
+			sw := &streamWriter{w: io.MultiWriter(out, fileHash), name: opt.Dst}
+			if toStdout {
+				sw.name = "stdout"
+			}
+			w = sw
+			finish = func(int64) error { res.DataBytes = sw.n; return nil }
 			break
 		}
-		sink := &rawSink{f: out, name: opt.Dst, limit: -1, gran: 4096, minZero: 4096, mode: zeroSkip}
+		sink := &rawSink{f: outFile, name: opt.Dst, limit: -1, gran: 4096, minZero: 4096, mode: zeroSkip}
 		w = sink
 		finish = func(total int64) error {
 			res.DataBytes, res.ZeroBytes = sink.dataBytes, sink.zeroBytes
-			if err := out.Truncate(total); err != nil {
+			if err := outFile.Truncate(total); err != nil {
 				return fmt.Errorf("setting the size of %s: %w", opt.Dst, err)
 			}
 			return nil
@@ -175,14 +184,16 @@ func backupTo(ctx context.Context, opt *Options, created *bool) (*Result, error)
 		return res, err
 	}
 	if !toStdout {
-		if err := out.Sync(); err != nil {
-			return res, fmt.Errorf("flushing %s: %w", opt.Dst, err)
+		if outFile != nil {
+			fi, err := outFile.Stat()
+			if err != nil {
+				return res, err
+			}
+			res.TargetSize = fi.Size()
 		}
-		fi, err := out.Stat()
-		if err != nil {
-			return res, err
+		if err := imgFile.Close(); err != nil {
+			return res, fmt.Errorf("writing %s: %w", opt.Dst, err)
 		}
-		res.TargetSize = fi.Size()
 	}
 	if len(res.BadRanges) > 0 {
 		opt.logf("%d unreadable ranges were filled with zeros", len(res.BadRanges))
@@ -192,46 +203,93 @@ func backupTo(ctx context.Context, opt *Options, created *bool) (*Result, error)
 		return res, nil
 	}
 
-	if layout != nil {
-		res.LayoutPath = opt.Dst + ".gpt.json"
-		if err := writeFileSync(res.LayoutPath, layout); err != nil {
-			return res, fmt.Errorf("writing the GPT layout file: %w", err)
+	// The companions, then verify, then publish everything at once.
+	put := func(name string, fill func(io.Writer) error) error {
+		f, err := dest.Create(name)
+		if err != nil {
+			return err
 		}
+		bw := bufio.NewWriter(f)
+		if err := fill(bw); err != nil {
+			return fmt.Errorf("writing %s: %w", name, err)
+		}
+		if err := bw.Flush(); err != nil {
+			return fmt.Errorf("writing %s: %w", name, err)
+		}
+		return f.Close()
+	}
+	putBytes := func(name string, b []byte) error {
+		return put(name, func(w io.Writer) error { _, err := w.Write(b); return err })
+	}
+	dir := filepath.Dir(opt.Dst)
+	if layout != nil {
+		if err := put(base+".gpt.json", layout); err != nil {
+			return res, fmt.Errorf("the GPT layout file: %w", err)
+		}
+		res.LayoutPath = opt.Dst + ".gpt.json"
 	} else {
 		opt.logf("%s has no GPT: no layout file written", opt.Src)
+		dest.Drop(base + ".gpt.json")
 	}
 	bm, err := build.b.Finish(sum)
 	if err != nil {
 		return res, fmt.Errorf("block map of %s: %w", opt.Src, err)
 	}
-	res.BmapPath, res.BmapRanges = opt.Dst+".bmap", len(bm.Ranges)
-	if err := writeBmap(res.BmapPath, bm); err != nil {
-		return res, err
+	bmData := bm.Marshal()
+	if err := putBytes(base+".bmap", bmData); err != nil {
+		return res, fmt.Errorf("the block map: %w", err)
 	}
-	res.ManifestPath = opt.Dst + ".sha256"
-	base := filepath.Base(opt.Dst)
+	res.BmapPath, res.BmapRanges = opt.Dst+".bmap", len(bm.Ranges)
+	// The manifest passes `sha256sum -c` in its directory: it lists the
+	// file written; the uncompressed image's SHA-256 (what -sha256 and
+	// rescue.sha256= take) follows in a comment line that sha256sum
+	// skips and checkSigned reads (uncompressedTag).
 	var m strings.Builder
 	if opt.Compress == "none" {
 		fmt.Fprintf(&m, "%s  %s\n", res.SHA256, base)
 	} else {
 		fmt.Fprintf(&m, "%x  %s\n", fileHash.Sum(nil), base)
-		fmt.Fprintf(&m, "%s  %s\n", res.SHA256, rawName(base))
+		fmt.Fprintf(&m, "%s%s  %s\n", uncompressedTag, res.SHA256, rawName(base))
 	}
-	if err := writeFileSync(res.ManifestPath, func(w io.Writer) error { _, err := io.WriteString(w, m.String()); return err }); err != nil {
-		return res, fmt.Errorf("writing the manifest: %w", err)
+	if err := putBytes(base+".sha256", []byte(m.String())); err != nil {
+		return res, fmt.Errorf("the manifest: %w", err)
 	}
-	if err := sign.sign(opt, res); err != nil {
-		return res, err
+	res.ManifestPath = opt.Dst + ".sha256"
+	for _, c := range []struct {
+		name string
+		data []byte
+	}{{base + ".sha256", []byte(m.String())}, {base + ".bmap", bmData}} {
+		sig := sign.sign(c.name, c.data)
+		if sig == nil {
+			dest.Drop(c.name + imgsig.Ext) // an older set's signature would not match
+			continue
+		}
+		if err := putBytes(c.name+imgsig.Ext, sig); err != nil {
+			return res, fmt.Errorf("the signature: %w", err)
+		}
+		res.Signatures = append(res.Signatures, filepath.Join(dir, c.name+imgsig.Ext))
+		opt.logf("signed %s with key %s", filepath.Join(dir, c.name), sign.key.ID())
 	}
 
 	if opt.Verify {
-		if err := verifyImageFile(ctx, opt, opt.Dst, sum); err != nil {
+		path := opt.Dst
+		if df, ok := imgFile.(*dirFile); ok {
+			path = df.tmp
+		}
+		if err := verifyImageFile(ctx, opt, path, sum); err != nil {
 			return res, err
 		}
 		res.Verified = true
 	}
+	if err := dest.Commit(); err != nil {
+		return res, fmt.Errorf("backup written but not published: %w", err)
+	}
 	return res, nil
 }
+
+// uncompressedTag starts the manifest's comment line with the SHA-256 of
+// the uncompressed image of a compressed backup.
+const uncompressedTag = "# uncompressed image: "
 
 // streamWriter is a consumer writing the stream in order to w (a
 // compressor or stdout), zero runs included.

@@ -5,11 +5,14 @@ import (
 	"context"
 	"errors"
 	"io"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/esxi-rescue/rescue/gpt"
 	"github.com/esxi-rescue/rescue/internal/gpttest"
@@ -38,15 +41,20 @@ func TestBackup(t *testing.T) {
 			if o, err := exec.Command("sh", "-c", tc.decompress+" "+out+" | cmp - "+img).CombinedOutput(); err != nil {
 				t.Errorf("%s | cmp: %v %s", tc.decompress, err, o)
 			}
-			// The manifest checks with sha256sum and names the raw image's hash.
-			c := exec.Command("sha256sum", "-c", "--ignore-missing", filepath.Base(res.ManifestPath))
-			c.Dir = bdir
-			if o, err := c.CombinedOutput(); err != nil {
-				t.Errorf("sha256sum -c: %v %s", err, o)
-			}
+			// The manifest passes the real sha256sum -c (strict, no
+			// --ignore-missing) in its directory and names the raw image's hash.
+			checkManifest(t, res.ManifestPath)
 			m, _ := os.ReadFile(res.ManifestPath)
 			if !strings.Contains(string(m), want+"  b.img\n") {
 				t.Errorf("manifest lacks the raw image hash:\n%s", m)
+			}
+			// No temporary file is left.
+			if ents, _ := os.ReadDir(bdir); len(ents) != 4 {
+				var names []string
+				for _, e := range ents {
+					names = append(names, e.Name())
+				}
+				t.Errorf("the backup directory holds %v, want the image and 3 companions", names)
 			}
 			// The layout file holds the disk's exact slots.
 			f, err := os.Open(res.LayoutPath)
@@ -125,5 +133,106 @@ func TestBackupReadError(t *testing.T) {
 	res := mustCopy(t, opt)
 	if len(res.BadRanges) != 1 || res.BadRanges[0].Start != 2<<20 {
 		t.Errorf("bad ranges %+v", res.BadRanges)
+	}
+}
+
+// checkManifest runs sha256sum -c --strict on a manifest in its directory.
+func checkManifest(t testing.TB, manifest string) {
+	t.Helper()
+	c := exec.Command("sha256sum", "-c", "--strict", filepath.Base(manifest))
+	c.Dir = filepath.Dir(manifest)
+	if o, err := c.CombinedOutput(); err != nil {
+		m, _ := os.ReadFile(manifest)
+		t.Errorf("sha256sum -c %s: %v\n%s\nmanifest:\n%s", manifest, err, o, m)
+	}
+}
+
+// TestBackupKilledKeepsOldSet: imgcopy -yes -compress zstd over an
+// existing good backup set, killed (SIGKILL) at moments of the copy and
+// failing on a read error, leaves the old image and its companions
+// byte for byte (sha256sum -c passes); a backup that completes replaces
+// the whole set (a companion the new one lacks is removed) and leaves
+// no temporary file.
+func TestBackupKilledKeepsOldSet(t *testing.T) {
+	gpttest.Need(t, "sgdisk", "sha256sum")
+	imgcopy := buildCmd(t, "imgcopy")
+	dir := t.TempDir()
+	old := sgdiskImage(t, dir, 24<<20, testParts[:2])
+	bdir := t.TempDir()
+	out := filepath.Join(bdir, "disk.img.zst")
+	opt := copyOpts(t, old, out)
+	opt.Compress = "zstd"
+	mustCopy(t, opt)
+	names := []string{"disk.img.zst", "disk.img.zst.sha256", "disk.img.zst.bmap", "disk.img.zst.gpt.json"}
+	snapshot := func() map[string]string {
+		m := map[string]string{}
+		ents, _ := os.ReadDir(bdir)
+		for _, e := range ents {
+			b, _ := os.ReadFile(filepath.Join(bdir, e.Name()))
+			m[e.Name()] = sha256Of(b)
+		}
+		return m
+	}
+	before := snapshot()
+	if len(before) != len(names) {
+		t.Fatalf("fixture: the first backup wrote %v", before)
+	}
+	checkManifest(t, out+".sha256")
+
+	// The new disk: incompressible, fed through stdin at our pace.
+	next := make([]byte, 24<<20)
+	rng := rand.New(rand.NewPCG(3, 4))
+	randomFill(rng, next)
+	for i, feed := range []int{0, 1 << 20, 5 << 20, 11 << 20, 17 << 20, 23 << 20} {
+		cmd := exec.Command(imgcopy, "-q", "-progress", "none", "-yes", "-compress", "zstd", "-", out)
+		stdin, err := cmd.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		stdin.Write(next[:feed])
+		time.Sleep(20 * time.Millisecond)
+		cmd.Process.Signal(syscall.SIGKILL)
+		cmd.Wait()
+		stdin.Close()
+		for _, n := range names {
+			if got := snapshot()[n]; got != before[n] {
+				t.Errorf("kill %d (after %d MiB): %s changed (or vanished)", i, feed>>20, n)
+			}
+		}
+		checkManifest(t, out+".sha256")
+	}
+
+	// A backup failing on a read error leaves the old set too.
+	faultHook = func(r io.ReaderAt) io.ReaderAt { return faultyReader{r, 1 << 20, 1<<20 + 512} }
+	fopt := copyOpts(t, old, out)
+	fopt.Compress, fopt.Yes = "zstd", true
+	_, err := Copy(context.Background(), fopt)
+	faultHook = func(r io.ReaderAt) io.ReaderAt { return r }
+	if err == nil {
+		t.Fatal("a backup with a read error succeeded")
+	}
+	for _, n := range names {
+		if got := snapshot()[n]; got != before[n] {
+			t.Errorf("after a failed backup: %s changed (or vanished)", n)
+		}
+	}
+
+	// A complete one replaces the set; stdin has no GPT: no layout file.
+	cmd := exec.Command(imgcopy, "-q", "-progress", "none", "-yes", "-compress", "zstd", "-", out)
+	cmd.Stdin = bytes.NewReader(next)
+	if o, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("backup: %v\n%s", err, o)
+	}
+	after := snapshot()
+	if len(after) != 3 || after["disk.img.zst.gpt.json"] != "" || after["disk.img.zst"] == before["disk.img.zst"] {
+		t.Errorf("after a complete backup the directory holds %v", after)
+	}
+	checkManifest(t, out+".sha256")
+	res := mustCopy(t, copyOpts(t, out, filepath.Join(dir, "back")))
+	if got := res.SHA256 + res.BmapSHA256; got != sha256Of(next) {
+		t.Errorf("the new backup restores to %s, want %s", got, sha256Of(next))
 	}
 }

@@ -7,6 +7,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // Destination receives the files of one backup (the image and its
@@ -99,12 +101,55 @@ func (d *dirDest) Create(name string) (DestFile, error) {
 		os.Remove(f.Name())
 		return nil, err
 	}
+	// Locked while being written: clean tells a killed backup's
+	// temporary (lock gone with its process) from a running one's.
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return nil, fmt.Errorf("locking %s: %w", f.Name(), err)
+	}
 	df := &dirFile{f: f, name: name, tmp: f.Name()}
 	d.files = append(d.files, df)
 	return df, nil
 }
 
 func (d *dirDest) Drop(name string) { d.drops = append(d.drops, name) }
+
+// clean removes the temporaries a killed backup of base (and its
+// companions) left behind: ".BASE*.tmp-*" files no process holds locked.
+// It returns their names.
+func (d *dirDest) clean(base string) []string {
+	matches, _ := filepath.Glob(filepath.Join(d.dir, "."+globEscape(base)+"*.tmp-*"))
+	var removed []string
+	for _, m := range matches {
+		f, err := os.Open(m)
+		if err != nil {
+			continue
+		}
+		if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() ||
+			unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) != nil {
+			f.Close()
+			continue
+		}
+		if os.Remove(m) == nil {
+			removed = append(removed, m)
+		}
+		f.Close()
+	}
+	return removed
+}
+
+// globEscape quotes the characters filepath.Match treats specially.
+func globEscape(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		if strings.ContainsRune(`*?[\`, r) {
+			b.WriteByte('\\')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
 
 // Commit renames the files in reverse creation order (the image, created
 // first, is published last), removes the dropped names and fsyncs the

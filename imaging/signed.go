@@ -12,6 +12,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/esxi-rescue/rescue/bmap"
@@ -89,7 +90,7 @@ func checkSigned(ctx context.Context, opt *Options, src *source, compression str
 					return nil, err
 				}
 			}
-			m, err := imgsig.ParseManifest(data)
+			m, err := imgsig.ParseManifest(uncommentRaw(data))
 			if err != nil {
 				return nil, fmt.Errorf("the manifest %s: %w", manifest, err)
 			}
@@ -289,27 +290,23 @@ func newSigner(opt *Options) (*signer, error) {
 	return &signer{key: &k}, nil
 }
 
-// sign writes FILE.minisig for the manifest and the block map of res.
-func (s *signer) sign(opt *Options, res *Result) error {
+// uncommentRaw turns the manifest's comment line with the uncompressed
+// image's SHA-256 (uncompressedTag, which sha256sum -c skips) into a
+// sha256sum line for imgsig.ParseManifest; other lines stay as they are.
+func uncommentRaw(data []byte) []byte {
+	lines := strings.SplitAfter(string(data), "\n")
+	for i, l := range lines {
+		if rest, ok := strings.CutPrefix(l, uncompressedTag); ok {
+			lines[i] = rest
+		}
+	}
+	return []byte(strings.Join(lines, ""))
+}
+
+// sign returns the signature of a backup file's data (nil without a key).
+func (s *signer) sign(name string, data []byte) []byte {
 	if s.key == nil {
 		return nil
 	}
-	for _, p := range []string{res.ManifestPath, res.BmapPath} {
-		if p == "" {
-			continue
-		}
-		sig, err := imgsig.SignFile(*s.key, p)
-		if err != nil {
-			return err
-		}
-		res.Signatures = append(res.Signatures, sig)
-		opt.logf("signed %s with key %s: %s", p, s.key.ID(), sig)
-	}
-	return nil
-}
-
-// removeSignatures removes the signatures of a failed backup's files.
-func removeSignatures(dst string) {
-	os.Remove(dst + ".sha256" + imgsig.Ext)
-	os.Remove(dst + ".bmap" + imgsig.Ext)
+	return imgsig.Sign(*s.key, name, data)
 }

@@ -87,9 +87,11 @@ a signature by another key, stops it before anything is written and names
 the file. The signed manifest's SHA-256 must then match the restored bytes.
 
 Backing up (-compress zstd|gzip|none) writes DST plus DST.gpt.json (GPT
-layout), DST.sha256 (sha256sum manifest: the file's hash, and the hash
-of the uncompressed image under the name without .zst/.gz) and DST.bmap
-(block map of the uncompressed image).
+layout), DST.sha256 (sha256sum manifest: the file's hash, checked by
+sha256sum -c in its directory, and in a comment line the hash of the
+uncompressed image, for -sha256) and DST.bmap (block map of the
+uncompressed image), all under temporary names renamed into place at the
+end: a failed or killed backup leaves an older backup set as it was.
 
 Credentials for shares never go on the command line: -cred FILE names a
 file of key=value lines: user=, password=, domain= (SMB), ssh_key=PATH and
