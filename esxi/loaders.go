@@ -120,7 +120,11 @@ func (g LoaderGen) choose(cands []BankReport) LoaderReport {
 		}
 	}
 	if best < 0 {
-		lr.Text = fmt.Sprintf("%s would boot nothing: no valid boot bank among %s (kept: entries %s)", g.Name, where, joinInts(lr.Considered))
+		kept := "none found"
+		if len(lr.Considered) > 0 {
+			kept = "found: entries " + joinInts(lr.Considered)
+		}
+		lr.Text = fmt.Sprintf("%s would boot nothing: no valid boot bank among %s (%s)", g.Name, where, kept)
 		return lr
 	}
 	b := kept[best]

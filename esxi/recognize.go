@@ -183,16 +183,25 @@ func Recognize(t *gpt.Table) (*Match, error) {
 	if len(cands) == 0 {
 		return nil, recNotESXi(used, ss)
 	}
+	if err := recAmbiguous(cands); err != nil {
+		return nil, err
+	}
+	return recBuildMatch(cands, used, ss), nil
+}
+
+// recAmbiguous refuses candidates that fit equally well but put the
+// partitions in different slots, naming them.
+func recAmbiguous(cands []recCandidate) error {
 	for _, c := range cands[1:] {
 		if !recSameMap(c.slotMap, cands[0].slotMap) {
 			var names []string
 			for _, c := range cands {
 				names = append(names, fmt.Sprintf("ESXi %s on a %s, %s (%s)", c.v.family, c.v.media, c.v.name(), recDescribeMap(c.slotMap)))
 			}
-			return nil, fmt.Errorf("esxi: ambiguous: the partitions fit %s, which put them in different slots; use a reference (-ref) instead", strings.Join(names, " and "))
+			return fmt.Errorf("esxi: ambiguous: the partitions fit %s, which put them in different slots; use a reference (-ref) instead", strings.Join(names, " and "))
 		}
 	}
-	return recBuildMatch(cands, used, ss), nil
+	return nil
 }
 
 // recDiskSizes returns the disk sizes to try exact layouts for: this

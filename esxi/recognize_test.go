@@ -402,3 +402,18 @@ func TestRecognizeRefuses(t *testing.T) {
 		t.Error("a table without a valid copy was recognised")
 	}
 }
+
+// TestRecognizeAmbiguous: layouts that fit alike but put the partitions
+// in different slots are refused, naming both. (No two layouts of the
+// matrix do so: TestRecognizeLayouts would fail.)
+func TestRecognizeAmbiguous(t *testing.T) {
+	a := recCandidate{v: recVariants[0], slotMap: map[int]int{1: 1, 2: 5}}
+	b := recCandidate{v: recVariants[2], slotMap: map[int]int{1: 1, 2: 6}}
+	err := recAmbiguous([]recCandidate{a, b})
+	if err == nil || !strings.Contains(err.Error(), "ambiguous") || !strings.Contains(err.Error(), "2->5") || !strings.Contains(err.Error(), "2->6") {
+		t.Errorf("err = %v", err)
+	}
+	if err := recAmbiguous([]recCandidate{a, {v: recVariants[1], slotMap: map[int]int{1: 1, 2: 5}}}); err != nil {
+		t.Errorf("same slots refused: %v", err)
+	}
+}

@@ -79,10 +79,18 @@ func TestLayouts(t *testing.T) {
 		name string
 		opt  BrokenOptions
 		bus  string
+		say  string // a console line the fix must print ("" = none)
 	}{
-		{"6.7-sorted-ahci", BrokenOptions{Version: "6.7", Size: "4G", Mode: "sorted"}, "ahci"},
-		{"7.0-stale-backup-scsi", BrokenOptions{Version: "7.0", Size: "8G", DamageSize: "10G", Mode: "stale-backup"}, "scsi"},
-		{"7.0-sorted-4Kn", BrokenOptions{Version: "7.0", Size: "8G", Mode: "sorted", SectorSize: 4096}, "virtio-4k"},
+		{"6.7-sorted-ahci", BrokenOptions{Version: "6.7", Size: "4G", Mode: "sorted"}, "ahci", ""},
+		{"7.0-stale-backup-scsi", BrokenOptions{Version: "7.0", Size: "8G", DamageSize: "10G", Mode: "stale-backup"}, "scsi", ""},
+		{"7.0-sorted-4Kn", BrokenOptions{Version: "7.0", Size: "8G", Mode: "sorted", SectorSize: 4096}, "virtio-4k", ""},
+		// The incident's compaction on 7.0 and 8.0 disks (8.0 needs room
+		// for OSDATA: 40 GB); the 7.0 loader would boot the right bank
+		// from slot 2, the 5/6-only loader nothing.
+		{"7.0-compacted-virtio", BrokenOptions{Version: "7.0", Size: "8G", DamageSize: "10G", Mode: "windows"}, "virtio",
+			"before fix: ESXi 7.0 to 7.0u1 would boot entry 2"},
+		{"8.0-compacted-scsi", BrokenOptions{Version: "8.0", Size: "40G", DamageSize: "48G", Mode: "windows"}, "scsi",
+			"before fix: ESXi 7.0u2 and later would boot entry 2"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -91,13 +99,16 @@ func TestLayouts(t *testing.T) {
 				t.Fatal(err)
 			}
 			before := damagedDigests(t, b)
-			handsOff(t, VM{
+			r, _ := handsOff(t, VM{
 				Name:   t.Name(),
 				Kernel: a.Kernel, Initrd: a.Initramfs,
 				Cmdline: KernelCmdline(handsOffFix...),
 				Disks:   []Disk{{Path: b.Damaged, Bus: tc.bus}},
 			}, nil)
 			checkFixed(t, b, before)
+			if tc.say != "" && !strings.Contains(r.Output(), tc.say) {
+				t.Errorf("the console lacks %q (log %s)", tc.say, r.LogPath())
+			}
 		})
 	}
 }
