@@ -200,3 +200,29 @@ func (rep *BootReport) LoadersDiffer() bool {
 	}
 	return false
 }
+
+// BankLines says in plain words each boot bank's build=, updated= and
+// bootstate=, and which bank the loader that applies picks and why.
+func (rep *BootReport) BankLines() []string {
+	var out []string
+	for _, b := range append(append([]BankReport(nil), rep.Banks...), rep.Others...) {
+		if !b.Present || b.UUID == "" {
+			continue
+		}
+		state := "valid"
+		if !b.Valid {
+			state = "not bootable: " + b.Reason
+		}
+		if b.BootCfg {
+			out = append(out, fmt.Sprintf("boot bank at entry %d (%s): build=%s updated=%d bootstate=%d, %s", b.Slot, b.UUID, b.Build, b.Updated, b.BootState, state))
+		} else {
+			out = append(out, fmt.Sprintf("boot bank at entry %d (%s): %s", b.Slot, b.UUID, state))
+		}
+	}
+	for _, l := range rep.Loaders {
+		if l.Applies {
+			out = append(out, "this disk's loader: "+l.Text)
+		}
+	}
+	return out
+}

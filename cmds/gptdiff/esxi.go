@@ -30,7 +30,7 @@ func esxiFindings(refPath, tgtPath string, tgt *gpt.Table) []string {
 	if _, err := esxi.Recognize(tgt); err != nil {
 		return nil
 	}
-	var out []string
+	out := rep.BankLines()
 	if rep.LoadersDiffer() {
 		for _, l := range rep.Loaders {
 			out = append(out, l.Text)

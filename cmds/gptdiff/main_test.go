@@ -261,6 +261,8 @@ func TestESXiFindings(t *testing.T) {
 	}
 	for _, want := range []string{
 		"ESXi on the target, beyond the table",
+		"boot bank at entry 2",
+		"this disk's loader: ESXi 7.0 to 7.0u1 would boot entry 2",
 		"ESXi 5.0 to 6.7u1 would boot nothing",
 		"ESXi 7.0 to 7.0u1 would boot entry 2",
 		"esxcli storage vmfs snapshot list",
@@ -270,7 +272,7 @@ func TestESXiFindings(t *testing.T) {
 			t.Errorf("report lacks %q:\n%s", want, out)
 		}
 	}
-	if _, out, _ := gptdiff(ref, ref); strings.Contains(out, "beyond the table") {
+	if _, out, _ := gptdiff(ref, ref); strings.Contains(out, "snapshot") || strings.Contains(out, "Windows") || strings.Contains(out, "would boot nothing") {
 		t.Errorf("findings on the reference itself:\n%s", out)
 	}
 }

@@ -590,6 +590,9 @@ func (s *System) Verify(ctx context.Context, c *cmdline.Config, dst string) (any
 // generation's choice where they differ, the VMFS volumes' disk identity
 // against the target's own (the snapshot trap), Windows leftovers.
 func (s *System) esxiFindings(br *esxi.BootReport, dst string) {
+	for _, l := range br.BankLines() {
+		s.Con.Printf("verify: %s", l)
+	}
 	if br.LoadersDiffer() {
 		for _, l := range br.Loaders {
 			s.Con.Printf("verify: %s", l.Text)
