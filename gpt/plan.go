@@ -259,6 +259,18 @@ func PlanFix(t *Table, opt FixOptions) (*Plan, error) {
 				last, oldBackupLBA, HumanBytes(t.DiskSize)))
 		}
 	}
+	// A last usable LBA over the backup array or past the disk end (a
+	// header written for a bigger disk, or by a broken tool) is set just
+	// before the backup array, as sgdisk -e does; the partitions are
+	// checked against it below.
+	usableWhy := ""
+	if limit := backupLBA - S - 1; backupLBA > S+1 && nh.LastUsableLBA > limit {
+		usableWhy = fmt.Sprintf(": it ran over the backup entry array at LBA %d-%d", backupLBA-S, backupLBA-1)
+		if nh.LastUsableLBA > last {
+			usableWhy = fmt.Sprintf(": it ran past the disk's last LBA %d", last)
+		}
+		nh.LastUsableLBA = limit
+	}
 	if opt.Ref != nil && !fromRef && madeFor(opt.Ref) == t.DiskSize {
 		if rb := opt.Ref.Best(); rb != nil && rb.Header.NumEntries == h.NumEntries && rb.Header.EntrySize == h.EntrySize {
 			rh := rb.Header
@@ -274,7 +286,7 @@ func PlanFix(t *Table, opt FixOptions) (*Plan, error) {
 		}
 	}
 	if nh.LastUsableLBA != h.LastUsableLBA {
-		p.Steps = append(p.Steps, fmt.Sprintf("set the last LBA usable for partitions to %d (was %d)", nh.LastUsableLBA, h.LastUsableLBA))
+		p.Steps = append(p.Steps, fmt.Sprintf("set the last LBA usable for partitions to %d (was %d%s)", nh.LastUsableLBA, h.LastUsableLBA, usableWhy))
 	}
 	primaryEntryLBA := uint64(2)
 	if src.Which == "primary" {
@@ -298,9 +310,8 @@ func PlanFix(t *Table, opt FixOptions) (*Plan, error) {
 			continue
 		}
 		e := s.Entry()
-		if e.Last > nh.LastUsableLBA || e.First < nh.FirstUsableLBA {
-			return nil, fmt.Errorf("gpt: partition %d (LBA %d-%d) does not fit in this disk's usable range LBA %d-%d: the disk (%s) is smaller than the table needs; refusing to change anything",
-				s.Index, e.First, e.Last, nh.FirstUsableLBA, nh.LastUsableLBA, HumanBytes(t.DiskSize))
+		if err := entryFits(s.Index, e, h, nh, last, t.DiskSize, ss); err != nil {
+			return nil, err
 		}
 	}
 
@@ -403,6 +414,29 @@ func PlanFix(t *Table, opt FixOptions) (*Plan, error) {
 		return nil, err
 	}
 	return p, nil
+}
+
+// entryFits checks that entry slot (e) lies in the new usable range of
+// nh. When it does not, the error says why: a bad entry (it ends before
+// it starts, or lies outside the usable range of its own table h) or a
+// disk too small for a partition that fitted the table it came from.
+func entryFits(slot int, e Entry, h, nh Header, last uint64, size int64, ss int) error {
+	if e.First >= nh.FirstUsableLBA && e.Last <= nh.LastUsableLBA && e.First <= e.Last {
+		return nil
+	}
+	const refuse = "; refusing to change anything"
+	switch {
+	case e.Last < e.First:
+		return fmt.Errorf("gpt: partition %d is a bad entry: it ends (LBA %d) before it starts (LBA %d); fix or delete it by hand%s", slot, e.Last, e.First, refuse)
+	case e.First < h.FirstUsableLBA || e.Last > h.LastUsableLBA && e.Last <= last:
+		return fmt.Errorf("gpt: partition %d (LBA %d-%d) is a bad entry: it lies outside its own table's usable range LBA %d-%d (this is not about the disk's size); fix it by hand%s",
+			slot, e.First, e.Last, h.FirstUsableLBA, h.LastUsableLBA, refuse)
+	case e.Last > last:
+		return fmt.Errorf("gpt: partition %d (LBA %d-%d) runs past the end of this disk (last LBA %d): the disk (%s) is smaller than the table needs (%s)%s",
+			slot, e.First, e.Last, last, HumanBytes(size), HumanBytes(int64(e.Last+1)*int64(ss)), refuse)
+	}
+	return fmt.Errorf("gpt: partition %d (LBA %d-%d) does not fit in this disk's usable range LBA %d-%d: the disk (%s) is too small for it and the backup GPT behind it%s",
+		slot, e.First, e.Last, nh.FirstUsableLBA, nh.LastUsableLBA, HumanBytes(size), refuse)
 }
 
 // headerFieldDiff lists the fields that differ between an old and a new

@@ -43,15 +43,17 @@ Examples:
   gptdiff -save sda-layout.json /dev/sda   record a disk's table for later
   gptdiff -json sda-layout.json /dev/sda
 
-Exit status: 0 the tables match slot for slot (differences a bigger disk
-causes by itself, such as where the backup table sits, do not count);
-1 they differ, or the target's table is damaged; 2 error.
+Exit status: 0 the tables match slot for slot and the target needs no
+repair; 1 they differ, the target's table is damaged, or it needs a repair
+gptfix TARGET would make (e.g. the backup table moved to the end of a
+bigger disk; -slots-only leaves such repairs out); 2 error.
 
 Flags:
 `
 
 type options struct {
 	json      bool
+	slotsOnly bool
 	save      string
 	sector    int
 	refSector int
@@ -72,6 +74,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&o.json, "json", false, "print the comparison as JSON")
 	fs.StringVar(&o.save, "save", "", "save TARGET's table as a layout `FILE` (JSON, usable later as REF)")
 	fs.IntVar(&o.sector, "sector", 0, "logical sector `size` (512 or 4096) of image files; disks report their own (default 512)")
+	fs.BoolVar(&o.slotsOnly, "slots-only", false, "compare the slots only: a target that matches but needs a repair (e.g. its backup GPT moved to the end) counts as the same")
 	fs.IntVar(&o.refSector, "ref-sector", 0, "sector `size` of REF when it differs from -sector")
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
@@ -120,13 +123,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	d := gpt.Compare(ref, target)
+	var rep repair
+	if !o.slotsOnly {
+		rep = planRepair(tgtPath, target)
+	}
+	same := d.Same() && !rep.Needed
 	if o.json {
 		out := struct {
 			Reference source    `json:"reference"`
 			Target    source    `json:"target"`
 			Same      bool      `json:"same"`
+			SameSlots bool      `json:"same_slots"`
+			Repair    repair    `json:"repair"`
 			Diff      *gpt.Diff `json:"diff"`
-		}{describeSource(refPath, ref), describeSource(tgtPath, target), d.Same(), d}
+		}{describeSource(refPath, ref), describeSource(tgtPath, target), same, d.Same(), rep, d}
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		if err := enc.Encode(out); err != nil {
@@ -134,9 +144,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 	} else {
-		report(stdout, refPath, ref, tgtPath, target, d)
+		report(stdout, refPath, ref, tgtPath, target, d, rep)
 	}
-	if d.Same() {
+	if same {
 		return 0
 	}
 	return 1

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -91,10 +92,20 @@ func TestIncident(t *testing.T) {
 		}
 	}
 
-	// Only restored onto a bigger disk: same slots, exit 0, backup noted.
+	// Only restored onto a bigger disk: same slots, but gptfix would move
+	// the backup: exit 1 and the repair said; -slots-only: exit 0.
 	code, out, _ = gptdiff(ref, restored)
-	if code != 0 || !strings.Contains(out, "Verdict: SAME") || !strings.Contains(out, "not at the end of the disk") {
-		t.Errorf("restored: exit %d\n%s", code, out)
+	if code != 1 || !strings.Contains(out, "Verdict: SAME SLOTS, BUT THE TARGET NEEDS A REPAIR") || !strings.Contains(out, "write the backup GPT at the disk's last LBA") {
+		t.Errorf("restored: exit %d, want 1 and the repair\n%s", code, out)
+	}
+	code, out, _ = gptdiff("-slots-only", ref, restored)
+	if code != 0 || !strings.Contains(out, "Verdict: SAME.") || !strings.Contains(out, "not at the end of the disk") {
+		t.Errorf("restored, -slots-only: exit %d\n%s", code, out)
+	}
+	// After gptfix's repair (done here by sgdisk -e, independently) it is SAME.
+	gpttest.Run(t, "sgdisk", "-e", restored)
+	if code, out, _ := gptdiff(ref, restored); code != 0 || !strings.Contains(out, "Verdict: SAME.") {
+		t.Errorf("restored and moved by sgdisk -e: exit %d\n%s", code, out)
 	}
 
 	// Restored onto a smaller disk: partition 3 is cut off.
@@ -274,5 +285,40 @@ func TestESXiFindings(t *testing.T) {
 	}
 	if _, out, _ := gptdiff(ref, ref); strings.Contains(out, "snapshot") || strings.Contains(out, "Windows") || strings.Contains(out, "would boot nothing") {
 		t.Errorf("findings on the reference itself:\n%s", out)
+	}
+}
+
+// TestNeedsRepair: a target whose headers' LastUsableLBA runs past the
+// disk end matches its reference slot for slot but is not SAME: gptfix
+// (like sgdisk -e) would repair it. A layout file as target is only a
+// table: nothing to repair there.
+func TestNeedsRepair(t *testing.T) {
+	dir := t.TempDir()
+	ref := esxiImage(t, dir, "ref.img", "6.7", 8*gib)
+	tgt := filepath.Join(dir, "tgt.img")
+	rawCopy(t, ref, tgt, 8*gib)
+	last := uint64(8*gib/512 - 1)
+	for _, lba := range []uint64{1, last} {
+		gpttest.RewriteCopy(t, tgt, 512, lba, func(h, a []byte) { binary.LittleEndian.PutUint64(h[0x30:], last+64) })
+	}
+	code, out, errs := gptdiff(ref, tgt)
+	if code != 1 || !strings.Contains(out, "NEEDS A REPAIR") || !strings.Contains(out, "set the last LBA usable for partitions") {
+		t.Errorf("LastUsableLBA past the end: exit %d, want 1 and the repair\n%s%s", code, out, errs)
+	}
+	code, out, _ = gptdiff("-json", ref, tgt)
+	var js struct {
+		Same      bool `json:"same"`
+		SameSlots bool `json:"same_slots"`
+		Repair    struct{ Needed bool }
+	}
+	if err := json.Unmarshal([]byte(out), &js); err != nil || code != 1 || js.Same || !js.SameSlots || !js.Repair.Needed {
+		t.Errorf("-json: exit %d %v %+v", code, err, js)
+	}
+	layout := filepath.Join(dir, "tgt.json")
+	if code, _, errs := gptdiff("-save", layout, ref); code != 0 {
+		t.Fatal(errs)
+	}
+	if code, out, _ := gptdiff(ref, layout); code != 0 {
+		t.Errorf("layout file as target: exit %d\n%s", code, out)
 	}
 }

@@ -46,7 +46,7 @@ func trunc(s string, n int) string {
 }
 
 // report prints the human-readable comparison.
-func report(w io.Writer, refPath string, ref *gpt.Table, tgtPath string, tgt *gpt.Table, d *gpt.Diff) {
+func report(w io.Writer, refPath string, ref *gpt.Table, tgtPath string, tgt *gpt.Table, d *gpt.Diff, rep repair) {
 	fmt.Fprintf(w, "Reference: %s\n", describeSource(refPath, ref))
 	fmt.Fprintf(w, "Target:    %s\n\n", describeSource(tgtPath, tgt))
 	fmt.Fprintln(w, "Partitions by number (slot in the partition table); sectors are first-last:")
@@ -62,9 +62,12 @@ func report(w io.Writer, refPath string, ref *gpt.Table, tgtPath string, tgt *gp
 		fmt.Fprintf(w, "  %4s  slots %d-%d are empty in both\n", "", len(d.Slots)+1, n)
 	}
 	fmt.Fprintln(w)
-	if d.Same() {
+	switch {
+	case d.Same() && rep.Needed:
+		fmt.Fprintf(w, "Verdict: SAME SLOTS, BUT THE TARGET NEEDS A REPAIR. %s.\n", capitalize(d.Verdict))
+	case d.Same():
 		fmt.Fprintf(w, "Verdict: SAME. %s.\n", capitalize(d.Verdict))
-	} else {
+	default:
 		fmt.Fprintf(w, "Verdict: DIFFERENT. %s.\n", capitalize(d.Verdict))
 	}
 	if len(d.Moves) > 0 {
@@ -85,6 +88,12 @@ func report(w io.Writer, refPath string, ref *gpt.Table, tgtPath string, tgt *gp
 	section(w, "Findings on the target", append(problems(d.Findings), sectorHint(tgtPath, tgt)...))
 	section(w, "Findings on the reference", append(problems(d.RefFindings), sectorHint(refPath, ref)...))
 	section(w, "ESXi on the target, beyond the table", esxiFindings(refPath, tgtPath, tgt))
+	switch {
+	case rep.Error != "":
+		section(w, "gptfix cannot repair the target", []string{rep.Error})
+	case rep.Needed:
+		section(w, "What gptfix TARGET would repair (run it to see the plan; -slots-only ignores this)", rep.Steps)
+	}
 }
 
 // sectorHint says when an image without a GPT at LBA 1 has one with the
