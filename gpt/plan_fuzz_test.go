@@ -212,16 +212,9 @@ func pfFixCRCs(b []byte) {
 	}
 }
 
-// pfUndoPath returns a fresh undo file path, in memory (/dev/shm) when
-// possible: Apply fsyncs the file and its directory, which on a busy disk
-// makes every fuzz input slow.
+// pfUndoPath returns a fresh undo file path in the input's own
+// t.TempDir(), which the testing package removes (never a shared place
+// such as /tmp or /dev/shm where undo files would pile up).
 func pfUndoPath(t *testing.T) string {
-	f, err := os.CreateTemp("/dev/shm", "gpt-fuzz-undo-*.json")
-	if err != nil {
-		return filepath.Join(t.TempDir(), "undo.json")
-	}
-	f.Close()
-	os.Remove(f.Name())
-	t.Cleanup(func() { os.Remove(f.Name()) })
-	return f.Name()
+	return filepath.Join(t.TempDir(), "undo.json")
 }

@@ -5,10 +5,14 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -64,15 +68,42 @@ func MarshalUndo(u *Undo) ([]byte, error) {
 // LoadUndo reads and checks an undo file: format, checksum, and that every
 // record is a whole sector whose old bytes match their own checksum.
 func LoadUndo(path string) (*Undo, error) {
-	f, err := os.Open(path)
+	notUndo := fmt.Errorf("gpt: %s is not an undo file (not a regular file of at most %d bytes)", path, maxUndoBytes)
+	// Checked before opening, and opened non-blocking: open(2) of a FIFO
+	// would wait for a writer.
+	if fi, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("gpt: reading the undo file: %w", err)
+	} else if !fi.Mode().IsRegular() {
+		return nil, notUndo
+	}
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, fmt.Errorf("gpt: reading the undo file: %w", err)
 	}
 	defer f.Close()
 	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() || fi.Size() > maxUndoBytes {
-		return nil, fmt.Errorf("gpt: %s is not an undo file (not a regular file of at most %d bytes)", path, maxUndoBytes)
+		return nil, notUndo
 	}
 	return ParseUndo(f)
+}
+
+// UndoPath returns a path for a new undo file in dir that does not exist
+// yet: prefix, the UTC time to the nanosecond, the process ID and, should
+// that name be taken, a counter ("gptfix-undo-sda-20260101T120000.123456789Z-4242.json").
+// Two runs, even in the same second, never get the same name, and Apply
+// creates the file with O_EXCL, so none can overwrite another's.
+func UndoPath(dir, prefix string) string {
+	base := fmt.Sprintf("%s-%s-%d", prefix, time.Now().UTC().Format("20060102T150405.000000000Z"), os.Getpid())
+	for n := 0; ; n++ {
+		name := base + ".json"
+		if n > 0 {
+			name = fmt.Sprintf("%s-%d.json", base, n)
+		}
+		p := filepath.Join(dir, name)
+		if _, err := os.Lstat(p); errors.Is(err, fs.ErrNotExist) {
+			return p
+		}
+	}
 }
 
 // ParseUndo parses an undo file from r (see LoadUndo).

@@ -23,7 +23,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/esxi-rescue/rescue/esxi"
 	"github.com/esxi-rescue/rescue/gpt"
@@ -61,7 +60,7 @@ Examples:
   gptfix /dev/sda                      show what is wrong and the plan
   gptfix -esxi /dev/sda                also put ESXi entries back in their slots
   gptfix -ref esxi-orig.img -yes /dev/sda
-  gptfix -undo gptfix-undo-sda-20260101T120000Z.json -yes /dev/sda
+  gptfix -undo gptfix-undo-sda-20260101T120000.123456789Z-4242.json -yes /dev/sda
   gptfix -undo /media/RESCUE/rescue-logs/SN-20260101T120000Z/report.json -yes /dev/sda
                                        (a rescue run's report holds its undo files)
   gptfix -check disk.img               verify only (exit 0 clean, 1 problems)
@@ -454,8 +453,7 @@ func undoFile(dir, target string) (string, error) {
 	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
 		return "", fmt.Errorf("undo directory %s is not a directory", dir)
 	}
-	name := fmt.Sprintf("gptfix-undo-%s-%s.json", filepath.Base(target), time.Now().UTC().Format("20060102T150405.000Z"))
-	return filepath.Join(dir, name), nil
+	return gpt.UndoPath(dir, "gptfix-undo-"+filepath.Base(target)), nil
 }
 
 func saveLayout(path string, t *gpt.Table) error {
