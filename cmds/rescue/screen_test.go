@@ -146,6 +146,16 @@ func TestScreenFix(t *testing.T) {
 	}
 	head := readRange(t, filepath.Join(dir, "sda.img"), 0, 34*512)
 
+	// A resize redraws the screen at the new size.
+	p.tmux("resize-window", "-t", "main", "-x", "100", "-y", "30")
+	s = p.wait(`(?m)^ ESXi rescue dev \| home {70,}$`, 10*time.Second)
+	checkLayout(t, s, 100, 30)
+	if lines := strings.Split(strings.TrimRight(s, "\n"), "\n"); len([]rune(lines[0])) != 100 {
+		t.Errorf("title line %d wide after resizing to 100 columns: %q", len([]rune(lines[0])), lines[0])
+	}
+	p.tmux("resize-window", "-t", "main", "-x", "80", "-y", "24")
+	time.Sleep(300 * time.Millisecond)
+
 	p.keys("1")
 	s = p.wait(`\[f\] Fix it now`, 10*time.Second)
 	checkLayout(t, s, 80, 24)
@@ -180,7 +190,7 @@ func TestScreenFix(t *testing.T) {
 		t.Error("the fixed entry array differs from the original's")
 	}
 	p.keys("Enter")
-	s = p.wait(`\[s\] Shell`, 10*time.Second)
+	s = p.wait(`sda.img .*\n.*entries in their slots`, 20*time.Second)
 	if strings.Contains(s, "out of place") {
 		t.Errorf("home still shows the damage:\n%s", s)
 	}

@@ -142,9 +142,11 @@ func (m *Model) pop() {
 	m.flash = ""
 }
 
-// home pops back to the home screen and scans again.
+// home pops back to the home screen and scans again; until the scan is
+// back the home screen says so rather than show what was there before.
 func (m *Model) home() tea.Cmd {
 	m.stack, m.offs = m.stack[:1], m.offs[:1]
+	m.hw, m.flash = nil, ""
 	return m.scan()
 }
 
