@@ -359,6 +359,16 @@ func recDescribeMap(m map[int]int) string {
 	return strings.Join(s, " ")
 }
 
+// recAll reports whether f holds for every candidate.
+func recAll(cands []recCandidate, f func(recCandidate) bool) bool {
+	for _, c := range cands {
+		if !f(c) {
+			return false
+		}
+	}
+	return true
+}
+
 // recJoin joins the distinct values of f over cands with " or ".
 func recJoin(cands []recCandidate, f func(recCandidate) string) string {
 	var out []string
@@ -381,6 +391,11 @@ func recBuildMatch(cands []recCandidate, used []recEntry, ss int) *Match {
 	m.Family = recJoin(cands, func(c recCandidate) string { return c.v.family })
 	m.Medium = recJoin(cands, func(c recCandidate) string { return string(c.v.media) })
 	m.Variant = recJoin(cands, func(c recCandidate) string { return c.v.name() })
+	if recAll(cands, func(c recCandidate) bool { return c.v.sms != "" }) {
+		// 7.x/8.x on a disk: name the systemMediaSize= values that fit
+		sms := recJoin(cands, func(c recCandidate) string { return c.v.sms })
+		m.Variant = "fresh install, systemMediaSize=" + strings.ReplaceAll(sms, " or ", "|")
+	}
 	if strings.HasPrefix(m.Family, "5.x") {
 		m.Variant += " (or a 6.x host upgraded from 5.x: it keeps the 5.x table)"
 	}
