@@ -21,6 +21,7 @@ import (
 	"github.com/esxi-rescue/rescue/rescue/console"
 	"github.com/esxi-rescue/rescue/rescue/flow"
 	"github.com/esxi-rescue/rescue/rescue/inventory"
+	"github.com/esxi-rescue/rescue/rescue/keep"
 	"github.com/esxi-rescue/rescue/rescue/record"
 	"github.com/esxi-rescue/rescue/rescue/report"
 	"github.com/esxi-rescue/rescue/rescue/system"
@@ -93,11 +94,11 @@ Flags:
 	}
 	rep.Settings = cfg.Summary()
 
-	rec.Configure(cfg)
 	sys := system.New(con)
 	sys.ExtraModules = cfg.Modules
 	sys.DiskTimeout = *diskWait
-	sys.Keep, sys.OnProgress, sys.BaseArgs = rec.Stick, rec.Progress, args
+	sys.OnProgress, sys.BaseArgs = rec.Progress, args
+	rec.OnStick = func(k *keep.Stick) { sys.Keep = k } // found after the disks step
 	ctx := context.Background()
 	out := flow.RunWith(ctx, cfg, sys, con, rep, rec.Observe)
 	cfg = out.Config // the job's, with rescue.job=

@@ -39,18 +39,36 @@ type Recorder struct {
 
 	// StatusInterval overrides status.DefaultInterval (tests).
 	StatusInterval time.Duration
+	// OnStick is told when the stick is found (System.Keep).
+	OnStick func(*keep.Stick)
 
-	log    logBuffer
-	status *status.Poster
-	syslog *remotelog.Sender
-	cfgMu  sync.Mutex
+	root       string
+	identified bool
+	log        logBuffer
+	status     *status.Poster
+	syslog     *remotelog.Sender
+	cfgMu      sync.Mutex
 }
 
-// Start begins the record: host identity and run id in the report, the
-// console log captured, the stick looked for (root is "/" normally).
+// Start begins the record: the console log is captured. root is "/"
+// normally. The machine is identified and the stick looked for once the
+// drivers are loaded and the disks listed (Observe), or at Finish.
 func Start(con *console.Console, rep *report.Report, root string) *Recorder {
-	r := &Recorder{Con: con, Rep: rep}
+	r := &Recorder{Con: con, Rep: rep, root: root}
 	con.Tee(&r.log)
+	rep.Host.ID = "unknown-host"
+	rep.Run = rep.Host.ID + "-" + rep.Start.UTC().Format("20060102T150405Z")
+	return r
+}
+
+// identify fills in the host identity and the run id, and finds the
+// rescue stick (NIC and USB drivers must be loaded by then).
+func (r *Recorder) identify() {
+	if r.identified {
+		return
+	}
+	r.identified = true
+	root, rep, con := r.root, r.Rep, r.Con
 	rep.Host.ID = keep.HostID(root)
 	rep.Host.Serial = keep.Serial(root)
 	if nics, err := (inventory.Sys{Root: root}).NICs(); err == nil {
@@ -58,16 +76,22 @@ func Start(con *console.Console, rep *report.Report, root string) *Recorder {
 			rep.Host.MACs = append(rep.Host.MACs, n.MAC)
 		}
 	}
+	if r.Stick != nil { // given (tests)
+		rep.Run = strings.TrimPrefix(r.Stick.RunDir(), "/"+keep.LogsDir+"/")
+		return
+	}
 	stick, err := keep.New(keep.Options{Root: root, HostID: rep.Host.ID, Time: rep.Start})
 	if err == nil {
 		r.Stick = stick
+		if r.OnStick != nil {
+			r.OnStick(stick)
+		}
 		rep.Run = strings.TrimPrefix(stick.RunDir(), "/"+keep.LogsDir+"/")
 		con.Printf("keep: the rescue stick is %s; this run's files go to %s", stick.Device(), stick.RunDir())
 	} else {
 		rep.Run = keep.Sanitize(rep.Host.ID) + "-" + rep.Start.UTC().Format("20060102T150405Z")
 		con.Printf("keep: %v: undo files and the log are kept only in the report", err)
 	}
-	return r
 }
 
 // Configure starts the live status and the remote syslog when c asks for
@@ -97,9 +121,14 @@ func (r *Recorder) Configure(c *cmdline.Config) {
 	}
 }
 
-// Observe is the flow's observer: live status of the step, and the job's
-// settings applied.
+// Observe is the flow's observer: after the drivers and disks steps the
+// machine is identified and the stick found; live status and syslog
+// start as the settings (the job's, after the job step) ask.
 func (r *Recorder) Observe(step string, index, total int, c *cmdline.Config) {
+	if step == flow.StepDrivers || step == flow.StepDisks {
+		return
+	}
+	r.identify()
 	r.Configure(c)
 	if r.status != nil {
 		r.status.Step(step, index, total)
@@ -126,6 +155,7 @@ type jobResult struct {
 // successful job done (a job not marked done would run again at the next
 // network boot, so the run must not reboot).
 func (r *Recorder) Finish(ctx context.Context, out flow.Outcome, undos []system.UndoFile) error {
+	r.identify()
 	err := out.Err
 	if out.Job != nil {
 		jr := &jobResult{URL: out.Job.URL, Found: out.Job.Found}

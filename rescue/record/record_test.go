@@ -93,7 +93,6 @@ func TestFinish(t *testing.T) {
 	rep := report.New("test")
 	rec := Start(con, rep, t.TempDir())
 	rec.Stick, rec.StatusInterval = stick, 100*time.Millisecond
-	rep.Run = "SN1-20261201T093000Z"
 	cfg, err := cmdline.Parse(cmdline.Split("rescue.action=fix rescue.target=auto rescue.report="+srv.URL+"/status", "test", false))
 	if err != nil {
 		t.Fatal(err)
@@ -144,7 +143,6 @@ func TestFinishJobNotDeleted(t *testing.T) {
 	con := console.New(io.Discard)
 	rep := report.New("test")
 	rec := Start(con, rep, t.TempDir())
-	rec.Stick = nil
 	cfg, _ := cmdline.Parse(nil)
 	err := rec.Finish(context.Background(), flow.Outcome{Config: cfg, Job: &flow.JobInfo{URL: srv.URL, Found: true, Raw: srv.URL}}, nil)
 	if err == nil || !strings.Contains(err.Error(), "403") || rep.Result != "failed" {
