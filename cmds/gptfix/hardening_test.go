@@ -93,3 +93,34 @@ func TestReadOnlyDevice(t *testing.T) {
 		t.Error("written")
 	}
 }
+
+// TestHybridMBRCommand: on a hybrid MBR made by sgdisk -h, -check is
+// clean on its own disk; after a restore onto a bigger disk the repair
+// leaves the MBR byte for byte, says so, and both -check and sgdisk -v
+// are clean afterwards.
+func TestHybridMBRCommand(t *testing.T) {
+	gpttest.Need(t, "sgdisk")
+	dir := t.TempDir()
+	img := filepath.Join(dir, "h.img")
+	gpttest.Sparse(t, dir, "h.img", 1*gib)
+	gpttest.Run(t, "sgdisk", "-n", "1:2048:+100M", "-t", "1:EF00", "-n", "2:0:+200M", "-t", "2:0700", img)
+	gpttest.Run(t, "sgdisk", "-h", "2", img)
+	mbr := gpttest.ReadAt(t, img, 0, 512)
+	if code, out, errOut := gptfix(t, "-check", img); code != 0 {
+		t.Errorf("-check on its own disk: exit %d\n%s%s", code, out, errOut)
+	}
+	os.Truncate(img, 2*gib)
+	code, out, errOut := gptfix(t, "-yes", "-undo-dir", dir, img)
+	if code != 0 || !strings.Contains(out, "hybrid MBR") {
+		t.Errorf("-yes: exit %d\n%s%s", code, out, errOut)
+	}
+	if !bytes.Equal(mbr, gpttest.ReadAt(t, img, 0, 512)) {
+		t.Error("the hybrid MBR was changed")
+	}
+	if code, out, errOut := gptfix(t, "-check", img); code != 0 {
+		t.Errorf("-check after the repair: exit %d\n%s%s", code, out, errOut)
+	}
+	if out, clean := gpttest.SgdiskCheck(t, img); !clean {
+		t.Errorf("sgdisk -v after the repair:\n%s", out)
+	}
+}
