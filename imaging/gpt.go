@@ -60,13 +60,9 @@ func gptLayout(r io.ReaderAt, size int64, sectorSize int) (func(io.Writer) error
 // fixupGPT reads the restored target's GPT, plans the repair its new size
 // needs (the backup moved to the true end, every slot kept byte-identical:
 // gpt.PlanFix with empty FixOptions) and applies it crash-safely with an
-// undo file. It returns the plan in words and whether anything was written.
-func fixupGPT(path string, sectorSize int, undoPath string) (string, bool, error) {
-	dev, err := gpt.OpenDevice(path, sectorSize, true)
-	if err != nil {
-		return "", false, err
-	}
-	defer dev.Close()
+// undo file, on the restore's own held (exclusive) descriptor of the
+// target. It returns the plan in words and whether anything was written.
+func fixupGPT(dev *gpt.Device, undoPath string) (string, bool, error) {
 	t, err := dev.ReadTable()
 	if err != nil {
 		return "", false, err

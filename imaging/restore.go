@@ -36,6 +36,9 @@ func restoreTo(ctx context.Context, opt *Options, partial *string) (*Result, err
 	if err != nil {
 		return nil, err
 	}
+	if err := checkRefuse(opt.Refuse); err != nil {
+		return nil, err
+	}
 	res := &Result{}
 	src, err := openSource(ctx, opt)
 	if err != nil {
@@ -146,10 +149,31 @@ func restoreTo(ctx context.Context, opt *Options, partial *string) (*Result, err
 		}
 	}
 
-	// An existing partition table on a block device needs -yes.
+	// Overwriting anything of value needs -yes: a partition table, a
+	// filesystem or volume signature (on a disk or in an image file), or
+	// a partition given for the whole disk; what is there is shown.
 	if !t.fresh {
-		if desc := describeTable(t.f, t.size, cmp.Or(t.sectorSize, ss)); desc != "" {
-			if t.isBlock && !opt.Yes {
+		desc := describeTable(t.f, t.size, cmp.Or(t.sectorSize, ss))
+		if desc == "" && !t.isBlock {
+			desc = describeTable(t.f, t.size, 4096+512-ss)
+		}
+		if desc == "" {
+			if c := describeContent(t.f, t.size); c != "" {
+				desc = c + " (and no partition table)"
+			}
+		}
+		if t.partOf != "" {
+			what := "nothing known"
+			if desc != "" {
+				what = desc
+			}
+			if !opt.Yes {
+				return nil, refused("%s is partition %d of the disk %s, not a whole disk: a disk image belongs on the whole disk (%s). It holds %s\nuse -yes to write the image into this partition anyway",
+					opt.Dst, t.partNo, t.partOf, t.partOf, what)
+			}
+			opt.logf("WARNING: %s is PARTITION %d OF THE DISK %s, not a whole disk: the image goes into the partition (-yes); it holds %s", opt.Dst, t.partNo, t.partOf, what)
+		} else if desc != "" {
+			if !opt.Yes {
 				return nil, refused("%s already holds %s\nuse -yes to overwrite it", opt.Dst, desc)
 			}
 			opt.logf("overwriting %s, which holds %s", opt.Dst, desc)
@@ -325,7 +349,12 @@ func restoreTo(ctx context.Context, opt *Options, partial *string) (*Result, err
 		}
 		res.Verified = true
 	}
-	t.close()
+	// The O_DIRECT descriptor is done; the held one stays open for the
+	// fix-up, so nothing else gets the disk in between.
+	if t.direct != nil {
+		t.direct.Close()
+		t.direct = nil
+	}
 
 	switch {
 	case !res.HasGPT:
@@ -343,7 +372,8 @@ func restoreTo(ctx context.Context, opt *Options, partial *string) (*Result, err
 		if undo == "" {
 			undo = undoName("", "gpt-fixup", opt.Dst)
 		}
-		desc, applied, err := fixupGPT(t.path, ss, undo)
+		dev := &gpt.Device{File: t.f, Size: res.TargetSize, SectorSize: ss, IsBlock: t.isBlock}
+		desc, applied, err := fixupGPT(dev, undo)
 		if err != nil {
 			return res, fmt.Errorf("the image was written but adapting its GPT to the target failed: %w", err)
 		}
@@ -352,6 +382,7 @@ func restoreTo(ctx context.Context, opt *Options, partial *string) (*Result, err
 			res.UndoPath = undo
 		}
 	}
+	t.close()
 	if err := t.commit(opt.Dst); err != nil {
 		return res, err
 	}

@@ -230,7 +230,7 @@ func checkTarget(path string, isBlock bool, rdev uint64, refuse []string) error 
 		for _, r := range refuse {
 			d, ok := devOfPath(r)
 			if !ok {
-				continue
+				return checkRefuse(refuse)
 			}
 			for _, w := range wholeDisks(d, true) {
 				if name, in := mine[w.dev]; in {
@@ -242,6 +242,24 @@ func checkTarget(path string, isBlock bool, rdev uint64, refuse []string) error 
 	if len(problems) > 0 {
 		sort.Strings(problems)
 		return refused("%s is in use: %s", path, strings.Join(slices.Compact(problems), "; "))
+	}
+	return nil
+}
+
+// checkRefuse checks that every device to refuse is a block device: a
+// misspelt -refuse must not silently protect nothing.
+func checkRefuse(refuse []string) error {
+	for _, r := range refuse {
+		if r == "" {
+			continue
+		}
+		if _, ok := devOfPath(r); !ok {
+			why := "not a block device"
+			if _, err := os.Stat(r); err != nil {
+				why = err.Error()
+			}
+			return fmt.Errorf("-refuse %s: %s; nothing was written", r, why)
+		}
 	}
 	return nil
 }

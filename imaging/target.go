@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 
@@ -29,6 +30,8 @@ type target struct {
 	sectorSize int   // logical sector size of a block device, 0 for files
 	fresh      bool  // a new or empty file: nothing to overwrite, holes cost nothing
 	created    bool  // the file did not exist before: path is Dst.partial, renamed to Dst by commit
+	partOf     string // for a partition: the whole disk's device path ("" for a disk)
+	partNo     int
 }
 
 // commit renames a new file's DST.partial to DST (never over a DST that
@@ -93,6 +96,10 @@ func openTarget(opt *Options, src *source) (*target, error) {
 		if err != nil {
 			return nil, fmt.Errorf("creating %s: %w", t.path, err)
 		}
+		if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("locking %s: %w", t.path, err)
+		}
 		t.f, t.fresh, t.created = f, true, true
 		return t, nil
 	case err != nil:
@@ -108,11 +115,19 @@ func openTarget(opt *Options, src *source) (*target, error) {
 		if err := checkTarget(opt.Dst, false, 0, nil); err != nil {
 			return nil, err
 		}
-		f, err := os.OpenFile(opt.Dst, os.O_RDWR, 0)
-		if err != nil {
-			return nil, fmt.Errorf("opening %s: %w", opt.Dst, err)
+		if src != nil && src.isBlock {
+			var sst unix.Stat_t
+			if unix.Fstat(int(src.file.Fd()), &sst) == nil {
+				if loop := loopOf(sst.Rdev, fi); loop != "" {
+					return nil, refused("%s is the file behind the source %s (%s)", opt.Dst, opt.Src, loop)
+				}
+			}
 		}
-		t.f, t.size, t.fresh = f, fi.Size(), fi.Size() == 0
+		dev, err := openHeld(opt.Dst)
+		if err != nil {
+			return nil, err
+		}
+		t.f, t.size, t.fresh = dev.File, fi.Size(), fi.Size() == 0
 		return t, nil
 	case fi.Mode()&fs.ModeDevice != 0 && fi.Mode()&fs.ModeCharDevice == 0:
 	default:
@@ -131,15 +146,26 @@ func openTarget(opt *Options, src *source) (*target, error) {
 	if err := checkTarget(opt.Dst, true, st.Rdev, opt.Refuse); err != nil {
 		return nil, err
 	}
-	// O_EXCL on a block device: the kernel refuses it while anything has
-	// the device (or a partition) claimed, e.g. mounted.
-	f, err := os.OpenFile(opt.Dst, os.O_RDWR|unix.O_EXCL, 0)
-	if err != nil {
-		if errors.Is(err, unix.EBUSY) {
-			return nil, refused("%s is in use (the kernel refused exclusive access)", opt.Dst)
+	if sfi, err := srcStat(src); err == nil && sfi.Mode().IsRegular() {
+		if loop := loopOf(st.Rdev, sfi); loop != "" {
+			return nil, refused("%s is backed by the source file %s itself (through %s)", opt.Dst, opt.Src, loop)
 		}
-		return nil, fmt.Errorf("opening %s: %w", opt.Dst, err)
 	}
+	if b, err := sysBlock(st.Rdev); err == nil {
+		if n, err := os.ReadFile(filepath.Join(b.dir, "partition")); err == nil {
+			t.partOf = "/dev/" + filepath.Base(filepath.Dir(b.dir))
+			fmt.Sscan(strings.TrimSpace(string(n)), &t.partNo)
+		}
+	}
+	// gpt.OpenDevice holds the disk: BLKROGET (a read-only device is
+	// refused before anything), O_EXCL (the kernel refuses it while
+	// anything has the device or a partition claimed, e.g. mounted) and
+	// flock (gptfix and other imgcopy runs wait for that).
+	dev, err := openHeld(opt.Dst)
+	if err != nil {
+		return nil, err
+	}
+	f := dev.File
 	t.f, t.isBlock = f, true
 	// Big aligned writes go past the page cache (the rescue system runs
 	// from RAM and a restore's data is never read again); odd-sized or
@@ -190,4 +216,58 @@ func describeTable(r io.ReaderAt, size int64, sectorSize int) string {
 		return ""
 	}
 	return fmt.Sprintf("an MBR partition table with %d partitions:%s", n, b.String())
+}
+
+// openHeld opens a restore target writable and held (gpt.OpenDevice:
+// BLKROGET, O_EXCL, flock); busy and read-only targets are refused.
+func openHeld(path string) (*gpt.Device, error) {
+	dev, err := gpt.OpenDevice(path, 512, true)
+	if err != nil && errors.Is(err, gpt.ErrBusy) {
+		return nil, refused("%s is in use: %v", path, err)
+	}
+	if err != nil && errors.Is(err, gpt.ErrReadOnly) {
+		return nil, refused("%s is read-only (BLKROGET): nothing was written: %v", path, err)
+	}
+	if err != nil && strings.Contains(err.Error(), "sectors, not 512") {
+		dev, err = gpt.OpenDevice(path, 4096, true)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("opening %s: %w", path, err)
+	}
+	return dev, nil
+}
+
+// srcStat returns the FileInfo of an opened local source.
+func srcStat(src *source) (os.FileInfo, error) {
+	if src == nil || src.file == nil {
+		return nil, errors.New("no local source")
+	}
+	return src.file.Stat()
+}
+
+// loopOf returns the name of the loop device that the block device rdev
+// is (or a partition of, or stacked on) and that is backed by the file
+// fi, "" when there is none. It asks the loop device itself
+// (LOOP_GET_STATUS64: the backing file's device and inode), so a renamed
+// or deleted backing file is still recognised.
+func loopOf(rdev uint64, fi os.FileInfo) string {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return ""
+	}
+	for _, d := range wholeDisks(rdev, false) {
+		if !strings.HasPrefix(d.name, "loop") {
+			continue
+		}
+		fd, err := unix.Open("/dev/"+d.name, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+		if err != nil {
+			continue
+		}
+		info, err := unix.IoctlLoopGetStatus64(fd)
+		unix.Close(fd)
+		if err == nil && info.Device == uint64(st.Dev) && info.Inode == uint64(st.Ino) {
+			return "/dev/" + d.name
+		}
+	}
+	return ""
 }
