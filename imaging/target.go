@@ -26,10 +26,10 @@ type target struct {
 	f          *os.File
 	direct     *os.File // the block device opened again with O_DIRECT (nil if not possible)
 	isBlock    bool
-	size       int64 // current size (device size; file size)
-	sectorSize int   // logical sector size of a block device, 0 for files
-	fresh      bool  // a new or empty file: nothing to overwrite, holes cost nothing
-	created    bool  // the file did not exist before: path is Dst.partial, renamed to Dst by commit
+	size       int64  // current size (device size; file size)
+	sectorSize int    // logical sector size of a block device, 0 for files
+	fresh      bool   // a new or empty file: nothing to overwrite, holes cost nothing
+	created    bool   // the file did not exist before: path is Dst.partial, renamed to Dst by commit
 	partOf     string // for a partition: the whole disk's device path ("" for a disk)
 	partNo     int
 }
