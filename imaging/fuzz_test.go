@@ -35,7 +35,7 @@ func FuzzRestore(f *testing.F) {
 		if err := os.WriteFile(src, data, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		res, err := Copy(context.Background(), Options{Src: src, Dst: dir + "/out", BufferSize: 4096, Buffers: 2})
+		res, err := Copy(context.Background(), Options{Src: src, Dst: dir + "/out", BufferSize: 4096, Buffers: 2, UndoPath: dir + "/undo"})
 		if err != nil {
 			return
 		}

@@ -353,3 +353,39 @@ func readWhole(path string, n int64) ([]byte, error) {
 	_, err = io.ReadFull(f, b)
 	return b, err
 }
+
+// TestKilledRestoreIntoNewFile: a restore into a new file killed midway
+// leaves no DST (only DST.partial), so the rerun is not refused as "too
+// small" and completes; DST.partial is gone afterwards.
+func TestKilledRestoreIntoNewFile(t *testing.T) {
+	imgcopy := buildCmd(t, "imgcopy")
+	dir := t.TempDir()
+	img := filepath.Join(dir, "img")
+	makeImage(t, img, 16<<20, 64<<10, 1, 5)
+	image, _ := os.ReadFile(img)
+	dst := filepath.Join(dir, "new.img")
+	cmd := exec.Command(imgcopy, "-q", "-progress", "none", "-", dst)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	stdin.Write(image[:8<<20])
+	time.Sleep(50 * time.Millisecond)
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	if _, err := os.Stat(dst); err == nil {
+		t.Errorf("a killed restore left %s, which a rerun takes for a too small target", dst)
+	}
+	res, err := Copy(context.Background(), copyOpts(t, img, dst))
+	if err != nil {
+		t.Fatalf("the rerun: %v", err)
+	}
+	cmpFiles(t, img, dst, -1)
+	if _, err := os.Stat(dst + ".partial"); err == nil {
+		t.Errorf("%s.partial is left after a complete restore", dst)
+	}
+	_ = res
+}

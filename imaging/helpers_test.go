@@ -137,3 +137,17 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	defer l.mu.Unlock()
 	return l.w.Write(p)
 }
+
+// TestMain points TMPDIR at a directory of its own, removed at the end:
+// undo files a restore writes by default (os.TempDir()) never pile up
+// in /tmp, whatever a test or fuzz worker forgets to set.
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "imaging-test-")
+	if err != nil {
+		panic(err)
+	}
+	os.Setenv("TMPDIR", dir)
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}

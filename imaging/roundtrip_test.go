@@ -3,6 +3,7 @@ package imaging
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"strings"
@@ -300,5 +301,41 @@ func TestMakeProgress(t *testing.T) {
 		if p.Rate != c.rate || p.ETA != c.eta {
 			t.Errorf("makeProgress(%d, %d, %s) = rate %v ETA %s, want %v %s", c.done, c.total, c.el, p.Rate, p.ETA, c.rate, c.eta)
 		}
+	}
+}
+
+// TestZstdLongWindow: zstd --long=29 (a 512 MiB window, over the old
+// 256 MiB limit) restores; --long=30 fails with a message that names the
+// window, imgcopy's limit and the flag, not "corrupt".
+func TestZstdLongWindow(t *testing.T) {
+	gpttest.Need(t, "zstd")
+	dir := t.TempDir()
+	raw := dir + "/img"
+	makeImage(t, raw, 4<<20, 64<<10, 0.5, 6)
+	for _, tc := range []struct {
+		long int
+		want string // "" = restores
+	}{
+		{29, ""},
+		{30, "a window of 1.0 GiB exceeds the 512.0 MiB limit of imgcopy; recompress without --long=30"},
+	} {
+		t.Run(fmt.Sprint(tc.long), func(t *testing.T) {
+			zst := fmt.Sprintf("%s/img.%d.zst", dir, tc.long)
+			// Through a pipe: zstd does not know the size, the frame keeps its full window.
+			shell(t, fmt.Sprintf("zstd -q -c --long=%d < %s > %s", tc.long, raw, zst))
+			dst := t.TempDir() + "/out"
+			_, err := Copy(context.Background(), copyOpts(t, zst, dst))
+			if tc.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				cmpFiles(t, raw, dst, -1)
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "corrupt") {
+				t.Fatalf("want %q, got %v", tc.want, err)
+			}
+			t.Logf("refused: %v", err)
+		})
 	}
 }

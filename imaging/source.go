@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 
 	"github.com/esxi-rescue/rescue/udpcast"
+	"github.com/esxi-rescue/rescue/gpt"
 	"github.com/klauspost/compress/zstd"
 	"github.com/klauspost/pgzip"
 	"github.com/ulikunitz/xz"
@@ -312,7 +313,10 @@ func peekCompression(f *os.File) string {
 // the reader of the uncompressed stream, the compression's name and a closer.
 func decompress(r io.Reader) (io.Reader, string, func() error, error) {
 	br := bufio.NewReaderSize(r, 1<<20)
-	head, err := br.Peek(6)
+	head, err := br.Peek(18) // a zstd frame header is at most 18 bytes
+	if len(head) >= 6 {
+		err = nil
+	}
 	if err != nil && !errors.Is(err, io.EOF) {
 		return nil, "", nil, fmt.Errorf("reading the start of the image: %w", err)
 	}
@@ -326,11 +330,11 @@ func decompress(r io.Reader) (io.Reader, string, func() error, error) {
 		}
 		return &wrapErr{zr, "gzip"}, kind, zr.Close, nil
 	case "zstd":
-		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(runtime.NumCPU()), zstd.WithDecoderMaxWindow(256<<20))
+		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(runtime.NumCPU()), zstd.WithDecoderMaxWindow(maxZstdWindow))
 		if err != nil {
 			return nil, "", nil, fmt.Errorf("zstd image: %w", err)
 		}
-		return &wrapErr{zr, "zstd"}, kind, func() error { zr.Close(); return nil }, nil
+		return &zstdErr{wrapErr{zr, "zstd"}, head}, kind, func() error { zr.Close(); return nil }, nil
 	case "xz":
 		zr, err := xz.NewReader(br)
 		if err != nil {
@@ -352,6 +356,39 @@ func (w *wrapErr) Read(p []byte) (int, error) {
 	n, err := w.r.Read(p)
 	if err != nil && err != io.EOF {
 		err = fmt.Errorf("%s image truncated or corrupt: %w", w.kind, err)
+	}
+	return n, err
+}
+
+// maxZstdWindow bounds the memory a zstd decoder may hold for its window:
+// zstd --long=29 (512 MiB) images decode; a larger window (--long=30, 31)
+// is refused by name rather than reported as corruption. The rescue
+// system runs from RAM, so the cap stays well below what zstd allows.
+const maxZstdWindow = 512 << 20
+
+// zstdErr explains a window-size error with the frame's window.
+type zstdErr struct {
+	wrapErr
+	head []byte
+}
+
+func (z *zstdErr) Read(p []byte) (int, error) {
+	n, err := z.r.Read(p)
+	if err != nil && err != io.EOF {
+		if errors.Is(err, zstd.ErrWindowSizeExceeded) {
+			var h zstd.Header
+			win := "more"
+			if h.Decode(z.head) == nil && h.WindowSize > 0 {
+				win = gpt.HumanBytes(int64(h.WindowSize))
+			}
+			long := 0
+			for w := h.WindowSize; w > 1; w >>= 1 {
+				long++
+			}
+			return n, fmt.Errorf("zstd image: a window of %s exceeds the %s limit of imgcopy; recompress without --long=%d (or with --long=29 or less): %w",
+				win, gpt.HumanBytes(maxZstdWindow), max(long, 30), err)
+		}
+		err = fmt.Errorf("%s image truncated or corrupt: %w", z.kind, err)
 	}
 	return n, err
 }
