@@ -122,11 +122,13 @@ if [[ $RESCUE_NONFREE == 1 ]]; then
 	else
 		log "non-free firmware from $NF_URI $NF_SUITE non-free-firmware"
 		printf 'deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] %s %s non-free-firmware\n' "$NF_URI" "$NF_SUITE" >"$APTD/sources.list"
-		if ! apt-get -qq "${APTNF[@]}" update >"$CACHE/logs/apt-nonfree.log" 2>&1; then
+		# apt-get update exits 0 when a mirror cannot be reached; its W:/E: lines say so.
+		if ! apt-get -qq "${APTNF[@]}" update >"$CACHE/logs/apt-nonfree.log" 2>&1 || grep -q '^[WE]: ' "$CACHE/logs/apt-nonfree.log"; then
 			printf '\033[1;31mWARNING: cannot reach %s (see %s); non-free firmware: %s\033[0m\n' "$NF_URI" \
-				"$CACHE/logs/apt-nonfree.log" "$(ls "$APTD"/lists/*Contents-all* >/dev/null 2>&1 && echo 'using the cached package lists' || echo 'none in this build')" >&2
+				"$CACHE/logs/apt-nonfree.log" "$(ls "$APTD"/lists/*Contents-all* >/dev/null 2>&1 && echo 'from the cached package lists' || echo 'none in this build')" >&2
 		fi
 		CONTENTS=$(ls "$APTD"/lists/*non-free-firmware_Contents-all* 2>/dev/null | head -n1 || true)
+		[[ -n $CONTENTS ]] || printf '\033[1;31mWARNING: no non-free-firmware index; building without non-free firmware (firmware-missing.txt lists it)\033[0m\n' >&2
 	fi
 	if ((${#APTNF[@]})) && [[ -n ${CONTENTS:-} ]]; then
 		# Every firmware file the bundled modules declare, then the packages shipping them.
