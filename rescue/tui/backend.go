@@ -20,6 +20,7 @@ import (
 	"github.com/esxi-rescue/rescue/rescue/netup"
 	"github.com/esxi-rescue/rescue/rescue/system"
 	"github.com/esxi-rescue/rescue/rescue/target"
+	"golang.org/x/sys/unix"
 )
 
 // Backend does the real work behind the screens by calling the project's
@@ -58,10 +59,19 @@ type UndoSite struct {
 
 // Hardware is what the home screen reports.
 type Hardware struct {
-	Disks   []DiskReport
-	NICs    []NICReport
-	Missing []string // devices without a driver, in plain words
-	Drivers string
+	Disks []DiskReport
+	NICs  []NICReport
+	// Controllers is the hardware report (inventory.Hardware): each PCI
+	// storage/network/USB/SD controller with its driver or why it has
+	// none; Missing is set for the ones without a working driver.
+	Controllers []Controller
+	Drivers     string
+}
+
+// Controller is one line of the hardware report.
+type Controller struct {
+	Text    string
+	Missing bool
 }
 
 // NICReport is one network interface with its addresses.
@@ -167,9 +177,24 @@ func (b *Backend) Scan() (*Hardware, error) {
 		for _, n := range nics {
 			hw.NICs = append(hw.NICs, NICReport{NIC: n, Addrs: addrs(n.Name)})
 		}
-		hw.Missing = Missing(b.Sys.Root)
+		if rep, err := system.HardwareReport(b.Sys.Root, release()); err == nil {
+			for _, d := range rep.PCI {
+				hw.Controllers = append(hw.Controllers, Controller{d.String(), d.Driver == "" || len(d.FirmwareMissing) > 0})
+			}
+			for _, r := range rep.OtherFirmwareMissing {
+				hw.Controllers = append(hw.Controllers, Controller{fmt.Sprintf("%s %s: firmware missing: %s", r.Driver, r.Device, r.File), true})
+			}
+		}
 	}
 	return hw, nil
+}
+
+func release() string {
+	var u unix.Utsname
+	if err := unix.Uname(&u); err != nil {
+		return ""
+	}
+	return unix.ByteSliceToString(u.Release[:])
 }
 
 func addrs(name string) []string {

@@ -4,39 +4,9 @@ import (
 	"context"
 	"os"
 	"path/filepath"
-	"reflect"
 	"strings"
 	"testing"
 )
-
-// TestMissing: PCI storage and network controllers without a driver
-// are reported; bound ones and other classes are not.
-func TestMissing(t *testing.T) {
-	root := t.TempDir()
-	dev := func(addr, class, vendor, device string, bound bool) {
-		d := filepath.Join(root, "sys/bus/pci/devices", addr)
-		os.MkdirAll(d, 0o755)
-		os.WriteFile(filepath.Join(d, "class"), []byte(class+"\n"), 0o644)
-		os.WriteFile(filepath.Join(d, "vendor"), []byte(vendor+"\n"), 0o644)
-		os.WriteFile(filepath.Join(d, "device"), []byte(device+"\n"), 0o644)
-		if bound {
-			os.Symlink("../../drivers/x", filepath.Join(d, "driver"))
-			os.MkdirAll(filepath.Join(root, "sys/bus/pci/drivers/x"), 0o755)
-		}
-	}
-	dev("0000:03:00.0", "0x010400", "0x1000", "0x005d", false) // RAID controller, no driver
-	dev("0000:04:00.0", "0x020000", "0x8086", "0x10d3", true)  // NIC with its driver
-	dev("0000:05:00.0", "0x020000", "0x14e4", "0x1657", false) // NIC, no driver
-	dev("0000:00:02.0", "0x030000", "0x1234", "0x1111", false) // VGA: not our business
-	got := Missing(root)
-	want := []string{
-		"network controller 0000:05:00.0 (vendor 0x14e4 device 0x1657): no driver loaded",
-		"storage controller 0000:03:00.0 (vendor 0x1000 device 0x005d): no driver loaded",
-	}
-	if !reflect.DeepEqual(got, want) {
-		t.Errorf("Missing = %q, want %q", got, want)
-	}
-}
 
 // TestNetworkUpRefusesBadInput: a static address is checked (by netup's
 // own ip= parser) before any interface is touched.

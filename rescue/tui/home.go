@@ -65,7 +65,7 @@ func (h *home) body(m *Model) ([]line, int) {
 	case m.scanErr != "":
 		lines = append(lines, m.wrap("Listing the disks failed: "+m.scanErr, 0, kBad)...)
 	case len(disks) == 0:
-		lines = append(lines, line{"Disks: none found (is the storage driver loaded? see Missing below, or dmesg)", kWarn})
+		lines = append(lines, line{"Disks: none found (is the storage driver loaded? see Controllers below, or dmesg)", kWarn})
 	default:
 		lines = append(lines, line{"Disks (Enter: slot table, boot banks, plan, Fix)", kHead})
 	}
@@ -92,10 +92,14 @@ func (h *home) body(m *Model) ([]line, int) {
 		if m.hw.Drivers != "" {
 			lines = append(lines, m.wrap("Drivers: "+m.hw.Drivers, 0, kDim)...)
 		}
-		if len(m.hw.Missing) > 0 {
-			lines = append(lines, line{"Missing", kHead})
-			for _, s := range m.hw.Missing {
-				lines = append(lines, m.wrap(s, 2, kWarn)...)
+		if len(m.hw.Controllers) > 0 {
+			lines = append(lines, line{"Controllers (driver, or what is missing)", kHead})
+			for _, c := range m.hw.Controllers {
+				k := kPlain
+				if c.Missing {
+					k = kWarn
+				}
+				lines = append(lines, m.wrap(c.Text, 2, k)...)
 			}
 		}
 	}

@@ -123,7 +123,7 @@ func (n *network) body(m *Model) ([]line, int) {
 	case 0:
 		its := n.nicItems(m)
 		if len(its) == 0 {
-			return []line{{"No network interface found (is its driver loaded? see home: Missing).", kWarn}}, -1
+			return []line{{"No network interface found (is its driver loaded? see home: Controllers).", kWarn}}, -1
 		}
 		return n.nics.render(m, []line{{"Interface", kHead}}, its, 0)
 	case 1:
