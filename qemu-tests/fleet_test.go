@@ -37,10 +37,10 @@ func stickFiles(t *testing.T, stick, name string) string {
 
 // checkKept checks what the run left on the stick (issue 14 "nothing
 // lost"): one run directory under /rescue-logs with the undo file, the
-// console log and the report; fsck.fat clean; every other file as before;
+// console log and the report, named <host>-<UTC time>; fsck.fat clean; every other file as before;
 // and gptfix -undo of the undo file and of the report each turn a copy of
 // the fixed disk back into the damaged one, byte for byte.
-func checkKept(t *testing.T, tl *Tools, stick, before, fixed, damaged string) {
+func checkKept(t *testing.T, tl *Tools, stick, before, fixed, damaged, host string) {
 	t.Helper()
 	after := stickFiles(t, stick, "after")
 	runs, _ := filepath.Glob(filepath.Join(after, "rescue-logs", "*"))
@@ -48,8 +48,8 @@ func checkKept(t *testing.T, tl *Tools, stick, before, fixed, damaged string) {
 		t.Fatalf("want one run directory in the stick's /rescue-logs, found %v", runs)
 	}
 	run := runs[0]
-	if !regexp.MustCompile(`^[A-Za-z0-9._-]+-\d{8}T\d{6}Z$`).MatchString(filepath.Base(run)) {
-		t.Errorf("run directory %q is not <host-id>-<UTC time>", filepath.Base(run))
+	if !regexp.MustCompile(`^` + regexp.QuoteMeta(host) + `-\d{8}T\d{6}Z$`).MatchString(filepath.Base(run)) {
+		t.Errorf("run directory %q is not %s-<UTC time>", filepath.Base(run), host)
 	}
 	undos, _ := filepath.Glob(filepath.Join(run, "undo-vda-*.json"))
 	for _, f := range []string{"report.json", "console.log"} {

@@ -144,6 +144,7 @@ func TestUSB(t *testing.T) {
 		Name:  t.Name(),
 		BIOS:  ovmf,
 		Disks: []Disk{{Path: stick, Bus: "usb"}, {Path: b.Damaged}},
+		Extra: []string{"-smbios", "type=1,serial=CZ-TEST 42"}, // the DMI serial names the run's directory
 	}, nil)
 	// The kernel line must be the stick's own (its console_args) with the
 	// arguments edited into the stick's file.
@@ -152,7 +153,7 @@ func TestUSB(t *testing.T) {
 		t.Errorf("the kernel did not get the stick's edited arguments %q; command line: %q", want, cl)
 	}
 	checkFixed(t, b, before)
-	checkKept(t, tl, stick, stickBefore, b.Damaged, damagedCopy)
+	checkKept(t, tl, stick, stickBefore, b.Damaged, damagedCopy, "CZ-TEST_42")
 }
 
 // stickConfig is where the USB stick keeps its hands-off arguments: the
