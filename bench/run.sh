@@ -19,6 +19,8 @@
 #   3. the same image zstd-compressed: imgcopy vs zstd -dc | dd, and zstd -d (sparse writer)
 #   4. dense image file -> block device (root: a loop device): imgcopy vs dd, buffered and oflag=direct
 #   5. imgcopy -verify overhead
+#   6. dense image restored over SMB, SFTP and S3 on loopback (bench/remote.sh): imgcopy vs
+#      smbclient -c get, sftp get, curl --aws-sigv4 (each + sync); ONLY=remote runs only this
 # and imgcopy's peak memory (maximum resident set size), which must stay under 256 MiB.
 # Ratios are throughput ratios: > 1.0 means imgcopy is faster.
 # Needs: go, dd, zstd, bmaptool (bmap-tools), sgdisk (gdisk), /usr/bin/time, openssl (optional).
@@ -136,6 +138,8 @@ zstd -q -T0 -3 "$DIR/esxi.img" -o "$DIR/esxi.img.zst"
 
 echo >&2
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+. bench/remote.sh
+if [[ ${ONLY:-} != remote ]]; then
 log "1. dense $((DENSE / MiB)) MiB file -> file"
 timed "dense: imgcopy" "$DIR/out" "$DENSE" -- $IMG "$DIR/dense.img" "$DIR/out"
 timed "dense: dd bs=4M conv=fsync" "$DIR/out" "$DENSE" -- dd if="$DIR/dense.img" of="$DIR/out" bs=4M conv=fsync status=none
@@ -174,6 +178,8 @@ if [[ $(id -u) == 0 ]] && command -v losetup >/dev/null && [[ -e /dev/loop-contr
 else
 	log "4. skipped: a block device target needs root and loop devices"
 fi
+fi # ONLY
+remote_section
 
 echo
 echo "Results (median of $REPEAT interleaved runs each; $(nproc) CPUs, $(uname -r), dense $((DENSE / MiB)) MiB, sparse $((SPARSE / MiB)) MiB with $((SPARSE_DATA / MiB)) MiB data)"
@@ -185,6 +191,8 @@ for r in "${RESULTS[@]}"; do
 done
 echo
 echo "Throughput ratios (> 1 means imgcopy is faster):"
+remote_ratios
+[[ ${ONLY:-} == remote ]] && exit 0
 echo "  dense:  imgcopy / dd                $(ratio "$T_dense__dd_bs_4M_conv_fsync" "$T_dense__imgcopy")   (goal >= 1.0)"
 echo "  dense:  imgcopy / cp                $(ratio "$T_dense__cp___sync" "$T_dense__imgcopy")"
 echo "  dense:  imgcopy / cat               $(ratio "$T_dense__cat___sync" "$T_dense__imgcopy")"
