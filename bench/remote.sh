@@ -100,7 +100,7 @@ remote_section() {
 	timed "sftp: imgcopy" "$DIR/out" "$DENSE" -- $IMG -cred "$r/cred" "sftp://nobody@127.0.0.1:$SSH_PORT$r/images/dense.img" "$DIR/out"
 	timed "sftp: sftp get + sync" "$DIR/out" "$DENSE" -- sh -c "sftp -q -i '$r/client' -P $SSH_PORT -o UserKnownHostsFile='$r/known_hosts' -o BatchMode=yes 'nobody@127.0.0.1:$r/images/dense.img' '$DIR/out' >/dev/null && sync '$DIR/out'"
 	timed "s3: imgcopy" "$DIR/out" "$DENSE" -- $IMG -cred "$r/cred" "s3://images/dense.img?endpoint=http://127.0.0.1:$S3_PORT&region=us-east-1" "$DIR/out"
-	timed "s3: curl --aws-sigv4 + sync" "$DIR/out" "$DENSE" -- sh -c "curl -sf --aws-sigv4 aws:amz:us-east-1:s3 --user bench:bench-S3cret-key -o '$DIR/out' '$S3URL' && sync '$DIR/out'"
+	timed "s3: curl --aws-sigv4 + sync" "$DIR/out" "$DENSE" -- sh -c "curl -sf -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' --aws-sigv4 aws:amz:us-east-1:s3 --user bench:bench-S3cret-key -o '$DIR/out' '$S3URL' && sync '$DIR/out'"
 	run_queued
 	cmp "$DIR/dense.img" "$DIR/out" || { echo "bench: the S3 restore differs from the image" >&2; exit 1; }
 	remote_stop

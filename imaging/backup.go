@@ -62,8 +62,25 @@ func backupTo(ctx context.Context, opt *Options) (*Result, error) {
 	var imgFile DestFile
 	var dest Destination
 	base := filepath.Base(opt.Dst)
+	dir := filepath.Dir(opt.Dst)
+	dstName := opt.Dst
+	// beside names a companion file for the Result and messages.
+	beside := func(name string) string { return filepath.Join(dir, name) }
+	onShare := isRemote(opt.Dst)
 	if toStdout {
 		out, outFile = os.Stdout, os.Stdout
+	} else if onShare {
+		rd, err := openRemoteDest(ctx, opt)
+		if err != nil {
+			return nil, err
+		}
+		dest = rd
+		defer dest.Abort()
+		base, dstName, beside = rd.base(), rd.u.String(), rd.beside
+		if imgFile, err = dest.Create(base); err != nil {
+			return nil, err
+		}
+		out = imgFile
 	} else {
 		fi, err := os.Stat(opt.Dst)
 		switch {
@@ -117,7 +134,7 @@ func backupTo(ctx context.Context, opt *Options) (*Result, error) {
 	switch opt.Compress {
 	case "none":
 		if toStdout || outFile == nil {
-			sw := &streamWriter{w: io.MultiWriter(out, fileHash), name: opt.Dst}
+			sw := &streamWriter{w: io.MultiWriter(out, fileHash), name: dstName}
 			if toStdout {
 				sw.name = "stdout"
 			}
@@ -150,21 +167,21 @@ func backupTo(ctx context.Context, opt *Options) (*Result, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s encoder: %w", opt.Compress, err)
 		}
-		sw := &streamWriter{w: enc, name: opt.Dst}
+		sw := &streamWriter{w: enc, name: dstName}
 		w = sw
 		finish = func(int64) error {
 			res.DataBytes = sw.n
 			if err := enc.Close(); err != nil {
-				return fmt.Errorf("writing %s: %w", opt.Dst, unwrapPath(err))
+				return fmt.Errorf("writing %s: %w", dstName, unwrapPath(err))
 			}
 			if err := bw.Flush(); err != nil {
-				return fmt.Errorf("writing %s: %w", opt.Dst, unwrapPath(err))
+				return fmt.Errorf("writing %s: %w", dstName, unwrapPath(err))
 			}
 			return nil
 		}
 	}
 
-	opt.logf("backing up %s to %s (%s)", opt.Src, opt.Dst, opt.Compress)
+	opt.logf("backing up %s to %s (%s)", opt.Src, dstName, opt.Compress)
 	pool := newPool(opt.Buffers, opt.BufferSize)
 	stop := startProgress(opt, "backup", src.size, src.count.Load)
 	sha := &shaDigest{h: sha256.New()}
@@ -192,7 +209,10 @@ func backupTo(ctx context.Context, opt *Options) (*Result, error) {
 			res.TargetSize = fi.Size()
 		}
 		if err := imgFile.Close(); err != nil {
-			return res, fmt.Errorf("writing %s: %w", opt.Dst, err)
+			return res, fmt.Errorf("writing %s: %w", dstName, err)
+		}
+		if rf, ok := imgFile.(*remoteFile); ok {
+			res.TargetSize = rf.n
 		}
 	}
 	if len(res.BadRanges) > 0 {
@@ -221,12 +241,11 @@ func backupTo(ctx context.Context, opt *Options) (*Result, error) {
 	putBytes := func(name string, b []byte) error {
 		return put(name, func(w io.Writer) error { _, err := w.Write(b); return err })
 	}
-	dir := filepath.Dir(opt.Dst)
 	if layout != nil {
 		if err := put(base+".gpt.json", layout); err != nil {
 			return res, fmt.Errorf("the GPT layout file: %w", err)
 		}
-		res.LayoutPath = opt.Dst + ".gpt.json"
+		res.LayoutPath = beside(base + ".gpt.json")
 	} else {
 		opt.logf("%s has no GPT: no layout file written", opt.Src)
 		dest.Drop(base + ".gpt.json")
@@ -239,7 +258,7 @@ func backupTo(ctx context.Context, opt *Options) (*Result, error) {
 	if err := putBytes(base+".bmap", bmData); err != nil {
 		return res, fmt.Errorf("the block map: %w", err)
 	}
-	res.BmapPath, res.BmapRanges = opt.Dst+".bmap", len(bm.Ranges)
+	res.BmapPath, res.BmapRanges = beside(base+".bmap"), len(bm.Ranges)
 	// The manifest passes `sha256sum -c` in its directory: it lists the
 	// file written; the uncompressed image's SHA-256 (what -sha256 and
 	// rescue.sha256= take) follows in a comment line that sha256sum
@@ -254,7 +273,7 @@ func backupTo(ctx context.Context, opt *Options) (*Result, error) {
 	if err := putBytes(base+".sha256", []byte(m.String())); err != nil {
 		return res, fmt.Errorf("the manifest: %w", err)
 	}
-	res.ManifestPath = opt.Dst + ".sha256"
+	res.ManifestPath = beside(base + ".sha256")
 	for _, c := range []struct {
 		name string
 		data []byte
@@ -267,11 +286,11 @@ func backupTo(ctx context.Context, opt *Options) (*Result, error) {
 		if err := putBytes(c.name+imgsig.Ext, sig); err != nil {
 			return res, fmt.Errorf("the signature: %w", err)
 		}
-		res.Signatures = append(res.Signatures, filepath.Join(dir, c.name+imgsig.Ext))
-		opt.logf("signed %s with key %s", filepath.Join(dir, c.name), sign.key.ID())
+		res.Signatures = append(res.Signatures, beside(c.name+imgsig.Ext))
+		opt.logf("signed %s with key %s", beside(c.name), sign.key.ID())
 	}
 
-	if opt.Verify {
+	if opt.Verify && !onShare {
 		path := opt.Dst
 		if df, ok := imgFile.(*dirFile); ok {
 			path = df.tmp
@@ -283,6 +302,17 @@ func backupTo(ctx context.Context, opt *Options) (*Result, error) {
 	}
 	if err := dest.Commit(); err != nil {
 		return res, fmt.Errorf("backup written but not published: %w", err)
+	}
+	if onShare {
+		opt.logf("backup published: %s (%s)", dstName, gpt.HumanBytes(res.TargetSize))
+		if opt.Verify {
+			// A share's temporary upload cannot be read back (S3): the
+			// published image is.
+			if err := verifyRemoteImage(ctx, opt, sum); err != nil {
+				return res, err
+			}
+			res.Verified = true
+		}
 	}
 	return res, nil
 }

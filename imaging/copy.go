@@ -231,6 +231,8 @@ func Copy(ctx context.Context, opt Options) (*Result, error) {
 		res, err = backup(ctx, &opt)
 	} else if opt.Dst == "-" {
 		return nil, errors.New("imaging: restoring to stdout is not supported (a backup to stdout needs -compress)")
+	} else if isRemote(opt.Dst) {
+		return nil, errors.New("imaging: a share URL as the destination makes a backup: give -compress zstd, gzip or none")
 	} else {
 		res, err = restore(ctx, &opt)
 	}

@@ -205,15 +205,21 @@ type Session interface {
 	// Create starts writing the object at path; nothing is visible under
 	// that name before Upload.Commit.
 	Create(ctx context.Context, path string) (Upload, error)
+	// Remove removes the object at path (ErrNotFound if none).
+	Remove(ctx context.Context, path string) error
 	// Close ends the session.
 	Close() error
 }
 
-// Upload is an object being written. Commit makes it visible under its
-// name only after every byte was flushed; Abort (safe after Commit, a
-// no-op then) removes what was written.
+// Upload is an object being written. Flush sends and makes durable every
+// byte written, still under the temporary name (a file synced and closed;
+// S3: the last part uploaded), so that several uploads can be flushed
+// first and published together; no Write may follow it. Commit (which
+// flushes first if needed) makes the object visible under its name; Abort
+// (safe after Commit, a no-op then) removes what was written.
 type Upload interface {
 	io.Writer
+	Flush() error
 	Commit() error
 	Abort() error
 }
@@ -425,8 +431,26 @@ func Stat(ctx context.Context, b Backend, u *URL, opt *Options) (int64, error) {
 	return n, err
 }
 
+// Remove connects and removes u.Path (ErrNotFound when absent).
+func Remove(ctx context.Context, b Backend, u *URL, opt *Options) error {
+	return Retry(ctx, u.String(), opt, func() error {
+		s, err := b.Connect(ctx)
+		if err != nil {
+			return err
+		}
+		defer s.Close()
+		if err := s.Remove(ctx, u.Path); err != nil {
+			return fmt.Errorf("removing %s: %w", u, err)
+		}
+		return nil
+	})
+}
+
 // Writer is an object being written through its own session.
 type Writer struct {
+	ctx  context.Context
+	b    Backend
+	opt  *Options
 	u    *URL
 	sess Session
 	up   Upload
@@ -455,7 +479,7 @@ func Create(ctx context.Context, b Backend, u *URL, overwrite bool, opt *Options
 		s.Close()
 		return nil, cred.ScrubError(fmt.Errorf("%s: %w", u, err))
 	}
-	return &Writer{u: u, sess: s, up: up}, nil
+	return &Writer{ctx: ctx, b: b, opt: opt, u: u, sess: s, up: up}, nil
 }
 
 // Write implements io.Writer.
@@ -466,6 +490,18 @@ func (w *Writer) Write(p []byte) (int, error) {
 		return n, cred.ScrubError(fmt.Errorf("writing %s at byte %d: %w", w.u, w.n, err))
 	}
 	return n, nil
+}
+
+// Flush sends every byte written and makes it durable, without
+// publishing the object (Upload.Flush); Commit publishes it.
+func (w *Writer) Flush() error {
+	if w.done {
+		return errors.New("flush after commit or abort")
+	}
+	if err := w.up.Flush(); err != nil {
+		return cred.ScrubError(fmt.Errorf("flushing %s: %w", w.u, err))
+	}
+	return nil
 }
 
 // Commit makes the object visible under its name and ends the session.
@@ -491,6 +527,22 @@ func (w *Writer) Abort() error {
 	w.done = true
 	err := w.up.Abort()
 	w.sess.Close()
+	if ru, ok := w.up.(*renameUpload); ok && err != nil && ru.tmp != "" {
+		// The session died with the transfer: a new one removes the
+		// temporary file (the server may also be gone: then it stays,
+		// hidden and named .partial).
+		ctx, cancel := context.WithTimeout(context.Background(), 2*w.opt.ConnectTimeout)
+		defer cancel()
+		if s, cerr := w.b.Connect(ctx); cerr == nil {
+			if rerr := s.Remove(ctx, TempName(w.u.Path)); rerr == nil || errors.Is(rerr, ErrNotFound) {
+				err = nil
+			}
+			s.Close()
+		}
+	}
+	if err != nil {
+		err = cred.ScrubError(fmt.Errorf("removing the temporary file of %s: %w", w.u, err))
+	}
 	return err
 }
 
@@ -548,13 +600,27 @@ func (u *renameUpload) Write(p []byte) (int, error) {
 	return n, err
 }
 
-func (u *renameUpload) Commit() error {
+// Flush syncs and closes the temporary file.
+func (u *renameUpload) Flush() error {
+	if u.closed {
+		return nil
+	}
 	if err := u.f.Sync(); err != nil {
 		return u.mapErr(fmt.Errorf("flushing %s: %w", u.tmp, err))
 	}
 	u.closed = true
 	if err := u.f.Close(); err != nil {
 		return u.mapErr(fmt.Errorf("closing %s: %w", u.tmp, err))
+	}
+	return nil
+}
+
+func (u *renameUpload) Commit() error {
+	if err := u.Flush(); err != nil {
+		return err
+	}
+	if u.tmp == "" {
+		return errors.New("commit after abort")
 	}
 	if err := u.fs.Rename(u.tmp, u.name); err != nil {
 		return u.mapErr(fmt.Errorf("renaming %s to %s: %w", u.tmp, u.name, err))
@@ -572,6 +638,8 @@ func (u *renameUpload) Abort() error {
 		return nil
 	}
 	err := u.fs.Remove(u.tmp)
-	u.tmp = ""
+	if err == nil {
+		u.tmp = ""
+	}
 	return err
 }

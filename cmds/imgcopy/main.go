@@ -5,12 +5,14 @@
 //
 //	imgcopy [flags] SRC DST
 //
-// SRC is a file, a block device, "-" (stdin) or an http(s) URL (resumed
-// after dropped connections); gzip, zstd and xz images are recognised by
-// their magic bytes. DST is a block device or a file. With -compress the
-// copy is a backup: DST is an image file, written with a GPT layout file
+// SRC is a file, a block device, "-" (stdin), an http(s) URL or a share
+// URL (smb://, nfs://, sftp://, s3://), resumed after dropped connections;
+// gzip, zstd and xz images are recognised by their magic bytes. DST is a
+// block device or a file. With -compress the copy is a backup: DST is an
+// image file or a share URL, written with a GPT layout file
 // (DST.gpt.json), a SHA-256 manifest (DST.sha256) and a block map
-// (DST.bmap, bmaptool's format plus the image's SHA-256) next to it.
+// (DST.bmap, bmaptool's format plus the image's SHA-256) next to it; on a
+// share all of them appear only when complete.
 // With -make-bmap, imgcopy writes the block map of an existing image.
 //
 // With -sign a backup signs its manifest and block map (minisign format);
@@ -55,6 +57,7 @@ SRC  an image file, a block device, - (stdin), an http:// / https:// URL
      and xz images are decompressed on the fly (recognised by their magic bytes).
 DST  a block device or a file. A new or empty file is created with holes
      where the image has zeros; an existing file or a disk keeps its size.
+     A backup (-compress) may also go to a share URL as above.
 
 Restoring refuses a DST that is mounted (or has a mounted partition), holds
 the running system, is smaller than the image's last partition, or already
@@ -92,6 +95,10 @@ sha256sum -c in its directory, and in a comment line the hash of the
 uncompressed image, for -sha256) and DST.bmap (block map of the
 uncompressed image), all under temporary names renamed into place at the
 end: a failed or killed backup leaves an older backup set as it was.
+On a share (smb://, nfs://, sftp://, s3://) the temporary names are
+.NAME.partial beside each file (S3: multipart uploads, completed only at
+the end, aborted on failure); a killed backup leaves only hidden .partial
+files. An existing image is refused without -yes.
 
 Credentials for shares never go on the command line: -cred FILE names a
 file of key=value lines: user=, password=, domain= (SMB), ssh_key=PATH and
@@ -108,6 +115,7 @@ Examples:
   imgcopy -make-bmap esxi.img            # writes esxi.img.bmap
   imgcopy -cred /mnt/nas.cred smb://nas/images/esxi.img.zst /dev/sda
   imgcopy -compress zstd /dev/sda s3://backups/esxi.img.zst?endpoint=https://minio:9000
+  imgcopy -compress zstd -cred ssh.cred /dev/sda sftp://backup@nas/srv/images/esxi.img.zst
   imgcopy -compress zstd -sign esxi.key /dev/sda esxi.img.zst
   imgcopy -pubkey esxi.pub http://10.0.0.1/esxi.img.zst /dev/sda
 

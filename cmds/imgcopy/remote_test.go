@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -50,6 +51,9 @@ func TestRemoteCLI(t *testing.T) {
 				{"password in URL", []string{"-cred", credFile, inline, filepath.Join(dir, "c")}, 0, ""},
 				{"wrong password", []string{"-retries", "1", "-cred", bad, s.URL("img", 0), filepath.Join(dir, "d")}, 2, "authentication failed"},
 				{"missing", []string{"-retries", "1", "-cred", credFile, s.URL("nothere.img", 0), filepath.Join(dir, "e")}, 2, "not found"},
+				{"backup", []string{"-compress", "zstd", "-cred", credFile, img, s.URL("b.img.zst", 0)}, 0, ""},
+				{"backup exists", []string{"-compress", "zstd", "-cred", credFile, img, s.URL("b.img.zst", 0)}, 2, "use -yes to overwrite"},
+				{"restore to a share", []string{"-cred", credFile, img, s.URL("c.img", 0)}, 2, "give -compress"},
 				{"unreachable", []string{"-retries", "1", "-connect-timeout", "1s", "-cred", credFile, s.URL("img", remotetest.FreePort(t)), filepath.Join(dir, "f")}, 2, "unreachable"},
 			} {
 				var stdout, stderr bytes.Buffer
@@ -66,7 +70,11 @@ func TestRemoteCLI(t *testing.T) {
 						t.Errorf("%s: a secret is in the output:\n%s", tc.name, out)
 					}
 				}
-				if tc.code == 0 {
+				if tc.name == "backup" {
+					if out, err := exec.Command("sh", "-c", "zstd -dc "+s.Local("b.img.zst")+" | cmp - "+img).CombinedOutput(); err != nil {
+						t.Errorf("backup: zstd -dc | cmp: %v %s", err, out)
+					}
+				} else if tc.code == 0 {
 					got, _ := os.ReadFile(tc.args[len(tc.args)-1])
 					if !bytes.Equal(got, data) {
 						t.Errorf("%s: restored file differs", tc.name)

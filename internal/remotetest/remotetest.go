@@ -176,13 +176,18 @@ func Tmpfs(t testing.TB, dir string, size int64, owner string) {
 type Cut struct {
 	Port  int
 	After int64
-	Cuts  atomic.Int32
-	l     net.Listener
-	conns atomic.Int32
-	cut   atomic.Bool
-	mu    sync.Mutex
-	open  []net.Conn
-	dead  bool
+	// Up, when set, counts the bytes from the client to the server
+	// instead (an upload is cut).
+	Up bool
+	// Vanish makes the cut a Kill: the server is gone for good.
+	Vanish bool
+	Cuts   atomic.Int32
+	l      net.Listener
+	conns  atomic.Int32
+	cut    atomic.Bool
+	mu     sync.Mutex
+	open   []net.Conn
+	dead   bool
 }
 
 // Kill makes the server vanish: the listener and every connection close.
@@ -203,14 +208,20 @@ func (c *Cut) track(x ...net.Conn) bool {
 	return !c.dead
 }
 
-// NewCut starts a cutting proxy to target.
-func NewCut(t testing.TB, target string, after int64) *Cut {
+// NewCut starts a proxy to target that cuts a download once.
+func NewCut(t testing.TB, target string, after int64) *Cut { return newCut(t, target, after, false) }
+
+// NewCutUp starts a proxy to target that cuts an upload once: the first
+// connection carrying more than after bytes to the server.
+func NewCutUp(t testing.TB, target string, after int64) *Cut { return newCut(t, target, after, true) }
+
+func newCut(t testing.TB, target string, after int64, up bool) *Cut {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &Cut{Port: l.Addr().(*net.TCPAddr).Port, After: after, l: l}
+	c := &Cut{Port: l.Addr().(*net.TCPAddr).Port, After: after, Up: up, l: l}
 	t.Cleanup(func() { l.Close() })
 	go func() {
 		for {
@@ -240,20 +251,34 @@ func (c *Cut) serve(in net.Conn, target string) {
 	if !c.track(in, out) {
 		return
 	}
-	go func() { io.Copy(out, in); closeBoth() }()
+	from, to := out, in
+	if c.Up {
+		go func() { io.Copy(in, out); closeBoth() }()
+		from, to = in, out
+	} else {
+		go func() { io.Copy(out, in); closeBoth() }()
+	}
+	c.pipe(from, to)
+}
+
+// pipe copies from to to, cutting the connection as Cut says.
+func (c *Cut) pipe(from, to net.Conn) {
 	var n int64
 	buf := make([]byte, 32<<10)
 	for {
-		k, err := out.Read(buf)
+		k, err := from.Read(buf)
 		if k > 0 {
 			if !c.cut.Load() && n+int64(k) > c.After {
 				if c.cut.CompareAndSwap(false, true) {
-					in.Write(buf[:c.After-n])
+					to.Write(buf[:c.After-n])
 					c.Cuts.Add(1)
+					if c.Vanish {
+						c.Kill()
+					}
 					return
 				}
 			}
-			if _, werr := in.Write(buf[:k]); werr != nil {
+			if _, werr := to.Write(buf[:k]); werr != nil {
 				return
 			}
 			n += int64(k)

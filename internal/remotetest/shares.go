@@ -2,6 +2,8 @@ package remotetest
 
 import (
 	"fmt"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -22,6 +24,18 @@ type Share struct {
 	Cred  *cred.Cred
 	// Secrets must never appear in any output.
 	Secrets []string
+	// Get downloads name from the share into dst with the protocol's
+	// stock client (smbclient, OpenSSH's sftp, curl --aws-sigv4), for
+	// checks independent of our client.
+	Get func(t testing.TB, name, dst string)
+}
+
+// stock runs a stock client, failing the test with its output.
+func stock(t testing.TB, name string, args ...string) {
+	t.Helper()
+	if out, err := exec.Command(Need(t, name, name), args...).CombinedOutput(); err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
 }
 
 // StartSFTPShare starts sshd; the share is a directory owned by nobody.
@@ -40,6 +54,10 @@ func StartSFTPShare(t *testing.T) *Share {
 		Local: func(name string) string { return filepath.Join(dir, name) },
 		Port:  s.Port,
 		Cred:  &cred.Cred{SSHKey: s.KeyFile, KnownHosts: s.KnownHosts},
+		Get: func(t testing.TB, name, dst string) {
+			stock(t, "sftp", "-q", "-i", s.KeyFile, "-P", fmt.Sprint(s.Port), "-o", "UserKnownHostsFile="+s.KnownHosts,
+				"-o", "BatchMode=yes", fmt.Sprintf("nobody@127.0.0.1:%s/%s", dir, name), dst)
+		},
 	}
 }
 
@@ -62,6 +80,13 @@ func StartSMBShare(t *testing.T) *Share {
 		Port:    s.Port,
 		Cred:    c,
 		Secrets: []string{s.Password},
+		Get: func(t testing.TB, name, dst string) {
+			auth := filepath.Join(t.TempDir(), "smbauth")
+			if err := os.WriteFile(auth, []byte("username=nobody\npassword="+s.Password+"\ndomain=RESCUE\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			stock(t, "smbclient", "-q", "-p", fmt.Sprint(s.Port), "-A", auth, "//127.0.0.1/images", "-c", "get "+name+" "+dst)
+		},
 	}
 }
 
@@ -84,6 +109,10 @@ func StartS3Share(t *testing.T) *Share {
 		Port:    s.Server.Port,
 		Cred:    c,
 		Secrets: []string{s.Secret},
+		Get: func(t testing.TB, name, dst string) {
+			stock(t, "curl", "-sSf", "-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD", "--aws-sigv4", "aws:amz:us-east-1:s3", "--user", s.Access+":"+s.Secret,
+				"-o", dst, fmt.Sprintf("http://127.0.0.1:%d/images/%s", s.Server.Port, name))
+		},
 	}
 }
 

@@ -1,6 +1,6 @@
 // Package dial picks the backend of a remote URL by its scheme and offers
-// the three things imaging needs: Open (a resuming reader), Create (an
-// upload committed only at its end) and Stat.
+// what imaging needs: Open (a resuming reader), Create (an upload
+// committed only at its end), Stat and Remove.
 package dial
 
 import (
@@ -67,4 +67,13 @@ func Stat(ctx context.Context, rawurl string, opt *remote.Options) (int64, error
 		return 0, err
 	}
 	return remote.Stat(ctx, b, u, opt)
+}
+
+// Remove removes the object at rawurl (remote.ErrNotFound if none).
+func Remove(ctx context.Context, rawurl string, opt *remote.Options) error {
+	u, b, err := parse(rawurl, opt)
+	if err != nil {
+		return err
+	}
+	return remote.Remove(ctx, b, u, opt)
 }

@@ -210,6 +210,8 @@ func (s *session) Create(_ context.Context, p string) (remote.Upload, error) {
 	return remote.RenameUpload(osFS{}, s.local(p), mapErr)
 }
 
+func (s *session) Remove(_ context.Context, p string) error { return mapErr(os.Remove(s.local(p))) }
+
 type osFS struct{}
 
 func (osFS) CreateFile(name string) (remote.File, error) {

@@ -218,6 +218,15 @@ func (s *session) Create(ctx context.Context, key string) (remote.Upload, error)
 	return &upload{ctx: ctx, b: s.b, key: key, id: id, size: PartSize}, nil
 }
 
+// Remove deletes the object (S3 answers a missing key with success: it
+// is looked up first so that ErrNotFound is said).
+func (s *session) Remove(ctx context.Context, key string) error {
+	if _, err := s.Size(ctx, key); err != nil {
+		return err
+	}
+	return s.b.mapErr(ctx, s.b.core.RemoveObject(ctx, s.b.bucket, key, minio.RemoveObjectOptions{}), key)
+}
+
 // upload is a multipart upload: parts of size bytes are sent as they fill.
 type upload struct {
 	ctx   context.Context
@@ -267,13 +276,25 @@ func (u *upload) flush() error {
 	return nil
 }
 
-func (u *upload) Commit() error {
+// Flush uploads what is buffered as the last part; the object appears
+// only with Commit.
+func (u *upload) Flush() error {
 	if len(u.buf) > 0 || len(u.parts) == 0 {
 		if err := u.flush(); err != nil {
 			return err
 		}
 	}
 	u.buf = nil
+	return nil
+}
+
+func (u *upload) Commit() error {
+	if u.done {
+		return errors.New("commit after abort")
+	}
+	if err := u.Flush(); err != nil {
+		return err
+	}
 	if _, err := u.b.core.CompleteMultipartUpload(u.ctx, u.b.bucket, u.key, u.id, u.parts, minio.PutObjectOptions{}); err != nil {
 		return u.b.mapErr(u.ctx, err, u.key)
 	}

@@ -288,6 +288,8 @@ func (s *session) noSpace(p string, err error) error {
 	return err
 }
 
+func (s *session) Remove(_ context.Context, p string) error { return mapErr(s.c.Remove("/" + p)) }
+
 type sfs struct{ s *session }
 
 func (f sfs) CreateFile(name string) (remote.File, error) {

@@ -187,6 +187,10 @@ func (s *session) Create(_ context.Context, p string) (remote.Upload, error) {
 	return remote.RenameUpload(sfs{s}, s.smbPath(p), func(err error) error { return s.b.mapErr(err, p) })
 }
 
+func (s *session) Remove(_ context.Context, p string) error {
+	return s.b.mapErr(s.fs.Remove(s.smbPath(p)), p)
+}
+
 type sfs struct{ s *session }
 
 func (f sfs) CreateFile(name string) (remote.File, error) {
