@@ -59,9 +59,13 @@ DST  a block device or a file. A new or empty file is created with holes
      where the image has zeros; an existing file or a disk keeps its size.
      A backup (-compress) may also go to a share URL as above.
 
-Restoring refuses a DST that is mounted (or has a mounted partition), holds
-the running system, is smaller than the image's last partition, or already
-holds a partition table (unless -yes; what is on it is printed first).
+Restoring refuses a DST that is mounted (or has a mounted partition), held
+by another program (gptfix, imgcopy: O_EXCL and flock), read-only, holds
+the running system, is the source (also through a loop device), or is
+smaller than the image's last partition; and, unless -yes, one that holds
+a partition table (a disk or an image file), a filesystem, LVM, md, VMFS,
+swap or ISO signature, or is a partition rather than a whole disk (what is
+on it is printed first; writing into a partition is warned about loudly).
 Before writing, the target's partition table is saved to an undo file
 (next to -undo, *.before-restore.json) and invalidated; the image's
 partition tables are written last, only when the whole image arrived and
