@@ -194,9 +194,14 @@ func TestTargetLockedAndRefuse(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = Copy(context.Background(), copyOpts(t, img, dst))
-	f.Close()
 	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "another program has the disk open") {
 		t.Fatalf("want an in-use refusal, got %v", err)
+	}
+	// Nor is a source another program is writing (it holds the lock) read.
+	_, err = Copy(context.Background(), copyOpts(t, dst, filepath.Join(dir, "copy")))
+	f.Close()
+	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "being written by another program") {
+		t.Fatalf("want a refusal of the locked source, got %v", err)
 	}
 	opt := copyOpts(t, img, dst)
 	opt.Refuse = []string{"/dev/no-such-disk"}

@@ -104,6 +104,14 @@ func openSource(ctx context.Context, opt *Options) (*source, error) {
 			return nil, fmt.Errorf("source %s: %w", opt.Src, err)
 		}
 	}
+	if s.size >= 0 && opt.Src != "-" {
+		// A shared lock: a disk or image that gptfix or another imgcopy
+		// is writing (they hold the exclusive lock) is not read half-written.
+		if err := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB); errors.Is(err, unix.EWOULDBLOCK) {
+			s.Close()
+			return nil, refused("the source %s is being written by another program (gptfix, imgcopy: it holds the disk's lock)", opt.Src)
+		}
+	}
 	if s.size >= 0 {
 		// Seekable: read with pread so a failing sector can be pinned down and skipped.
 		ss := opt.SectorSize
