@@ -203,12 +203,34 @@ done; fi
 UINIT=()
 [[ " ${OUR_CMDS[*]} " == *" ./cmds/rescue "* ]] && UINIT=(-uinitcmd=rescue)
 log "initramfs: ${#UROOT_CMDS[@]} u-root commands + ${OUR_CMDS[*]:-none of ours yet}"
+# Native programs the rescue runs (udp-receiver for udpcast:// images), at
+# their Debian paths; u-root's -files adds the shared libraries and the
+# loader that ldd lists.
+NATIVE_BINS=(/usr/bin/udp-receiver)
+NATIVE_FILES=()
+for b in "${NATIVE_BINS[@]}"; do
+	[[ -x $b ]] || die "$b is missing (Debian package udpcast; ./build.sh deps installs it)"
+	NATIVE_FILES+=(-files "$b:${b#/}")
+done
+for c in /usr/share/doc/udpcast/copyright /usr/share/doc/libc6/copyright; do # their licenses (GPL, LGPL)
+	[[ -f $c ]] && NATIVE_FILES+=(-files "$c:${c#/}")
+done
 rm -f "$CACHE/initramfs.cpio"
 go tool u-root -o "$CACHE/initramfs.cpio" -build=bb -defaultsh=gosh "${UINIT[@]}" \
-	-files "$STAGE/lib:lib" -files "$STAGE/etc:etc" -files "$STAGE/usr:usr" \
+	-files "$STAGE/lib:lib" -files "$STAGE/etc:etc" -files "$STAGE/usr:usr" "${NATIVE_FILES[@]}" \
 	"${UROOT_CMDS[@]}" "${OUR_CMDS[@]}" 2>&1 | grep -v -e 'recommended Go versions' -e 'Some packages may not compile' \
 	-e 'golang.org/doc/install' -e 'golang.org/dl/go' >&2 || true
 [[ -s $CACHE/initramfs.cpio ]] || die "u-root failed"
+# Each native program must start from the archive alone (libraries, loader).
+if [[ $(id -u) == 0 ]] && command -v chroot >/dev/null; then
+	CHK=$(mktemp -d)
+	(cd "$CHK" && cpio -idm --quiet <"$CACHE/initramfs.cpio")
+	for b in "${NATIVE_BINS[@]}"; do
+		ran=$(chroot "$CHK" "$b" --help 2>&1 || true) # prints its usage, exit status 1
+		[[ $ran == *--portbase* ]] || { rm -rf "$CHK"; die "$b does not run from the initramfs (missing libraries?): $ran"; }
+	done
+	rm -rf "$CHK"
+fi
 zstd -q -19 -T0 -f "$CACHE/initramfs.cpio" -o "$OUT/rescue.initramfs"
 # Pad to 4 bytes: the kernel only finds a further (uncompressed) cpio appended
 # to this one (tests add files that way) at a 4-byte aligned offset.

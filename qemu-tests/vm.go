@@ -55,6 +55,10 @@ type Net struct {
 	// copy of the running binary (see RelayMain), so any number of
 	// connections work, one after the other or at once.
 	Forwards map[string]string
+	// HostForwards maps a loopback port on the host ("127.0.0.1:PORT") to
+	// a guest TCP port (22): QEMU's hostfwd, for the SSH test. Only
+	// loopback addresses are accepted.
+	HostForwards map[string]int
 	// Model is the NIC; default virtio-net-pci.
 	Model string
 	// ROM is the option ROM for the NIC (iPXE). "" means QEMU's default
@@ -298,6 +302,12 @@ func (vm *VM) Args() ([]string, error) {
 				return nil, err
 			}
 			netdev += ",guestfwd=tcp:" + guest + "-cmd:" + qemuEscape(relay)
+		}
+		for host, port := range n.HostForwards {
+			if !strings.HasPrefix(host, "127.0.0.1:") {
+				return nil, fmt.Errorf("qemu: hostfwd only from a loopback address, not %s", host)
+			}
+			netdev += fmt.Sprintf(",hostfwd=tcp:%s-:%d", host, port)
 		}
 		model := n.Model
 		if model == "" {

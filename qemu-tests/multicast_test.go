@@ -1,0 +1,235 @@
+package qemutests
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// privateL2 is an Ethernet segment of the test's own: a vde_switch (a
+// child process with a socket in a temp dir) that the VMs join with QEMU's
+// -netdev vde, and a network namespace made for the test whose tap device
+// vde_plug2tap attaches to the switch, so that udp-sender on the host side
+// sits on the same segment. Nothing of it touches the host's interfaces.
+type privateL2 struct {
+	sock, ns, tap, addr string
+}
+
+// child starts a program that lives until the test ends (killed by pid).
+func child(t *testing.T, name string, args ...string) (*exec.Cmd, *syncBuffer) {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	stdin, err := cmd.StdinPipe() // vde_switch's console: it must not see EOF
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		stdin.Close()
+	})
+	return cmd, out
+}
+
+func newPrivateL2(t *testing.T) *privateL2 {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("the private L2 (network namespace, tap) needs root")
+	}
+	for _, p := range []string{"vde_switch", "vde_plug2tap", "udp-sender", "ip"} {
+		if _, err := exec.LookPath(p); err != nil {
+			t.Fatalf("%s is needed (Debian packages vde2, udpcast, iproute2; ./build.sh deps installs them)", p)
+		}
+	}
+	dir, err := os.MkdirTemp("", "vde-") // short: a unix socket path
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	l := &privateL2{sock: filepath.Join(dir, "sw"), ns: fmt.Sprintf("mcast%d", os.Getpid()), tap: "tap0", addr: "10.203.0.1"}
+	child(t, "vde_switch", "-s", l.sock)
+	for i := 0; ; i++ {
+		if _, err := os.Stat(filepath.Join(l.sock, "ctl")); err == nil {
+			break
+		}
+		if i > 100 {
+			t.Fatal("vde_switch did not create its socket")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	run := func(args ...string) {
+		t.Helper()
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	run("ip", "netns", "add", l.ns)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", l.ns).Run() })
+	run("ip", "-n", l.ns, "tuntap", "add", "dev", l.tap, "mode", "tap")
+	run("ip", "-n", l.ns, "addr", "add", l.addr+"/24", "brd", "+", "dev", l.tap)
+	run("ip", "-n", l.ns, "link", "set", l.tap, "up")
+	child(t, "ip", "netns", "exec", l.ns, "vde_plug2tap", "-s", l.sock, l.tap)
+	return l
+}
+
+// nic is the QEMU arguments of a NIC on the segment.
+func (l *privateL2) nic(mac string) []string {
+	return []string{"-netdev", "vde,id=m0,sock=" + qemuEscape(l.sock), "-device", "virtio-net-pci,netdev=m0,romfile=,mac=" + mac}
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer goroutine and readers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return strings.ReplaceAll(s.b.String(), "\r", "\n")
+}
+
+var _ io.Writer = (*syncBuffer)(nil)
+
+// TestMulticast is issue 14, item 4: one stock udp-sender and two rescue
+// VMs on the private L2 restore the same zstd ESXi 6.0 image by udpcast
+// multicast (rescue.image=udpcast://eth0, rescue.sha256= required), fix and
+// verify it; both disks are checked from the host (both GPT copies slot for
+// slot, sgdisk -v, partition data). A third VM started after the
+// transmission began fails cleanly: RESCUE: FAILED, its disk untouched.
+func TestMulticast(t *testing.T) {
+	a := artifacts(t)
+	tl := tools(t, "esximg")
+	missingRescue(t)
+	l := newPrivateL2(t)
+	t.Parallel()
+	ri := makeRestoreImage(t, tl)
+	sender, sout := child(t, "ip", "netns", "exec", l.ns, "udp-sender", "--file", ri.zst, "--interface", l.tap,
+		"--portbase", "9000", "--min-receivers", "2", "--nopointopoint", "--nokbd")
+
+	dir := t.TempDir()
+	vm := func(name, mac, ip, timeouts string, disk string) VM {
+		return VM{
+			Name: t.Name() + "-" + name, Kernel: a.Kernel, Initrd: a.Initramfs,
+			Cmdline: KernelCmdline("ip="+ip+":::255.255.255.0:"+name+":eth0:off", "rescue.action=restore,fix,verify",
+				"rescue.image=udpcast://eth0?port=9000&"+timeouts, "rescue.sha256="+ri.sha,
+				"rescue.target=/dev/vda", "rescue.done=poweroff"),
+			Disks:   []Disk{{Path: disk}},
+			Extra:   l.nic(mac),
+			Timeout: Scaled(3 * time.Minute),
+		}
+	}
+	var targets []string
+	type result struct {
+		name string
+		err  error
+		r    *Running
+	}
+	results := make(chan result, 3)
+	for i, name := range []string{"rx1", "rx2"} {
+		target := filepath.Join(dir, name+".img")
+		if err := BlankDisk(target, 2<<30); err != nil {
+			t.Fatal(err)
+		}
+		targets = append(targets, target)
+		v := vm(name, fmt.Sprintf("52:54:00:4d:43:%02x", i+1), fmt.Sprintf("10.203.0.%d", 11+i), "start-timeout=240&receive-timeout=60", target)
+		go func() {
+			r, _, err := HandsOff(t.Context(), v, nil)
+			results <- result{name, err, r}
+		}()
+	}
+
+	// The late receiver: booted only once the transfer has started.
+	late := filepath.Join(dir, "late.img")
+	if err := BlankDisk(late, 2<<30); err != nil {
+		t.Fatal(err)
+	}
+	lateBefore, err := FileDigest(late)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(Scaled(3 * time.Minute))
+	for !strings.Contains(sout.String(), "Starting transfer") {
+		if time.Now().After(deadline) {
+			t.Fatalf("udp-sender never started the transfer:\n%s", sout.String())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Logf("udp-sender started the transfer; booting the late receiver")
+	lr, err := Start(t.Context(), vm("late", "52:54:00:4d:43:09", "10.203.0.19", "start-timeout=15&receive-timeout=10", late))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lr.Stop()
+
+	for range 2 {
+		res := <-results
+		if res.r != nil {
+			defer res.r.Stop()
+		}
+		if res.err != nil {
+			t.Errorf("%s: %v", res.name, res.err)
+		}
+	}
+	if err := sender.Wait(); err != nil || !strings.Contains(sout.String(), "Transfer complete") {
+		t.Errorf("udp-sender: %v\n%s", err, lastLines(sout.String(), 15))
+	}
+	if t.Failed() {
+		return
+	}
+	for _, target := range targets {
+		if err := CheckFixedGPT(target, 512, ri.img.GPT.Primary); err != nil {
+			t.Errorf("%s: %v", target, err)
+		}
+		if err := SgdiskVerify(target); err != nil {
+			t.Errorf("%s: %v", target, err)
+		}
+		after, err := PartitionDigests(target, 512)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := CompareDigests(ri.digest, after); err != nil {
+			t.Errorf("%s: restored partitions differ from the image's: %v", target, err)
+		}
+	}
+
+	m, err := lr.Expect(MarkFailed, 0, MarkDone)
+	if err != nil {
+		t.Fatalf("the late receiver: %v", err)
+	}
+	t.Logf("the late receiver failed as it should: %s", m[0])
+	if !regexp.MustCompile(`udpcast|SHA-256|incomplete`).MatchString(m[0]) {
+		t.Errorf("the late receiver's failure does not say what went wrong: %s", m[0])
+	}
+	lr.Stop()
+	if after, err := FileDigest(late); err != nil || after != lateBefore {
+		t.Errorf("the late receiver's disk changed (%v)", err)
+	}
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
