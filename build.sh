@@ -86,6 +86,8 @@ FUZZ_TARGETS=(
 	"./remote FuzzParse"
 	"./remote/cred FuzzParse"
 	"./imgsig FuzzParseManifest"
+	"./udpcast FuzzParse"
+	"./rescue/sshd FuzzParseAuthorizedKeys"
 )
 FUZZTIME=${FUZZTIME:-10s}
 

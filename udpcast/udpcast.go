@@ -23,6 +23,7 @@ import (
 	"io"
 	"net/url"
 	"os/exec"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,6 +32,10 @@ import (
 
 // Scheme is the URL scheme of a udpcast source.
 const Scheme = "udpcast://"
+
+// ifaceName is what an interface name may be here (Linux allows more;
+// names from the kernel and udev fit).
+var ifaceName = regexp.MustCompile(`^[A-Za-z0-9_.-]{0,15}$`)
 
 // Spec is a parsed udpcast source.
 type Spec struct {
@@ -58,7 +63,7 @@ func Parse(s string) (*Spec, error) {
 		return nil, fmt.Errorf("%s: want udpcast://[INTERFACE][?port=9000&start-timeout=SECONDS&receive-timeout=SECONDS]", s)
 	}
 	sp := &Spec{Interface: u.Hostname(), Port: 9000, StartTimeout: 120 * time.Second, ReceiveTimeout: 30 * time.Second}
-	if strings.ContainsAny(sp.Interface, " /") || len(sp.Interface) > 15 {
+	if !ifaceName.MatchString(sp.Interface) || u.Host != sp.Interface {
 		return nil, fmt.Errorf("%s: %q is not a network interface name", s, sp.Interface)
 	}
 	q, err := url.ParseQuery(u.RawQuery)

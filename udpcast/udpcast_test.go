@@ -145,3 +145,26 @@ func TestReceive(t *testing.T) {
 		t.Logf("as expected after %d bytes: %v", n+int64(len(rest)), err)
 	})
 }
+
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{"udpcast://", "udpcast://eth0?port=9000&start-timeout=5", "udpcast://e/?receive-timeout=1", "udpcast://[::1]:5"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		sp, err := Parse(s)
+		if err != nil {
+			return
+		}
+		if sp.Port%2 != 0 || sp.Port <= 0 || sp.StartTimeout <= 0 || sp.ReceiveTimeout <= 0 || strings.ContainsAny(sp.Interface, " /") {
+			t.Fatalf("Parse(%q) = %+v", s, sp)
+		}
+		for _, a := range sp.Args() {
+			if a == "--ignore-lost-data" || a == "" {
+				t.Fatalf("args %q", sp.Args())
+			}
+		}
+		if _, err := Parse(sp.String()); err != nil {
+			t.Fatalf("String() %q does not parse: %v", sp.String(), err)
+		}
+	})
+}

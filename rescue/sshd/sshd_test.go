@@ -140,3 +140,14 @@ func TestOpenSSHClient(t *testing.T) {
 		t.Errorf("changed host key: exit %d, %q", code, out)
 	}
 }
+
+func FuzzParseAuthorizedKeys(f *testing.F) {
+	f.Add([]byte("# c\nssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBtJ2V1sLsK6e4bM5F8E0m0wX0bW6m3Vt0bU6QyQ0k0a x\n"))
+	f.Add([]byte(`from="x" ssh-rsa AAAA`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		keys, err := ParseAuthorizedKeys(data)
+		if err == nil && len(keys) == 0 {
+			t.Fatal("no keys and no error")
+		}
+	})
+}
