@@ -130,7 +130,7 @@ func Server(cfg Config) (*ssh.Server, error) {
 			return &gossh.ServerConfig{MaxAuthTries: 6}
 		},
 		ConnectionFailedCallback: func(c net.Conn, err error) {
-			if !errors.Is(err, io.EOF) {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, syscall.ECONNRESET) { // port probes
 				logf("ssh: connection from %s failed: %v", c.RemoteAddr(), err)
 			}
 		},
