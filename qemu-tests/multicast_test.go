@@ -178,9 +178,7 @@ func TestMulticast(t *testing.T) {
 	vm := func(name, mac, ip, timeouts string, disk string) VM {
 		return VM{
 			Name: t.Name() + "-" + name, Kernel: a.Kernel, Initrd: a.Initramfs,
-			// no_timer_check: a TCG guest on a busy host can miss the
-			// kernel's IO-APIC timer check and panic at once.
-			Cmdline: KernelCmdline("no_timer_check", "ip="+ip+":::255.255.255.0:"+name+":eth0:off", "rescue.action=restore",
+			Cmdline: KernelCmdline("ip="+ip+":::255.255.255.0:"+name+":eth0:off", "rescue.action=restore",
 				"rescue.image=udpcast://eth0?port=9000&"+timeouts, "rescue.sha256="+ri.sha,
 				"rescue.target=/dev/vda", "rescue.done=poweroff"),
 			Disks:   []Disk{{Path: disk}},
