@@ -214,6 +214,13 @@ func fix(o *options, r *report, stdout io.Writer) (int, error) {
 	if err != nil {
 		return 2, err
 	}
+	// No GPT at all but an MBR (msdos) table, e.g. an ESXi host upgraded
+	// from 4.x: explained and refused, not rebuilt or called damaged GPT.
+	if t.Best() == nil {
+		if parts, merr := esxi.ParseMBR(dev.File, dev.Size); merr == nil {
+			return 2, fmt.Errorf("%s: %s", r.Target, esxi.ExplainMBR(parts).Text)
+		}
+	}
 	r.DiskSize, r.SectorSize = t.DiskSize, t.SectorSize
 	r.Problems = problems(t)
 	// A valid GPT with the other sector size: nothing may be rebuilt
