@@ -6,8 +6,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/esxi-rescue/rescue/internal/remotetest"
 )
@@ -66,7 +68,7 @@ func TestRestoreShare(t *testing.T) {
 			if err := BlankDisk(target, 2<<30); err != nil {
 				t.Fatal(err)
 			}
-			r, _, err := HandsOff(context.Background(), VM{
+			vm := VM{
 				Name:   t.Name(),
 				Kernel: a.Kernel, Initrd: a.Initramfs,
 				Cmdline: KernelCmdline("ip=dhcp", "rescue.action=restore,fix,verify",
@@ -77,7 +79,13 @@ func TestRestoreShare(t *testing.T) {
 					tc.guest:          fmt.Sprintf("127.0.0.1:%d", s.Port),
 					"10.0.2.100:8080": srv.Addr,
 				}},
-			}, nil)
+			}
+			var r *Running
+			if tc.name == "nfs" {
+				r, err = nfsRoundTrip(t, s, vm, target)
+			} else {
+				r, _, err = HandsOff(context.Background(), vm, nil)
+			}
 			if r != nil {
 				defer r.Stop()
 			}
@@ -112,4 +120,88 @@ func startNFSShare(t *testing.T) *remotetest.Share {
 	dir := t.TempDir()
 	port := remotetest.StartNFS(t, dir)
 	return &remotetest.Share{Name: "nfs", Port: port, Local: func(name string) string { return filepath.Join(dir, name) }}
+}
+
+// nfsRoundTrip runs the hands-off restore of vm with rescue.done=shell and
+// then, in the rescue shell, a backup (imgcopy -compress zstd) of a second
+// disk to the NFS export through the guest kernel's NFS client and a
+// restore of it onto a third disk; the host checks the files on the
+// export (no .partial left, sha256sum -c of the manifest, zstd -dc | cmp)
+// and the third disk with cmp.
+func nfsRoundTrip(t *testing.T, s *remotetest.Share, vm VM, target string) (*Running, error) {
+	dir := t.TempDir()
+	src, dst := filepath.Join(dir, "src.img"), filepath.Join(dir, "dst.img")
+	data := make([]byte, 8<<20)
+	for i := range data {
+		data[i] = byte(i*7 + i>>13)
+	}
+	if err := os.WriteFile(src, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := BlankDisk(dst, 8<<20); err != nil {
+		t.Fatal(err)
+	}
+	vm.Cmdline = strings.Replace(strings.Replace(vm.Cmdline, "rescue.done=poweroff", "rescue.done=shell", 1),
+		"rescue.target=auto", "rescue.target=/dev/vda", 1)
+	vm.Disks = append(vm.Disks, Disk{Path: src}, Disk{Path: dst})
+	vm.Keyboard = true
+	vm.Timeout = Scaled(DefaultHandsOff + time.Minute)
+	r, err := Start(context.Background(), vm)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := r.Expect(MarkDone, 0, MarkFailed); err != nil {
+		return r, fmt.Errorf("%w%s", err, Diagnose(strings.Split(r.Output(), "\n")))
+	}
+	url := "'nfs://10.0.2.100:2049/export/b.img.zst?vers=3&mountport=2049'"
+	for _, c := range []struct{ cmd, mark, rc, says string }{
+		{"imgcopy -progress plain -compress zstd /dev/vdb " + url, "NFS-BACKUP", "0", ""},
+		{"imgcopy -progress plain -yes " + url + " /dev/vdc", "NFS-RESTORE", "0", ""},
+		{"imgcopy -progress plain -compress zstd /dev/vdb " + url, "NFS-EXISTS", "2", "use -yes to overwrite"},
+		{"imgcopy -retries 1 " + strings.Replace(url, "b.img.zst", "missing.img", 1) + " /dev/vdc", "NFS-MISSING", "2", "not found"},
+		{"imgcopy -retries 1 -connect-timeout 2s 'nfs://10.0.2.101/export/b.img.zst?vers=3' /dev/vdc", "NFS-UNREACHABLE", "2", "unreachable"},
+	} {
+		before := len(r.Output())
+		time.Sleep(time.Second)
+		if err := r.Type(c.cmd + "; echo " + c.mark + "-RC=$?\n"); err != nil {
+			return r, err
+		}
+		m, err := r.Expect(regexp.MustCompile(c.mark+`-RC=(\d+)`), Scaled(60*time.Second))
+		if err != nil {
+			return r, fmt.Errorf("%s: %w\n%s", c.mark, err, r.Tail(30))
+		}
+		if m[1] != c.rc {
+			return r, fmt.Errorf("%s: exit %s, want %s\n%s", c.mark, m[1], c.rc, r.Tail(30))
+		}
+		if said := r.Output()[before:]; !strings.Contains(said, c.says) {
+			t.Errorf("%s: the output does not say %q:\n%s", c.mark, c.says, said)
+		}
+	}
+	r.Stop()
+	ents, _ := os.ReadDir(filepath.Dir(s.Local("x")))
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	got := " " + strings.Join(names, " ") + " "
+	for _, n := range []string{"b.img.zst", "b.img.zst.bmap", "b.img.zst.sha256"} {
+		if !strings.Contains(got, " "+n+" ") {
+			t.Errorf("nfs: %s missing on the export:%s", n, got)
+		}
+	}
+	if strings.Contains(got, ".partial") {
+		t.Errorf("nfs: temporary files left on the export:%s", got)
+	}
+	c := exec.Command("sha256sum", "-c", "--ignore-missing", "b.img.zst.sha256")
+	c.Dir = filepath.Dir(s.Local("x"))
+	if out, err := c.CombinedOutput(); err != nil {
+		t.Errorf("nfs: sha256sum -c: %v\n%s", err, out)
+	}
+	if out, err := exec.Command("sh", "-c", "zstd -dc "+s.Local("b.img.zst")+" | cmp - "+src).CombinedOutput(); err != nil {
+		t.Errorf("nfs: zstd -dc | cmp: %v %s", err, out)
+	}
+	if out, err := exec.Command("cmp", src, dst).CombinedOutput(); err != nil {
+		t.Errorf("nfs: the disk restored from the export differs: %v %s", err, out)
+	}
+	return r, nil
 }
