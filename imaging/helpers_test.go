@@ -146,6 +146,11 @@ func TestMain(m *testing.M) {
 	if err != nil {
 		panic(err)
 	}
+	// Like /tmp: the test servers (smbd, sshd as other users) reach
+	// the directories the tests make in it.
+	if err := os.Chmod(dir, 0o1777); err != nil {
+		panic(err)
+	}
 	os.Setenv("TMPDIR", dir)
 	code := m.Run()
 	os.RemoveAll(dir)
