@@ -521,38 +521,10 @@ func TestMBRDisk(t *testing.T) {
 	dir := t.TempDir()
 	mbr := filepath.Join(dir, "mbr.img")
 	gpttest.Sparse(t, dir, "mbr.img", 8*gib)
-	// Named lines give the ESX(i) 4.x numbering: 4 first, extended 1.
-	script := strings.ReplaceAll("label: dos\n"+
-		"IMG4 : start=32, size=8160, type=4\n"+
-		"IMG1 : start=8192, size=1835008, type=5\n"+
-		"IMG5 : start=8224, size=511968, type=6\n"+
-		"IMG6 : start=520224, size=511968, type=6\n"+
-		"IMG7 : start=1032224, size=225248, type=fc\n"+
-		"IMG8 : start=1257504, size=585696, type=6\n"+
-		"IMG2 : start=1843200, size=8386560, type=6\n"+
-		"IMG3 : start=10229760, type=fb\n", "IMG", mbr)
-	cmd := exec.Command("sfdisk", "--no-reread", "--no-tell-kernel", "-q", mbr)
-	cmd.Stdin = strings.NewReader(script)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("sfdisk: %v\n%s", err, out)
-	}
-	// Sector 0, the EBRs and the GPT regions a rebuild would write.
-	tableSectors := func() []byte {
-		f, err := os.Open(mbr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		var all []byte
-		for _, lba := range []int64{0, 1, 2, 33, 8192, 520192, 1032192, 1257472, 1843199, 8*gib/512 - 33, 8*gib/512 - 1} {
-			b := make([]byte, 512)
-			if _, err := f.ReadAt(b, lba*512); err != nil {
-				t.Fatal(err)
-			}
-			all = append(all, b...)
-		}
-		return all
-	}
+	esxitest.MBRDisk(t, mbr)
+	// The MBR's sectors and the GPT regions a rebuild would write.
+	lbas := append([]int64{1, 2, 33, 8*gib/512 - 33, 8*gib/512 - 1}, esxitest.MBRTableLBAs...)
+	tableSectors := func() []byte { return esxitest.Sectors(t, mbr, lbas) }
 	before := tableSectors()
 	for _, args := range [][]string{{"-check"}, {"-esxi"}, {"-esxi", "-yes"}} {
 		code, stdout, stderr := gptfix(t, append(args, mbr)...)

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/esxi-rescue/rescue/esxi"
+	"github.com/esxi-rescue/rescue/internal/esxitest"
 	"github.com/esxi-rescue/rescue/rescue/cmdline"
 	"github.com/esxi-rescue/rescue/rescue/console"
 )
@@ -262,28 +263,8 @@ func TestFixESXiFindings(t *testing.T) {
 	if err := os.Truncate(mbr, 8*gib); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("sfdisk", "--no-reread", "--no-tell-kernel", "-q", mbr)
-	cmd.Stdin = strings.NewReader(strings.ReplaceAll("label: dos\nIMG4 : start=32, size=8160, type=4\nIMG1 : start=8192, size=1835008, type=5\nIMG5 : start=8224, size=511968, type=6\nIMG6 : start=520224, size=511968, type=6\nIMG7 : start=1032224, size=225248, type=fc\nIMG8 : start=1257504, size=585696, type=6\nIMG2 : start=1843200, size=8386560, type=6\nIMG3 : start=10229760, type=fb\n", "IMG", mbr))
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("sfdisk: %v\n%s", err, out)
-	}
-	// sector 0 and the EBRs: everything an MBR table is made of
-	tableSectors := func() []byte {
-		f, err := os.Open(mbr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		var all []byte
-		for _, lba := range []int64{0, 8192, 8193, 520192, 1032192, 1257472, 1843199, 1843200} {
-			b := make([]byte, 512)
-			if _, err := f.ReadAt(b, lba*512); err != nil {
-				t.Fatal(err)
-			}
-			all = append(all, b...)
-		}
-		return all
-	}
+	esxitest.MBRDisk(t, mbr)
+	tableSectors := func() []byte { return esxitest.Sectors(t, mbr, esxitest.MBRTableLBAs) }
 	before := tableSectors()
 	_, err = s.Fix(ctx, c, mbr)
 	if err == nil || !strings.Contains(err.Error(), "GPT tables only") || !strings.Contains(err.Error(), "upgraded from ESX(i) 4.x") {
