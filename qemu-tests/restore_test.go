@@ -22,6 +22,26 @@ type restoreImage struct {
 	digest map[string]string
 }
 
+// checkRestored checks from the host a target the rescue restored ri
+// onto: the image's GPT slot for slot with the backup at the target's end
+// (CheckFixedGPT), sgdisk -v clean, every partition's data as in the image.
+func (ri *restoreImage) checkRestored(t *testing.T, target string) {
+	t.Helper()
+	if err := CheckFixedGPT(target, 512, ri.img.GPT.Primary); err != nil {
+		t.Error(err)
+	}
+	if err := SgdiskVerify(target); err != nil {
+		t.Error(err)
+	}
+	after, err := PartitionDigests(target, 512)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := CompareDigests(ri.digest, after); err != nil {
+		t.Errorf("restored partitions differ from the image's: %v", err)
+	}
+}
+
 func makeRestoreImage(t *testing.T, tl *Tools) *restoreImage {
 	t.Helper()
 	dir := t.TempDir()
@@ -120,19 +140,7 @@ func TestRestoreHTTP(t *testing.T) {
 				}
 			}
 			r.Stop()
-			if err := CheckFixedGPT(target, 512, ri.img.GPT.Primary); err != nil {
-				t.Error(err)
-			}
-			if err := SgdiskVerify(target); err != nil {
-				t.Error(err)
-			}
-			after, err := PartitionDigests(target, 512)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := CompareDigests(ri.digest, after); err != nil {
-				t.Errorf("restored partitions differ from the image's: %v", err)
-			}
+			ri.checkRestored(t, target)
 		})
 	}
 }

@@ -98,19 +98,7 @@ func TestRestoreShare(t *testing.T) {
 				t.Errorf("the block map beside the image on the share was not used")
 			}
 			r.Stop()
-			if err := CheckFixedGPT(target, 512, ri.img.GPT.Primary); err != nil {
-				t.Error(err)
-			}
-			if err := SgdiskVerify(target); err != nil {
-				t.Error(err)
-			}
-			after, err := PartitionDigests(target, 512)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := CompareDigests(ri.digest, after); err != nil {
-				t.Errorf("restored partitions differ from the image's: %v", err)
-			}
+			ri.checkRestored(t, target)
 		})
 	}
 }
