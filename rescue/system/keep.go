@@ -18,12 +18,13 @@ type UndoFile struct {
 // Undos returns the undo files written so far, in order.
 func (s *System) Undos() []UndoFile { return s.undos }
 
-// undoPath picks where a fix's undo file goes: into the run's directory
+// undoPath picks where a step's undo file goes: into the run's directory
 // on the rescue stick (mounted until release is called), so that it is
 // on the stick, fsynced, before a sector of the disk is written; else,
-// without a stick or when it cannot be written, the tmpfs.
-func (s *System) undoPath(dst string) (path, where string, release func()) {
-	name := fmt.Sprintf("undo-%s-%s.json", filepath.Base(dst), time.Now().UTC().Format("20060102T150405Z"))
+// without a stick or when it cannot be written, the tmpfs. prefix names
+// the step in the file name ("" for a fix, "restore-" for a restore).
+func (s *System) undoPath(prefix, dst string) (path, where string, release func()) {
+	name := fmt.Sprintf("undo-%s%s-%s.json", prefix, filepath.Base(dst), time.Now().UTC().Format("20060102T150405Z"))
 	if s.Keep != nil {
 		dir, unmount, err := s.Keep.Mount()
 		if err == nil {
@@ -39,25 +40,23 @@ func (s *System) undoPath(dst string) (path, where string, release func()) {
 	return p, p, func() {}
 }
 
-// recordUndo reads an undo file a step wrote (if it did) for the report;
-// one written elsewhere than the stick (imaging's fix-up after a restore)
-// is saved on the stick as well. where is "" when path is all there is.
+// recordUndo reads an undo file a step wrote (if it did) into the run's
+// list for the report; where is how the file is shown (on the stick, or
+// its tmpfs path).
 func (s *System) recordUndo(step, dst, path, where string) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return // nothing was written (the plan failed before its undo file)
 	}
-	if where == "" {
-		where = path
-		if s.Keep != nil {
-			name := fmt.Sprintf("undo-%s-%s-%s.json", step, filepath.Base(dst), time.Now().UTC().Format("20060102T150405Z"))
-			if w, err := s.Keep.Save(name, data); err != nil {
-				s.Con.Printf("keep: WARNING: %v", err)
-			} else {
-				where = w
-			}
-		}
-	}
 	s.undos = append(s.undos, UndoFile{Step: step, Device: dst, File: where, Data: data})
 	s.Con.Printf("%s: undo file %s (%d bytes, also in the report)", step, where, len(data))
+}
+
+// sibling is where a file that a step wrote beside its undo file (path,
+// shown as where) is shown: on the stick next to it, else its own path.
+func (s *System) sibling(file, path, where string) string {
+	if where == path || s.Keep == nil {
+		return file
+	}
+	return s.Keep.Where(filepath.Base(file))
 }

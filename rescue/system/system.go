@@ -385,7 +385,6 @@ func (s *System) Restore(ctx context.Context, c *cmdline.Config, dst string) (an
 		Src: c.Image, Dst: dst, Verify: s.VerifyCopy, Yes: true,
 		Progress: s.Con, ProgressMode: imaging.ProgressPlain, ProgressInterval: 10 * time.Second,
 		Log: s.Con.Printf, Refuse: s.refuse(),
-		UndoPath: filepath.Join(s.TmpDir, fmt.Sprintf("rescue-undo-restore-%s-%d.json", filepath.Base(dst), time.Now().Unix())),
 	}
 	if c.SHA256 != nil {
 		opt.SHA256 = hex.EncodeToString(c.SHA256)
@@ -400,11 +399,19 @@ func (s *System) Restore(ctx context.Context, c *cmdline.Config, dst string) (an
 		s.Con.Printf("restore: the image's manifest or block map must be signed by the key of rescue.pubkey= (minisign)")
 	}
 	opt.OnProgress = s.OnProgress
+	// Both undo files of a restore (the target's old table, saved before
+	// it is invalidated; the GPT fix-up's) go straight to the stick.
+	undoPath, where, release := s.undoPath("restore-", dst)
+	opt.UndoPath = undoPath
 	s.Con.Printf("restore: %s -> %s", c.Image, dst)
 	res, err := imaging.Copy(ctx, opt)
-	if res != nil && res.UndoPath != "" {
-		s.recordUndo("restore", dst, res.UndoPath, "")
+	if res != nil && res.TableUndoPath != "" {
+		s.recordUndo("restore", dst, res.TableUndoPath, s.sibling(res.TableUndoPath, undoPath, where))
 	}
+	if res != nil && res.UndoPath != "" {
+		s.recordUndo("restore", dst, res.UndoPath, where)
+	}
+	release()
 	if err != nil {
 		return res, err
 	}
@@ -485,7 +492,7 @@ func (s *System) Fix(ctx context.Context, c *cmdline.Config, dst string) (any, e
 		s.Con.Printf("fix: %s already matches %s; nothing written", dst, s.refDesc)
 		return res, nil
 	}
-	undoPath, where, release := s.undoPath(dst)
+	undoPath, where, release := s.undoPath("", dst)
 	res.UndoPath = where
 	s.Con.Printf("fix: undo file %s (to revert: gptfix -undo FILE -yes %s, with this file or the run's report.json)", where, dst)
 	if c.TestPause == "between-backup-and-primary" {

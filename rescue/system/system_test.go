@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/esxi-rescue/rescue/esxi"
+	"github.com/esxi-rescue/rescue/gpt"
 	"github.com/esxi-rescue/rescue/internal/esxitest"
 	"github.com/esxi-rescue/rescue/rescue/cmdline"
 	"github.com/esxi-rescue/rescue/rescue/console"
@@ -272,5 +273,55 @@ func TestFixESXiFindings(t *testing.T) {
 	}
 	if !bytes.Equal(tableSectors(), before) {
 		t.Error("the MBR disk was changed")
+	}
+}
+
+// TestRestoreKeepsOldTableUndo: a hands-off restore that fails (wrong
+// SHA-256) over a disk that had a table leaves that table invalidated by
+// imaging and its undo file in the run's undo list (so in the report and,
+// when booted from the stick, on it); the recorded document puts the old
+// table back byte for byte, checked with sgdisk -p.
+func TestRestoreKeepsOldTableUndo(t *testing.T) {
+	dir := t.TempDir()
+	img := filepath.Join(dir, "esxi.img")
+	if err := esxi.Create(img, esxi.CreateOptions{Version: "5.0", Size: gib, Seed: 4}); err != nil {
+		t.Fatal(err)
+	}
+	disk := filepath.Join(dir, "target.img")
+	if err := esxi.Create(disk, esxi.CreateOptions{Version: "6.0", Size: 2 * gib, Seed: 5}); err != nil {
+		t.Fatal(err)
+	}
+	before := tool(t, "sgdisk", "-p", disk)
+	c := parse(t, "rescue.action=restore rescue.image="+img+" rescue.sha256="+strings.Repeat("ab", 32)+" rescue.target=/dev/sdz")
+	s, log := newSystem(t)
+	if _, err := s.Restore(context.Background(), c, disk); err == nil {
+		t.Fatalf("Restore with a wrong checksum succeeded:\n%s", log)
+	}
+	undos := s.Undos()
+	if len(undos) != 1 || undos[0].Step != "restore" || undos[0].Device != disk || len(undos[0].Data) == 0 {
+		t.Fatalf("undo files after the failed restore: %+v\n%s", undos, log)
+	}
+	if !strings.Contains(log.String(), "restore: undo file "+undos[0].File) {
+		t.Errorf("the console does not name the undo file %s:\n%s", undos[0].File, log)
+	}
+	if out, _ := exec.Command("sgdisk", "-p", disk).CombinedOutput(); string(out) == before {
+		t.Fatalf("the old table is still valid after the failed restore:\n%s", out)
+	}
+	// The recorded document itself (as the report carries it), not the file.
+	doc := filepath.Join(t.TempDir(), "from-report.json")
+	if err := os.WriteFile(doc, undos[0].Data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dev, err := gpt.OpenDevice(disk, 0, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = gpt.ApplyUndo(dev, doc)
+	dev.Close()
+	if err != nil {
+		t.Fatalf("ApplyUndo: %v", err)
+	}
+	if after := tool(t, "sgdisk", "-p", disk); after != before {
+		t.Errorf("sgdisk -p after the undo:\n%s\nwas\n%s", after, before)
 	}
 }
