@@ -410,7 +410,9 @@ func (b *Backend) Copy(ctx context.Context, job CopyJob, onProgress func(Progres
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	opt := imaging.Options{Src: job.Src, Dst: job.Dst, SHA256: job.SHA256, Compress: job.Compress,
-		Verify: true, Yes: true, Refuse: job.Refuse}
+		// A restore's Yes is the device name the person typed; a back-up
+		// never overwrites an existing image.
+		Verify: true, Yes: job.Compress == "", Refuse: job.Refuse}
 	if job.Compress == "" {
 		site := b.undoSite()
 		if site.Release != nil {

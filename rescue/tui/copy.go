@@ -2,6 +2,7 @@ package tui
 
 import (
 	"fmt"
+	"os"
 	"strings"
 	"time"
 
@@ -197,6 +198,16 @@ func (c *copyFlow) update(m *Model, msg tea.Msg) tea.Cmd {
 		}
 		c.offer(m)
 		c.step = 1
+		return nil
+	}
+	if len(c.disks) == 0 {
+		m.flash = "No disk to back up."
+		return nil
+	}
+	// An existing image is never overwritten from here (imaging refuses
+	// too: the back-up runs without -yes); the person picks another name.
+	if fi, err := os.Stat(c.form.value(0)); err == nil && fi.Mode().IsRegular() && fi.Size() > 0 {
+		m.flash = fmt.Sprintf("%s exists (%s): nothing written; give another name.", c.form.value(0), gpt.HumanBytes(fi.Size()))
 		return nil
 	}
 	return c.run(m, c.disks[c.pick.cur])

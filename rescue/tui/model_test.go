@@ -1,9 +1,12 @@
 package tui
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -171,6 +174,51 @@ func TestScreens(t *testing.T) {
 					t.Errorf("sdb.img after a failed restore: %s", r.Verdict)
 				}
 			}},
+		{name: "back up: zstd image from the name, manifest passes sha256sum -c, the summary's SHA-256 is the disk's",
+			setup: withSmallDisk, keys: []string{"u", "4", "type:out/backup.img.zst", "enter"},
+			want: []string{"Done in", "small.img -> out/backup.img.zst", "compression: zstd", "Read back and verified.", "Checksums:"},
+			check: func(t *testing.T, dir string, m *Model) {
+				sum := sha256File(t, "small.img")
+				if !strings.Contains(pageText(m), "SHA-256 "+sum) {
+					t.Errorf("the summary lacks the disk's SHA-256 %s:\n%s", sum, pageText(m))
+				}
+				sh(t, ".", "zstd -dc out/backup.img.zst | cmp - small.img")
+				sh(t, "out", "sha256sum -c backup.img.zst.sha256")
+				if b, _ := os.ReadFile("out/backup.img.zst.sha256"); !strings.Contains(string(b), sum) {
+					t.Errorf("the manifest lacks the uncompressed SHA-256 %s:\n%s", sum, b)
+				}
+			}},
+		{name: "back up: an existing image is not overwritten",
+			setup: func(m *Model) {
+				withSmallDisk(m)
+				if err := os.WriteFile("out/backup.img.zst", []byte("keep me"), 0o644); err != nil {
+					panic(err)
+				}
+			},
+			keys: []string{"u", "4", "type:out/backup.img.zst", "enter"},
+			want: []string{"out/backup.img.zst exists (7 B): nothing written; give another name."}, wantNot: []string{"Done in"},
+			check: func(t *testing.T, dir string, m *Model) {
+				if b, _ := os.ReadFile("out/backup.img.zst"); string(b) != "keep me" {
+					t.Errorf("the existing image was changed: now %d bytes", len(b))
+				}
+				if ents := names(t, "out"); len(ents) != 1 {
+					t.Errorf("files left beside it: %v", ents)
+				}
+			}},
+		{name: "back up: an unwritable destination fails clearly, nothing left behind",
+			setup: func(m *Model) {
+				withSmallDisk(m)
+				if err := os.WriteFile("out/file", nil, 0o644); err != nil {
+					panic(err)
+				}
+			},
+			keys: []string{"u", "4", "type:out/file/backup.img.zst", "enter"},
+			want: []string{"FAILED", "out/file", "not a directory"},
+			check: func(t *testing.T, dir string, m *Model) {
+				if ents := names(t, "out"); len(ents) != 1 {
+					t.Errorf("files left behind: %v", ents)
+				}
+			}},
 		{name: "network without NICs", keys: []string{"n"}, want: []string{"No network interface found"}},
 		{name: "reboot asks first", keys: []string{"b"}, want: []string{"Reboot now?"},
 			check: func(t *testing.T, dir string, m *Model) {
@@ -215,26 +263,7 @@ func TestScreens(t *testing.T) {
 				tc.setup(m)
 			}
 			press(m, tc.keys...)
-			var page strings.Builder
-			if !m.done {
-				checkFrame(t, m.View(), 80, 24)
-				lines, _ := m.top().body(m)
-				for _, l := range lines {
-					page.WriteString(l.text + "\n")
-				}
-				page.WriteString(m.flash)
-			}
-			flat := strings.Join(strings.Fields(page.String()), " ")
-			for _, w := range tc.want {
-				if !strings.Contains(flat, strings.Join(strings.Fields(w), " ")) {
-					t.Errorf("page lacks %q:\n%s", w, page.String())
-				}
-			}
-			for _, w := range tc.wantNot {
-				if strings.Contains(page.String(), w) {
-					t.Errorf("page has %q:\n%s", w, page.String())
-				}
-			}
+			checkPage(t, m, tc.want, tc.wantNot)
 			if tc.check != nil {
 				tc.check(t, dir, m)
 			}
@@ -248,4 +277,86 @@ func mustDisk(t *testing.T, p string) inventory.Disk {
 		t.Fatal(err)
 	}
 	return d
+}
+
+// pageText is the current screen's whole page (all lines, scrolled or
+// not) and its flash line; "" once the screen has ended.
+func pageText(m *Model) string {
+	var page strings.Builder
+	if !m.done {
+		lines, _ := m.top().body(m)
+		for _, l := range lines {
+			page.WriteString(l.text + "\n")
+		}
+		page.WriteString(m.flash)
+	}
+	return page.String()
+}
+
+// checkPage checks the frame (80x24, no escape codes) and that the page
+// has each of want (spaces and line breaks folded) and none of wantNot.
+func checkPage(t *testing.T, m *Model, want, wantNot []string) {
+	t.Helper()
+	if !m.done {
+		checkFrame(t, m.View(), 80, 24)
+	}
+	page := pageText(m)
+	flat := strings.Join(strings.Fields(page), " ")
+	for _, w := range want {
+		if !strings.Contains(flat, strings.Join(strings.Fields(w), " ")) {
+			t.Errorf("page lacks %q:\n%s", w, page)
+		}
+	}
+	for _, w := range wantNot {
+		if strings.Contains(page, w) {
+			t.Errorf("page has %q:\n%s", w, page)
+		}
+	}
+}
+
+// withSmallDisk adds the fixture's small.img as a fourth disk (quick to
+// back up) and an empty directory out/ for the images.
+func withSmallDisk(m *Model) {
+	if err := os.Mkdir("out", 0o755); err != nil {
+		panic(err)
+	}
+	m.b.Files = append(m.b.Files, "small.img")
+	drive(m, m.scan())
+}
+
+// sh runs a shell pipeline of stock tools in dir and fails with its output.
+func sh(t *testing.T, dir, script string) {
+	t.Helper()
+	c := exec.Command("sh", "-ec", script)
+	c.Dir = dir
+	if out, err := c.CombinedOutput(); err != nil {
+		t.Errorf("%s: %v\n%s", script, err, out)
+	}
+}
+
+func sha256File(t *testing.T, p string) string {
+	t.Helper()
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func names(t *testing.T, dir string) []string {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range ents {
+		out = append(out, e.Name())
+	}
+	return out
 }
