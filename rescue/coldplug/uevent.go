@@ -39,7 +39,7 @@ func ParseUevent(b []byte) (*Uevent, error) {
 			u.Env[k] = v
 		}
 	}
-	if a := u.Env["ACTION"]; a != "" && a != action {
+	if a, ok := u.Env["ACTION"]; ok && a != action {
 		return nil, fmt.Errorf("uevent: header action %q but ACTION=%q", action, a)
 	}
 	return u, nil
