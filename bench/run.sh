@@ -155,7 +155,7 @@ timed "sparse: dd bs=4M conv=fsync" "$DIR/out" "$SPARSE" -- dd if="$DIR/esxi.img
 timed "sparse: bmaptool copy (its bmap)" "$DIR/out" "$SPARSE" -- bmaptool copy --bmap "$DIR/bmaptool.bmap" "$DIR/esxi.img" "$DIR/out"
 timed "sparse: imgcopy -verify" "$DIR/out" "$SPARSE" -- $IMG -verify "$DIR/esxi.img" "$DIR/out"
 run_queued
-grep -q "as recorded in the block map $DIR/esxi.img.bmap" "$DIR/log.0" || { cat "$DIR/log.0" >&2; echo "bench: imgcopy did not use its block map" >&2; exit 1; }
+grep -q "claimed by the block map $DIR/esxi.img.bmap" "$DIR/log.0" || { cat "$DIR/log.0" >&2; echo "bench: imgcopy did not use its block map" >&2; exit 1; }
 
 log "3. the ESXi image zstd-compressed ($(($(stat -c %s "$DIR/esxi.img.zst") / MiB)) MiB)"
 timed "zstd: imgcopy (its bmap)" "$DIR/out" "$SPARSE" -- $IMG "$DIR/esxi.img.zst" "$DIR/out"
