@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"github.com/esxi-rescue/rescue/internal/gpttest"
 	"math/rand"
 	"net"
 	"net/http"
@@ -144,7 +145,7 @@ func TestScreenFix(t *testing.T) {
 	if b, _ := os.ReadFile(filepath.Join(dir, "printk")); strings.TrimSpace(string(b)) != "1" {
 		t.Errorf("console log level while the screen is up: %q, want 1", b)
 	}
-	head := readRange(t, filepath.Join(dir, "sda.img"), 0, 34*512)
+	head := gpttest.ReadAt(t, filepath.Join(dir, "sda.img"), 0, 34*512)
 
 	// A resize redraws the screen at the new size.
 	p.tmux("resize-window", "-t", "main", "-x", "100", "-y", "30")
@@ -165,7 +166,7 @@ func TestScreenFix(t *testing.T) {
 	p.wait(`type the device name`, 5*time.Second)
 	p.keys("text:/dev/sda", "Enter")
 	p.wait(`You typed "/dev/sda", not sda.img: nothing written`, 5*time.Second)
-	if got := readRange(t, filepath.Join(dir, "sda.img"), 0, 34*512); string(got) != string(head) {
+	if got := gpttest.ReadAt(t, filepath.Join(dir, "sda.img"), 0, 34*512); string(got) != string(head) {
 		t.Fatal("the disk changed after a wrong device name")
 	}
 	if ents, _ := os.ReadDir(filepath.Join(dir, "undo")); len(ents) != 0 {
@@ -186,7 +187,7 @@ func TestScreenFix(t *testing.T) {
 	if out, err := exec.Command("sgdisk", "-v", filepath.Join(dir, "sda.img")).CombinedOutput(); err != nil || !strings.Contains(string(out), "No problems found") {
 		t.Errorf("sgdisk -v: %v\n%s", err, out)
 	}
-	if a, b := readRange(t, filepath.Join(dir, "orig.img"), 1024, 32*512), readRange(t, filepath.Join(dir, "sda.img"), 1024, 32*512); string(a) != string(b) {
+	if a, b := gpttest.ReadAt(t, filepath.Join(dir, "orig.img"), 1024, 32*512), gpttest.ReadAt(t, filepath.Join(dir, "sda.img"), 1024, 32*512); string(a) != string(b) {
 		t.Error("the fixed entry array differs from the original's")
 	}
 	p.keys("Enter")
@@ -202,20 +203,6 @@ func TestScreenFix(t *testing.T) {
 	if b, _ := os.ReadFile(filepath.Join(dir, "printk")); strings.Join(strings.Fields(string(b)), " ") != "4 4 1 7" {
 		t.Errorf("console log level after the screen: %q, want the old 4 4 1 7", b)
 	}
-}
-
-func readRange(t *testing.T, path string, off int64, n int) []byte {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	b := make([]byte, n)
-	if _, err := f.ReadAt(b, off); err != nil {
-		t.Fatal(err)
-	}
-	return b
 }
 
 // TestScreenRestore restores an image served over HTTP (on loopback,
