@@ -38,18 +38,7 @@ func Sgdisk(t testing.TB, path string, parts []Part) {
 // images of one size and layout share their GUIDs).
 func SgdiskImage(t testing.TB, dir string, size int64, parts []Part) string {
 	t.Helper()
-	key := fmt.Sprint(size, parts)
-	sgCache.Lock()
-	regions, ok := sgCache.m[key]
-	if !ok {
-		src := Sparse(t, t.TempDir(), "sgdisk.img", size)
-		Sgdisk(t, src, parts)
-		for _, r := range Regions(size, 512) {
-			regions = append(regions, region{r[0], ReadAt(t, src, r[0], int(r[1]))})
-		}
-		sgCache.m[key] = regions
-	}
-	sgCache.Unlock()
+	regions := sgRegions(t, size, parts)
 	p := Sparse(t, dir, fmt.Sprintf("sg%d.img", size), size)
 	f, err := os.OpenFile(p, os.O_RDWR, 0)
 	if err != nil {
@@ -60,6 +49,28 @@ func SgdiskImage(t testing.TB, dir string, size int64, parts []Part) string {
 		WriteAt(t, f, r.b, r.off)
 	}
 	return p
+}
+
+// sgRegions returns the cached GPT regions of the sgdisk-made image of
+// size and parts, making it first if needed. The lock is released by a
+// defer, so a t.Fatal inside (runtime.Goexit) does not leave it held and
+// hang every other test that wants an image.
+func sgRegions(t testing.TB, size int64, parts []Part) []region {
+	t.Helper()
+	key := fmt.Sprint(size, parts)
+	sgCache.Lock()
+	defer sgCache.Unlock()
+	if regions, ok := sgCache.m[key]; ok {
+		return regions
+	}
+	src := Sparse(t, t.TempDir(), "sgdisk.img", size)
+	Sgdisk(t, src, parts)
+	var regions []region
+	for _, r := range Regions(size, 512) {
+		regions = append(regions, region{r[0], ReadAt(t, src, r[0], int(r[1]))})
+	}
+	sgCache.m[key] = regions
+	return regions
 }
 
 type region struct {
