@@ -4,7 +4,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"time"
+
+	"github.com/esxi-rescue/rescue/gpt"
 )
 
 // UndoFile is an undo file a step wrote, whole, for the report.
@@ -24,11 +25,14 @@ func (s *System) Undos() []UndoFile { return s.undos }
 // without a stick or when it cannot be written, the tmpfs. prefix names
 // the step in the file name ("" for a fix, "restore-" for a restore).
 func (s *System) undoPath(prefix, dst string) (path, where string, release func()) {
-	name := fmt.Sprintf("undo-%s%s-%s.json", prefix, filepath.Base(dst), time.Now().UTC().Format("20060102T150405Z"))
+	// gpt.UndoPath names it with nanoseconds, the pid and a counter, so
+	// two steps on one disk within a second never share a file.
+	stem := fmt.Sprintf("undo-%s%s", prefix, filepath.Base(dst))
 	if s.Keep != nil {
 		dir, unmount, err := s.Keep.Mount()
 		if err == nil {
-			return filepath.Join(dir, name), s.Keep.Where(name), func() {
+			p := gpt.UndoPath(dir, stem)
+			return p, s.Keep.Where(filepath.Base(p)), func() {
 				if err := unmount(); err != nil {
 					s.Con.Printf("keep: WARNING: %v", err)
 				}
@@ -36,7 +40,7 @@ func (s *System) undoPath(prefix, dst string) (path, where string, release func(
 		}
 		s.Con.Printf("keep: WARNING: %v; the undo file goes to the RAM disk and into the report only", err)
 	}
-	p := filepath.Join(s.TmpDir, "rescue-"+name)
+	p := gpt.UndoPath(s.TmpDir, "rescue-"+stem)
 	return p, p, func() {}
 }
 
