@@ -136,7 +136,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 			SameSlots bool      `json:"same_slots"`
 			Repair    repair    `json:"repair"`
 			Diff      *gpt.Diff `json:"diff"`
-		}{describeSource(refPath, ref), describeSource(tgtPath, target), same, d.Same(), rep, d}
+			// ESXi is what ESXi would make of the target beyond its
+			// table, the same lines the text report prints.
+			ESXi []string `json:"esxi,omitempty"`
+		}{describeSource(refPath, ref), describeSource(tgtPath, target), same, d.Same(), rep, d,
+			esxiFindings(refPath, tgtPath, target)}
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		if err := enc.Encode(out); err != nil {

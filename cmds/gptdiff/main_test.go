@@ -286,6 +286,23 @@ func TestESXiFindings(t *testing.T) {
 	if _, out, _ := gptdiff(ref, ref); strings.Contains(out, "snapshot") || strings.Contains(out, "Windows") || strings.Contains(out, "would boot nothing") {
 		t.Errorf("findings on the reference itself:\n%s", out)
 	}
+	// -json carries the same findings.
+	_, out, _ = gptdiff("-json", ref, tgt)
+	var js struct {
+		ESXi []string `json:"esxi"`
+	}
+	if err := json.Unmarshal([]byte(out), &js); err != nil {
+		t.Fatalf("-json: %v\n%s", err, out)
+	}
+	all := strings.Join(js.ESXi, "\n")
+	for _, want := range []string{"ESXi 5.0 to 6.7u1 would boot nothing", "esxcli storage vmfs snapshot list", "Windows leftovers"} {
+		if !strings.Contains(all, want) {
+			t.Errorf("-json esxi lacks %q: %q", want, js.ESXi)
+		}
+	}
+	if _, out, _ := gptdiff("-json", ref, ref); strings.Contains(out, `"esxi"`) && strings.Contains(out, "snapshot") {
+		t.Errorf("-json findings on the reference itself:\n%s", out)
+	}
 }
 
 // TestNeedsRepair: a target whose headers' LastUsableLBA runs past the
