@@ -108,19 +108,9 @@ func TestUSB(t *testing.T) {
 	a := artifacts(t)
 	tl := tools(t, "esximg", "gptfix")
 	missingRescue(t)
-	const ovmf = "/usr/share/ovmf/OVMF.fd"
-	if _, err := os.Stat(ovmf); err != nil {
-		t.Fatalf("%v: install the ovmf package (./build.sh deps)", err)
-	}
-	if _, err := os.Stat(a.USB); err != nil {
-		t.Fatalf("%v: run ./build.sh first", err)
-	}
 	t.Parallel()
 	dir := t.TempDir()
-	stick := filepath.Join(dir, "rescue-usb.img")
-	if err := CopySparse(a.USB, stick); err != nil {
-		t.Fatal(err)
-	}
+	stick, ovmf := rescueStick(t, a, dir)
 	args := append([]string{"panic=-1"}, handsOffFix...)
 	for i, w := range args {
 		if w == "rescue.done=poweroff" {

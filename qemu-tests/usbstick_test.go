@@ -21,19 +21,9 @@ func TestUSBStickESXi(t *testing.T) {
 	a := artifacts(t)
 	tl := tools(t, "esximg")
 	missingRescue(t)
-	const ovmf = "/usr/share/ovmf/OVMF.fd"
-	if _, err := os.Stat(ovmf); err != nil {
-		t.Fatalf("%v: install the ovmf package (./build.sh deps)", err)
-	}
-	if _, err := os.Stat(a.USB); err != nil {
-		t.Fatalf("%v: run ./build.sh first", err)
-	}
 	t.Parallel()
 	dir := t.TempDir()
-	stick := filepath.Join(dir, "rescue-usb.img")
-	if err := CopySparse(a.USB, stick); err != nil {
-		t.Fatal(err)
-	}
+	stick, ovmf := rescueStick(t, a, dir)
 	if err := setStickArgs(stick, append([]string{"panic=-1"}, handsOffFix...)); err != nil {
 		t.Fatal(err)
 	}
@@ -96,4 +86,23 @@ func stickHead(t *testing.T, stick string) string {
 		t.Fatal(err)
 	}
 	return head + tail
+}
+
+// rescueStick checks that OVMF and the built rescue stick are there and
+// returns a sparse copy of the stick in dir for one VM, and the OVMF
+// firmware to boot it with.
+func rescueStick(t *testing.T, a *Artifacts, dir string) (stick, ovmf string) {
+	t.Helper()
+	ovmf = "/usr/share/ovmf/OVMF.fd"
+	if _, err := os.Stat(ovmf); err != nil {
+		t.Fatalf("%v: install the ovmf package (./build.sh deps)", err)
+	}
+	if _, err := os.Stat(a.USB); err != nil {
+		t.Fatalf("%v: run ./build.sh first", err)
+	}
+	stick = filepath.Join(dir, "rescue-usb.img")
+	if err := CopySparse(a.USB, stick); err != nil {
+		t.Fatal(err)
+	}
+	return stick, ovmf
 }
