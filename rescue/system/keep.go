@@ -46,14 +46,20 @@ func (s *System) undoPath(prefix, dst string) (path, where string, release func(
 
 // recordUndo reads an undo file a step wrote (if it did) into the run's
 // list for the report; where is how the file is shown (on the stick, or
-// its tmpfs path).
-func (s *System) recordUndo(step, dst, path, where string) {
+// its tmpfs path). With announce it prints the file's line
+// ("<step>: undo file ..."); a step that named the file on the console
+// before writing (the fix) passes false, so the line appears once. It
+// returns the file's size (0: nothing was written).
+func (s *System) recordUndo(step, dst, path, where string, announce bool) int {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return // nothing was written (the plan failed before its undo file)
+		return 0 // nothing was written (the plan failed before its undo file)
 	}
 	s.undos = append(s.undos, UndoFile{Step: step, Device: dst, File: where, Data: data})
-	s.Con.Printf("%s: undo file %s (%d bytes, also in the report)", step, where, len(data))
+	if announce {
+		s.Con.Printf("%s: undo file %s (%d bytes, also in the report)", step, where, len(data))
+	}
+	return len(data)
 }
 
 // sibling is where a file that a step wrote beside its undo file (path,

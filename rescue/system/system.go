@@ -406,10 +406,10 @@ func (s *System) Restore(ctx context.Context, c *cmdline.Config, dst string) (an
 	s.Con.Printf("restore: %s -> %s", c.Image, dst)
 	res, err := imaging.Copy(ctx, opt)
 	if res != nil && res.TableUndoPath != "" {
-		s.recordUndo("restore", dst, res.TableUndoPath, s.sibling(res.TableUndoPath, undoPath, where))
+		s.recordUndo("restore", dst, res.TableUndoPath, s.sibling(res.TableUndoPath, undoPath, where), true)
 	}
 	if res != nil && res.UndoPath != "" {
-		s.recordUndo("restore", dst, res.UndoPath, where)
+		s.recordUndo("restore", dst, res.UndoPath, where, true)
 	}
 	release()
 	if err != nil {
@@ -494,19 +494,21 @@ func (s *System) Fix(ctx context.Context, c *cmdline.Config, dst string) (any, e
 	}
 	undoPath, where, release := s.undoPath("", dst)
 	res.UndoPath = where
+	// Named once, before the first write: if the power goes mid-write,
+	// the console already said where the undo file is.
 	s.Con.Printf("fix: undo file %s (to revert: gptfix -undo FILE -yes %s, with this file or the run's report.json)", where, dst)
 	if c.TestPause == "between-backup-and-primary" {
 		os.Setenv(gpt.PauseEnv, TestPauseSeconds)
 		defer os.Unsetenv(gpt.PauseEnv)
 	}
 	err = plan.Apply(dev, undoPath)
-	s.recordUndo("fix", dst, undoPath, where)
+	size := s.recordUndo("fix", dst, undoPath, where, false)
 	release()
 	if err != nil {
 		return res, fmt.Errorf("applying the plan (undo file %s): %w", where, err)
 	}
 	res.Applied = true
-	s.Con.Printf("fix: written and verified; undo file %s", res.UndoPath)
+	s.Con.Printf("fix: written and verified (the undo file above: %d bytes, also in the report)", size)
 	dev.Close()
 	if err := Reread(dst, 10*time.Second); err != nil {
 		return res, err

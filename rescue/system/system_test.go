@@ -129,6 +129,12 @@ func TestFixVerifyESXiLayout(t *testing.T) {
 	if !strings.Contains(log.String(), "undo file "+fr.UndoPath) {
 		t.Errorf("the undo file's location was not printed:\n%s", log)
 	}
+	if n := strings.Count(log.String(), "fix: undo file "); n != 1 {
+		t.Errorf("the line \"fix: undo file ...\" was printed %d times, want once:\n%s", n, log)
+	}
+	if n := strings.Count(log.String(), fr.UndoPath); n != 1 {
+		t.Errorf("the undo file's path was printed %d times, want once:\n%s", n, log)
+	}
 	vr, err := s.Verify(ctx, c, disk)
 	if err != nil {
 		t.Fatalf("Verify after Fix: %v\n%s", err, log)
