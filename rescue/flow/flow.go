@@ -6,7 +6,8 @@
 // "RESCUE: FAILED <reason>" and falls back to the shell.
 //
 // With rescue.job= the steps after "job" are planned from the job's
-// settings, which the job step fetches (see JobFetcher).
+// settings, which the job step fetches (see JobFetcher): a job's own
+// rescue.ssh= starts the SSH server right after the job step.
 //
 // The work itself is behind the Machine interface (the boundary to the
 // hardware and the disk tools), so that the order and the stop-on-failure
@@ -112,8 +113,17 @@ func Plan(c *cmdline.Config) []Step {
 	return append(steps, disksteps(c)...)
 }
 
-// Rest lists the steps after the job step for the job's configuration c.
-func Rest(c *cmdline.Config) []Step { return disksteps(c) }
+// Rest lists the steps after the job step for the job's configuration c,
+// where before is the command line's: the SSH server first when the job
+// sets a rescue.ssh= of its own (as the command line's would start it),
+// then the disk steps.
+func Rest(before, c *cmdline.Config) []Step {
+	var steps []Step
+	if c.SSH != "" && c.SSH != before.SSH {
+		steps = append(steps, Step{Name: StepSSH})
+	}
+	return append(steps, disksteps(c)...)
+}
 
 func disksteps(c *cmdline.Config) []Step {
 	var steps []Step
@@ -161,6 +171,7 @@ func Run(ctx context.Context, c *cmdline.Config, m Machine, con Console, rep *re
 func RunWith(ctx context.Context, c *cmdline.Config, m Machine, con Console, rep *report.Report, obs Observer) Outcome {
 	out := Outcome{Config: c}
 	steps := Plan(c)
+	sshRunning := false // an SSH server started (one listens on port 22 at most)
 	for i := 0; i < len(steps); i++ {
 		s := steps[i]
 		if out.Err != nil {
@@ -180,7 +191,16 @@ func RunWith(ctx context.Context, c *cmdline.Config, m Machine, con Console, rep
 			obs(s.Name, i+1, len(steps), out.Config)
 		}
 		start := time.Now()
-		details, err := runStep(ctx, s.Name, out.Config, m, &out)
+		var details any
+		var err error
+		if s.Name == StepSSH && sshRunning {
+			// The command line's server keeps running (its keys); a
+			// second one could not listen on the same port.
+			err = fmt.Errorf("the SSH server of the command line's rescue.ssh=%s is running; the job's rescue.ssh=%s is not used",
+				cmdline.RedactURL(c.SSH), cmdline.RedactURL(out.Config.SSH))
+		} else {
+			details, err = runStep(ctx, s.Name, out.Config, m, &out)
+		}
 		if err == nil && ctx.Err() != nil {
 			err = ctx.Err()
 		}
@@ -205,8 +225,11 @@ func RunWith(ctx context.Context, c *cmdline.Config, m Machine, con Console, rep
 				rep.Found[s.Name] = details
 			}
 		}
+		if s.Name == StepSSH && err == nil {
+			sshRunning = true
+		}
 		if s.Name == StepJob && err == nil {
-			steps = append(steps, Rest(out.Config)...)
+			steps = append(steps, Rest(c, out.Config)...)
 		}
 	}
 	return out

@@ -257,3 +257,71 @@ func TestJob(t *testing.T) {
 		})
 	}
 }
+
+// SSH records the rescue.ssh= it was asked to start (flow.SSHStarter).
+func (j *jobMachine) SSH(_ context.Context, c *cmdline.Config) (any, error) {
+	return j.do(StepSSH + ":" + c.SSH)
+}
+
+// TestJobSSH: a job's own rescue.ssh= starts the SSH server right after
+// the job step, as the command line's would before it; one started by the
+// command line is not started again.
+func TestJobSSH(t *testing.T) {
+	const (
+		jobURL = "rescue.job=http://h/jobs/${mac}"
+		fix    = " rescue.action=fix,verify rescue.target=auto"
+	)
+	for _, tc := range []struct {
+		name, base, job string
+		fail            map[string]error
+		want            []string
+		steps           string // name=status from the report
+	}{
+		{name: "job starts ssh", base: jobURL, job: "rescue.ssh=http://h/keys" + fix,
+			want:  []string{"drivers", "disks", "network", "job", "ssh:http://h/keys", "reference", "target", "fix:/dev/sdb", "verify:/dev/sdb"},
+			steps: "drivers=ok disks=ok network=ok job=ok ssh=ok reference=ok target=ok fix=ok verify=ok"},
+		{name: "job with ssh only (shell)", base: jobURL, job: "rescue.ssh=/keys",
+			want:  []string{"drivers", "disks", "network", "job", "ssh:/keys"},
+			steps: "drivers=ok disks=ok network=ok job=ok ssh=ok"},
+		{name: "ssh failure only warns", base: jobURL, job: "rescue.ssh=http://h/keys" + fix,
+			fail:  map[string]error{"ssh:http://h/keys": errors.New("404")},
+			want:  []string{"drivers", "disks", "network", "job", "ssh:http://h/keys", "reference", "target", "fix:/dev/sdb", "verify:/dev/sdb"},
+			steps: "drivers=ok disks=ok network=ok job=ok ssh=warning reference=ok target=ok fix=ok verify=ok"},
+		{name: "same ssh on the command line: started once, before the job", base: jobURL + " rescue.ssh=/keys", job: "rescue.ssh=/keys" + fix,
+			want:  []string{"drivers", "disks", "network", "ssh:/keys", "job", "reference", "target", "fix:/dev/sdb", "verify:/dev/sdb"},
+			steps: "drivers=ok disks=ok network=ok ssh=ok job=ok reference=ok target=ok fix=ok verify=ok"},
+		{name: "command line's server running: the job's other keys are not started", base: jobURL + " rescue.ssh=/keys", job: "rescue.ssh=/other" + fix,
+			want:  []string{"drivers", "disks", "network", "ssh:/keys", "job", "reference", "target", "fix:/dev/sdb", "verify:/dev/sdb"},
+			steps: "drivers=ok disks=ok network=ok ssh=ok job=ok ssh=warning reference=ok target=ok fix=ok verify=ok"},
+		{name: "command line's server failed: the job's keys get their chance", base: jobURL + " rescue.ssh=/keys", job: "rescue.ssh=/other" + fix,
+			fail:  map[string]error{"ssh:/keys": errors.New("no such file")},
+			want:  []string{"drivers", "disks", "network", "ssh:/keys", "job", "ssh:/other", "reference", "target", "fix:/dev/sdb", "verify:/dev/sdb"},
+			steps: "drivers=ok disks=ok network=ok ssh=warning job=ok ssh=ok reference=ok target=ok fix=ok verify=ok"},
+		{name: "no job: no ssh", base: jobURL,
+			want:  []string{"drivers", "disks", "network", "job"},
+			steps: "drivers=ok disks=ok network=ok job=ok"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := &jobMachine{fakeMachine: fakeMachine{fail: tc.fail, target: "/dev/sdb"}, base: tc.base, job: tc.job}
+			rep := report.New("test")
+			con := &logConsole{}
+			out := Run(context.Background(), parse(t, tc.base), m, con, rep)
+			if !reflect.DeepEqual(m.calls, tc.want) {
+				t.Errorf("calls %v, want %v", m.calls, tc.want)
+			}
+			if out.Err != nil {
+				t.Errorf("Err = %v", out.Err)
+			}
+			var steps []string
+			for _, s := range rep.Steps {
+				steps = append(steps, s.Name+"="+s.Status)
+			}
+			if got := strings.Join(steps, " "); got != tc.steps {
+				t.Errorf("report steps %q, want %q\n%s", got, tc.steps, strings.Join(con.lines, "\n"))
+			}
+			if strings.Contains(tc.steps, "ssh=ok") && rep.Found[StepSSH] == nil {
+				t.Errorf("the SSH server's details are not in the report's found.ssh")
+			}
+		})
+	}
+}
