@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"os"
 	"sort"
 	"strings"
 
@@ -542,4 +543,19 @@ func (rep *BootReport) String() string {
 	}
 	fmt.Fprintf(&b, "verdict: %s\n", rep.Verdict)
 	return b.String()
+}
+
+// InspectFile is Inspect of the disk or image file at path, its size
+// taken by seeking to its end (which works for block devices too).
+func InspectFile(path string, sectorSize int) (*BootReport, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	size, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return nil, fmt.Errorf("esxi: %s: %w", path, err)
+	}
+	return Inspect(f, size, sectorSize)
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"io"
-	"os"
 
 	"github.com/esxi-rescue/rescue/esxi"
 )
@@ -45,16 +44,7 @@ partitions; 1 it boots nothing, an older bank, or misses a partition;
 	if err != nil {
 		return 2, err
 	}
-	f, err := os.Open(rest[0])
-	if err != nil {
-		return 2, err
-	}
-	defer f.Close()
-	size, err := f.Seek(0, io.SeekEnd)
-	if err != nil {
-		return 2, err
-	}
-	rep, err := esxi.Inspect(f, size, *sector)
+	rep, err := esxi.InspectFile(rest[0], *sector)
 	if err != nil {
 		return 2, err
 	}
@@ -86,16 +76,7 @@ func identity(img, dev, ref string) (*esxi.DiskIdentity, error) {
 	case dev != "" && ref != "":
 		return nil, fmt.Errorf("-identity-of and -ref: give one")
 	case ref != "":
-		f, err := os.Open(ref)
-		if err != nil {
-			return nil, err
-		}
-		defer f.Close()
-		size, err := f.Seek(0, io.SeekEnd)
-		if err != nil {
-			return nil, err
-		}
-		r, err := esxi.Inspect(f, size, 0)
+		r, err := esxi.InspectFile(ref, 0)
 		if err != nil {
 			return nil, fmt.Errorf("-ref %s: %w", ref, err)
 		}

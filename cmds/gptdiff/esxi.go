@@ -2,8 +2,6 @@ package main
 
 import (
 	"fmt"
-	"io"
-	"os"
 
 	"github.com/esxi-rescue/rescue/esxi"
 	"github.com/esxi-rescue/rescue/gpt"
@@ -20,7 +18,7 @@ func esxiFindings(refPath, tgtPath string, tgt *gpt.Table) []string {
 	if kind != gpt.KindDevice && kind != gpt.KindImage {
 		return nil
 	}
-	rep, err := inspectPath(tgtPath, tgt.SectorSize)
+	rep, err := esxi.InspectFile(tgtPath, tgt.SectorSize)
 	if err != nil {
 		return nil
 	}
@@ -46,19 +44,6 @@ func esxiFindings(refPath, tgtPath string, tgt *gpt.Table) []string {
 	return out
 }
 
-func inspectPath(path string, ss int) (*esxi.BootReport, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	size, err := f.Seek(0, io.SeekEnd)
-	if err != nil {
-		return nil, err
-	}
-	return esxi.Inspect(f, size, ss)
-}
-
 // identityFor is what the target's VMFS volumes are compared with: a disk
 // target's own identity; for an image target, the reference disk's, or
 // the identity the reference image's first VMFS volume stores.
@@ -71,7 +56,7 @@ func identityFor(refPath, tgtPath, tgtKind string) *esxi.DiskIdentity {
 	case gpt.KindDevice:
 		return sysfsIdentity(refPath)
 	case gpt.KindImage:
-		rep, err := inspectPath(refPath, 0)
+		rep, err := esxi.InspectFile(refPath, 0)
 		if err != nil {
 			return nil
 		}
