@@ -78,6 +78,8 @@ type Options struct {
 	// block map with it (DST.sha256.minisig, DST.bmap.minisig).
 	// SignPasswordFile holds the key's password when it is encrypted.
 	SignKey, SignPasswordFile string
+	// progressNote, when set, adds to the progress line (a delta restore's counts).
+	progressNote func() string
 	// bmapData is the block map's content as checkSigned verified it, so
 	// that loadBmap parses the same bytes.
 	bmapData []byte
@@ -91,6 +93,13 @@ type Options struct {
 	Yes bool
 	// NoGPTFixup leaves the GPT exactly as in the image even when the target's size differs.
 	NoGPTFixup bool
+	// Delta makes a restore onto an existing disk or file read the target
+	// alongside the image and write only the blocks (64 KiB) that differ,
+	// zeroing only where the target is not zero already (Result.Delta).
+	// The checks are the same as for a full restore: the image's SHA-256
+	// and block map are checked over the image stream, and its partition
+	// tables are written last, after them.
+	Delta bool
 	// AssumeZeroed skips all-zero regions on a block device instead of zeroing them
 	// (only safe when the device was just discarded or zeroed).
 	AssumeZeroed bool
@@ -204,6 +213,8 @@ type Result struct {
 	LayoutPath, ManifestPath string
 	// Signatures are the signature files a backup wrote (Options.SignKey).
 	Signatures []string `json:",omitempty"`
+	// Delta describes a delta restore (Options.Delta); nil for a full one.
+	Delta *DeltaStats `json:",omitempty"`
 	// Duration is the wall time of the copy.
 	Duration time.Duration
 }
@@ -224,6 +235,9 @@ func Copy(ctx context.Context, opt Options) (*Result, error) {
 	opt.defaults()
 	if opt.Src == "" || opt.Dst == "" {
 		return nil, errors.New("imaging: source and destination are required")
+	}
+	if opt.Delta && (opt.Compress != "" || opt.AssumeZeroed) {
+		return nil, errors.New("imaging: -delta is for restores and reads what is on the target: not with -compress or -assume-zeroed")
 	}
 	var res *Result
 	var err error

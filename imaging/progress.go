@@ -91,8 +91,10 @@ func showProgress(opt *Options, label string, total int64, counter func() int64)
 			for {
 				select {
 				case <-tick.C:
+					describe(bar, opt, label)
 					_ = bar.Set64(counter())
 				case <-done:
+					describe(bar, opt, label)
 					_ = bar.Set64(counter())
 					_ = bar.Finish()
 					return
@@ -108,9 +110,9 @@ func showProgress(opt *Options, label string, total int64, counter func() int64)
 			for {
 				select {
 				case <-tick.C:
-					fmt.Fprintln(opt.Progress, progressLine(label, counter(), total, time.Since(start)))
+					fmt.Fprintln(opt.Progress, progressLine(label, counter(), total, time.Since(start))+note(opt))
 				case <-done:
-					fmt.Fprintln(opt.Progress, progressLine(label, counter(), total, time.Since(start)))
+					fmt.Fprintln(opt.Progress, progressLine(label, counter(), total, time.Since(start))+note(opt))
 					return
 				}
 			}
@@ -136,4 +138,19 @@ func progressLine(label string, n, total int64, elapsed time.Duration) string {
 		s += fmt.Sprintf(", ETA %d:%02d", int(eta.Minutes()), int(eta.Seconds())%60)
 	}
 	return s
+}
+
+// note is what opt.progressNote adds to a progress line ("" without one).
+func note(opt *Options) string {
+	if opt.progressNote == nil {
+		return ""
+	}
+	return "; " + opt.progressNote()
+}
+
+// describe puts opt.progressNote into the bar's description.
+func describe(bar *progressbar.ProgressBar, opt *Options, label string) {
+	if opt.progressNote != nil {
+		bar.Describe(label + " (" + opt.progressNote() + ")")
+	}
 }

@@ -226,6 +226,15 @@ func restoreTo(ctx context.Context, opt *Options, partial *string) (*Result, err
 		holds = append(holds, g.ranges()...)
 	}
 	hd := newHeld(sink, holds)
+	var w consumer = hd
+	dw, err := startDelta(ctx, opt, t, hd, imgSize)
+	if err != nil {
+		return nil, err
+	}
+	if dw != nil {
+		defer dw.stop()
+		w = dw
+	}
 	// aftermath says, for an error after the first write, what was
 	// overwritten and how to get back.
 	aftermath := func(err error) error {
@@ -261,8 +270,11 @@ func restoreTo(ctx context.Context, opt *Options, partial *string) (*Result, err
 	}
 	opt.logf("restoring %s (%s) onto %s", opt.Src, res.Compression, opt.Dst)
 	stop := startProgress(opt, "restore", src.size, src.count.Load)
-	total, err := runPipeline(ctx, stream, pool, first, firstEOF, hd, digests...)
+	total, err := runPipeline(ctx, stream, pool, first, firstEOF, w, digests...)
 	stop()
+	if dw != nil {
+		dw.stop()
+	}
 	res.Bytes, res.SourceBytes = total, src.count.Load()
 	if src.dev != nil {
 		res.BadRanges = src.dev.bad
@@ -326,6 +338,9 @@ func restoreTo(ctx context.Context, opt *Options, partial *string) (*Result, err
 		return res, aftermath(fmt.Errorf("writing the image's partition table: %w", err))
 	}
 	res.DataBytes, res.ZeroBytes, res.DiscardedBytes = sink.dataBytes, sink.zeroBytes, sink.discarded
+	if dw != nil {
+		res.Delta = dw.stats(sink.dataBytes + sink.zeroBytes)
+	}
 	if err := t.f.Sync(); err != nil {
 		return res, aftermath(fmt.Errorf("flushing %s: %w", t.path, err))
 	}

@@ -250,13 +250,15 @@ func TestMountedTargetRefused(t *testing.T) {
 	defer exec.Command("umount", mnt).Run()
 	before := gpttest.ReadAt(t, dev, 0, 1<<20)
 	for _, target := range []string{dev, part, backing} {
-		opt := copyOpts(t, img, target)
-		opt.Yes = true
-		_, err := Copy(context.Background(), opt)
-		if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "mounted on "+mnt) {
-			t.Errorf("%s: want a refusal saying it is mounted, got %v", target, err)
-		} else {
-			t.Logf("refused as expected: %v", err)
+		for _, delta := range []bool{false, true} {
+			opt := copyOpts(t, img, target)
+			opt.Yes, opt.Delta = true, delta
+			_, err := Copy(context.Background(), opt)
+			if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "mounted on "+mnt) {
+				t.Errorf("%s (delta %v): want a refusal saying it is mounted, got %v", target, delta, err)
+			} else {
+				t.Logf("refused as expected (delta %v): %v", delta, err)
+			}
 		}
 	}
 	if !bytes.Equal(before, gpttest.ReadAt(t, dev, 0, 1<<20)) {

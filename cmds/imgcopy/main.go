@@ -71,6 +71,10 @@ Before writing, the target's partition table is saved to an undo file
 partition tables are written last, only when the whole image arrived and
 matched -sha256. A failed or killed restore so leaves a disk that no tool
 takes for a good one: restart the restore, or gptfix -undo FILE -yes DST.
+With -delta (a disk that already holds an older copy of the image) the
+target is read alongside the image and only the 64 KiB blocks that differ
+are written (zeros only where the target is not zero); the checks and the
+order of writes stay the same.
 A new file DST is written as DST.partial and renamed when complete. On a larger (or smaller) disk the backup GPT is moved
 to the disk's end, keeping every partition entry in its slot.
 
@@ -115,6 +119,7 @@ Exit status: 0 done, 1 checksum, signature or verification mismatch, 2 other tro
 Examples:
   imgcopy -sha256 3a7b... http://10.0.0.1/esxi.img.zst /dev/sda
   imgcopy -verify esxi.img /dev/sdb
+  imgcopy -delta -yes esxi.img.zst /dev/sdb  # writes only what changed since the last restore
   imgcopy -compress zstd /dev/sda /mnt/backup/esxi.img.zst
   imgcopy -make-bmap esxi.img            # writes esxi.img.bmap
   imgcopy -cred /mnt/nas.cred smb://nas/images/esxi.img.zst /dev/sda
@@ -155,6 +160,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&opt.Verify, "verify", false, "read back what was written and compare (per-64MiB digests; zero regions must read as zeros)")
 	fs.BoolVar(&opt.Yes, "yes", false, "overwrite a disk that holds a partition table (or an existing backup file)")
 	fs.BoolVar(&opt.NoGPTFixup, "no-gpt-fixup", false, "leave the GPT exactly as in the image, even on a disk of another size")
+	fs.BoolVar(&opt.Delta, "delta", false, "restore onto a disk that holds an older copy: read it alongside the image and write only the 64 KiB blocks that differ")
 	fs.BoolVar(&opt.AssumeZeroed, "assume-zeroed", false, "the target disk was just zeroed/discarded: skip the image's zero regions instead of zeroing them")
 	fs.BoolVar(&opt.SkipBad, "skip-bad", false, "on read errors of the source, fill unreadable sectors with zeros, continue, and list them")
 	fs.StringVar(&opt.Compress, "compress", "", "back up: write DST compressed with zstd, gzip or none, plus layout and manifest files")
@@ -257,6 +263,10 @@ func report(w io.Writer, r *imaging.Result, ok, madeBmap bool) {
 		rate := float64(r.Bytes) / max(r.Duration.Seconds(), 1e-9)
 		fmt.Fprintf(w, "copied %d bytes (%s data, %s zero regions) in %v, %.1f MiB/s\n",
 			r.Bytes, mib(r.DataBytes), mib(r.ZeroBytes), r.Duration.Round(time.Millisecond), rate/(1<<20))
+	}
+	if d := r.Delta; d != nil {
+		fmt.Fprintf(w, "delta: read %s of the target, %s identical (skipped), %s written\n",
+			mib(d.TargetRead), mib(d.Identical), mib(d.Written))
 	}
 	if r.SHA256 != "" {
 		fmt.Fprintf(w, "SHA-256 %s\n", r.SHA256)

@@ -37,6 +37,9 @@ func TestRun(t *testing.T) {
 		{"help", []string{"-h"}, 0, "", "Restore a disk image onto a disk"},
 		{"no args", nil, 2, "", "Usage: imgcopy"},
 		{"copy", []string{"-progress", "none", img, filepath.Join(dir, "a")}, 0, "SHA-256 " + sum, ""},
+		{"delta", []string{"-delta", "-progress", "plain", img, filepath.Join(dir, "a")}, 0, "delta: read 3.0 MiB of the target, 1.9 MiB identical (skipped), 1.1 MiB written", "identical"},
+		{"delta new file", []string{"-delta", img, filepath.Join(dir, "a2")}, 0, "SHA-256 " + sum, "nothing to compare: a full restore"},
+		{"delta backup", []string{"-delta", "-compress", "zstd", img, filepath.Join(dir, "a3")}, 2, "", "not with -compress"},
 		{"verify", []string{"-verify", img, filepath.Join(dir, "b")}, 0, "verified", ""},
 		{"good sha", []string{"-sha256", sum, img, filepath.Join(dir, "c")}, 0, "SHA-256", ""},
 		{"bad sha", []string{"-sha256", strings.Repeat("1", 64), img, filepath.Join(dir, "d")}, 1, "", "checksum mismatch"},
@@ -89,6 +92,22 @@ func TestJSON(t *testing.T) {
 	}
 	if r.Bytes != 1<<20 || r.SHA256 != sha256hex(t, img) || r.Error != "" {
 		t.Errorf("json %+v", r)
+	}
+
+	// -delta onto the copy just made: the figures are in the JSON.
+	out.Reset()
+	if code := run([]string{"-json", "-q", "-delta", img, filepath.Join(dir, "x")}, &out, &errb); code != 0 {
+		t.Fatalf("-delta: exit %d: %s", code, errb.String())
+	}
+	var d struct {
+		Delta struct{ BlockSize, TargetRead, Identical, Written int64 }
+	}
+	if err := json.Unmarshal(out.Bytes(), &d); err != nil {
+		t.Fatalf("%v: %s", err, out.String())
+	}
+	// All of the 1 MiB image is the held-back head: read, compared, written.
+	if d.Delta.BlockSize != 64<<10 || d.Delta.TargetRead != 1<<20 || d.Delta.Written != 1<<20 || d.Delta.Identical != 0 {
+		t.Errorf("-delta json: %+v\n%s", d.Delta, out.String())
 	}
 }
 
