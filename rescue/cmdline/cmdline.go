@@ -2,7 +2,7 @@
 // kernel command line (/proc/cmdline) and the optional text file on the USB
 // stick: rescue.action, rescue.image, rescue.sha256, rescue.bmap, rescue.target,
 // rescue.ref, rescue.done, rescue.report, rescue.job, rescue.syslog,
-// rescue.pubkey, rescue.manifest, rescue.ssh,
+// rescue.pubkey, rescue.manifest, rescue.ssh, rescue.delta,
 // rescue.testpause, ip=, BOOTIF= and modules_load=. Parse validates everything up front so that a typo stops
 // the flow before it touches a disk.
 package cmdline
@@ -78,6 +78,7 @@ type Config struct {
 	Syslog    string           // rescue.syslog=: [udp://|tcp://]HOST[:PORT] to send console lines to, "" if none
 	Cred      string           // rescue.cred=: credentials file for share URLs (a path, looked up in the rescue system and then on the stick's FAT partition, or an http(s) URL)
 	PubKey    string           // rescue.pubkey=: trusted minisign public key (base64) or an absolute path of a .pub file; "" if none
+	Delta     bool             // rescue.delta=1: the restore writes only the blocks that differ from what the target holds
 	Manifest  string           // rescue.manifest=: path or URL of the image's sha256sum manifest; "" = beside the image (with PubKey)
 	SSH       string           // rescue.ssh=: path or URL of the authorized_keys that may log in by SSH; "" = no SSH server
 	IP        *netup.IPConfig  // nil: no network wanted
@@ -172,6 +173,7 @@ var rescueKeys = map[string]bool{
 	"rescue.report": true, "rescue.testpause": true, "rescue.debug": true,
 	"rescue.job": true, "rescue.syslog": true, "rescue.cred": true,
 	"rescue.pubkey": true, "rescue.manifest": true, "rescue.ssh": true,
+	"rescue.delta": true,
 }
 
 // Parse validates the arguments of the kernel command line and, after
@@ -276,6 +278,18 @@ func Parse(args []Arg) (*Config, error) {
 		}
 		if err := checkPubKey(c.PubKey); err != nil {
 			return nil, err
+		}
+	}
+	if v := get("rescue.delta"); has("rescue.delta") {
+		switch v {
+		case "1":
+			c.Delta = true
+		case "0":
+		default:
+			return nil, fmt.Errorf("rescue.delta=%s: want 1 (write only the blocks that differ from the target) or 0", v)
+		}
+		if c.Delta && c.Image == "" {
+			return nil, fmt.Errorf("rescue.delta=1 given without rescue.image=")
 		}
 	}
 	if c.Has(ActionRestore) && c.Image == "" {
@@ -612,6 +626,9 @@ func (c *Config) Summary() map[string]any {
 	}
 	if c.Bmap != "" {
 		m["bmap"] = cred.Scrub(c.Bmap)
+	}
+	if c.Delta {
+		m["delta"] = true
 	}
 	if c.Report != "" {
 		m["report"] = RedactURL(c.Report)

@@ -141,6 +141,18 @@ func TestParse(t *testing.T) {
 		{name: "bad target", line: "rescue.action=fix rescue.target=sda", wantErr: "want a device under /dev/"},
 		{name: "bad sha", line: "rescue.image=/x rescue.sha256=abc", wantErr: "64 hex digits"},
 		{name: "sha without image", line: "rescue.sha256=" + sum, wantErr: "without rescue.image="},
+		{name: "delta", line: "rescue.action=restore rescue.image=/x.img rescue.target=auto rescue.delta=1", check: func(t *testing.T, c *Config) {
+			if !c.Delta || c.Summary()["delta"] != true {
+				t.Errorf("delta %v, summary %v", c.Delta, c.Summary())
+			}
+		}},
+		{name: "delta off", line: "rescue.action=restore rescue.image=/x.img rescue.target=auto rescue.delta=0", check: func(t *testing.T, c *Config) {
+			if _, ok := c.Summary()["delta"]; c.Delta || ok {
+				t.Errorf("delta %v, summary %v", c.Delta, c.Summary())
+			}
+		}},
+		{name: "delta yes", line: "rescue.image=/x.img rescue.delta=yes", wantErr: "want 1"},
+		{name: "delta without image", line: "rescue.delta=1", wantErr: "without rescue.image="},
 		{name: "bmap without image", line: "rescue.bmap=/x.bmap", wantErr: "without rescue.image="},
 		{name: "bmap relative", line: "rescue.image=/x rescue.bmap=x.bmap", wantErr: "absolute path"},
 		{name: "relative image", line: "rescue.image=esxi.img", wantErr: "absolute path"},

@@ -389,7 +389,10 @@ func (s *System) Restore(ctx context.Context, c *cmdline.Config, dst string) (an
 	if c.SHA256 != nil {
 		opt.SHA256 = hex.EncodeToString(c.SHA256)
 	}
-	opt.Bmap = c.Bmap
+	opt.Bmap, opt.Delta = c.Bmap, c.Delta
+	if c.Delta {
+		s.Con.Printf("restore: rescue.delta=1: reading %s alongside the image, writing only the blocks that differ", dst)
+	}
 	if err := s.loadCred(ctx, c); err != nil {
 		return nil, err
 	}
@@ -422,6 +425,10 @@ func (s *System) Restore(ctx context.Context, c *cmdline.Config, dst string) (an
 	s.Con.Printf("restore: %s written in %.0fs (sha256 %s, verified %v)", inventory.HumanSize(res.Bytes), res.Duration.Seconds(), sum, res.Verified)
 	if res.BmapPath != "" {
 		s.Con.Printf("restore: block map %s: all %d ranges matched", res.BmapPath, res.BmapRanges)
+	}
+	if d := res.Delta; d != nil {
+		s.Con.Printf("restore: delta: read %s of the target, %s identical (skipped), %s written",
+			inventory.HumanSize(d.TargetRead), inventory.HumanSize(d.Identical), inventory.HumanSize(d.Written))
 	}
 	if res.GPTFixup != "" {
 		s.Con.Printf("restore: %s", res.GPTFixup)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/esxi-rescue/rescue/esxi"
 	"github.com/esxi-rescue/rescue/gpt"
+	"github.com/esxi-rescue/rescue/imaging"
 	"github.com/esxi-rescue/rescue/internal/esxitest"
 	"github.com/esxi-rescue/rescue/rescue/cmdline"
 	"github.com/esxi-rescue/rescue/rescue/console"
@@ -330,4 +331,42 @@ func TestRestoreKeepsOldTableUndo(t *testing.T) {
 	if after := tool(t, "sgdisk", "-p", disk); after != before {
 		t.Errorf("sgdisk -p after the undo:\n%s\nwas\n%s", after, before)
 	}
+}
+
+// TestRestoreDelta: rescue.delta=1 restores onto a disk that already
+// holds the image with a few changed blocks, writing little, and the
+// result is the image (cmp).
+func TestRestoreDelta(t *testing.T) {
+	dir := t.TempDir()
+	img := filepath.Join(dir, "esxi.img")
+	if err := esxi.Create(img, esxi.CreateOptions{Version: "5.0", Size: gib, Seed: 6}); err != nil {
+		t.Fatal(err)
+	}
+	disk := filepath.Join(dir, "target.img")
+	tool(t, "cp", "--sparse=always", img, disk)
+	f, err := os.OpenFile(disk, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, off := range []int64{8 << 20, 300 << 20, 700 << 20} {
+		if _, err := f.WriteAt(bytes.Repeat([]byte{0x5a}, 4096), off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.Close()
+	c := parse(t, "rescue.action=restore rescue.image="+img+" rescue.target=/dev/sdz rescue.delta=1")
+	s, log := newSystem(t)
+	s.VerifyCopy = false
+	r, err := s.Restore(context.Background(), c, disk)
+	if err != nil {
+		t.Fatalf("Restore: %v\n%s", err, log)
+	}
+	res := r.(*imaging.Result)
+	if res.Delta == nil || res.Delta.Written > 2<<20 || res.Delta.Identical < gib-(2<<20) {
+		t.Errorf("delta figures %+v, want at most 2 MiB written\n%s", res.Delta, log)
+	}
+	if !strings.Contains(log.String(), "restore: delta: read 1.0 GiB of the target") {
+		t.Errorf("the console does not show the delta figures:\n%s", log)
+	}
+	tool(t, "cmp", img, disk)
 }
