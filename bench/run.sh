@@ -21,6 +21,9 @@
 #   5. imgcopy -verify overhead
 #   6. dense image restored over SMB, SFTP and S3 on loopback (bench/remote.sh): imgcopy vs
 #      smbclient -c get, sftp get, curl --aws-sigv4 (each + sync); ONLY=remote runs only this
+#   7. delta restore (bench/delta.sh; root: a loop device with direct I/O holding the dense image
+#      with 1% of its blocks changed): imgcopy -delta vs a full imgcopy restore and dd oflag=direct,
+#      bytes written from -json and /sys/block/loopN/stat; ONLY=delta runs only this
 # and imgcopy's peak memory (maximum resident set size), which must stay under 256 MiB.
 # Ratios are throughput ratios: > 1.0 means imgcopy is faster.
 # Needs: go, dd, zstd, bmaptool (bmap-tools), sgdisk (gdisk), /usr/bin/time, openssl (optional).
@@ -104,6 +107,7 @@ log "making a dense image of $((DENSE / MiB)) MiB"
 random "$DENSE" >"$DIR/dense.img"
 [[ $(stat -c %s "$DIR/dense.img") == "$DENSE" ]] || { echo "bench: could not make the dense image" >&2; exit 1; }
 
+if [[ -z ${ONLY:-} ]]; then
 log "making an ESXi-style image of $((SPARSE / MiB)) MiB, 90% zeros"
 truncate -s "$SPARSE" "$DIR/esxi.img"
 # ESXi 6.x-like layout: 1, 5, 6, 7, 8, 9, 2, 3 (slot 4 empty), datastore to the end.
@@ -135,11 +139,13 @@ drop
 IMG_BMAP_CREATE=$(cat "$DIR/time")
 log "zstd -T0 -3 (compressing the ESXi image)"
 zstd -q -T0 -3 "$DIR/esxi.img" -o "$DIR/esxi.img.zst"
+fi # ONLY
 
 echo >&2
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 . bench/remote.sh
-if [[ ${ONLY:-} != remote ]]; then
+. bench/delta.sh
+if [[ -z ${ONLY:-} ]]; then
 log "1. dense $((DENSE / MiB)) MiB file -> file"
 timed "dense: imgcopy" "$DIR/out" "$DENSE" -- $IMG "$DIR/dense.img" "$DIR/out"
 timed "dense: dd bs=4M conv=fsync" "$DIR/out" "$DENSE" -- dd if="$DIR/dense.img" of="$DIR/out" bs=4M conv=fsync status=none
@@ -179,10 +185,11 @@ else
 	log "4. skipped: a block device target needs root and loop devices"
 fi
 fi # ONLY
-remote_section
+[[ -z ${ONLY:-} || ${ONLY:-} == remote ]] && remote_section
+[[ -z ${ONLY:-} || ${ONLY:-} == delta ]] && delta_section
 
 echo
-echo "Results (median of $REPEAT interleaved runs each; $(nproc) CPUs, $(uname -r), dense $((DENSE / MiB)) MiB, sparse $((SPARSE / MiB)) MiB with $((SPARSE_DATA / MiB)) MiB data)"
+echo "Results (median of $REPEAT interleaved runs each; $(nproc) CPUs, $(uname -r), dense $((DENSE / MiB)) MiB, sparse $((SPARSE / MiB)) MiB with $((${SPARSE_DATA:-0} / MiB)) MiB data)"
 echo "load average before: $LOAD_BEFORE; after: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews wall times)"
 printf '%-44s %9s %11s %9s %10s\n' "run" "seconds" "MiB/s" "CPU s" "max RSS"
 for r in "${RESULTS[@]}"; do
@@ -192,7 +199,8 @@ done
 echo
 echo "Throughput ratios (> 1 means imgcopy is faster):"
 remote_ratios
-[[ ${ONLY:-} == remote ]] && exit 0
+delta_ratios
+[[ -n ${ONLY:-} ]] && exit 0
 echo "  dense:  imgcopy / dd                $(ratio "$T_dense__dd_bs_4M_conv_fsync" "$T_dense__imgcopy")   (goal >= 1.0)"
 echo "  dense:  imgcopy / cp                $(ratio "$T_dense__cp___sync" "$T_dense__imgcopy")"
 echo "  dense:  imgcopy / cat               $(ratio "$T_dense__cat___sync" "$T_dense__imgcopy")"
