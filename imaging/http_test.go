@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -50,12 +51,15 @@ type imageServer struct {
 	changeAt int   // from this request on, the ETag changes (0: never)
 	status   []int // per request: answer this status instead (0: normal)
 	requests atomic.Int32
+	mu       sync.Mutex
 	ranges   []string
 }
 
 func (s *imageServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	i := int(s.requests.Add(1)) - 1
+	s.mu.Lock()
 	s.ranges = append(s.ranges, r.Header.Get("Range"))
+	s.mu.Unlock()
 	if i < len(s.status) && s.status[i] != 0 {
 		http.Error(w, http.StatusText(s.status[i]), s.status[i])
 		return
@@ -139,7 +143,9 @@ func TestHTTP(t *testing.T) {
 				t.Errorf("SHA256 mismatch")
 			}
 			if got := tc.srv.requests.Load(); got < tc.minReq {
+				tc.srv.mu.Lock()
 				t.Errorf("%d requests, want at least %d (ranges %q)", got, tc.minReq, tc.srv.ranges)
+				tc.srv.mu.Unlock()
 			}
 		})
 	}

@@ -70,11 +70,11 @@ func openSource(ctx context.Context, opt *Options) (*source, error) {
 		return openRemote(ctx, opt)
 	}
 	if isURL(opt.Src) {
-		h, err := openHTTP(ctx, opt)
+		h, size, err := openHTTPSource(ctx, opt)
 		if err != nil {
 			return nil, err
 		}
-		return &source{name: opt.Src, r: h, size: h.size, closers: []func() error{h.Close}}, nil
+		return &source{name: opt.Src, r: h, size: size, closers: []func() error{h.Close}}, nil
 	}
 	var f *os.File
 	if opt.Src == "-" {

@@ -46,6 +46,7 @@ func TestRun(t *testing.T) {
 		{"missing source", []string{filepath.Join(dir, "nope"), filepath.Join(dir, "e")}, 2, "", "no such file"},
 		{"bad progress", []string{"-progress", "fancy", img, filepath.Join(dir, "f")}, 2, "", "-progress"},
 		{"plain progress", []string{"-progress", "plain", img, filepath.Join(dir, "g")}, 0, "", "restore: 3.0 MiB / 3.0 MiB (100%)"},
+		{"bad -http-conns", []string{"-http-conns", "9", img, filepath.Join(dir, "k")}, 2, "", "-http-conns 9: want 1 to 8"},
 		{"not a target", []string{img, "/dev/null"}, 2, "", "neither a regular file nor a block device"},
 		{"make-bmap", []string{"-make-bmap", img}, 0, "block map " + img + ".bmap written", ""},
 		{"make-bmap again", []string{"-make-bmap", img}, 2, "", "use -yes to replace it"},
