@@ -35,6 +35,7 @@ type httpReader struct {
 	cancel  context.CancelFunc
 	idle    *idleWatch
 	connOff int64
+	err     error // the error that ended the download
 }
 
 // minIdleBytes is how much an HTTP download must receive per IdleTimeout
@@ -243,7 +244,21 @@ func parseContentRange(s string) (start, total int64, ok bool) {
 	return start, total, true
 }
 
+// Read returns the image's bytes. An error is sticky: a caller that reads
+// on after one (bufio.Reader.Peek drops an error when enough bytes came
+// before it) gets the same error again, not a vaguer one.
 func (h *httpReader) Read(p []byte) (int, error) {
+	if h.err != nil {
+		return 0, h.err
+	}
+	n, err := h.read(p)
+	if err != nil && !errors.Is(err, io.EOF) {
+		h.err = err
+	}
+	return n, err
+}
+
+func (h *httpReader) read(p []byte) (int, error) {
 	for {
 		if h.body == nil {
 			return 0, fmt.Errorf("%w: %s: not connected", ErrHTTP, h.url)

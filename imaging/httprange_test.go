@@ -425,3 +425,23 @@ func cuttingProxy(t *testing.T, addr string, limit int64) string {
 	}()
 	return ln.Addr().String()
 }
+
+// TestHTTPReaderErrorSticky: after a download failed, reading on returns
+// the same error (decompress's Peek drops an error that came after enough
+// bytes; the next read must not turn it into a vaguer one).
+func TestHTTPReaderErrorSticky(t *testing.T) {
+	srv := httptest.NewServer(&imageServer{data: bytes.Repeat([]byte("x"), 1<<20), noRanges: true, drops: []int64{100}})
+	defer srv.Close()
+	opt := httpOpts(t, srv.URL+"/img", "")
+	opt.defaults()
+	h, err := openHTTP(context.Background(), &opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	_, err1 := io.ReadAll(h)
+	_, err2 := h.Read(make([]byte, 10))
+	if err1 == nil || err2 == nil || err1.Error() != err2.Error() || !strings.Contains(err2.Error(), "does not support resuming") {
+		t.Errorf("first error %v, then %v", err1, err2)
+	}
+}
