@@ -18,7 +18,8 @@
 #      hashes all of the image, zeros included) is shown for comparison.
 #   3. the same image zstd-compressed: imgcopy vs zstd -dc | dd, and zstd -d (sparse writer)
 #   4. dense image file -> block device (root: a loop device): imgcopy vs dd, buffered and oflag=direct
-#   5. imgcopy -verify overhead
+#   5. the block-device write path, -verify on devices and -make-bmap against sha256sum
+#      (bench/dev.sh); ONLY=dev runs only this
 #   6. dense image restored over SMB, SFTP and S3 on loopback (bench/remote.sh): imgcopy vs
 #      smbclient -c get, sftp get, curl --aws-sigv4 (each + sync); ONLY=remote runs only this
 #   7. delta restore (bench/delta.sh; root: a loop device with direct I/O holding the dense image
@@ -107,7 +108,7 @@ log "making a dense image of $((DENSE / MiB)) MiB"
 random "$DENSE" >"$DIR/dense.img"
 [[ $(stat -c %s "$DIR/dense.img") == "$DENSE" ]] || { echo "bench: could not make the dense image" >&2; exit 1; }
 
-if [[ -z ${ONLY:-} ]]; then
+if [[ -z ${ONLY:-} || ${ONLY:-} == dev ]]; then
 log "making an ESXi-style image of $((SPARSE / MiB)) MiB, 90% zeros"
 truncate -s "$SPARSE" "$DIR/esxi.img"
 # ESXi 6.x-like layout: 1, 5, 6, 7, 8, 9, 2, 3 (slot 4 empty), datastore to the end.
@@ -137,13 +138,16 @@ log "imgcopy -make-bmap"
 drop
 /usr/bin/time -f '%e' -o "$DIR/time" $IMG -make-bmap "$DIR/esxi.img" "$DIR/esxi.img.bmap" >/dev/null
 IMG_BMAP_CREATE=$(cat "$DIR/time")
-log "zstd -T0 -3 (compressing the ESXi image)"
-zstd -q -T0 -3 "$DIR/esxi.img" -o "$DIR/esxi.img.zst"
+if [[ -z ${ONLY:-} ]]; then
+	log "zstd -T0 -3 (compressing the ESXi image)"
+	zstd -q -T0 -3 "$DIR/esxi.img" -o "$DIR/esxi.img.zst"
+fi
 fi # ONLY
 
 echo >&2
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 . bench/remote.sh
+. bench/dev.sh
 . bench/delta.sh
 if [[ -z ${ONLY:-} ]]; then
 log "1. dense $((DENSE / MiB)) MiB file -> file"
@@ -185,6 +189,7 @@ else
 	log "4. skipped: a block device target needs root and loop devices"
 fi
 fi # ONLY
+[[ -z ${ONLY:-} || ${ONLY:-} == dev ]] && dev_section
 [[ -z ${ONLY:-} || ${ONLY:-} == remote ]] && remote_section
 [[ -z ${ONLY:-} || ${ONLY:-} == delta ]] && delta_section
 
@@ -199,6 +204,7 @@ done
 echo
 echo "Throughput ratios (> 1 means imgcopy is faster):"
 remote_ratios
+dev_ratios
 delta_ratios
 [[ -n ${ONLY:-} ]] && exit 0
 echo "  dense:  imgcopy / dd                $(ratio "$T_dense__dd_bs_4M_conv_fsync" "$T_dense__imgcopy")   (goal >= 1.0)"
@@ -210,7 +216,7 @@ echo "  sparse: imgcopy -no-bmap / bmaptool $(ratio "$T_sparse__bmaptool_copy__i
 echo "  zstd:   imgcopy / (zstd -dc | dd)   $(ratio "$T_zstd__zstd__dc___dd_bs_4M_conv_fsync" "$T_zstd__imgcopy__its_bmap_")   (-no-bmap: $(ratio "$T_zstd__zstd__dc___dd_bs_4M_conv_fsync" "$T_zstd__imgcopy__no_bmap"))"
 echo "  zstd:   imgcopy / zstd -d           $(ratio "$T_zstd__zstd__d__sparse____sync" "$T_zstd__imgcopy__its_bmap_")"
 if [[ $LOOP ]]; then
-	echo "  device: imgcopy / dd                $(ratio "$T_device__dd_bs_4M_conv_fsync" "$T_device__imgcopy")   (imgcopy / dd oflag=direct: $(ratio "$T_device__dd_bs_4M_oflag_direct" "$T_device__imgcopy"))"
+	echo "  device: imgcopy / dd                $(ratio "$T_device__dd_bs_4M_conv_fsync" "$T_device__imgcopy")   (imgcopy / dd oflag=direct: $(ratio "$T_device__dd_bs_4M_oflag_direct" "$T_device__imgcopy"), goal >= 1.0)"
 fi
 echo "  -verify cost: dense $(ratio "$T_dense__imgcopy__verify" "$T_dense__imgcopy")x, sparse $(ratio "$T_sparse__imgcopy__verify" "$T_sparse__imgcopy__its_bmap_")x the time without"
 peak=0

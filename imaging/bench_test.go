@@ -8,6 +8,7 @@ import (
 	"os"
 	"testing"
 
+	"github.com/esxi-rescue/rescue/internal/gpttest"
 	"github.com/esxi-rescue/rescue/internal/zeros"
 )
 
@@ -78,6 +79,28 @@ func BenchmarkZeroSink(b *testing.B) {
 	s := &rawSink{f: f, name: "out", limit: -1, gran: 4096, minZero: 4096, mode: zeroSkip}
 	for i := 0; i < b.N; i++ {
 		if err := s.data(buf, int64(i)*int64(len(buf))); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkRestoreDevice restores a dense image onto a loop device with
+// direct I/O (root only): the block-device write path, for pprof.
+func BenchmarkRestoreDevice(b *testing.B) {
+	needRoot(b)
+	dir := b.TempDir()
+	src := dir + "/img"
+	const size = 256 << 20
+	makeImage(b, src, size, 1<<20, 1, 3)
+	backing := dir + "/disk"
+	if f, err := os.Create(backing); err != nil || f.Truncate(size) != nil || f.Close() != nil {
+		b.Fatal("making the loop device's backing file", err)
+	}
+	dev := gpttest.Loop(b, backing, "--direct-io=on")
+	b.SetBytes(size)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := Copy(context.Background(), Options{Src: src, Dst: dev, Yes: true, NoGPTFixup: true}); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -6,7 +6,9 @@
 // A restore runs as a pipeline with bounded memory: one goroutine reads and
 // decompresses into a small pool of large aligned buffers, one hashes the
 // uncompressed stream and one writes, skipping all-zero regions (holes on a
-// file target, BLKZEROOUT on a block device). Before the first byte goes
+// file target, BLKZEROOUT on a block device). A block device takes its
+// aligned writes with O_DIRECT and its zeroing from several goroutines at
+// once, so that its queue stays full (directwrite.go). Before the first byte goes
 // out, the target's partition tables are saved to an undo file and
 // invalidated (guard.go); the first megabyte of the image (protective MBR
 // and primary GPT), its backup GPT header and the regions of the target's

@@ -273,6 +273,8 @@ func newHeld(sink *rawSink, rs [][2]int64) *held {
 	return h
 }
 
+func (h *held) setKeep(keep func() func()) { h.sink.setKeep(keep) }
+
 func (h *held) data(b []byte, off int64) error {
 	end := off + int64(len(b))
 	pos := off

@@ -181,10 +181,20 @@ func runPipeline(ctx context.Context, r io.Reader, pool chan *chunk, first *chun
 	}
 
 	var werr error
+	kw, _ := w.(keeper)
 	for c := range chans[0] {
 		if werr == nil && ctx.Err() == nil {
+			if kw != nil {
+				kw.setKeep(func() func() {
+					c.refs.Add(1)
+					return func() { release(c) }
+				})
+			}
 			if werr = feed(w, c); werr != nil {
 				cancel()
+			}
+			if kw != nil {
+				kw.setKeep(nil)
 			}
 		}
 		release(c)

@@ -54,7 +54,6 @@ func restoreTo(ctx context.Context, opt *Options, partial *string) (*Result, err
 
 	// Read the first chunk before touching the target: it tells the
 	// sector size and, through the primary GPT, how big the target must be.
-	pool := newPool(opt.Buffers, opt.BufferSize)
 	first := &chunk{buf: alignedBuf(headLen), own: true}
 	n, err := io.ReadFull(stream, first.buf)
 	first.n = n
@@ -270,7 +269,18 @@ func restoreTo(ctx context.Context, opt *Options, partial *string) (*Result, err
 	}
 	opt.logf("restoring %s (%s) onto %s", opt.Src, res.Compression, opt.Dst)
 	stop := startProgress(opt, "restore", src.size, src.count.Load)
-	total, err := runPipeline(ctx, stream, pool, first, firstEOF, w, digests...)
+	// A block device takes its writes directWriters at a time (O_DIRECT
+	// and BLKZEROOUT, see directwrite.go), with buffers enough to keep
+	// them busy.
+	nbuf := opt.Buffers
+	if t.direct != nil {
+		nbuf = max(nbuf, directBuffers)
+		sink.startQueue()
+	}
+	total, err := runPipeline(ctx, stream, newPool(nbuf, opt.BufferSize), first, firstEOF, w, digests...)
+	if werr := sink.wait(); werr != nil && err == nil {
+		err = werr
+	}
 	stop()
 	if dw != nil {
 		dw.stop()
@@ -348,8 +358,8 @@ func restoreTo(ctx context.Context, opt *Options, partial *string) (*Result, err
 	if t.fresh {
 		res.TargetSize = finalSize
 	}
-	if sink.directBytes > 0 {
-		opt.logf("%s of %s written with O_DIRECT (past the page cache)", gpt.HumanBytes(sink.directBytes), gpt.HumanBytes(sink.dataBytes))
+	if d := sink.directWritten(); d > 0 {
+		opt.logf("%s of %s written with O_DIRECT (past the page cache)", gpt.HumanBytes(d), gpt.HumanBytes(sink.dataBytes))
 	}
 	if res.DiscardedBytes > 0 {
 		opt.logf("dropped the last %s of the image, past the end of %s (outside every partition)", gpt.HumanBytes(res.DiscardedBytes), opt.Dst)

@@ -32,9 +32,14 @@ type rawSink struct {
 	minZero     int  // smallest zero run handled as a zero region
 	gran        int  // zero detection granularity
 	noLimitData bool // data past limit is an error (no GPT tells us it is unused)
+	// q, when set (a block device with O_DIRECT), takes the aligned data
+	// writes and the zeroing asynchronously, directWriters at a time;
+	// keep is the pipeline's hold on the current chunk (see keeper).
+	q    *ioQueue
+	keep func() func()
 
 	dataBytes, zeroBytes, discarded int64
-	directBytes                     int64      // of dataBytes, written with O_DIRECT
+	directBytes                     int64      // of dataBytes, written with O_DIRECT (without q)
 	end                             int64      // highest offset+len seen
 	pending                         [][2]int64 // ranges whose writeback was started
 	inflight                        int64      // bytes in pending
@@ -143,11 +148,56 @@ func (s *rawSink) zero(off, n int64) error {
 	return s.zeroRange(off, n)
 }
 
+func (s *rawSink) setKeep(keep func() func()) { s.keep = keep }
+
+// startQueue makes the sink write through an ioQueue (a block device
+// opened with O_DIRECT); wait must be called before anything reads the
+// target or writes the held-back ranges.
+func (s *rawSink) startQueue() {
+	if s.direct != nil && s.q == nil {
+		s.q = newIOQueue(s.f, s.direct, s.name)
+	}
+}
+
+// wait waits for the queued writes and returns the first error.
+func (s *rawSink) wait() error {
+	if s.q == nil {
+		return nil
+	}
+	return s.q.wait()
+}
+
+// directWritten is how many bytes went to the target with O_DIRECT.
+func (s *rawSink) directWritten() int64 {
+	n := s.directBytes
+	if s.q != nil {
+		n += s.q.direct64.Load()
+	}
+	return n
+}
+
 func (s *rawSink) writeData(b []byte, off int64) error {
 	if len(b) == 0 {
 		return nil
 	}
 	s.touched(off, int64(len(b)))
+	// An aligned piece that ends unaligned (before a held-back sector)
+	// goes out direct up to its last whole block, the rest through f.
+	if s.q != nil && len(b) > directAlign && !aligned(b, off) {
+		if k := len(b) &^ (directAlign - 1); aligned(b[:k], off) {
+			if err := s.writeData(b[:k], off); err != nil {
+				return err
+			}
+			b, off = b[k:], off+int64(k)
+		}
+	}
+	if s.q != nil && aligned(b, off) {
+		s.dataBytes += int64(len(b))
+		if s.keep != nil && s.q.reqs != nil {
+			return s.q.submit(ioReq{b: b, off: off, drop: s.keep()})
+		}
+		return s.q.write(b, off)
+	}
 	if s.direct != nil && aligned(b, off) {
 		_, err := s.direct.WriteAt(b, off)
 		if err == nil {
@@ -194,6 +244,12 @@ func (s *rawSink) zeroRange(off, n int64) error {
 		}
 		s.mode = zeroWrite
 	case zeroBlkZero:
+		if s.q != nil && s.q.reqs != nil && off%directAlign == 0 && n%directAlign == 0 {
+			return s.q.submit(ioReq{off: off, n: n})
+		}
+		if s.q != nil {
+			return s.q.zeroOut(off, n)
+		}
 		// BLKZEROOUT needs 512-byte alignment; write the odd tail by hand.
 		a := n &^ 511
 		if off%512 == 0 && a > 0 {
