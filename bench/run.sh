@@ -25,6 +25,9 @@
 #   7. delta restore (bench/delta.sh; root: a loop device with direct I/O holding the dense image
 #      with 1% of its blocks changed): imgcopy -delta vs a full imgcopy restore and dd oflag=direct,
 #      bytes written from -json and /sys/block/loopN/stat; ONLY=delta runs only this
+#   8. a zstd image from nginx (bench/net.sh): on loopback, and over a 20 ms RTT link between two
+#      network namespaces it makes; imgcopy (parallel ranges) vs curl | zstd -d | dd oflag=direct
+#      into a loop device with direct I/O; ONLY=net runs only this
 # and imgcopy's peak memory (maximum resident set size), which must stay under 256 MiB.
 # Ratios are throughput ratios: > 1.0 means imgcopy is faster.
 # Needs: go, dd, zstd, bmaptool (bmap-tools), sgdisk (gdisk), /usr/bin/time, openssl (optional).
@@ -149,6 +152,7 @@ LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 . bench/remote.sh
 . bench/dev.sh
 . bench/delta.sh
+. bench/net.sh
 if [[ -z ${ONLY:-} ]]; then
 log "1. dense $((DENSE / MiB)) MiB file -> file"
 timed "dense: imgcopy" "$DIR/out" "$DENSE" -- $IMG "$DIR/dense.img" "$DIR/out"
@@ -192,6 +196,7 @@ fi # ONLY
 [[ -z ${ONLY:-} || ${ONLY:-} == dev ]] && dev_section
 [[ -z ${ONLY:-} || ${ONLY:-} == remote ]] && remote_section
 [[ -z ${ONLY:-} || ${ONLY:-} == delta ]] && delta_section
+[[ -z ${ONLY:-} || ${ONLY:-} == net ]] && net_section
 
 echo
 echo "Results (median of $REPEAT interleaved runs each; $(nproc) CPUs, $(uname -r), dense $((DENSE / MiB)) MiB, sparse $((SPARSE / MiB)) MiB with $((${SPARSE_DATA:-0} / MiB)) MiB data)"
@@ -206,6 +211,7 @@ echo "Throughput ratios (> 1 means imgcopy is faster):"
 remote_ratios
 dev_ratios
 delta_ratios
+net_ratios
 [[ -n ${ONLY:-} ]] && exit 0
 echo "  dense:  imgcopy / dd                $(ratio "$T_dense__dd_bs_4M_conv_fsync" "$T_dense__imgcopy")   (goal >= 1.0)"
 echo "  dense:  imgcopy / cp                $(ratio "$T_dense__cp___sync" "$T_dense__imgcopy")"

@@ -445,3 +445,97 @@ func TestHTTPReaderErrorSticky(t *testing.T) {
 		t.Errorf("first error %v, then %v", err1, err2)
 	}
 }
+
+// FuzzHTTPRanges: a server whose every answer to a ranged request is
+// decided by the fuzzer (cut short, wrong start or total in Content-Range,
+// another ETag, 200 instead of 206, 5xx, 404, bytes past the range). The
+// download either returns exactly the image or fails with ErrHTTP in a
+// bounded time; it never returns other bytes.
+func FuzzHTTPRanges(f *testing.F) {
+	f.Add([]byte{0, 0, 0, 0})
+	f.Add([]byte{1, 50, 0, 2, 0, 3})
+	f.Add([]byte{4, 5, 6, 7, 8, 9})
+	f.Add([]byte{0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1})
+	data := make([]byte, 40<<10)
+	for i := range data {
+		data[i] = byte(i*13 + i>>8)
+	}
+	f.Fuzz(func(t *testing.T, plan []byte) {
+		var n atomic.Int32
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			i := int(n.Add(1)) - 1
+			op, arg := byte(0), byte(0)
+			if 2*i+1 < len(plan) {
+				op, arg = plan[2*i]%9, plan[2*i+1]
+			}
+			w.Header().Set("ETag", `"f"`)
+			rg := r.Header.Get("Range")
+			if rg == "" || op == 0 {
+				http.ServeContent(w, r, "img", time.Unix(1e9, 0), bytes.NewReader(data))
+				return
+			}
+			var a, b int64
+			fmt.Sscanf(rg, "bytes=%d-%d", &a, &b)
+			a, b = min(a, int64(len(data))), min(b+1, int64(len(data)))
+			part := data[a:b]
+			start, total := a, int64(len(data))
+			switch op {
+			case 1: // cut after arg*64 bytes
+				w = &dropWriter{ResponseWriter: w, limit: min(int64(arg)*64, int64(len(part)))}
+			case 2:
+				start += int64(arg%5) - 2
+			case 3:
+				total += int64(arg%3) - 1
+			case 4:
+				w.Header().Set("ETag", fmt.Sprintf(`"g%d"`, arg))
+			case 5:
+				w.Header().Set("Content-Length", fmt.Sprint(len(data)))
+				w.WriteHeader(http.StatusOK)
+				w.Write(data)
+				return
+			case 6:
+				http.Error(w, "busy", 500+int(arg%4))
+				return
+			case 7:
+				http.Error(w, "gone", 404)
+				return
+			case 8:
+				part = append(bytes.Clone(part), arg)
+			}
+			w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", start, start+int64(len(part))-1, total))
+			w.Header().Set("Content-Length", fmt.Sprint(len(part)))
+			w.WriteHeader(http.StatusPartialContent)
+			w.Write(part)
+		}))
+		defer srv.Close()
+		opt := Options{Src: srv.URL + "/img", HTTPConns: 3, httpChunk: 4 << 10, Retries: 2,
+			RetryDelay: time.Millisecond, IdleTimeout: time.Second, ConnectTimeout: 2 * time.Second}
+		opt.defaults()
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		r, _, err := openHTTPSource(ctx, &opt)
+		if err != nil {
+			if !errors.Is(err, ErrHTTP) {
+				t.Fatalf("open: not an ErrHTTP: %v", err)
+			}
+			return
+		}
+		got, err := io.ReadAll(r)
+		r.Close()
+		if ctx.Err() != nil {
+			t.Fatalf("hung: %v", err)
+		}
+		if err != nil {
+			if !errors.Is(err, ErrHTTP) {
+				t.Fatalf("not an ErrHTTP: %v", err)
+			}
+			if !bytes.Equal(got, data[:len(got)]) {
+				t.Fatalf("wrong bytes before the error %v", err)
+			}
+			return
+		}
+		if !bytes.Equal(got, data) {
+			t.Fatalf("got %d bytes that differ from the image", len(got))
+		}
+	})
+}

@@ -2,7 +2,7 @@
 // kernel command line (/proc/cmdline) and the optional text file on the USB
 // stick: rescue.action, rescue.image, rescue.sha256, rescue.bmap, rescue.target,
 // rescue.ref, rescue.done, rescue.report, rescue.job, rescue.syslog,
-// rescue.pubkey, rescue.manifest, rescue.ssh, rescue.delta,
+// rescue.pubkey, rescue.manifest, rescue.ssh, rescue.delta, rescue.http_conns,
 // rescue.testpause, ip=, BOOTIF= and modules_load=. Parse validates everything up front so that a typo stops
 // the flow before it touches a disk.
 package cmdline
@@ -79,6 +79,7 @@ type Config struct {
 	Cred      string           // rescue.cred=: credentials file for share URLs (a path, looked up in the rescue system and then on the stick's FAT partition, or an http(s) URL)
 	PubKey    string           // rescue.pubkey=: trusted minisign public key (base64) or an absolute path of a .pub file; "" if none
 	Delta     bool             // rescue.delta=1: the restore writes only the blocks that differ from what the target holds
+	HTTPConns int              // rescue.http_conns=N: connections for an http(s) image (1-8); 0 = imaging's default (4)
 	Manifest  string           // rescue.manifest=: path or URL of the image's sha256sum manifest; "" = beside the image (with PubKey)
 	SSH       string           // rescue.ssh=: path or URL of the authorized_keys that may log in by SSH; "" = no SSH server
 	IP        *netup.IPConfig  // nil: no network wanted
@@ -173,7 +174,7 @@ var rescueKeys = map[string]bool{
 	"rescue.report": true, "rescue.testpause": true, "rescue.debug": true,
 	"rescue.job": true, "rescue.syslog": true, "rescue.cred": true,
 	"rescue.pubkey": true, "rescue.manifest": true, "rescue.ssh": true,
-	"rescue.delta": true,
+	"rescue.delta": true, "rescue.http_conns": true,
 }
 
 // Parse validates the arguments of the kernel command line and, after
@@ -291,6 +292,16 @@ func Parse(args []Arg) (*Config, error) {
 		if c.Delta && c.Image == "" {
 			return nil, fmt.Errorf("rescue.delta=1 given without rescue.image=")
 		}
+	}
+	if v := get("rescue.http_conns"); has("rescue.http_conns") {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 8 {
+			return nil, fmt.Errorf("rescue.http_conns=%s: want 1 to 8 (connections for an http(s) image; 1: one stream)", v)
+		}
+		if c.Image == "" {
+			return nil, fmt.Errorf("rescue.http_conns= given without rescue.image=")
+		}
+		c.HTTPConns = n
 	}
 	if c.Has(ActionRestore) && c.Image == "" {
 		return nil, fmt.Errorf("rescue.action=restore needs rescue.image= (a path or an http(s) URL)")
@@ -629,6 +640,9 @@ func (c *Config) Summary() map[string]any {
 	}
 	if c.Delta {
 		m["delta"] = true
+	}
+	if c.HTTPConns != 0 {
+		m["http_conns"] = c.HTTPConns
 	}
 	if c.Report != "" {
 		m["report"] = RedactURL(c.Report)

@@ -153,6 +153,15 @@ func TestParse(t *testing.T) {
 		}},
 		{name: "delta yes", line: "rescue.image=/x.img rescue.delta=yes", wantErr: "want 1"},
 		{name: "delta without image", line: "rescue.delta=1", wantErr: "without rescue.image="},
+		{name: "http_conns", line: "rescue.action=restore rescue.image=http://h/x.img rescue.target=auto rescue.http_conns=8", check: func(t *testing.T, c *Config) {
+			if c.HTTPConns != 8 || c.Summary()["http_conns"] != 8 {
+				t.Errorf("http_conns %d, summary %v", c.HTTPConns, c.Summary())
+			}
+		}},
+		{name: "http_conns 0", line: "rescue.image=http://h/x.img rescue.http_conns=0", wantErr: "want 1 to 8"},
+		{name: "http_conns 9", line: "rescue.image=http://h/x.img rescue.http_conns=9", wantErr: "want 1 to 8"},
+		{name: "http_conns word", line: "rescue.image=http://h/x.img rescue.http_conns=four", wantErr: "want 1 to 8"},
+		{name: "http_conns without image", line: "rescue.http_conns=2", wantErr: "without rescue.image="},
 		{name: "bmap without image", line: "rescue.bmap=/x.bmap", wantErr: "without rescue.image="},
 		{name: "bmap relative", line: "rescue.image=/x rescue.bmap=x.bmap", wantErr: "absolute path"},
 		{name: "relative image", line: "rescue.image=esxi.img", wantErr: "absolute path"},

@@ -389,7 +389,7 @@ func (s *System) Restore(ctx context.Context, c *cmdline.Config, dst string) (an
 	if c.SHA256 != nil {
 		opt.SHA256 = hex.EncodeToString(c.SHA256)
 	}
-	opt.Bmap, opt.Delta = c.Bmap, c.Delta
+	opt.Bmap, opt.Delta, opt.HTTPConns = c.Bmap, c.Delta, c.HTTPConns
 	if c.Delta {
 		s.Con.Printf("restore: rescue.delta=1: reading %s alongside the image, writing only the blocks that differ", dst)
 	}
