@@ -76,7 +76,9 @@ func (b *Backend) MountOptions(vers, ip string) (fstype, source, data string) {
 	fstype = "nfs4"
 	if vers == "3" {
 		fstype = "nfs"
-		opts = append(opts, "nolock", "mountproto=tcp", "mountaddr="+ip)
+		// noacl: no NFSACL side protocol (program 100227) probe; the
+		// rescue system reads and writes plain files only.
+		opts = append(opts, "nolock", "noacl", "mountproto=tcp", "mountaddr="+ip)
 		if p := b.u.Query.Get("mountport"); p != "" {
 			opts = append(opts, "mountport="+p)
 		}

@@ -21,7 +21,7 @@ func TestMountOptions(t *testing.T) {
 			[]string{"vers=4.2", "addr=10.0.0.5", "soft", "timeo=100", "proto=tcp", "clientaddr="}, []string{"nolock", "port="},
 			[]string{"4.2", "4.1", "4.0", "3"}},
 		{"nfs://filer:2050/export/x.img?vers=3&mountport=2050", "3", "10.0.0.5", "nfs", "10.0.0.5:/export",
-			[]string{"vers=3", "nolock", "mountproto=tcp", "mountaddr=10.0.0.5", "port=2050", "mountport=2050"}, []string{"clientaddr"},
+			[]string{"vers=3", "nolock", "noacl", "mountproto=tcp", "mountaddr=10.0.0.5", "port=2050", "mountport=2050"}, []string{"clientaddr"},
 			[]string{"3"}},
 		{"nfs://[fd00::1]/e/x.img?vers=4.1", "4.1", "fd00::1", "nfs4", "[fd00::1]:/e",
 			[]string{"addr=fd00::1"}, nil, []string{"4.1"}},
