@@ -63,7 +63,7 @@ func differing(a, b []byte) int64 {
 // loop devices, from a raw, a zstd and a block-mapped image. The result
 // must be byte-identical (cmp) to a full restore onto the same target,
 // sgdisk -v clean, and -delta must write no more than the blocks that
-// differ plus the held-back head and tables.
+// differ plus the held-back head and tables. On loop devices with -verify.
 func TestDeltaRestore(t *testing.T) {
 	gpttest.Need(t, "sgdisk", "cmp")
 	dir := t.TempDir()
@@ -126,6 +126,8 @@ func TestDeltaRestore(t *testing.T) {
 				t.Errorf("a full restore reports delta figures: %+v", fres.Delta)
 			}
 			opt.Dst, opt.Delta, opt.UndoPath = ddelta, true, filepath.Join(d, "undo-delta.json")
+			// On the devices -verify reads back what -delta wrote.
+			opt.Verify = tc.loop
 			var plain lockedWriter
 			var progress bytes.Buffer
 			plain.w = &progress
@@ -133,6 +135,9 @@ func TestDeltaRestore(t *testing.T) {
 			res := mustCopy(t, opt)
 			if res.Delta == nil {
 				t.Fatal("no delta figures in the result")
+			}
+			if res.Verified != tc.loop {
+				t.Errorf("verified %v, want %v", res.Verified, tc.loop)
 			}
 			if res.SHA256 != fres.SHA256 || res.SHA256From != fres.SHA256From || res.BmapSHA256 != fres.BmapSHA256 {
 				t.Errorf("the checksums differ from the full restore's: %+v vs %+v", res, fres)
