@@ -28,13 +28,15 @@ import (
 
 // Delta geometry: blocks are compared at deltaBlock granularity (aligned
 // to the target's start), the target is read in deltaChunk reads (a
-// multiple of deltaBlock), deltaReaders of them in flight, each reader
-// with deltaBufs buffers (16 MiB in all).
+// multiple of deltaBlock) by deltaReaders readers, each with deltaBufs
+// buffers: 8 MiB in all, up to three reads in flight while the writer
+// compares the fourth chunk (a restore onto a block device already holds
+// 8 x 4 MiB pipeline buffers; peak RSS stays under 64 MiB).
 const (
 	deltaBlock   = 64 << 10
-	deltaChunk   = 4 << 20
-	deltaReaders = 2
-	deltaBufs    = 2
+	deltaChunk   = 2 << 20
+	deltaReaders = 4
+	deltaBufs    = 1
 )
 
 // DeltaStats describes a delta restore (Options.Delta).
@@ -264,6 +266,16 @@ func (d *deltaWriter) scan(off, n int64, same func(pos int64, k int, t []byte) b
 		pos = bend
 	}
 	return flush(end)
+}
+
+// setKeep hands the pipeline's hold on the current chunk to next (a
+// keeper): the differing blocks passed on are slices of that chunk, so the
+// sink's asynchronous writes keep working. The target reader only reads
+// ahead of every offset passed on, never where a queued write goes.
+func (d *deltaWriter) setKeep(keep func() func()) {
+	if kw, ok := d.next.(keeper); ok {
+		kw.setKeep(keep)
+	}
 }
 
 // data compares image bytes b at off with the target (a consumer).
