@@ -3,6 +3,7 @@ package imaging
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -66,7 +67,6 @@ type ioQueue struct {
 	// frontier (see low).
 	flmu     sync.Mutex
 	inflight map[int64]int64
-	next     int64 // highest end submitted
 }
 
 func newIOQueue(f, direct *os.File, name string) *ioQueue {
@@ -141,17 +141,17 @@ func (q *ioQueue) submit(r ioReq) error {
 	}
 	q.flmu.Lock()
 	q.inflight[r.off] = n
-	q.next = max(q.next, r.off+n)
 	q.flmu.Unlock()
 	q.reqs <- r
 	return nil
 }
 
-// low returns the offset below which every submitted request completed.
+// low returns the lowest offset of a request still in flight
+// (math.MaxInt64: none).
 func (q *ioQueue) low() int64 {
 	q.flmu.Lock()
 	defer q.flmu.Unlock()
-	lo := q.next
+	lo := int64(math.MaxInt64)
 	for off := range q.inflight {
 		lo = min(lo, off)
 	}

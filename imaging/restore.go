@@ -277,6 +277,11 @@ func restoreTo(ctx context.Context, opt *Options, partial *string) (*Result, err
 		nbuf = max(nbuf, directBuffers)
 		sink.startQueue()
 	}
+	// -verify reads back what reached the target while the rest is written.
+	if opt.Verify {
+		sink.sums.start(ctx, openReadBack(t.f, t.path, opt.BufferSize), sink.frontier)
+		defer sink.sums.stop()
+	}
 	total, err := runPipeline(ctx, stream, newPool(nbuf, opt.BufferSize), first, firstEOF, w, digests...)
 	if werr := sink.wait(); werr != nil && err == nil {
 		err = werr
@@ -340,7 +345,7 @@ func restoreTo(ctx context.Context, opt *Options, partial *string) (*Result, err
 	// partition tables go out, and those after.
 	verified := 0
 	if opt.Verify {
-		if verified, err = sink.sums.verify(ctx, opt, t.f, opt.BufferSize, 0); err != nil {
+		if verified, err = sink.sums.verify(ctx, opt, t.f, t.path, opt.BufferSize, 0); err != nil {
 			return res, aftermath(fmt.Errorf("%w; the image's partition table was not written", err))
 		}
 	}
@@ -369,7 +374,7 @@ func restoreTo(ctx context.Context, opt *Options, partial *string) (*Result, err
 	}
 
 	if opt.Verify {
-		if _, err := sink.sums.verify(ctx, opt, t.f, opt.BufferSize, verified); err != nil {
+		if _, err := sink.sums.verify(ctx, opt, t.f, t.path, opt.BufferSize, verified); err != nil {
 			return res, aftermath(err)
 		}
 		res.Verified = true

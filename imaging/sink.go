@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync/atomic"
 	"syscall"
 	"unsafe"
 
@@ -37,6 +38,9 @@ type rawSink struct {
 	// keep is the pipeline's hold on the current chunk (see keeper).
 	q    *ioQueue
 	keep func() func()
+	// pos is the end of the stream handled so far and durable the offset
+	// below which a file's writeback finished (see frontier).
+	pos, durable atomic.Int64
 
 	dataBytes, zeroBytes, discarded int64
 	directBytes                     int64      // of dataBytes, written with O_DIRECT (without q)
@@ -115,7 +119,36 @@ func (s *rawSink) data(b []byte, off int64) error {
 	if s.direct == nil {
 		s.writeback(off, int64(len(b)))
 	}
+	s.handled(off + int64(len(b)))
 	return nil
+}
+
+// handled records that the stream up to end was handed to the target, and
+// wakes the background verifier.
+func (s *rawSink) handled(end int64) {
+	if end > s.pos.Load() {
+		s.pos.Store(end)
+	}
+	d := s.pos.Load()
+	if len(s.pending) > 0 {
+		d = min(d, s.pending[0][0])
+	}
+	s.durable.Store(d)
+	if s.sums != nil {
+		s.sums.poke()
+	}
+}
+
+// frontier returns the offset below which everything handed to the sink
+// reached the target: written (a block device's queued writes done, a
+// file's writeback waited for), zeroed or skipped. It may be called from
+// any goroutine.
+func (s *rawSink) frontier() int64 {
+	f := s.durable.Load()
+	if s.q != nil {
+		f = min(f, s.q.low())
+	}
+	return f
 }
 
 // directAlign is the alignment of O_DIRECT writes (buffer, offset and
@@ -145,7 +178,11 @@ func (s *rawSink) zero(off, n int64) error {
 	if s.sums != nil {
 		s.sums.addZero(off, n)
 	}
-	return s.zeroRange(off, n)
+	if err := s.zeroRange(off, n); err != nil {
+		return err
+	}
+	s.handled(off + n)
+	return nil
 }
 
 func (s *rawSink) setKeep(keep func() func()) { s.keep = keep }
@@ -156,6 +193,11 @@ func (s *rawSink) setKeep(keep func() func()) { s.keep = keep }
 func (s *rawSink) startQueue() {
 	if s.direct != nil && s.q == nil {
 		s.q = newIOQueue(s.f, s.direct, s.name)
+		s.q.done = func(int64, int64) {
+			if s.sums != nil {
+				s.sums.poke()
+			}
+		}
 	}
 }
 
