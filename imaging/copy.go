@@ -147,12 +147,12 @@ type Options struct {
 	// so resume and retries apply (default 30s).
 	IdleTimeout time.Duration
 	// HTTPConns is how many connections an http(s) image is downloaded
-	// over, in ranges of 4 MiB reassembled in order (default 4, at most 8;
+	// over, in ranges of 2 MiB reassembled in order (default 4, at most 8;
 	// 1: one stream). Ranges are used only when the server announces them
 	// and sends the image's size and an ETag or Last-Modified; every range
 	// must come from the same image, else the restore fails.
 	HTTPConns int
-	// httpChunk is the size of one ranged request (0: 4 MiB); tests make it small.
+	// httpChunk is the size of one ranged request (0: 2 MiB); tests make it small.
 	httpChunk int64
 	// Cred holds the credentials for smb://, sftp://, s3:// sources and
 	// destinations (imgcopy -cred, rescue.cred=); nil: none (S3 then

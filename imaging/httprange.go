@@ -22,7 +22,9 @@ import (
 // to Options.HTTPConns connections, the lowest chunk not yet asked for
 // first, and hands them to Read in order. At most HTTPConns+1 chunks are
 // held at once (the one being read and one per connection), so memory is
-// bounded by (HTTPConns+1) × httpChunk (20 MiB with the defaults).
+// bounded by (HTTPConns+1) × httpChunk (10 MiB with the defaults: the
+// pipeline's buffers and the block-device writers need the rest of the
+// 64 MiB a restore may take).
 //
 // Every chunk is checked: it must come as 206 with the Content-Range asked
 // for, the image's total size, and the ETag / Last-Modified of the first
@@ -38,7 +40,7 @@ const (
 	// maxHTTPConns bounds Options.HTTPConns (memory: one chunk each).
 	maxHTTPConns = 8
 	// defaultHTTPChunk is the size of one ranged request.
-	defaultHTTPChunk = 4 << 20
+	defaultHTTPChunk = 2 << 20
 )
 
 // rangeClient is used for ranged requests when Options.HTTPClient is the
