@@ -90,6 +90,7 @@ func httpOpts(t *testing.T, url, dst string) Options {
 	opt := copyOpts(t, url, dst)
 	opt.RetryDelay = 10 * time.Millisecond
 	opt.Retries = 3
+	opt.HTTPConns = 1 // one stream; rangeOpts tests ranges
 	return opt
 }
 
