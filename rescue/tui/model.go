@@ -99,6 +99,9 @@ type Model struct {
 	flash   string
 	result  Result
 	done    bool
+	// chose, when set, is told the choice that ends the screen as soon
+	// as it is made (Run: before bubbletea has even begun to tear down).
+	chose func(Result)
 }
 
 // New returns the interface's model. color turns on ANSI colours (16
@@ -155,6 +158,9 @@ func (m *Model) top() screen { return m.stack[len(m.stack)-1] }
 // quit ends the program with r.
 func (m *Model) quit(r Result) tea.Cmd {
 	m.result, m.done = r, true
+	if m.chose != nil {
+		m.chose(r)
+	}
 	return tea.Quit
 }
 

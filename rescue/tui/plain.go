@@ -2,6 +2,7 @@ package tui
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/charmbracelet/bubbles/textinput"
 	tea "github.com/charmbracelet/bubbletea"
+	"github.com/muesli/cancelreader"
 )
 
 // texter is a screen waiting for typed text (a field or a device name):
@@ -49,6 +51,9 @@ func Plain(m *Model, in io.Reader, out io.Writer) Result {
 	for !m.done {
 		p.page()
 		text, err := r.ReadString('\n')
+		if errors.Is(err, cancelreader.ErrCanceled) {
+			return Result{} // Run ended it: a choice made on another terminal
+		}
 		if err != nil && text == "" {
 			fmt.Fprintln(out, "input closed: starting the shell")
 			return Result{Action: ActShell}

@@ -3,11 +3,16 @@ package tui
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"os"
-	"sync"
+	"strings"
+	"time"
 
 	tea "github.com/charmbracelet/bubbletea"
+	"github.com/muesli/cancelreader"
 	"golang.org/x/sys/unix"
+	"golang.org/x/term"
 )
 
 // Terminal is one console the interface runs on.
@@ -42,61 +47,164 @@ func ensureSize(f *os.File) {
 	unix.IoctlSetWinsize(int(f.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: DefaultHeight, Col: DefaultWidth})
 }
 
+// How long Run waits for the other terminals' screens to end once a
+// choice is made: first for them to quit, then, killed, to give their
+// terminals back. A screen still up after both (its output blocked: a
+// serial line nobody reads with flow control on, say) is left behind,
+// its terminal's modes put back by Run itself.
+var (
+	quitWait = 2 * time.Second
+	killWait = time.Second
+)
+
+// ErrLeftBehind is wrapped in the error Run returns, with the choice,
+// when a terminal's screen did not end in time and was left behind.
+var ErrLeftBehind = errors.New("did not end in time; left behind with its terminal reset")
+
+// screenOn is one terminal's running screen.
+type screenOn struct {
+	t     Terminal
+	p     *tea.Program              // full screen; nil for the plain menu
+	cr    cancelreader.CancelReader // plain menu: its input, cancelled at the end
+	saved *term.State               // the terminal's modes before the screen
+	ended chan struct{}             // closed when the screen has returned
+	res   Result
+	err   error
+}
+
 // Run shows the interface on every terminal at once (the VGA console and
 // the serial console, say). The first one on which the person chooses
-// to leave (shell, reboot, power off, boot) ends all of them; the other
-// full-screen terminals are put back to normal first.
+// to leave (shell, reboot, power off, boot) ends all of them: Run learns
+// the choice from the model the moment it is made, quits the other
+// screens (their input readers are cancelled, their terminals put back
+// to normal and told what was chosen where), and returns within
+// quitWait+killWait whatever the terminals do. A terminal that fails
+// (no VGA behind /dev/tty0, say) leaves the others running.
 func Run(ctx context.Context, b *Backend, version string, terms []Terminal) (Result, error) {
 	if len(terms) == 0 {
 		return Result{}, errors.New("no terminal to show the screen on")
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	type outcome struct {
-		r   Result
-		err error
+	type choice struct {
+		r  Result
+		on string
 	}
-	results := make(chan outcome, len(terms))
-	var progs []*tea.Program
-	var wg sync.WaitGroup
+	chosen := make(chan choice, len(terms))
+	ended := make(chan *screenOn, len(terms))
+	var screens []*screenOn
 	for _, t := range terms {
+		s := &screenOn{t: t, ended: make(chan struct{})}
+		screens = append(screens, s)
 		m := New(ctx, b, version, t.Color)
+		m.chose = func(r Result) {
+			select {
+			case chosen <- choice{r, t.Name}:
+			default: // never block a screen's event loop
+			}
+		}
 		if t.Plain {
-			go func(t Terminal) { results <- outcome{Plain(m, t.In, t.Out), nil} }(t)
+			var in io.Reader = t.In
+			if cr, err := cancelreader.NewReader(t.In); err == nil {
+				s.cr, in = cr, cr
+			}
+			go func() {
+				s.res = Plain(m, in, t.Out)
+				close(s.ended)
+				ended <- s
+			}()
 			continue
 		}
+		s.saved, _ = term.GetState(int(t.In.Fd()))
 		ensureSize(t.Out)
-		p := tea.NewProgram(m, tea.WithInput(t.In), tea.WithOutput(t.Out), tea.WithAltScreen(), tea.WithContext(ctx))
-		progs = append(progs, p)
-		wg.Add(1)
+		s.p = tea.NewProgram(m, tea.WithInput(t.In), tea.WithOutput(t.Out), tea.WithAltScreen(), tea.WithContext(ctx))
 		go func() {
-			defer wg.Done()
-			_, err := p.Run()
+			_, err := s.p.Run()
 			if errors.Is(err, tea.ErrProgramKilled) {
 				err = nil
 			}
-			results <- outcome{m.Result(), err}
+			if err != nil {
+				err = fmt.Errorf("screen on %s: %w", t.Name, err)
+			}
+			s.res, s.err = m.Result(), err
+			close(s.ended)
+			ended <- s
 		}()
 	}
-	// A terminal that fails (no VGA behind /dev/tty0, say) leaves the
-	// others running.
-	var first outcome
+	var first choice
 	var errs []error
-	for range terms {
-		first = <-results
-		if first.r.Action != ActNone {
-			break
+wait:
+	for left := len(screens); ; {
+		select {
+		case first = <-chosen:
+			break wait
+		case s := <-ended:
+			left--
+			if s.res.Action != ActNone {
+				first = choice{s.res, s.t.Name}
+				break wait
+			}
+			if s.err != nil {
+				errs = append(errs, s.err)
+			}
+			if left == 0 {
+				if len(errs) == 0 {
+					errs = append(errs, errors.New("every screen ended with no choice"))
+				}
+				return Result{}, errors.Join(errs...)
+			}
 		}
-		if first.err != nil {
-			errs = append(errs, first.err)
+	}
+	return first.r, stopAll(screens, cancel, fmt.Sprintf("%s chosen on %s", first.r.Action, first.on))
+}
+
+// stopAll ends every screen still up after a choice: quit, then kill,
+// then leave behind (see quitWait). The terminals whose screen ended are
+// told what was chosen (said); the others get their modes back from
+// their saved state.
+func stopAll(screens []*screenOn, kill func(), said string) error {
+	for _, s := range screens {
+		if s.p != nil {
+			go s.p.Quit() // blocks while the program is busy: never here
+		}
+		if s.cr != nil {
+			s.cr.Cancel()
 		}
 	}
-	for _, p := range progs {
-		p.Quit()
+	allEnded := func(d time.Duration) bool {
+		deadline := time.After(d)
+		for _, s := range screens {
+			select {
+			case <-s.ended:
+			case <-deadline:
+				return false
+			}
+		}
+		return true
 	}
-	wg.Wait()
-	if first.r.Action == ActNone {
-		return first.r, errors.Join(errs...)
+	if !allEnded(quitWait) {
+		kill()
+		allEnded(killWait)
 	}
-	return first.r, nil
+	var left []string
+	for _, s := range screens {
+		select {
+		case <-s.ended:
+			if s.cr != nil {
+				s.cr.Close()
+			}
+			if s.res.Action == ActNone {
+				fmt.Fprintf(s.t.Out, "\r\nscreen: closed here: %s\r\n", said)
+			}
+		default:
+			left = append(left, s.t.Name)
+			if s.saved != nil {
+				term.Restore(int(s.t.In.Fd()), s.saved)
+			}
+		}
+	}
+	if len(left) > 0 {
+		return fmt.Errorf("the screen on %s %w", strings.Join(left, ", "), ErrLeftBehind)
+	}
+	return nil
 }
