@@ -41,7 +41,7 @@ func main() {
 	menu := flag.Bool("menu", false, "only show the menu on this terminal (from the shell: back to the menu), no hands-off flow")
 	flag.StringVar(&so.disks, "disks", "", "comma list of image `FILES` the menu treats as the disks (for tests and trying it out)")
 	flag.StringVar(&so.undoDir, "undo-dir", "", "`DIR` for the undo files of fixes and restores (default: the rescue stick when booted from one, else /tmp)")
-	flag.StringVar(&so.printk, "printk", "/proc/sys/kernel/printk", "the kernel's console log level `FILE` (lowered while the menu is up)")
+	flag.StringVar(&so.printk, "printk", "/proc/sys/kernel/printk", "the kernel's console log level `FILE` (lowered while the menu is up; empty: left alone, as for an SSH session)")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), `usage: rescue [flags]
 

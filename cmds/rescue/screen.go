@@ -58,9 +58,13 @@ func runScreen(con *console.Console, o screenOpts, names []string, noShell, shel
 		return stickSite(o.stick)
 	}
 	ts := terminals(o, names)
-	restore, err := tui.QuietConsole(o.printk)
-	if err != nil && o.disks == "" {
-		con.Printf("screen: %v (kernel messages may show)", err)
+	restore := func() error { return nil }
+	if o.printk != "" { // "": not on the console (an SSH session's screen)
+		var err error
+		restore, err = tui.QuietConsole(o.printk)
+		if err != nil && o.disks == "" {
+			con.Printf("screen: %v (kernel messages may show)", err)
+		}
 	}
 	con.Drain()
 	res, err := tui.Run(context.Background(), b, version, ts)

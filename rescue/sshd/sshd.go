@@ -1,9 +1,12 @@
 // Package sshd is the rescue system's SSH server (rescue.ssh=): public
 // keys from an authorized_keys file only — no passwords, no
 // keyboard-interactive, no port forwarding, no agent or X11 forwarding, no
-// subsystems — with a fresh ed25519 host key each boot. A session gets the
-// rescue shell (gosh) on a pty, or runs the command given (ssh host gptdiff
-// /dev/sda) with its exit status. Built on github.com/gliderlabs/ssh (over
+// subsystems — with a fresh ed25519 host key each boot. An interactive
+// session (a pty, no command) gets the guided screen (Config.Screen: the
+// same rescue/tui screen as the console's, TERM from the pty request,
+// resized by window-change requests) and then the rescue shell (gosh) on
+// the same pty; ssh host CMD runs the command (ssh host gptdiff /dev/sda)
+// with its exit status. Built on github.com/gliderlabs/ssh (over
 // golang.org/x/crypto/ssh) and github.com/creack/pty, as u-root's own
 // cmds/exp/newsshd is; unlike that one it accepts every key of the file
 // (not only the first), refuses key options it cannot honour, and passes
@@ -29,6 +32,7 @@ import (
 	"github.com/creack/pty"
 	"github.com/gliderlabs/ssh"
 	gossh "golang.org/x/crypto/ssh"
+	"golang.org/x/term"
 )
 
 // ParseAuthorizedKeys parses an authorized_keys file. Blank lines and
@@ -97,6 +101,11 @@ type Config struct {
 	// Shell is the shell and its arguments for an interactive session;
 	// a command runs as Shell... -c COMMAND.
 	Shell []string
+	// Screen, when set, is the command an interactive session (a pty
+	// and no command) gets first: the guided screen (rescue -menu). When
+	// it ends (Shell chosen, or it failed) the session gets Shell on the
+	// same pty; the screen's own Reboot, Power off and Boot ESXi act.
+	Screen []string
 	// Env is the environment of sessions (TERM is added from a pty request).
 	Env []string
 	Log func(format string, args ...any)
@@ -142,45 +151,76 @@ func Server(cfg Config) (*ssh.Server, error) {
 }
 
 func handle(s ssh.Session, cfg Config, logf func(string, ...any)) {
-	args := append([]string(nil), cfg.Shell...)
-	if cmd := s.RawCommand(); cmd != "" {
-		args = append(args, "-c", cmd)
-		logf("ssh: %s runs: %s", s.RemoteAddr(), cmd)
-	}
-	cmd := exec.CommandContext(s.Context(), args[0], args[1:]...)
-	cmd.Env = append([]string(nil), cfg.Env...)
 	ptyReq, winCh, isPty := s.Pty()
-	if isPty {
-		cmd.Env = append(cmd.Env, "TERM="+ptyReq.Term)
-		f, err := pty.StartWithSize(cmd, &pty.Winsize{Rows: uint16(ptyReq.Window.Height), Cols: uint16(ptyReq.Window.Width)})
-		if err != nil {
-			fmt.Fprintf(s.Stderr(), "rescue sshd: %v\n", err)
-			s.Exit(255)
-			return
+	if !isPty {
+		args := append([]string(nil), cfg.Shell...)
+		if cmd := s.RawCommand(); cmd != "" {
+			args = append(args, "-c", cmd)
+			logf("ssh: %s runs: %s", s.RemoteAddr(), cmd)
 		}
-		defer f.Close()
-		go func() {
-			for w := range winCh {
-				pty.Setsize(f, &pty.Winsize{Rows: uint16(w.Height), Cols: uint16(w.Width)})
-			}
-		}()
-		go io.Copy(f, s)
-		done := make(chan struct{})
-		go func() { io.Copy(s, f); close(done) }()
-		err = cmd.Wait()
-		select { // the rest of the output, but never hang on a child holding the pty
-		case <-done:
-		case <-time.After(time.Second):
+		cmd := exec.CommandContext(s.Context(), args[0], args[1:]...)
+		cmd.Env = append([]string(nil), cfg.Env...)
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = s, s, s.Stderr()
+		err := cmd.Run()
+		if err != nil && exitCode(err) == 255 {
+			fmt.Fprintf(s.Stderr(), "rescue sshd: %v\n", err)
 		}
 		s.Exit(exitCode(err))
 		return
 	}
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = s, s, s.Stderr()
-	err := cmd.Run()
-	if err != nil && exitCode(err) == 255 {
+	// One pty for the whole session: the screen, then the shell on it.
+	ptmx, tty, err := pty.Open()
+	if err != nil {
 		fmt.Fprintf(s.Stderr(), "rescue sshd: %v\n", err)
+		s.Exit(255)
+		return
+	}
+	defer ptmx.Close()
+	pty.Setsize(ptmx, &pty.Winsize{Rows: uint16(ptyReq.Window.Height), Cols: uint16(ptyReq.Window.Width)})
+	go func() { // window-change requests: the kernel sends SIGWINCH to the pty's foreground
+		for w := range winCh {
+			pty.Setsize(ptmx, &pty.Winsize{Rows: uint16(w.Height), Cols: uint16(w.Width)})
+		}
+	}()
+	go io.Copy(ptmx, s)
+	done := make(chan struct{})
+	go func() { io.Copy(s, ptmx); close(done) }()
+	env := append(append([]string(nil), cfg.Env...), "TERM="+ptyReq.Term)
+	args := append([]string(nil), cfg.Shell...)
+	if cmd := s.RawCommand(); cmd != "" {
+		args = append(args, "-c", cmd)
+		logf("ssh: %s runs: %s", s.RemoteAddr(), cmd)
+	} else if len(cfg.Screen) > 0 {
+		logf("ssh: %s gets the guided screen", s.RemoteAddr())
+		saved, _ := term.GetState(int(tty.Fd()))
+		if err := runOn(s.Context(), tty, env, cfg.Screen); err != nil && s.Context().Err() == nil {
+			fmt.Fprintf(tty, "\r\nrescue sshd: the screen ended (%v); here is the shell.\r\n", err)
+		}
+		if saved != nil {
+			term.Restore(int(tty.Fd()), saved) // cooked again, whatever the screen left
+		}
+		if s.Context().Err() != nil { // the client has gone
+			tty.Close()
+			return
+		}
+	}
+	err = runOn(s.Context(), tty, env, args)
+	tty.Close()
+	select { // the rest of the output, but never hang on a child holding the pty
+	case <-done:
+	case <-time.After(time.Second):
 	}
 	s.Exit(exitCode(err))
+}
+
+// runOn runs args in a session of its own with tty as its controlling
+// terminal and standard files, and waits for it.
+func runOn(ctx context.Context, tty *os.File, env, args []string) error {
+	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
+	cmd.Env = env
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = tty, tty, tty
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true}
+	return cmd.Run()
 }
 
 func exitCode(err error) int {
