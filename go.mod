@@ -107,3 +107,8 @@ require (
 	mvdan.cc/sh/v3 v3.11.0 // indirect
 	pack.ag/tftp v1.0.1-0.20181129014014-07909dfbde3c // indirect
 )
+
+// bubbletea v0.24.2 (the fix of its renderer's deadlock at quit) asks for
+// bubbles v0.16.1, which dropped textinput.BackgroundStyle that u-root's
+// gosh line editor (knz/bubbline) uses: keep the bubbles it was built with.
+replace github.com/charmbracelet/bubbles => github.com/charmbracelet/bubbles v0.15.1-0.20230123181021-a6a12c4a31eb
