@@ -113,74 +113,116 @@ func (s *syncBuffer) String() string {
 
 var _ io.Writer = (*syncBuffer)(nil)
 
-// multicastImage is a small GPT image (sgdisk; slots 1, 5 and 2 in disk
-// order, random data in every partition) and its zstd copy: small so that
-// three TCG guests restore it within the test's budget.
+// multicastImage is the incident in small: an ESXi 5.0-style table
+// (slots 1,5,6,7,8,2,3 in disk order, slot 4 empty, ESXi's type GUIDs;
+// LBAs scaled down so that three TCG guests restore it within the test's
+// budget, random data in every partition) as "Windows" left it on a bigger
+// disk (esximg damage -mode windows: entries compacted, CRCs valid), and
+// its zstd copy, which is what the sender multicasts. ref is the original's
+// layout file (gptdiff -save), the reference the rescue fixes against
+// (rescue.ref=): a scaled table is no layout esxi.Recognize knows.
 type multicastImage struct {
-	raw, zst, sha string
-	gpt           *RawGPT
-	digest        map[string]string
+	zst, sha string
+	orig     *RawGPT           // the original's GPT: what "fixed" means
+	digest   map[string]string // partition data of the damaged image (what was multicast), by LBA range
+	ref      []byte
 }
 
-func makeMulticastImage(t *testing.T) *multicastImage {
+func makeMulticastImage(t *testing.T, tl *Tools) *multicastImage {
 	t.Helper()
 	dir := t.TempDir()
-	raw := gpttest.SgdiskImage(t, dir, 48<<20, []gpttest.Part{
-		{Slot: 1, First: 2048, Last: 10239, Type: "EF00", Name: "boot"},
-		{Slot: 5, First: 10240, Last: 40959, Type: "0700", Name: "bank"},
-		{Slot: 2, First: 40960, Last: 90000, Type: "8300", Name: "data"},
+	const (
+		vmkDiag = "9D275380-40AD-11DB-BF97-000C2911D1B8"
+		vmfs    = "AA31E02A-400F-11DB-9590-000C2911D1B8"
+	)
+	raw := gpttest.SgdiskImage(t, dir, 32<<20, []gpttest.Part{
+		{Slot: 1, First: 64, Last: 8191, Type: "EF00"},
+		{Slot: 5, First: 8224, Last: 14000, Type: "0700"},
+		{Slot: 6, First: 14032, Last: 20000, Type: "0700"},
+		{Slot: 7, First: 20032, Last: 24000, Type: vmkDiag},
+		{Slot: 8, First: 24032, Last: 30000, Type: "0700"},
+		{Slot: 2, First: 30032, Last: 36000, Type: "0700"},
+		{Slot: 3, First: 36032, Last: 60000, Type: vmfs},
 	})
 	f, err := os.OpenFile(raw, os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	rng := rand.New(rand.NewPCG(14, 4))
-	buf := make([]byte, 1<<20)
-	for _, off := range []int64{2048 * 512, 10240 * 512, 20000 * 512, 40960 * 512, 80000 * 512} {
+	buf := make([]byte, 512<<10)
+	for _, lba := range []int64{64, 8224, 14032, 20032, 24032, 30032, 36032, 58000} {
 		for i := range buf {
 			buf[i] = byte(rng.Uint32())
 		}
-		if _, err := f.WriteAt(buf, off); err != nil {
+		if _, err := f.WriteAt(buf, lba*512); err != nil {
 			t.Fatal(err)
 		}
 	}
 	f.Close()
-	m := &multicastImage{raw: raw, zst: raw + ".zst"}
-	if m.sha, err = CompressZstd(raw, m.zst); err != nil {
+	m := &multicastImage{}
+	if m.orig, err = ReadRawGPT(raw, 512); err != nil {
 		t.Fatal(err)
 	}
-	if m.gpt, err = ReadRawGPT(raw, 512); err != nil {
+	refPath := filepath.Join(dir, "esxi-layout.json")
+	if _, err := tl.Run("gptdiff", "-save", refPath, raw); err != nil {
 		t.Fatal(err)
 	}
-	if m.digest, err = PartitionDigests(raw, 512); err != nil {
+	if m.ref, err = os.ReadFile(refPath); err != nil {
+		t.Fatal(err)
+	}
+	damaged := filepath.Join(dir, "esxi-windows.img")
+	if _, err := tl.Run("esximg", "damage", "-mode", "windows", "-size", "40M", raw, damaged); err != nil {
+		t.Fatal(err)
+	}
+	g, err := ReadRawGPT(damaged, 512)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Equal(g.Primary.Array, m.orig.Primary.Array) {
+		t.Fatal("esximg damage -mode windows did not change the entry array: the test would prove nothing")
+	}
+	m.zst = damaged + ".zst"
+	if m.sha, err = CompressZstd(damaged, m.zst); err != nil {
+		t.Fatal(err)
+	}
+	if m.digest, err = PartitionDigests(damaged, 512); err != nil {
 		t.Fatal(err)
 	}
 	return m
 }
 
 // TestMulticast is issue 14, item 4: one stock udp-sender and two rescue
-// VMs on the private L2 restore the same zstd image by udpcast multicast
-// (rescue.image=udpcast://eth0, rescue.sha256= required) onto bigger disks;
-// both are checked from the host (both GPT copies slot for slot with the
-// backup moved to the new end, sgdisk -v, partition data). A third VM
-// started after the transmission began fails cleanly: RESCUE: FAILED, its
-// disk untouched.
+// VMs on the private L2 restore the same zstd image — the incident's
+// compacted ESXi-style table (makeMulticastImage) — by udpcast multicast
+// (rescue.image=udpcast://eth0, rescue.sha256= required) onto bigger disks,
+// and fix and verify them (rescue.action=restore,fix,verify against the
+// original's layout). Both disks are checked from the host: both GPT
+// copies slot for slot equal to the original's with the backup at the new
+// end, sgdisk -v, partition data. A third VM started after the
+// transmission began fails cleanly: RESCUE: FAILED in the restore step
+// naming udpcast, no fix or verify step run, its disk untouched.
 func TestMulticast(t *testing.T) {
 	a := artifacts(t)
 	missingRescue(t)
+	tl := tools(t, "esximg", "gptdiff")
 	l := newPrivateL2(t)
 	t.Parallel()
-	ri := makeMulticastImage(t)
+	ri := makeMulticastImage(t, tl)
+	dir := t.TempDir()
+	const refPath = "etc/rescue-test/esxi-layout.json"
+	initrd := filepath.Join(dir, "initramfs")
+	if err := InitramfsWithFiles(a.Initramfs, initrd, map[string][]byte{refPath: ri.ref}); err != nil {
+		t.Fatal(err)
+	}
 	sender, sout := child(t, "ip", "netns", "exec", l.ns, "udp-sender", "--file", ri.zst, "--interface", l.tap,
 		"--portbase", "9000", "--min-receivers", "2", "--nopointopoint", "--nokbd")
 
-	dir := t.TempDir()
 	vm := func(name, mac, ip, timeouts string, disk string) VM {
 		return VM{
-			Name: t.Name() + "-" + name, Kernel: a.Kernel, Initrd: a.Initramfs,
-			Cmdline: KernelCmdline("ip="+ip+":::255.255.255.0:"+name+":eth0:off", "rescue.action=restore",
+			Name: t.Name() + "-" + name, Kernel: a.Kernel, Initrd: initrd,
+			Cmdline: KernelCmdline("ip="+ip+":::255.255.255.0:"+name+":eth0:off", "rescue.action=restore,fix,verify",
 				"rescue.image=udpcast://eth0?port=9000&"+timeouts, "rescue.sha256="+ri.sha,
-				"rescue.target=/dev/vda", "rescue.done=poweroff"),
+				"rescue.ref=/"+refPath, "rescue.target=/dev/vda", "rescue.done=poweroff"),
 			Disks:   []Disk{{Path: disk}},
 			Extra:   l.nic(mac),
 			Timeout: Scaled(3 * time.Minute),
@@ -195,7 +237,7 @@ func TestMulticast(t *testing.T) {
 	results := make(chan result, 3)
 	for i, name := range []string{"rx1", "rx2"} {
 		target := filepath.Join(dir, name+".img")
-		if err := BlankDisk(target, 96<<20); err != nil {
+		if err := BlankDisk(target, 64<<20); err != nil {
 			t.Fatal(err)
 		}
 		targets = append(targets, target)
@@ -208,7 +250,7 @@ func TestMulticast(t *testing.T) {
 
 	// The late receiver: booted only once the transfer has started.
 	late := filepath.Join(dir, "late.img")
-	if err := BlankDisk(late, 96<<20); err != nil {
+	if err := BlankDisk(late, 64<<20); err != nil {
 		t.Fatal(err)
 	}
 	lateBefore, err := FileDigest(late)
@@ -241,32 +283,32 @@ func TestMulticast(t *testing.T) {
 	if err := sender.Wait(); err != nil || !strings.Contains(sout.String(), "Transfer complete") {
 		t.Errorf("udp-sender: %v\n%s", err, lastLines(sout.String(), 15))
 	}
-	if t.Failed() {
-		return
-	}
 	for _, target := range targets {
-		if err := CheckFixedGPT(target, 512, ri.gpt.Primary); err != nil {
-			t.Errorf("%s: %v", target, err)
+		if err := CheckFixedGPT(target, 512, ri.orig.Primary); err != nil {
+			t.Errorf("%s: not fixed slot for slot: %v", filepath.Base(target), err)
 		}
 		if err := SgdiskVerify(target); err != nil {
-			t.Errorf("%s: %v", target, err)
+			t.Errorf("%s: %v", filepath.Base(target), err)
 		}
 		after, err := PartitionDigests(target, 512)
 		if err != nil {
-			t.Fatal(err)
+			t.Errorf("%s: %v", filepath.Base(target), err)
+			continue
 		}
 		if err := CompareDigests(ri.digest, after); err != nil {
-			t.Errorf("%s: restored partitions differ from the image's: %v", target, err)
+			t.Errorf("%s: restored partitions differ from the image's: %v", filepath.Base(target), err)
 		}
 	}
 
-	m, err := lr.Expect(MarkFailed, 0, MarkDone)
+	// The late receiver, asserted whatever happened above: a clear failure
+	// in the restore step, nothing after it, its disk as it was.
+	m, err := lr.Expect(MarkFailed, 0, MarkDone, regexp.MustCompile(`RESCUE: STEP (fix|verify) \(`))
 	if err != nil {
 		t.Fatalf("the late receiver: %v", err)
 	}
 	t.Logf("the late receiver failed as it should: %s", m[0])
-	if !regexp.MustCompile(`udpcast|SHA-256|incomplete`).MatchString(m[0]) {
-		t.Errorf("the late receiver's failure does not say what went wrong: %s", m[0])
+	if !regexp.MustCompile(`^restore: .*(udpcast|udp-receiver|SHA-256|incomplete)`).MatchString(m[1]) {
+		t.Errorf("the late receiver's failure is not a restore failure saying what went wrong: %s", m[0])
 	}
 	lr.Stop()
 	if after, err := FileDigest(late); err != nil || after != lateBefore {

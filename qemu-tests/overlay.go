@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 
 	"github.com/u-root/u-root/pkg/cpio"
 )
@@ -65,6 +66,56 @@ func EsxibootInitramfs(base, dst string) error {
 		cpio.StaticFile("etc/uinit.flags", "", 0o444),
 	}
 	// No /bbin/uinit may shadow ours: u-root's init tries /bbin/uinit first.
+	if err := cpio.WriteRecords(w, recs); err != nil {
+		return fmt.Errorf("overlay cpio: %w", err)
+	}
+	if err := cpio.WriteTrailer(w); err != nil {
+		return fmt.Errorf("overlay cpio: %w", err)
+	}
+	return out.Close()
+}
+
+// InitramfsWithFiles writes dst: the rescue initramfs base followed by a
+// small uncompressed cpio archive adding files (path in the rescue system,
+// without the leading slash → contents, mode 0644; their directories are
+// made), e.g. a layout file a test passes as rescue.ref=/PATH.
+func InitramfsWithFiles(base, dst string, files map[string][]byte) error {
+	out, err := os.Create(dst)
+	if err != nil {
+		return err
+	}
+	defer out.Close()
+	in, err := os.Open(base)
+	if err != nil {
+		return fmt.Errorf("rescue initramfs: %w", err)
+	}
+	n, err := io.Copy(out, in)
+	in.Close()
+	if err != nil {
+		return err
+	}
+	if pad := (4 - n%4) % 4; pad > 0 { // archives in an initramfs start on 4-byte boundaries
+		out.Write(make([]byte, pad))
+	}
+	var recs []cpio.Record
+	dirs := map[string]bool{}
+	names := make([]string, 0, len(files))
+	for name := range files {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		var parents []string
+		for d := filepath.Dir(name); d != "." && d != "/" && !dirs[d]; d = filepath.Dir(d) {
+			dirs[d] = true
+			parents = append([]string{d}, parents...)
+		}
+		for _, d := range parents {
+			recs = append(recs, cpio.Directory(d, 0o755))
+		}
+		recs = append(recs, cpio.StaticRecord(files[name], cpio.Info{Name: name, Mode: cpio.S_IFREG | 0o644}))
+	}
+	w := cpio.Newc.Writer(out)
 	if err := cpio.WriteRecords(w, recs); err != nil {
 		return fmt.Errorf("overlay cpio: %w", err)
 	}
