@@ -262,6 +262,11 @@ for p in x86_64-efi i386-pc; do
 	[[ -d /usr/lib/grub/$p ]] && grub-mknetdir --net-directory="$PXE" --subdir=boot/grub -d "/usr/lib/grub/$p" >/dev/null
 done
 subst initramfs/boot/grub-netboot.cfg >"$PXE/boot/grub/grub.cfg"
+# GRUB's own parser on the shipped configs (grub-common): a syntax error
+# would only show at boot, as a GRUB prompt instead of the job check.
+for c in "$PXE/boot/grub/grub.cfg" initramfs/boot/usb-grub.cfg; do
+	grub-script-check "$c" || die "$c: GRUB syntax error (grub-script-check)"
+done
 
 # --- USB stick image --------------------------------------------------------------
 log "USB stick image"

@@ -41,6 +41,9 @@ type Disk struct {
 	Bus string
 	// ReadOnly attaches the image read-only (snapshot=on would hide writes).
 	ReadOnly bool
+	// BootIndex (virtio disks) puts the disk in the firmware's boot order
+	// (OVMF: 1 first); 0 leaves it out.
+	BootIndex int
 }
 
 // Net is a QEMU user-mode network: isolated (restrict=on), with optional
@@ -61,6 +64,9 @@ type Net struct {
 	HostForwards map[string]int
 	// Model is the NIC; default virtio-net-pci.
 	Model string
+	// BootIndex puts the NIC in the firmware's boot order (see Disk); 0
+	// leaves it to -boot.
+	BootIndex int
 	// ROM is the option ROM for the NIC (iPXE). "" means QEMU's default
 	// (iPXE) when BootFile is set, and no ROM at all otherwise.
 	ROM string
@@ -265,7 +271,11 @@ func (vm *VM) Args() ([]string, error) {
 		args = append(args, "-drive", drive)
 		switch d.Bus {
 		case "", "virtio":
-			args = append(args, "-device", "virtio-blk-pci,drive="+id)
+			dev := "virtio-blk-pci,drive=" + id
+			if d.BootIndex > 0 {
+				dev += ",bootindex=" + strconv.Itoa(d.BootIndex)
+			}
+			args = append(args, "-device", dev)
 		case "virtio-4k":
 			args = append(args, "-device", "virtio-blk-pci,drive="+id+",logical_block_size=4096,physical_block_size=4096")
 		case "ahci":
@@ -314,6 +324,9 @@ func (vm *VM) Args() ([]string, error) {
 			model = "virtio-net-pci"
 		}
 		dev := model + ",netdev=n0"
+		if n.BootIndex > 0 {
+			dev += ",bootindex=" + strconv.Itoa(n.BootIndex)
+		}
 		switch {
 		case n.ROM != "":
 			dev += ",romfile=" + qemuEscape(n.ROM)
