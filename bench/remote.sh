@@ -38,7 +38,9 @@ remote_servers() { # starts the three servers, sets SMB_PORT SSH_PORT S3_PORT
 	valid users = nobody
 	CONF
 	printf 'bench-Pa55\nbench-Pa55\n' | pdbedit -s "$r/smb.conf" -a -u nobody -t >/dev/null
-	smbd --foreground --no-process-group -s "$r/smb.conf" >"$r/smbd.out" 2>&1 &
+	# its own session: smbd stopping signals its whole process group, which
+	# would otherwise be this script's (and end it before the summary).
+	setsid smbd --foreground --no-process-group -s "$r/smb.conf" >"$r/smbd.out" 2>&1 &
 	REMOTE_PIDS+=($!)
 	ssh-keygen -q -t ed25519 -N "" -f "$r/hostkey"
 	ssh-keygen -q -t ed25519 -N "" -f "$r/client"
