@@ -88,6 +88,9 @@ type Options struct {
 	// Verify reads back what was written and compares it with what was
 	// written, region by region (64 MiB): a seeded 64-bit digest for data,
 	// zeros (or a hole) for zero regions; a mismatch names the byte range.
+	// The read-back comes from the medium, not the page cache (O_DIRECT,
+	// else after fsync, BLKFLSBUF and FADV_DONTNEED), and runs while the
+	// rest of the image is written: each region once its writes finished.
 	// A backup is verified by decompressing it and comparing SHA-256.
 	Verify bool
 	// Yes allows overwriting a block device that already holds a partition table

@@ -157,7 +157,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&opt.Manifest, "manifest", "", "the image's sha256sum manifest (file or URL; default with -pubkey: SRC.sha256); its SHA-256 is required")
 	fs.StringVar(&opt.SignKey, "sign", "", "back up: sign the manifest and block map with this minisign secret key (writes DST.sha256.minisig, DST.bmap.minisig)")
 	fs.StringVar(&opt.SignPasswordFile, "sign-password-file", "", "file whose first line is the password of an encrypted -sign key")
-	fs.BoolVar(&opt.Verify, "verify", false, "read back what was written and compare (per-64MiB digests; zero regions must read as zeros)")
+	fs.BoolVar(&opt.Verify, "verify", false, "read back what was written from the medium (O_DIRECT, not the page cache), while writing, and compare (per-64MiB digests; zero regions must read as zeros)")
 	fs.BoolVar(&opt.Yes, "yes", false, "overwrite a disk that holds a partition table (or an existing backup file)")
 	fs.BoolVar(&opt.NoGPTFixup, "no-gpt-fixup", false, "leave the GPT exactly as in the image, even on a disk of another size")
 	fs.BoolVar(&opt.Delta, "delta", false, "restore onto a disk that holds an older copy: read it alongside the image and write only the 64 KiB blocks that differ")
