@@ -8,6 +8,9 @@
 #   5c. ESXi-style image -> the same kind of device, over stale data (so the
 #       zeros must be zeroed): imgcopy, imgcopy -verify, bmaptool copy
 #                                                      goal -verify <= 1.3x
+#   5d. -verify cost onto files (as in sections 1 and 2, here so that ONLY=dev
+#       measures it): dense and ESXi-style image -> new file, with and without
+#                                                      goal -verify <= 1.3x
 # DEV_NO_BMAP=1 skips 5a (sha256sum alone takes ~35 s per run at SCALE=8).
 # Uses run.sh's DIR, IMG, DENSE, SPARSE, timed, run_queued and ratio.
 
@@ -22,6 +25,14 @@ dev_section() {
 	run_queued
 	DEV_BMAP=1
 	fi
+
+	log "5d. -verify onto files: dense $((DENSE / MiB)) MiB and ESXi-style $((SPARSE / MiB)) MiB -> a new file"
+	timed "devf: dense imgcopy" "$DIR/out" "$DENSE" -- $IMG "$DIR/dense.img" "$DIR/out"
+	timed "devf: dense imgcopy -verify" "$DIR/out" "$DENSE" -- $IMG -verify "$DIR/dense.img" "$DIR/out"
+	timed "devf: sparse imgcopy" "$DIR/out" "$SPARSE" -- $IMG "$DIR/esxi.img" "$DIR/out"
+	timed "devf: sparse imgcopy -verify" "$DIR/out" "$SPARSE" -- $IMG -verify "$DIR/esxi.img" "$DIR/out"
+	run_queued
+	DEV_FILE=1
 
 	if ! [[ $(id -u) == 0 ]] || ! command -v losetup >/dev/null || ! [[ -e /dev/loop-control ]]; then
 		log "5b/5c. skipped: block device targets need root and loop devices"
@@ -54,6 +65,9 @@ dev_section() {
 dev_ratios() {
 	if [[ ${DEV_BMAP:-} ]]; then
 		echo "  -make-bmap: time / sha256sum's       $(ratio "$T_bmap__imgcopy__make_bmap" "$T_bmap__sha256sum")x   (goal <= 1.1x; bmaptool create: $(ratio "$T_bmap__imgcopy__make_bmap" "$T_bmap__bmaptool_create")x its time)"
+	fi
+	if [[ ${DEV_FILE:-} ]]; then
+		echo "  file -verify cost: dense $(ratio "$T_devf__dense_imgcopy__verify" "$T_devf__dense_imgcopy")x, sparse $(ratio "$T_devf__sparse_imgcopy__verify" "$T_devf__sparse_imgcopy")x the time without   (goal <= 1.3x)"
 	fi
 	[[ ${DEV_DEV:-} ]] || return 0
 	echo "  device dense: imgcopy / dd oflag=direct  $(ratio "$T_devd__dd_bs_4M_oflag_direct" "$T_devd__imgcopy")   (goal >= 1.0)"

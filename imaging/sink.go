@@ -321,7 +321,11 @@ func (s *rawSink) writeZeros(off, n int64) error {
 
 // writebackLag is how much written data may still be in flight (dirty or
 // under writeback) before write waits for it.
-const writebackLag = 128 << 20
+// With -verify it is smaller, so the read-back follows the writing closely.
+const (
+	writebackLag       = 128 << 20
+	writebackLagVerify = 32 << 20
+)
 
 // writeback starts writeback of what was just written and waits for data
 // written writebackLag bytes earlier, so the page cache holds a bounded
@@ -332,7 +336,11 @@ func (s *rawSink) writeback(off, n int64) {
 	_ = unix.SyncFileRange(fd, off, n, unix.SYNC_FILE_RANGE_WRITE)
 	s.pending = append(s.pending, [2]int64{off, n})
 	s.inflight += n
-	for s.inflight > writebackLag && len(s.pending) > 1 {
+	lag := int64(writebackLag)
+	if s.sums != nil {
+		lag = writebackLagVerify
+	}
+	for s.inflight > lag && len(s.pending) > 1 {
 		r := s.pending[0]
 		s.pending = s.pending[1:]
 		s.inflight -= r[1]
