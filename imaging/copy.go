@@ -136,7 +136,8 @@ type Options struct {
 	// The target's partition tables as they were before the restore are saved next to it
 	// (".before-restore.json" instead of ".json"; Result.TableUndoPath).
 	UndoPath string
-	// BufferSize is the pipeline buffer size (default 4 MiB) and Buffers their number (default 4).
+	// BufferSize is the pipeline buffer size (default 4 MiB) and Buffers their number (default 4;
+	// a restore onto a block device uses at least 8, to keep 4 writes in flight).
 	BufferSize, Buffers int
 	// Retries is how often a failed HTTP request or dropped connection is retried (default 5),
 	// RetryDelay the first back-off delay (default 1s, doubled each time).
