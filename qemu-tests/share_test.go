@@ -86,6 +86,20 @@ func TestRestoreShare(t *testing.T) {
 				}},
 			}
 			var r *Running
+			var backupSrc string
+			if tc.name == "smb" {
+				// The hands-off backup (rescue.action=backup, run before
+				// the restore) of a second disk to the share.
+				backupSrc = filepath.Join(t.TempDir(), "src.img")
+				patternDisk(t, backupSrc)
+				vm.Disks = append(vm.Disks, Disk{Path: backupSrc})
+				vm.Cmdline = strings.Replace(vm.Cmdline, "rescue.action=restore,", "rescue.action=backup,restore,", 1) +
+					" rescue.source=/dev/vdb rescue.dest=smb://10.0.2.100/images/backup/b.img.zst"
+				if err := os.Mkdir(filepath.Dir(s.Local("backup/x")), 0o777); err != nil {
+					t.Fatal(err)
+				}
+				os.Chmod(filepath.Dir(s.Local("backup/x")), 0o777) // smbd's user writes there
+			}
 			if tc.name == "nfs" {
 				r, err = nfsRoundTrip(t, s, vm)
 			} else {
@@ -104,6 +118,12 @@ func TestRestoreShare(t *testing.T) {
 			}
 			r.Stop()
 			ri.checkRestored(t, target)
+			if backupSrc != "" {
+				if !strings.Contains(out, "RESCUE: STEP backup ok") {
+					t.Errorf("no backup step ran")
+				}
+				checkBackupOnShare(t, "smb hands-off backup", s, "backup/b.img.zst", backupSrc)
+			}
 		})
 	}
 }

@@ -3,6 +3,7 @@
 // stick: rescue.action, rescue.image, rescue.sha256, rescue.bmap, rescue.target,
 // rescue.ref, rescue.done, rescue.report, rescue.job, rescue.syslog,
 // rescue.pubkey, rescue.manifest, rescue.ssh, rescue.delta, rescue.http_conns,
+// rescue.source, rescue.dest, rescue.compress, rescue.overwrite,
 // rescue.testpause, ip=, BOOTIF= and modules_load=. Parse validates everything up front so that a typo stops
 // the flow before it touches a disk.
 package cmdline
@@ -28,6 +29,7 @@ type Action string
 
 // The actions rescue.action= accepts, in the order they run.
 const (
+	ActionBackup  Action = "backup"  // copy rescue.source to rescue.dest (first: before anything writes)
 	ActionRestore Action = "restore" // copy rescue.image onto the target
 	ActionFix     Action = "fix"     // put the GPT right slot for slot
 	ActionVerify  Action = "verify"  // re-read and compare with the reference
@@ -37,7 +39,7 @@ const (
 
 // Order lists the actions in the order the flow runs them, whatever order
 // the command line gives.
-var Order = []Action{ActionRestore, ActionFix, ActionVerify, ActionBoot, ActionShell}
+var Order = []Action{ActionBackup, ActionRestore, ActionFix, ActionVerify, ActionBoot, ActionShell}
 
 // Done says what happens after a successful flow.
 type Done string
@@ -66,27 +68,31 @@ var TestPauses = []string{"between-backup-and-primary"}
 
 // Config is the validated hands-off configuration.
 type Config struct {
-	Actions   []Action         // in Order; [shell] when nothing was asked for
-	Image     string           // path, http(s) URL or share URL (smb, nfs, sftp, s3); "" if none
-	SHA256    []byte           // expected digest of the (decompressed) image, nil if none
-	Bmap      string           // path or http(s) URL of the image's block map; "" if none
-	Target    string           // /dev/... or "auto"; "" when no disk action
-	Ref       string           // "image", "esxi" or a path/URL of a layout file
-	Done      Done             // what to do after success
-	Report    string           // http(s) URL to POST the JSON report to, "" if none
-	Job       string           // rescue.job=: http(s) URL of this machine's job (${mac}, ${serial} not yet expanded), "" if none
-	Syslog    string           // rescue.syslog=: [udp://|tcp://]HOST[:PORT] to send console lines to, "" if none
-	Cred      string           // rescue.cred=: credentials file for share URLs (a path, looked up in the rescue system and then on the stick's FAT partition, or an http(s) URL)
-	PubKey    string           // rescue.pubkey=: trusted minisign public key (base64) or an absolute path of a .pub file; "" if none
-	Delta     bool             // rescue.delta=1: the restore writes only the blocks that differ from what the target holds
-	HTTPConns int              // rescue.http_conns=N: connections for an http(s) image (1-8); 0 = imaging's default (4)
-	Manifest  string           // rescue.manifest=: path or URL of the image's sha256sum manifest; "" = beside the image (with PubKey)
-	SSH       string           // rescue.ssh=: path or URL of the authorized_keys that may log in by SSH; "" = no SSH server
-	IP        *netup.IPConfig  // nil: no network wanted
-	BootIF    net.HardwareAddr // PXE boot interface, nil if not given
-	Modules   []string         // modules_load=
-	TestPause string           // rescue.testpause=, "" normally
-	Debug     bool             // rescue.debug: verbose logs
+	Actions      []Action         // in Order; [shell] when nothing was asked for
+	Image        string           // path, http(s) URL or share URL (smb, nfs, sftp, s3); "" if none
+	SHA256       []byte           // expected digest of the (decompressed) image, nil if none
+	Bmap         string           // path or http(s) URL of the image's block map; "" if none
+	Target       string           // /dev/... or "auto"; "" when no disk action
+	Ref          string           // "image", "esxi" or a path/URL of a layout file
+	Done         Done             // what to do after success
+	Report       string           // http(s) URL to POST the JSON report to, "" if none
+	Job          string           // rescue.job=: http(s) URL of this machine's job (${mac}, ${serial} not yet expanded), "" if none
+	Syslog       string           // rescue.syslog=: [udp://|tcp://]HOST[:PORT] to send console lines to, "" if none
+	Cred         string           // rescue.cred=: credentials file for share URLs (a path, looked up in the rescue system and then on the stick's FAT partition, or an http(s) URL)
+	PubKey       string           // rescue.pubkey=: trusted minisign public key (base64) or an absolute path of a .pub file; "" if none
+	Delta        bool             // rescue.delta=1: the restore writes only the blocks that differ from what the target holds
+	HTTPConns    int              // rescue.http_conns=N: connections for an http(s) image (1-8); 0 = imaging's default (4)
+	Manifest     string           // rescue.manifest=: path or URL of the image's sha256sum manifest; "" = beside the image (with PubKey)
+	SSH          string           // rescue.ssh=: path or URL of the authorized_keys that may log in by SSH; "" = no SSH server
+	IP           *netup.IPConfig  // nil: no network wanted
+	BootIF       net.HardwareAddr // PXE boot interface, nil if not given
+	Modules      []string         // modules_load=
+	BackupSource string           // rescue.source=: the disk to back up, /dev/... or "auto"; "" without backup
+	BackupDest   string           // rescue.dest=: the share URL the backup is written to (smb, nfs, sftp, s3); "" without backup
+	Compress     string           // rescue.compress=: zstd (default), gzip or none; "" without backup
+	Overwrite    bool             // rescue.overwrite=yes: replace an existing image at rescue.dest
+	TestPause    string           // rescue.testpause=, "" normally
+	Debug        bool             // rescue.debug: verbose logs
 	// Source names each key's origin ("/proc/cmdline" or the stick file),
 	// for the report.
 	Source map[string]string
@@ -175,6 +181,7 @@ var rescueKeys = map[string]bool{
 	"rescue.job": true, "rescue.syslog": true, "rescue.cred": true,
 	"rescue.pubkey": true, "rescue.manifest": true, "rescue.ssh": true,
 	"rescue.delta": true, "rescue.http_conns": true,
+	"rescue.source": true, "rescue.dest": true, "rescue.compress": true, "rescue.overwrite": true,
 }
 
 // Parse validates the arguments of the kernel command line and, after
@@ -214,12 +221,12 @@ func Parse(args []Arg) (*Config, error) {
 				known = known || o == a
 			}
 			if !known {
-				return nil, fmt.Errorf("rescue.action=%s: unknown action %q (want a comma list of restore, fix, verify, boot, shell)", v, a)
+				return nil, fmt.Errorf("rescue.action=%s: unknown action %q (want a comma list of backup, restore, fix, verify, boot, shell)", v, a)
 			}
 			want[a] = true
 		}
 	} else if has("rescue.action") {
-		return nil, fmt.Errorf("rescue.action= is empty (want a comma list of restore, fix, verify, boot, shell)")
+		return nil, fmt.Errorf("rescue.action= is empty (want a comma list of backup, restore, fix, verify, boot, shell)")
 	}
 	for _, a := range Order {
 		if want[a] {
@@ -317,6 +324,10 @@ func Parse(args []Arg) (*Config, error) {
 		if err := checkLocation("rescue.ssh", c.SSH); err != nil {
 			return nil, err
 		}
+	}
+
+	if err := parseBackup(c, get, has); err != nil {
+		return nil, err
 	}
 
 	// Target.
@@ -464,7 +475,49 @@ func Parse(args []Arg) (*Config, error) {
 func (c *Config) NeedsNetwork() bool {
 	return IsURL(c.Image) || IsURL(c.Report) || IsURL(c.Ref) || c.Job != "" || c.Syslog != "" ||
 		IsShare(c.Image) || IsShare(c.Ref) || IsShare(c.Bmap) || IsURL(c.Bmap) || IsURL(c.Cred) ||
-		c.Multicast() || IsURL(c.Manifest) || c.SSH != ""
+		c.Multicast() || IsURL(c.Manifest) || c.SSH != "" || IsShare(c.BackupDest)
+}
+
+// parseBackup validates rescue.source=, rescue.dest=, rescue.compress= and
+// rescue.overwrite=, which only rescue.action=backup takes.
+func parseBackup(c *Config, get func(string) string, has func(string) bool) error {
+	if !c.Has(ActionBackup) {
+		for _, k := range []string{"rescue.source", "rescue.dest", "rescue.compress", "rescue.overwrite"} {
+			if has(k) {
+				return fmt.Errorf("%s= given without rescue.action=backup", k)
+			}
+		}
+		return nil
+	}
+	c.BackupSource, c.BackupDest = get("rescue.source"), get("rescue.dest")
+	switch {
+	case c.BackupSource == "":
+		return fmt.Errorf("rescue.action=backup needs rescue.source= (the disk: a device such as /dev/sda, or auto)")
+	case c.BackupSource != TargetAuto && !strings.HasPrefix(c.BackupSource, "/dev/"):
+		return fmt.Errorf("rescue.source=%s: want a device under /dev/ (e.g. /dev/sda) or auto", c.BackupSource)
+	case c.BackupDest == "":
+		return fmt.Errorf("rescue.action=backup needs rescue.dest= (an smb://, nfs://, sftp:// or s3:// URL of the image to write)")
+	case !IsShare(c.BackupDest):
+		return fmt.Errorf("rescue.dest=%s: want an smb://, nfs://, sftp:// or s3:// URL (the rescue system's own files do not outlive it)", cred.Scrub(c.BackupDest))
+	}
+	if err := checkLocation("rescue.dest", c.BackupDest); err != nil {
+		return err
+	}
+	switch c.Compress = get("rescue.compress"); c.Compress {
+	case "":
+		c.Compress = "zstd"
+	case "zstd", "gzip", "none":
+	default:
+		return fmt.Errorf("rescue.compress=%s: want zstd, gzip or none", c.Compress)
+	}
+	switch v := get("rescue.overwrite"); v {
+	case "", "no":
+	case "yes":
+		c.Overwrite = true
+	default:
+		return fmt.Errorf("rescue.overwrite=%s: want yes or no", v)
+	}
+	return nil
 }
 
 // Multicast reports whether the image comes by udpcast multicast.
@@ -656,6 +709,9 @@ func (c *Config) Summary() map[string]any {
 	if c.Manifest != "" {
 		m["manifest"] = RedactURL(c.Manifest)
 	}
+	if c.BackupDest != "" {
+		m["backup"] = map[string]any{"source": c.BackupSource, "dest": cred.Scrub(c.BackupDest), "compress": c.Compress, "overwrite": c.Overwrite}
+	}
 	if c.SSH != "" {
 		m["ssh"] = RedactURL(c.SSH)
 	}
@@ -677,6 +733,6 @@ func (c *Config) Summary() map[string]any {
 	if c.TestPause != "" {
 		m["testpause"] = c.TestPause
 	}
-	m["sources"] = c.Source
+	m["sources"] = c.BackupSource
 	return m
 }

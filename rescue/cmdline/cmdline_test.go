@@ -239,6 +239,25 @@ func TestParse(t *testing.T) {
 			}
 		}},
 		{name: "ssh relative", line: "rescue.ssh=keys", wantErr: "absolute path"},
+		{name: "backup", line: "rescue.action=backup rescue.source=auto rescue.dest=smb://u@nas/img/esx1.img.zst", check: func(t *testing.T, c *Config) {
+			if !reflect.DeepEqual(c.Actions, []Action{ActionBackup}) || c.BackupSource != "auto" || c.Compress != "zstd" ||
+				c.Overwrite || c.IP == nil || c.WritesDisk() || c.Target != "" {
+				t.Errorf("got %+v", c)
+			}
+		}},
+		{name: "backup first, then restore", line: "rescue.action=restore,backup rescue.source=/dev/sda rescue.dest=nfs://nas/x/a.img rescue.compress=none rescue.overwrite=yes rescue.image=http://h/i.zst rescue.target=/dev/sda", check: func(t *testing.T, c *Config) {
+			if !reflect.DeepEqual(c.Actions, []Action{ActionBackup, ActionRestore}) || c.Compress != "none" || !c.Overwrite || c.BackupDest != "nfs://nas/x/a.img" {
+				t.Errorf("got %+v", c)
+			}
+		}},
+		{name: "backup without source", line: "rescue.action=backup rescue.dest=smb://nas/img/a.zst", wantErr: "needs rescue.source="},
+		{name: "backup source not a device", line: "rescue.action=backup rescue.source=sda rescue.dest=smb://nas/img/a.zst", wantErr: "want a device under /dev/"},
+		{name: "backup without dest", line: "rescue.action=backup rescue.source=auto", wantErr: "needs rescue.dest="},
+		{name: "backup to http", line: "rescue.action=backup rescue.source=auto rescue.dest=http://h/a.zst", wantErr: "want an smb://"},
+		{name: "backup to a local path", line: "rescue.action=backup rescue.source=auto rescue.dest=/tmp/a.zst", wantErr: "want an smb://"},
+		{name: "backup bad compress", line: "rescue.action=backup rescue.source=auto rescue.dest=s3://b/a.zst rescue.compress=xz", wantErr: "want zstd, gzip or none"},
+		{name: "backup bad overwrite", line: "rescue.action=backup rescue.source=auto rescue.dest=s3://b/a.zst rescue.overwrite=1", wantErr: "want yes or no"},
+		{name: "dest without backup", line: "rescue.action=fix rescue.target=auto rescue.dest=s3://b/a.zst", wantErr: "without rescue.action=backup"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			args := Split(tc.line, "/proc/cmdline", false)

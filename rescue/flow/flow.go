@@ -1,6 +1,6 @@
 // Package flow runs the rescue system's hands-off steps in order —
-// drivers, disks, network, job, reference, target, restore, fix, verify,
-// boot check — logging each on the console as "RESCUE: STEP <name> ..."
+// drivers, disks, network, job, source and backup, reference, target,
+// restore, fix, verify, boot check — logging each on the console as "RESCUE: STEP <name> ..."
 // and recording it in the report. The first failing required step stops
 // the flow, so nothing is written after a failure; the caller then prints
 // "RESCUE: FAILED <reason>" and falls back to the shell.
@@ -29,8 +29,10 @@ const (
 	StepDrivers   = "drivers"
 	StepDisks     = "disks"
 	StepNetwork   = "network"
-	StepSSH       = "ssh" // starts the SSH server (rescue.ssh=), optional: a failure only warns
-	StepJob       = "job" // fetches rescue.job=; the steps after it come from the job
+	StepSSH       = "ssh"    // starts the SSH server (rescue.ssh=), optional: a failure only warns
+	StepJob       = "job"    // fetches rescue.job=; the steps after it come from the job
+	StepSource    = "source" // resolves rescue.source= (the disk to back up)
+	StepBackup    = "backup" // copies it to rescue.dest=, before anything writes
 	StepReference = "reference"
 	StepTarget    = "target"
 	StepRestore   = "restore"
@@ -70,6 +72,15 @@ type JobInfo struct {
 	URL   string `json:"url"`   // expanded and redacted, for messages
 	Found bool   `json:"found"` // false: the server had no job for this machine
 	Raw   string `json:"-"`     // the expanded URL (may hold secrets): where Done is sent
+}
+
+// Backuper is implemented by Machines that back a disk up to a share
+// (rescue.action=backup).
+type Backuper interface {
+	// Source resolves rescue.source (auto: selection) and returns the
+	// device path chosen.
+	Source(ctx context.Context, c *cmdline.Config) (string, any, error)
+	Backup(ctx context.Context, c *cmdline.Config, source string) (any, error)
 }
 
 // SSHStarter is implemented by Machines that start the SSH server of
@@ -130,6 +141,9 @@ func disksteps(c *cmdline.Config) []Step {
 	if c.Interactive() {
 		return steps
 	}
+	if c.Has(cmdline.ActionBackup) {
+		steps = append(steps, Step{Name: StepSource, Required: true}, Step{Name: StepBackup, Required: true})
+	}
 	needRef := c.Has(cmdline.ActionFix) || c.Has(cmdline.ActionVerify) ||
 		(c.Target == cmdline.TargetAuto && c.Has(cmdline.ActionRestore))
 	if needRef {
@@ -156,6 +170,7 @@ func disksteps(c *cmdline.Config) []Step {
 // Outcome is what Run did.
 type Outcome struct {
 	Target string          // the chosen device, "" if none
+	Source string          // the disk backed up, "" if none
 	Err    error           // the first required step's error, nil on success
 	Failed string          // the name of the failed step
 	Config *cmdline.Config // the configuration that ran: the job's with rescue.job=
@@ -221,7 +236,7 @@ func RunWith(ctx context.Context, c *cmdline.Config, m Machine, con Console, rep
 		rep.Steps = append(rep.Steps, rs)
 		if details != nil {
 			switch s.Name {
-			case StepDrivers, StepDisks, StepNetwork, StepSSH, StepTarget, StepReference, StepJob:
+			case StepDrivers, StepDisks, StepNetwork, StepSSH, StepTarget, StepReference, StepJob, StepSource:
 				rep.Found[s.Name] = details
 			}
 		}
@@ -262,6 +277,22 @@ func runStep(ctx context.Context, name string, c *cmdline.Config, m Machine, out
 			out.Config = run
 		}
 		return info, err
+	case StepSource, StepBackup:
+		bm, ok := m.(Backuper)
+		if !ok {
+			return nil, errors.New("this system cannot back disks up")
+		}
+		if name == StepBackup {
+			if out.Source == "" {
+				return nil, errors.New("no source disk")
+			}
+			return bm.Backup(ctx, c, out.Source)
+		}
+		src, d, err := bm.Source(ctx, c)
+		if err == nil {
+			out.Source = src
+		}
+		return d, err
 	case StepReference:
 		return m.Reference(ctx, c)
 	case StepTarget:

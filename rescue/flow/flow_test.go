@@ -56,6 +56,20 @@ func (f *fakeMachine) Fix(_ context.Context, _ *cmdline.Config, t string) (any, 
 func (f *fakeMachine) Verify(_ context.Context, _ *cmdline.Config, t string) (any, error) {
 	return f.do(StepVerify + ":" + t)
 }
+func (f *fakeMachine) Source(_ context.Context, c *cmdline.Config) (string, any, error) {
+	d, err := f.do(StepSource)
+	if err != nil {
+		return "", nil, err
+	}
+	src := c.BackupSource
+	if src == cmdline.TargetAuto {
+		src = "/dev/sdc"
+	}
+	return src, d, nil
+}
+func (f *fakeMachine) Backup(_ context.Context, _ *cmdline.Config, src string) (any, error) {
+	return f.do(StepBackup + ":" + src)
+}
 func (f *fakeMachine) BootCheck(_ context.Context, t string) (any, error) {
 	return f.do(StepBoot + ":" + t)
 }
@@ -130,6 +144,22 @@ func TestRun(t *testing.T) {
 			wantCalls: []string{"drivers", "disks", "network"},
 			wantFail:  "network: no DHCP lease",
 			wantSteps: "drivers=ok disks=ok network=failed target=skipped restore=skipped"},
+		{name: "hands-off backup",
+			line:      "rescue.action=backup rescue.source=auto rescue.dest=smb://nas/img/a.zst",
+			wantCalls: []string{"drivers", "disks", "network", "source", "backup:/dev/sdc"},
+			wantSteps: "drivers=ok disks=ok network=ok source=ok backup=ok"},
+		{name: "backup before the restore; its failure writes nothing",
+			line:      "rescue.action=restore,backup rescue.source=/dev/sda rescue.dest=nfs://nas/x/a.img rescue.image=http://h/i.img rescue.target=/dev/sda",
+			fail:      map[string]error{"backup:/dev/sda": boom},
+			wantCalls: []string{"drivers", "disks", "network", "source", "backup:/dev/sda"},
+			wantFail:  "backup: boom",
+			wantSteps: "drivers=ok disks=ok network=ok source=ok backup=failed target=skipped restore=skipped"},
+		{name: "ambiguous source backs nothing up",
+			line:      "rescue.action=backup rescue.source=auto rescue.dest=s3://b/a.zst",
+			fail:      map[string]error{"source": errors.New("2 disks qualify")},
+			wantCalls: []string{"drivers", "disks", "network", "source"},
+			wantFail:  "source: 2 disks qualify",
+			wantSteps: "drivers=ok disks=ok network=ok source=failed backup=skipped"},
 		{name: "optional network and driver trouble only warn",
 			line:      "rescue.action=fix rescue.target=/dev/sda ip=dhcp",
 			fail:      map[string]error{"network": errors.New("no DHCP lease"), "drivers": errors.New("no modules.alias")},

@@ -33,6 +33,7 @@ func TestSelect(t *testing.T) {
 	fixESXi := Need{Purpose: ForFix, Writes: true}
 	fixRef := Need{Purpose: ForFix, HaveRef: true, Writes: true}
 	verify := Need{Purpose: ForFix}
+	backup := Need{Purpose: ForBackup}
 
 	for _, tc := range []struct {
 		name    string
@@ -58,6 +59,10 @@ func TestSelect(t *testing.T) {
 			wantErr: "/dev/sdf 10.0 GiB: too small (10.0 GiB, the image needs 30.0 GiB); /dev/sda 40.0 GiB: holds a different partition table (not the image's partitions); /dev/sdi 60.0 GiB: holds data but no GPT"},
 		{name: "restore: mounted disk refused", facts: []Facts{mounted}, need: restore, wantErr: "mounted on /mnt"},
 		{name: "no disks", facts: nil, need: fixESXi, wantErr: "no disks found"},
+		{name: "backup: the one ESXi disk, never the stick", facts: []Facts{esxiStickLike, esxiB, other, blankBig}, need: backup, want: "sdb"},
+		{name: "backup: two ESXi disks", facts: []Facts{esxiA, esxiB}, need: backup, wantErr: "rescue.source=auto: 2 disks qualify (/dev/sda 40.0 GiB; /dev/sdb 40.0 GiB); name one with rescue.source=/dev/..."},
+		{name: "backup: mounted refused", facts: []Facts{mounted}, need: backup, wantErr: "rescue.source=auto: no disk holds an ESXi layout: /dev/sdg 50.0 GiB mounted on /mnt: mounted on /mnt (its image would not be consistent)"},
+		{name: "backup: blank and foreign disks are not backed up", facts: []Facts{blankBig, other, unreadable}, need: backup, wantErr: "/dev/sdd 60.0 GiB: no GPT; /dev/sdc 100.0 GiB: not an ESXi layout"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, why, err := Select(tc.facts, tc.need)

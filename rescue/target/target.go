@@ -1,7 +1,9 @@
 // Package target chooses the disk the hands-off flow works on when
 // rescue.target=auto: the one disk whose partition table matches the
 // image or reference (or, for a restore, the one blank disk big enough),
-// or for a fix without a reference the one disk holding an ESXi layout.
+// or for a fix without a reference the one disk holding an ESXi layout;
+// for a backup (rescue.source=auto) the one unmounted disk holding an ESXi
+// layout.
 // It refuses, and says why for every disk, when there are several or
 // none, and never picks the rescue system's own boot medium or a disk
 // with mounted file systems.
@@ -34,6 +36,7 @@ type Purpose string
 const (
 	ForRestore Purpose = "restore" // the image is written onto it
 	ForFix     Purpose = "fix"     // its GPT is repaired (also verify and boot)
+	ForBackup  Purpose = "backup"  // it is read into an image (rescue.source)
 )
 
 // Need describes the disk wanted.
@@ -98,6 +101,17 @@ func Select(facts []Facts, need Need) (chosen *Facts, why string, err error) {
 			default:
 				reject("not an ESXi layout (%s)", orDefault(f.ESXiWhy, "not recognised"))
 			}
+		case ForBackup:
+			switch {
+			case len(d.Mounted) > 0:
+				reject("mounted on %s (its image would not be consistent)", strings.Join(d.Mounted, ","))
+			case !f.HasGPT:
+				reject("no GPT")
+			case f.ESXi != "":
+				fits = append(fits, f)
+			default:
+				reject("not an ESXi layout (%s)", orDefault(f.ESXiWhy, "not recognised"))
+			}
 		default:
 			return nil, "", fmt.Errorf("target: unknown purpose %q", need.Purpose)
 		}
@@ -115,7 +129,10 @@ func Select(facts []Facts, need Need) (chosen *Facts, why string, err error) {
 		}
 		return strings.Join(reasons, "; ")
 	}
-	what := "holds the image's partitions"
+	what, key := "holds the image's partitions", "rescue.target"
+	if need.Purpose == ForBackup {
+		what, key = "holds an ESXi layout", "rescue.source"
+	}
 	if need.Purpose == ForFix {
 		what = "holds the reference's partitions"
 		if !need.HaveRef {
@@ -126,13 +143,13 @@ func Select(facts []Facts, need Need) (chosen *Facts, why string, err error) {
 	case len(fits) == 1:
 		return fits[0], fmt.Sprintf("%s is the only disk that %s", fits[0].Disk.Path, what), nil
 	case len(fits) > 1:
-		return nil, "", fmt.Errorf("rescue.target=auto: %d disks qualify (%s); name one with rescue.target=/dev/...", len(fits), list(fits))
+		return nil, "", fmt.Errorf("%s=auto: %d disks qualify (%s); name one with %s=/dev/...", key, len(fits), list(fits), key)
 	case len(blank) == 1:
 		return blank[0], fmt.Sprintf("%s is the only blank disk big enough (no disk holds the image's partitions)", blank[0].Disk.Path), nil
 	case len(blank) > 1:
 		return nil, "", fmt.Errorf("rescue.target=auto: no disk holds the image's partitions and %d blank disks are big enough (%s); name one with rescue.target=/dev/...", len(blank), list(blank))
 	}
-	return nil, "", fmt.Errorf("rescue.target=auto: no disk %s: %s", what, explain())
+	return nil, "", fmt.Errorf("%s=auto: no disk %s: %s", key, what, explain())
 }
 
 func orDefault(s, def string) string {
