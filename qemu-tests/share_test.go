@@ -277,7 +277,8 @@ func checkBackupOnShare(t *testing.T, what string, s *remotetest.Share, name, sr
 		names = append(names, e.Name())
 	}
 	got := " " + strings.Join(names, " ") + " "
-	for _, n := range []string{name, name + ".bmap", name + ".sha256"} {
+	base := filepath.Base(name)
+	for _, n := range []string{base, base + ".bmap", base + ".sha256"} {
 		if !strings.Contains(got, " "+n+" ") {
 			t.Errorf("%s: %s missing on the share:%s", what, n, got)
 		}
@@ -285,7 +286,7 @@ func checkBackupOnShare(t *testing.T, what string, s *remotetest.Share, name, sr
 	if strings.Contains(got, ".partial") {
 		t.Errorf("%s: temporary files left on the share:%s", what, got)
 	}
-	c := exec.Command("sha256sum", "-c", "--ignore-missing", name+".sha256")
+	c := exec.Command("sha256sum", "-c", "--ignore-missing", base+".sha256")
 	c.Dir = dir
 	if out, err := c.CombinedOutput(); err != nil {
 		t.Errorf("%s: sha256sum -c: %v\n%s", what, err, out)
