@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime"
 	"strings"
 	"sync/atomic"
 
@@ -293,6 +292,10 @@ func detectCompression(head []byte) string {
 			return m.name
 		}
 	}
+	// A zstd skippable frame (metadata, such as a seek table) first.
+	if len(head) >= 4 && head[0]&0xf0 == 0x50 && string(head[1:4]) == "\x2a\x4d\x18" {
+		return "zstd"
+	}
 	return "none"
 }
 
@@ -338,11 +341,11 @@ func decompress(r io.Reader) (io.Reader, string, func() error, error) {
 		}
 		return &wrapErr{zr, "gzip"}, kind, zr.Close, nil
 	case "zstd":
-		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(runtime.NumCPU()), zstd.WithDecoderMaxWindow(maxZstdWindow))
+		zr, err := newZstdStream(br)
 		if err != nil {
 			return nil, "", nil, fmt.Errorf("zstd image: %w", err)
 		}
-		return &zstdErr{wrapErr{zr, "zstd"}, head}, kind, func() error { zr.Close(); return nil }, nil
+		return &zstdErr{wrapErr{zr, "zstd"}, head}, kind, zr.Close, nil
 	case "xz":
 		zr, err := xz.NewReader(br)
 		if err != nil {
@@ -378,6 +381,14 @@ const maxZstdWindow = 512 << 20
 type zstdErr struct {
 	wrapErr
 	head []byte
+}
+
+// skipHole passes the holes of the zstd stream on (holeSkipper).
+func (z *zstdErr) skipHole(max int64) int64 {
+	if hs, ok := z.r.(holeSkipper); ok {
+		return hs.skipHole(max)
+	}
+	return 0
 }
 
 func (z *zstdErr) Read(p []byte) (int, error) {
