@@ -16,7 +16,9 @@
 #      read only the mapped ranges and check their checksums; imgcopy also checks that the
 #      rest is zero and takes the image's SHA-256 from its map. imgcopy -no-bmap (which
 #      hashes all of the image, zeros included) is shown for comparison.
-#   3. the same image zstd-compressed: imgcopy vs zstd -dc | dd, and zstd -d (sparse writer)
+#   3. compressed images (bench/zstd.sh; ONLY=zstd runs only this): the ESXi image
+#      zstd-compressed: imgcopy vs zstd -dc | dd, and zstd -d (sparse writer); backups with
+#      -compress zstd vs zstd -T0 -3; .xz and .gz restores vs xz -dc / gzip -dc | dd
 #   4. dense image file -> block device (root: a loop device): imgcopy vs dd, buffered and oflag=direct
 #   5. the block-device write path, -verify on devices and -make-bmap against sha256sum
 #      (bench/dev.sh); ONLY=dev runs only this
@@ -111,7 +113,7 @@ log "making a dense image of $((DENSE / MiB)) MiB"
 random "$DENSE" >"$DIR/dense.img"
 [[ $(stat -c %s "$DIR/dense.img") == "$DENSE" ]] || { echo "bench: could not make the dense image" >&2; exit 1; }
 
-if [[ -z ${ONLY:-} || ${ONLY:-} == dev ]]; then
+if [[ -z ${ONLY:-} || ${ONLY:-} == dev || ${ONLY:-} == zstd ]]; then
 log "making an ESXi-style image of $((SPARSE / MiB)) MiB, 90% zeros"
 truncate -s "$SPARSE" "$DIR/esxi.img"
 # ESXi 6.x-like layout: 1, 5, 6, 7, 8, 9, 2, 3 (slot 4 empty), datastore to the end.
@@ -153,6 +155,7 @@ LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 . bench/dev.sh
 . bench/delta.sh
 . bench/net.sh
+. bench/zstd.sh
 if [[ -z ${ONLY:-} ]]; then
 log "1. dense $((DENSE / MiB)) MiB file -> file"
 timed "dense: imgcopy" "$DIR/out" "$DENSE" -- $IMG "$DIR/dense.img" "$DIR/out"
@@ -171,13 +174,6 @@ timed "sparse: imgcopy -verify" "$DIR/out" "$SPARSE" -- $IMG -verify "$DIR/esxi.
 run_queued
 grep -q "claimed by the block map $DIR/esxi.img.bmap" "$DIR/log.0" || { cat "$DIR/log.0" >&2; echo "bench: imgcopy did not use its block map" >&2; exit 1; }
 
-log "3. the ESXi image zstd-compressed ($(($(stat -c %s "$DIR/esxi.img.zst") / MiB)) MiB)"
-timed "zstd: imgcopy (its bmap)" "$DIR/out" "$SPARSE" -- $IMG "$DIR/esxi.img.zst" "$DIR/out"
-timed "zstd: imgcopy -no-bmap" "$DIR/out" "$SPARSE" -- $IMG -no-bmap "$DIR/esxi.img.zst" "$DIR/out"
-timed "zstd: zstd -dc | dd bs=4M conv=fsync" "$DIR/out" "$SPARSE" -- sh -c "zstd -q -dc '$DIR/esxi.img.zst' | dd of='$DIR/out' bs=4M iflag=fullblock conv=fsync status=none"
-timed "zstd: zstd -d (sparse) + sync" "$DIR/out" "$SPARSE" -- sh -c "zstd -q -d '$DIR/esxi.img.zst' -o '$DIR/out' && sync '$DIR/out'"
-run_queued
-
 LOOP=
 if [[ $(id -u) == 0 ]] && command -v losetup >/dev/null && [[ -e /dev/loop-control ]]; then
 	log "4. dense $((DENSE / MiB)) MiB file -> block device (a loop device with direct I/O)"
@@ -194,6 +190,7 @@ else
 fi
 fi # ONLY
 [[ -z ${ONLY:-} || ${ONLY:-} == dev ]] && dev_section
+[[ -z ${ONLY:-} || ${ONLY:-} == zstd ]] && zstd_section
 [[ -z ${ONLY:-} || ${ONLY:-} == remote ]] && remote_section
 [[ -z ${ONLY:-} || ${ONLY:-} == delta ]] && delta_section
 [[ -z ${ONLY:-} || ${ONLY:-} == net ]] && net_section
@@ -212,6 +209,7 @@ remote_ratios
 dev_ratios
 delta_ratios
 net_ratios
+zstd_ratios
 [[ -n ${ONLY:-} ]] && exit 0
 echo "  dense:  imgcopy / dd                $(ratio "$T_dense__dd_bs_4M_conv_fsync" "$T_dense__imgcopy")   (goal >= 1.0)"
 echo "  dense:  imgcopy / cp                $(ratio "$T_dense__cp___sync" "$T_dense__imgcopy")"
@@ -219,8 +217,6 @@ echo "  dense:  imgcopy / cat               $(ratio "$T_dense__cat___sync" "$T_d
 echo "  sparse: imgcopy / dd                $(ratio "$T_sparse__dd_bs_4M_conv_fsync" "$T_sparse__imgcopy__its_bmap_")   (goal: far above 1)"
 echo "  sparse: imgcopy / bmaptool copy     $(ratio "$T_sparse__bmaptool_copy__its_bmap_" "$T_sparse__imgcopy__its_bmap_")   (goal >= 1.0; maps made once: bmaptool create ${BMAP_CREATE}s, imgcopy -make-bmap ${IMG_BMAP_CREATE}s)"
 echo "  sparse: imgcopy -no-bmap / bmaptool $(ratio "$T_sparse__bmaptool_copy__its_bmap_" "$T_sparse__imgcopy__no_bmap")   (no map: every zero byte goes through SHA-256)"
-echo "  zstd:   imgcopy / (zstd -dc | dd)   $(ratio "$T_zstd__zstd__dc___dd_bs_4M_conv_fsync" "$T_zstd__imgcopy__its_bmap_")   (-no-bmap: $(ratio "$T_zstd__zstd__dc___dd_bs_4M_conv_fsync" "$T_zstd__imgcopy__no_bmap"))"
-echo "  zstd:   imgcopy / zstd -d           $(ratio "$T_zstd__zstd__d__sparse____sync" "$T_zstd__imgcopy__its_bmap_")"
 if [[ $LOOP ]]; then
 	echo "  device: imgcopy / dd                $(ratio "$T_device__dd_bs_4M_conv_fsync" "$T_device__imgcopy")   (imgcopy / dd oflag=direct: $(ratio "$T_device__dd_bs_4M_oflag_direct" "$T_device__imgcopy"), goal >= 1.0)"
 fi

@@ -65,13 +65,12 @@ var errZstdClosed = errors.New("zstd stream closed")
 
 // zstdStream is the decoded stream of a zstd image.
 type zstdStream struct {
-	ch     chan zstdSeg
-	ack    chan struct{}
-	quit   chan struct{}
-	exited chan struct{}
-	once   sync.Once
-	dec    *zstd.Decoder
-	final  error // the decoder goroutine's result, read after ch is closed
+	ch    chan zstdSeg
+	ack   chan struct{}
+	quit  chan struct{}
+	once  sync.Once
+	dec   *zstd.Decoder
+	final error // the decoder goroutine's result, read after ch is closed
 
 	data    []byte // rest of the current data segment
 	hole    int64  // rest of the current hole
@@ -89,15 +88,14 @@ func newZstdStream(r io.Reader) (*zstdStream, error) {
 	if err != nil {
 		return nil, err
 	}
-	z := &zstdStream{ch: make(chan zstdSeg, 4), ack: make(chan struct{}, 1), quit: make(chan struct{}),
-		exited: make(chan struct{}), dec: dec, h: xxhash.New()}
+	z := &zstdStream{ch: make(chan zstdSeg, 4), ack: make(chan struct{}, 1), quit: make(chan struct{}), dec: dec, h: xxhash.New()}
 	rw := &zstdRewriter{in: bufio.NewReaderSize(r, 1<<20), z: z}
 	if err := dec.Reset(rw); err != nil {
 		dec.Close()
 		return nil, err
 	}
 	go func() {
-		defer close(z.exited)
+		defer dec.Close()
 		defer close(z.ch)
 		_, err := dec.WriteTo(zstdWriter{z})
 		if rw.err != nil && rw.err != io.EOF && !errors.Is(err, errZstdClosed) {
@@ -226,13 +224,11 @@ func (z *zstdStream) skipHole(max int64) int64 {
 	return n
 }
 
-// Close stops the decoder.
+// Close stops the decoder. It does not wait: the decoder may be blocked
+// reading the source, which its owner closes next; the decoder's goroutine
+// then ends and releases the decoder.
 func (z *zstdStream) Close() error {
-	z.once.Do(func() {
-		close(z.quit)
-		<-z.exited
-		z.dec.Close()
-	})
+	z.once.Do(func() { close(z.quit) })
 	return nil
 }
 
