@@ -66,6 +66,7 @@ build() {
 # Fuzz targets run briefly by `./build.sh test` ("package target" per line).
 FUZZ_TARGETS=(
 	"./imaging FuzzRestore"
+	"./imaging FuzzZstdStream"
 	"./imaging FuzzHTTPRanges"
 	"./gpt FuzzParseUndo"
 	"./rescue/report FuzzExtractUndo"
