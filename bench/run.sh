@@ -143,7 +143,7 @@ log "imgcopy -make-bmap"
 drop
 /usr/bin/time -f '%e' -o "$DIR/time" $IMG -make-bmap "$DIR/esxi.img" "$DIR/esxi.img.bmap" >/dev/null
 IMG_BMAP_CREATE=$(cat "$DIR/time")
-if [[ -z ${ONLY:-} ]]; then
+if [[ -z ${ONLY:-} || ${ONLY:-} == zstd ]]; then
 	log "zstd -T0 -3 (compressing the ESXi image)"
 	zstd -q -T0 -3 "$DIR/esxi.img" -o "$DIR/esxi.img.zst"
 fi
