@@ -1,13 +1,17 @@
 package qemutests
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -21,7 +25,9 @@ var reSSHListening = regexp.MustCompile(`ssh: listening on port 22; host key (SH
 // from 127.0.0.1 only). The stock OpenSSH client logs in with the right
 // key, checks the host key against the fingerprint printed on the console,
 // and runs gptdiff remotely (the compacted ESXi 5.0 disk against the
-// original: exit 1, "compacted"); another key and a password are refused.
+// original: exit 1, "compacted"); an interactive session (ssh -tt, no
+// command) gets the guided screen and, choosing Shell there, the shell;
+// another key and a password are refused.
 func TestSSH(t *testing.T) {
 	a := artifacts(t)
 	tl := tools(t, "esximg")
@@ -103,6 +109,16 @@ func TestSSH(t *testing.T) {
 	if out, code := ssh("-tt", "-i", good, "root@127.0.0.1", "echo pty-ok"); code != 0 || !strings.Contains(out, "pty-ok") {
 		t.Errorf("session with a pty: exit %d", code)
 	}
+	// The interactive session (a pty, no command): the guided screen
+	// with the disks, then Shell there gives the shell on the same pty.
+	base := []string{"-F", "/dev/null", "-p", fmt.Sprint(port), "-o", "BatchMode=yes", "-o", "UserKnownHostsFile=" + kh,
+		"-o", "StrictHostKeyChecking=yes", "-o", "IdentitiesOnly=yes", "-tt", "-i", good, "root@127.0.0.1"}
+	if out, err := sshScreen(base, []consoleStep{
+		{`\[p\] Power off`, "s"},
+		{`To come back to the menu: rescue -menu`, ""},
+	}, Scaled(30*time.Second)); err != nil {
+		t.Errorf("interactive session: %v\n%s", err, out)
+	}
 	if out, code := ssh("-i", bad, "root@127.0.0.1", "echo in"); code != 255 || !strings.Contains(out, "Permission denied (publickey)") {
 		t.Errorf("another key: exit %d, want a refusal", code)
 	}
@@ -113,3 +129,62 @@ func TestSSH(t *testing.T) {
 		t.Errorf("the refused key is not in the console log")
 	}
 }
+
+// sshScreen runs the stock ssh (args, with -tt) interactively: for each
+// step it waits (each within timeout) for want in the output, then types
+// keys; then it has the shell run a command and exit, and waits for ssh.
+func sshScreen(args []string, steps []consoleStep, timeout time.Duration) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout*time.Duration(len(steps)+1))
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "ssh", args...)
+	cmd.Env = append(os.Environ(), "TERM=vt100")
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return "", err
+	}
+	var mu sync.Mutex
+	var out bytes.Buffer
+	w := writerFunc(func(b []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return out.Write(b) })
+	cmd.Stdout, cmd.Stderr = w, w
+	if err := cmd.Start(); err != nil {
+		return "", err
+	}
+	defer cmd.Process.Kill()
+	text := func() string { mu.Lock(); defer mu.Unlock(); return out.String() }
+	for i, s := range steps {
+		rx := regexp.MustCompile(s.want)
+		for deadline := time.Now().Add(timeout); !rx.MatchString(text()); time.Sleep(100 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				return text(), fmt.Errorf("step %d: no %q after %v", i+1, s.want, timeout)
+			}
+		}
+		time.Sleep(300 * time.Millisecond) // the rest of the frame
+		if _, err := io.WriteString(in, s.keys); err != nil {
+			return text(), err
+		}
+	}
+	// The shell: gosh's line editor first asks the terminal for its
+	// colours and cursor (which ssh with a pipe never answers) and eats
+	// what is typed meanwhile, so the command is typed until it answers.
+	for i := 0; ; i++ {
+		if strings.Contains(text(), "screen-then-shell-42") {
+			break
+		}
+		if i == 12 {
+			return text(), fmt.Errorf("the shell after the screen never ran the command typed")
+		}
+		if _, err := io.WriteString(in, "echo screen-then-shell-$((6*7))\r"); err != nil {
+			return text(), err
+		}
+		time.Sleep(timeout / 6)
+	}
+	io.WriteString(in, "exit\r")
+	if err := cmd.Wait(); err != nil {
+		return text(), fmt.Errorf("ssh after exit in the shell: %v", err)
+	}
+	return text(), nil
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(b []byte) (int, error) { return f(b) }
