@@ -113,12 +113,14 @@ func TestSSH(t *testing.T) {
 	// with the disks, then Shell there gives the shell on the same pty.
 	base := []string{"-F", "/dev/null", "-p", fmt.Sprint(port), "-o", "BatchMode=yes", "-o", "UserKnownHostsFile=" + kh,
 		"-o", "StrictHostKeyChecking=yes", "-o", "IdentitiesOnly=yes", "-tt", "-i", good, "root@127.0.0.1"}
+	start := time.Now()
 	if out, err := sshScreen(base, []consoleStep{
 		{`\[p\] Power off`, "s"},
 		{`To come back to the menu: rescue -menu`, ""},
 	}, Scaled(30*time.Second)); err != nil {
 		t.Errorf("interactive session: %v\n%s", err, out)
 	}
+	t.Logf("interactive session (screen, Shell, a command, exit): %v", time.Since(start).Round(100*time.Millisecond))
 	if out, code := ssh("-i", bad, "root@127.0.0.1", "echo in"); code != 255 || !strings.Contains(out, "Permission denied (publickey)") {
 		t.Errorf("another key: exit %d, want a refusal", code)
 	}
@@ -144,7 +146,24 @@ func sshScreen(args []string, steps []consoleStep, timeout time.Duration) (strin
 	}
 	var mu sync.Mutex
 	var out bytes.Buffer
-	w := writerFunc(func(b []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return out.Write(b) })
+	// Answer the terminal queries of the line editor and the screen
+	// (cursor position, colours) as the person's terminal would.
+	answers := []struct{ q, a string }{
+		{"\x1b[6n", "\x1b[24;1R"},
+		{"\x1b]10;?", "\x1b]10;rgb:ffff/ffff/ffff\x1b\\"},
+		{"\x1b]11;?", "\x1b]11;rgb:0000/0000/0000\x1b\\"},
+	}
+	w := writerFunc(func(b []byte) (int, error) {
+		mu.Lock()
+		out.Write(b)
+		mu.Unlock()
+		for _, qa := range answers {
+			for range bytes.Count(b, []byte(qa.q)) {
+				io.WriteString(in, qa.a)
+			}
+		}
+		return len(b), nil
+	})
 	cmd.Stdout, cmd.Stderr = w, w
 	if err := cmd.Start(); err != nil {
 		return "", err
@@ -163,20 +182,19 @@ func sshScreen(args []string, steps []consoleStep, timeout time.Duration) (strin
 			return text(), err
 		}
 	}
-	// The shell: gosh's line editor first asks the terminal for its
-	// colours and cursor (which ssh with a pipe never answers) and eats
-	// what is typed meanwhile, so the command is typed until it answers.
-	for i := 0; ; i++ {
-		if strings.Contains(text(), "screen-then-shell-42") {
-			break
+	// The shell: typed again every 5 s until it runs (gosh's line editor
+	// may still be starting: what it reads while it waits for the answers
+	// to its queries is lost).
+	for deadline, next := time.Now().Add(timeout), time.Now(); !strings.Contains(text(), "screen-then-shell-42"); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			return text(), fmt.Errorf("the shell after the screen did not run the command typed within %v", timeout)
 		}
-		if i == 12 {
-			return text(), fmt.Errorf("the shell after the screen never ran the command typed")
+		if time.Now().After(next) {
+			if _, err := io.WriteString(in, "echo screen-then-shell-$((6*7))\r"); err != nil {
+				return text(), err
+			}
+			next = time.Now().Add(5 * time.Second)
 		}
-		if _, err := io.WriteString(in, "echo screen-then-shell-$((6*7))\r"); err != nil {
-			return text(), err
-		}
-		time.Sleep(timeout / 6)
 	}
 	io.WriteString(in, "exit\r")
 	if err := cmd.Wait(); err != nil {
