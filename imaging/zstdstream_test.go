@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cespare/xxhash/v2"
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/esxi-rescue/rescue/internal/gpttest"
@@ -303,4 +304,25 @@ func FuzzZstdStream(f *testing.F) {
 			t.Fatalf("different bytes: %x vs %x", sha256.Sum256(got), sha256.Sum256(want))
 		}
 	})
+}
+
+// TestXXHZeros: adding zeros through the lanes gives the digest that
+// hashing them does, from every partial stripe, for short and long runs.
+func TestXXHZeros(t *testing.T) {
+	for _, pre := range []int{0, 1, 31, 32, 33, 100} {
+		for _, n := range []int64{0, 1, 31, 32, 33, 64, 1000, 1<<20 + 7} {
+			prefix := bytes.Repeat([]byte{0xa5}, pre)
+			want := xxhash.New()
+			want.Write(prefix)
+			want.Write(make([]byte, n))
+			got := xxhash.New()
+			got.Write(prefix)
+			xxhZeros(got, n)
+			got.Write([]byte("tail"))
+			want.Write([]byte("tail"))
+			if got.Sum64() != want.Sum64() {
+				t.Errorf("prefix %d, %d zeros: %x, want %x", pre, n, got.Sum64(), want.Sum64())
+			}
+		}
+	}
 }
