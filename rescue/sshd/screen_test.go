@@ -39,14 +39,23 @@ func (p *tmuxSSH) capture() string {
 func (p *tmuxSSH) wait(re string) string {
 	p.t.Helper()
 	rx := regexp.MustCompile(re)
+	return p.waitFor(fmt.Sprintf("%q", re), rx.MatchString)
+}
+
+// waitFor polls the pane until ok accepts it: the screen is redrawn
+// asynchronously (the disks are examined in the background, a window
+// change reaches the program later), so a test waits for the state it
+// wants, never for text an earlier screen already showed.
+func (p *tmuxSSH) waitFor(what string, ok func(string) bool) string {
+	p.t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		s := p.capture()
-		if rx.MatchString(s) {
+		if ok(s) {
 			return s
 		}
 		if time.Now().After(deadline) {
-			p.t.Fatalf("after 30s the ssh session does not show %q:\n%s", re, s)
+			p.t.Fatalf("after 30s the ssh session does not show %s:\n%s", what, s)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
@@ -122,22 +131,24 @@ func TestOpenSSHScreen(t *testing.T) {
 	// which lines show.
 	cmd := "TERM=xterm-256color ssh -tt " + strings.Join(sshArgs, " ") + `; echo "SSH-EXIT=$?"; sleep 600`
 	p.tmux("-f", "/dev/null", "new-session", "-d", "-s", "main", "-x", "80", "-y", "12", "sh", "-c", cmd)
-	s := p.wait(`ESXi rescue .*\| home +lines 1-9 of \d+`)
-	if !strings.Contains(s, "sda.img") {
-		t.Errorf("the home screen shows no disk:\n%s", s)
-	}
-	// Larger: the whole page, with the actions.
+	// The disks are examined in the background ("Examining the
+	// disks..." first): wait until they are listed.
+	clipped := regexp.MustCompile(`ESXi rescue .*\| home +lines 1-9 of \d+`)
+	p.waitFor("the clipped home page listing sda.img", func(s string) bool {
+		return clipped.MatchString(s) && strings.Contains(s, "sda.img")
+	})
+	// Larger: the whole page, with the actions, and no clipping note.
 	p.tmux("resize-window", "-t", "main", "-x", "100", "-y", "40")
-	s = p.wait(`\[p\] Power off`)
-	if strings.Contains(s, "lines 1-") {
-		t.Errorf("the screen did not follow the window change to 100x40:\n%s", s)
-	}
+	p.waitFor("the whole page after the window change to 100x40", func(s string) bool {
+		return strings.Contains(s, "[p] Power off") && strings.Contains(s, "sda.img") &&
+			strings.Contains(s, "ESXi rescue") && !strings.Contains(s, "lines 1-")
+	})
 	// Shell: the shell on the same pty, the session's TERM.
 	p.tmux("send-keys", "-t", "main", "s")
 	p.wait(`To come back to the menu: rescue -menu`)
 	p.tmux("send-keys", "-t", "main", "-l", "echo shell-$((6*7)) $TERM; tty; exit 7")
 	p.tmux("send-keys", "-t", "main", "Enter")
-	s = p.wait(`SSH-EXIT=\d+`)
+	s := p.wait(`SSH-EXIT=\d+`)
 	if !strings.Contains(s, "shell-42 xterm-256color") || !strings.Contains(s, "/dev/pts/") || !strings.Contains(s, "SSH-EXIT=7") {
 		t.Errorf("the shell after the screen:\n%s", s)
 	}
