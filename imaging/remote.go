@@ -9,6 +9,7 @@ import (
 	"github.com/esxi-rescue/rescue/bmap"
 	"github.com/esxi-rescue/rescue/gpt"
 	"github.com/esxi-rescue/rescue/remote"
+	"github.com/esxi-rescue/rescue/remote/cred"
 	"github.com/esxi-rescue/rescue/remote/dial"
 )
 
@@ -25,13 +26,61 @@ func (o *Options) remoteOptions() *remote.Options {
 	return ro
 }
 
-// openRemote opens a remote image (resumed after dropped connections).
+// openRemote opens a remote image (resumed after dropped connections):
+// in parallel ranges through the range engine when its protocol can
+// (S3: ranged GETs over several connections; SMB: several READs in flight
+// on one session) and it is large enough, as one stream otherwise.
 func openRemote(ctx context.Context, opt *Options) (*source, error) {
+	if s, err := openRemoteRanges(ctx, opt); s != nil || err != nil {
+		return s, err
+	}
 	r, err := dial.Open(ctx, opt.Src, opt.remoteOptions())
 	if err != nil {
 		return nil, fmt.Errorf("opening source: %w", err)
 	}
 	return &source{name: redact(opt.Src), r: r, size: r.Size(), closers: []func() error{r.Close}}, nil
+}
+
+// openRemoteRanges opens the image for parallel ranged reads; nil
+// without an error when it is to be read as one stream.
+func openRemoteRanges(ctx context.Context, opt *Options) (*source, error) {
+	conns, chunk := opt.rangeParams()
+	if conns == 1 {
+		return nil, nil
+	}
+	name := redact(opt.Src)
+	rs, err := dial.OpenRanges(ctx, opt.Src, opt.remoteOptions())
+	switch {
+	case errors.Is(err, remote.ErrNoRanges):
+		if u, perr := remote.Parse(opt.Src); perr == nil && u.Scheme != "s3" && u.Scheme != "smb" {
+			return nil, nil // the protocol has none: nothing to say
+		}
+		opt.logf("%s: one connection: %v", name, err)
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("opening source: %w", err)
+	}
+	size := rs.Size()
+	if size < 2*chunk {
+		rs.Close()
+		return nil, nil
+	}
+	open := func(ctx context.Context, off, end int64) (io.ReadCloser, error) {
+		b, err := rs.ReadRange(ctx, off, end)
+		if err != nil {
+			err = cred.ScrubError(err)
+			if !remote.Permanent(err) {
+				return nil, &retryable{err}
+			}
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		return b, nil
+	}
+	r := newRangeReader(ctx, opt, name, nil, size, chunk, conns, open)
+	r.closers = append(r.closers, rs.Close)
+	opt.logf("%s: reading %d ranges of %s at once", name, conns, gpt.HumanBytes(chunk))
+	r.start(nil)
+	return &source{name: name, r: r, size: size, closers: []func() error{r.Close}}, nil
 }
 
 // redact is s without passwords or signatures, for messages.

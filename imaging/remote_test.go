@@ -64,7 +64,7 @@ func TestRemoteRestore(t *testing.T) {
 				port := c.port
 				var cut *remotetest.Cut
 				if port < 0 {
-					cut = remotetest.NewCut(t, fmt.Sprintf("127.0.0.1:%d", s.Port), 3<<20)
+					cut = remotetest.NewCut(t, fmt.Sprintf("127.0.0.1:%d", s.Port), 1<<20+4321)
 					port = cut.Port
 				}
 				dst := tmp(t, "restored.img")
@@ -88,6 +88,9 @@ func TestRemoteRestore(t *testing.T) {
 			}
 			if !strings.Contains(logs.String(), "resumed at byte") {
 				t.Errorf("no resume in the log:\n%s", logs.String())
+			}
+			if ranged := strings.Contains(logs.String(), "ranges of 2.0 MiB at once"); ranged != (sh.Name == "s3") {
+				t.Errorf("read in parallel ranges: %v, want %v; the log:\n%s", ranged, sh.Name == "s3", logs.String())
 			}
 			s.NoSecrets(t, logs.String())
 		})

@@ -33,11 +33,20 @@ var (
 	ErrProtocol   = errors.New("unsupported protocol")
 	// ErrUnreachable: no connection within the connect timeout (retried).
 	ErrUnreachable = errors.New("host unreachable")
+	// ErrChanged: the object changed on the server during the transfer
+	// (another ETag, size or modification time).
+	ErrChanged = errors.New("the image changed on the server")
+	// ErrNoRanges: the object cannot be read in parallel ranges (no
+	// validator to keep them consistent); read it as one stream.
+	ErrNoRanges = errors.New("no parallel ranges")
 )
+
+// Permanent reports whether retrying cannot help.
+func Permanent(err error) bool { return permanent(err) }
 
 // permanent reports whether retrying cannot help.
 func permanent(err error) bool {
-	for _, e := range []error{ErrAuth, ErrNotFound, ErrPermission, ErrHostKey, ErrNoSpace, ErrExists, ErrProtocol, context.Canceled, context.DeadlineExceeded} {
+	for _, e := range []error{ErrAuth, ErrNotFound, ErrPermission, ErrHostKey, ErrNoSpace, ErrExists, ErrProtocol, ErrChanged, ErrNoRanges, context.Canceled, context.DeadlineExceeded} {
 		if errors.Is(err, e) {
 			return true
 		}
@@ -209,6 +218,48 @@ type Session interface {
 	Remove(ctx context.Context, path string) error
 	// Close ends the session.
 	Close() error
+}
+
+// Ranges reads byte ranges of one object, from several goroutines at
+// once (imaging's range engine reassembles them in order).
+type Ranges interface {
+	// Size is the object's size when it was opened.
+	Size() int64
+	// ReadRange returns the bytes [off, end) of the object, after
+	// checking that it is still the object opened (else an error
+	// wrapping ErrChanged). ctx ends the request, body included. Errors
+	// that are not Permanent may be mended by asking again (the
+	// implementation reconnects as needed).
+	ReadRange(ctx context.Context, off, end int64) (io.ReadCloser, error)
+	// Close ends the sessions it holds.
+	Close() error
+}
+
+// RangeBackend is a Backend that reads objects in parallel ranges.
+type RangeBackend interface {
+	// OpenRanges opens the object at path for ranged reads, bounded by
+	// the connect timeout (ErrNoRanges: read it as one stream).
+	OpenRanges(ctx context.Context, path string) (Ranges, error)
+}
+
+// OpenRanges opens u.Path for parallel ranged reads through b, retrying
+// the connection as opt says; ErrNoRanges when b cannot (read it with
+// Open instead).
+func OpenRanges(ctx context.Context, b Backend, u *URL, opt *Options) (Ranges, error) {
+	rb, ok := b.(RangeBackend)
+	if !ok {
+		return nil, fmt.Errorf("%w: %s", ErrNoRanges, u.Scheme)
+	}
+	var rs Ranges
+	err := Retry(ctx, u.String(), opt, func() error {
+		var err error
+		rs, err = rb.OpenRanges(ctx, u.Path)
+		if err != nil && !errors.Is(err, ErrNoRanges) {
+			return fmt.Errorf("%s: %w", u, err)
+		}
+		return err
+	})
+	return rs, err
 }
 
 // Upload is an object being written. Flush sends and makes durable every

@@ -51,6 +51,16 @@ func Open(ctx context.Context, rawurl string, opt *remote.Options) (*remote.Read
 	return remote.Open(ctx, b, u, opt)
 }
 
+// OpenRanges opens the object at rawurl for parallel ranged reads
+// (remote.ErrNoRanges when its protocol or object cannot).
+func OpenRanges(ctx context.Context, rawurl string, opt *remote.Options) (remote.Ranges, error) {
+	u, b, err := parse(rawurl, opt)
+	if err != nil {
+		return nil, err
+	}
+	return remote.OpenRanges(ctx, b, u, opt)
+}
+
 // Create starts an upload to rawurl; an existing object is refused unless overwrite.
 func Create(ctx context.Context, rawurl string, overwrite bool, opt *remote.Options) (*remote.Writer, error) {
 	u, b, err := parse(rawurl, opt)
