@@ -90,7 +90,7 @@ func New(u *remote.URL, opt *remote.Options) (*Backend, error) {
 		DialContext:           (&net.Dialer{Timeout: opt.ConnectTimeout, KeepAlive: 15 * time.Second}).DialContext,
 		TLSHandshakeTimeout:   opt.ConnectTimeout,
 		ResponseHeaderTimeout: 60 * time.Second,
-		MaxIdleConnsPerHost:   8, // imaging's ranged reads: up to 8 at once
+		MaxIdleConnsPerHost:   8,     // imaging's ranged reads: up to 8 at once
 		ForceAttemptHTTP2:     false, // separate TCP streams, each with its window
 		DisableCompression:    true,
 	}
