@@ -77,18 +77,45 @@ func (p *tmuxPane) capture() string {
 func (p *tmuxPane) wait(re string, timeout time.Duration) string {
 	p.t.Helper()
 	rx := regexp.MustCompile(re)
+	return p.waitFor(fmt.Sprintf("%q", re), timeout, rx.MatchString)
+}
+
+// waitFor polls the screen until ok accepts it. The program redraws
+// asynchronously (the disks are examined in the background, a window
+// change reaches it later, tmux may take a frame in pieces), so a test
+// waits for the state it then looks at, never for text that an earlier
+// screen already showed. The limits are generous: CI runs this beside
+// other packages' tests on 2 loaded cores.
+func (p *tmuxPane) waitFor(what string, timeout time.Duration, ok func(string) bool) string {
+	p.t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
 		s := p.capture()
-		if rx.MatchString(s) {
+		if ok(s) {
 			return s
 		}
 		if time.Now().After(deadline) {
-			p.t.Fatalf("after %s the screen does not show %q:\n%s", timeout, re, s)
+			p.t.Fatalf("after %s the screen does not show %s:\n%s", timeout, what, s)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// isFrame: the screen holds one whole frame drawn for a w x h terminal:
+// the title (of screen title) on the first line, exactly w columns wide,
+// and the key help (starting with help) on line h, the last. A frame
+// drawn for another size, or one tmux has only partly taken, fails: after
+// a resize the old frame has lost its top or bottom lines, and its
+// title is as wide as the old terminal.
+func isFrame(s string, w, h int, title, help string) bool {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return len(lines) == h && len([]rune(lines[0])) == w &&
+		strings.HasPrefix(lines[0], " ESXi rescue dev | "+title) &&
+		strings.HasPrefix(strings.TrimSpace(lines[h-1]), help)
+}
+
+// homeHelp is the start of the home screen's key help line.
+const homeHelp = "Up/Down move  Enter choose"
 
 // checkLayout: the title is on the first line, the key help on the last,
 // and no line is wider than the screen.
@@ -140,7 +167,7 @@ func TestScreenFix(t *testing.T) {
 	bin := build(t)
 	dir := screenFixture(t)
 	p := startPane(t, 80, 24, dir, menuCommand(bin))
-	s := p.wait(`entries 5,6,7,8,9 out of place`, 20*time.Second)
+	s := p.wait(`entries 5,6,7,8,9 out of place`, 60*time.Second)
 	checkLayout(t, s, 80, 24)
 	if b, _ := os.ReadFile(filepath.Join(dir, "printk")); strings.TrimSpace(string(b)) != "1" {
 		t.Errorf("console log level while the screen is up: %q, want 1", b)
@@ -149,23 +176,28 @@ func TestScreenFix(t *testing.T) {
 
 	// A resize redraws the screen at the new size.
 	p.tmux("resize-window", "-t", "main", "-x", "100", "-y", "30")
-	s = p.wait(`(?m)^ ESXi rescue dev \| home {70,}$`, 10*time.Second)
+	s = p.wait(`(?m)^ ESXi rescue dev \| home {70,}$`, 30*time.Second)
 	checkLayout(t, s, 100, 30)
 	if lines := strings.Split(strings.TrimRight(s, "\n"), "\n"); len([]rune(lines[0])) != 100 {
 		t.Errorf("title line %d wide after resizing to 100 columns: %q", len([]rune(lines[0])), lines[0])
 	}
+	// Back to 80x24: wait for the frame drawn at that size (tmux may
+	// hold the window change back, and SIGWINCH reaches the program
+	// later); a key typed before it would get a screen drawn 100 wide.
 	p.tmux("resize-window", "-t", "main", "-x", "80", "-y", "24")
-	time.Sleep(300 * time.Millisecond)
+	p.waitFor("the home screen redrawn at 80x24", 30*time.Second, func(s string) bool {
+		return isFrame(s, 80, 24, "home", homeHelp) && strings.Contains(s, "out of place")
+	})
 
 	p.keys("1")
-	s = p.wait(`\[f\] Fix it now`, 10*time.Second)
+	s = p.wait(`\[f\] Fix it now`, 30*time.Second)
 	checkLayout(t, s, 80, 24)
 	p.keys("PageDown")
-	checkLayout(t, p.wait(`lines 2[0-9]-`, 5*time.Second), 80, 24)
+	checkLayout(t, p.wait(`lines 2[0-9]-`, 30*time.Second), 80, 24)
 	p.keys("f")
-	p.wait(`type the device name`, 5*time.Second)
+	p.wait(`type the device name`, 30*time.Second)
 	p.keys("text:/dev/sda", "Enter")
-	p.wait(`You typed "/dev/sda", not sda.img: nothing written`, 5*time.Second)
+	p.wait(`You typed "/dev/sda", not sda.img: nothing written`, 30*time.Second)
 	if got := gpttest.ReadAt(t, filepath.Join(dir, "sda.img"), 0, 34*512); string(got) != string(head) {
 		t.Fatal("the disk changed after a wrong device name")
 	}
@@ -173,7 +205,10 @@ func TestScreenFix(t *testing.T) {
 		t.Errorf("undo files after a refusal: %v", ents)
 	}
 	p.keys("text:sda.img", "Enter")
-	s = p.wait(`written and verified`, 20*time.Second)
+	// The whole summary: its key help, the last line, is drawn last.
+	s = p.waitFor("the fix's summary", 60*time.Second, func(s string) bool {
+		return strings.Contains(s, "written and verified") && strings.Contains(s, "Enter/Esc back to home")
+	})
 	checkLayout(t, s, 80, 24)
 	if !strings.Contains(s, "Now: ESXi 6.x boot disk - entries in their slots") {
 		t.Errorf("after the fix:\n%s", s)
@@ -191,12 +226,12 @@ func TestScreenFix(t *testing.T) {
 		t.Error("the fixed entry array differs from the original's")
 	}
 	p.keys("Enter")
-	s = p.wait(`sda.img .*\n.*entries in their slots`, 20*time.Second)
+	s = p.wait(`sda.img .*\n.*entries in their slots`, 60*time.Second)
 	if strings.Contains(s, "out of place") {
 		t.Errorf("home still shows the damage:\n%s", s)
 	}
 	p.keys("s")
-	s = p.wait(`EXIT=0`, 10*time.Second)
+	s = p.wait(`EXIT=0`, 30*time.Second)
 	if !strings.Contains(s, "gptfix") || !strings.Contains(s, "RESCUE: SHELL") {
 		t.Errorf("no banner after Shell:\n%s", s)
 	}
@@ -237,18 +272,25 @@ func TestScreenRestore(t *testing.T) {
 	defer srv.Close()
 
 	p := startPane(t, 80, 24, dir, menuCommand(bin))
-	p.wait(`\[r\] Restore`, 20*time.Second)
+	// "[r] Restore" shows while the disks are still being examined: the
+	// restore offers the disks of a finished scan, so wait for it.
+	p.waitFor("the home screen with the disks examined", 60*time.Second, func(s string) bool {
+		return strings.Contains(s, "[r] Restore") && strings.Contains(s, "out of place")
+	})
 	p.keys("r", "text:http://"+ln.Addr().String()+"/image.raw", "Tab", "text:"+hex.EncodeToString(sum[:]), "Enter")
-	s := p.wait(`Disk to write the image onto`, 5*time.Second)
+	s := p.wait(`Disk to write the image onto`, 30*time.Second)
 	if strings.Contains(s, "orig.img") {
 		t.Errorf("a non-disk offered:\n%s", s)
 	}
 	p.keys("2")
-	p.wait(`type the device name \(sdb.img\)`, 5*time.Second)
+	p.wait(`type the device name \(sdb.img\)`, 30*time.Second)
 	p.keys("text:sdb.img", "Enter")
-	s = p.wait(`\[#+-+\] +\d+%\s+restore: [0-9.]+ MiB of 96.0 MiB, [0-9.]+ MiB/s, \d+:\d\d left`, 20*time.Second)
+	s = p.wait(`\[#+-+\] +\d+%\s+restore: [0-9.]+ MiB of 96.0 MiB, [0-9.]+ MiB/s, \d+:\d\d left`, 30*time.Second)
 	checkLayout(t, s, 80, 24)
-	s = p.wait(`Done in`, 60*time.Second)
+	// The whole summary: its key help, the last line, is drawn last.
+	s = p.waitFor("the restore's summary", 120*time.Second, func(s string) bool {
+		return strings.Contains(s, "Done in") && strings.Contains(s, "Enter/Esc back to home")
+	})
 	checkLayout(t, s, 80, 24)
 	flat := strings.Join(strings.Fields(s), " ")
 	if !strings.Contains(flat, hex.EncodeToString(sum[:])+" (matches the one you gave)") || !strings.Contains(flat, "Read back and verified") {
