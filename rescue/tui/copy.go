@@ -159,7 +159,17 @@ func (c *copyFlow) esc(m *Model) tea.Cmd {
 	return nil
 }
 
+// offerScanned offers the disks once the scan is back: a flow begun
+// while the disks were still being examined (a key pressed right after
+// the start) lists them when they are known.
+func (c *copyFlow) offerScanned(m *Model) {
+	if c.isList() && len(c.disks) == 0 && m.hw != nil {
+		c.offer(m)
+	}
+}
+
 func (c *copyFlow) update(m *Model, msg tea.Msg) tea.Cmd {
+	c.offerScanned(m)
 	switch {
 	case c.isList():
 		if len(c.disks) == 0 {
@@ -301,8 +311,13 @@ func (c *copyFlow) body(m *Model) ([]line, int) {
 			what = "Disk to back up"
 		}
 		ls = append(ls, m.wrap(what, 0, kHead)...)
+		c.offerScanned(m)
 		if len(c.disks) == 0 {
-			ls = append(ls, line{"  no disk can be offered", kWarn})
+			if m.hw == nil && m.scanErr == "" {
+				ls = append(ls, line{"  Examining the disks...", kDim})
+			} else {
+				ls = append(ls, line{"  no disk can be offered", kWarn})
+			}
 			return ls, -1
 		}
 		return c.pick.render(m, ls, c.items(), 0)

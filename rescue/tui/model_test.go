@@ -360,3 +360,27 @@ func names(t *testing.T, dir string) []string {
 	}
 	return out
 }
+
+// TestCopyBeforeScan: Restore and Back up chosen while the disks are
+// still being examined (a key pressed right after the start) say so,
+// and list the disks when the scan is back instead of "no disk can be
+// offered" for the rest of the flow.
+func TestCopyBeforeScan(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	b := &Backend{Files: fixture(t, dir), Now: func() time.Time { return fixedNow }, KexecAllowed: func() error { return nil }}
+	for _, keys := range [][]string{{"r", "type:sdc.img", "enter"}, {"u"}} {
+		m := New(t.Context(), b, "test", false)
+		scan := m.Init() // not run yet: the disks are being examined
+		press(m, keys...)
+		checkPage(t, m, []string{"Examining the disks..."}, []string{"[1] sda.img", "no disk can be offered"})
+		drive(m, scan)
+		checkPage(t, m, []string{"[1] sda.img", "[2] sdb.img"}, []string{"Examining the disks...", "no disk can be offered"})
+		press(m, "2")
+		if keys[0] == "r" {
+			checkPage(t, m, []string{"type the device name (sdb.img)"}, nil)
+		} else {
+			checkPage(t, m, []string{"Backing up sdb.img"}, nil)
+		}
+	}
+}
