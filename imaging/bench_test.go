@@ -105,3 +105,29 @@ func BenchmarkRestoreDevice(b *testing.B) {
 		}
 	}
 }
+
+// benchRestoreDeviceVerify restores an image (dense, or density of 8 MiB
+// extents in a sparse file) onto a loop device with direct I/O holding
+// stale data, with and without -verify (root only): for pprof of the
+// read-back.
+func benchRestoreDeviceVerify(b *testing.B, size int64, density float64, verify bool) {
+	needRoot(b)
+	dir := b.TempDir()
+	src := dir + "/img"
+	makeImage(b, src, size, 8<<20, density, 5)
+	backing := dir + "/disk"
+	makeImage(b, backing, size, 8<<20, 1, 6) // stale data everywhere
+	dev := gpttest.Loop(b, backing, "--direct-io=on")
+	b.SetBytes(size)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := Copy(context.Background(), Options{Src: src, Dst: dev, Yes: true, NoGPTFixup: true, Verify: verify}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkRestoreDeviceDense(b *testing.B)        { benchRestoreDeviceVerify(b, 256<<20, 1, false) }
+func BenchmarkRestoreDeviceDenseVerify(b *testing.B)  { benchRestoreDeviceVerify(b, 256<<20, 1, true) }
+func BenchmarkRestoreDeviceSparse(b *testing.B)       { benchRestoreDeviceVerify(b, 1<<30, 0.1, false) }
+func BenchmarkRestoreDeviceSparseVerify(b *testing.B) { benchRestoreDeviceVerify(b, 1<<30, 0.1, true) }

@@ -279,8 +279,8 @@ func restoreTo(ctx context.Context, opt *Options, partial *string) (*Result, err
 	}
 	// -verify reads back what reached the target while the rest is written.
 	if opt.Verify {
-		sink.sums.start(ctx, openReadBack(t.f, t.path, opt.BufferSize), sink.frontier)
-		defer sink.sums.stop()
+		sink.sums.start(ctx, t.f, t.path, sink.frontier)
+		defer sink.sums.close()
 	}
 	total, err := runPipeline(ctx, stream, newPool(nbuf, opt.BufferSize), first, firstEOF, w, digests...)
 	if werr := sink.wait(); werr != nil && err == nil {
@@ -343,9 +343,8 @@ func restoreTo(ctx context.Context, opt *Options, partial *string) (*Result, err
 	}
 	// With -verify, what was written is read back before the held-back
 	// partition tables go out, and those after.
-	verified := 0
 	if opt.Verify {
-		if verified, err = sink.sums.verify(ctx, opt, t.f, t.path, opt.BufferSize, 0); err != nil {
+		if err := sink.sums.verify(ctx, opt, t.f, t.path); err != nil {
 			return res, aftermath(fmt.Errorf("%w; the image's partition table was not written", err))
 		}
 	}
@@ -374,7 +373,7 @@ func restoreTo(ctx context.Context, opt *Options, partial *string) (*Result, err
 	}
 
 	if opt.Verify {
-		if _, err := sink.sums.verify(ctx, opt, t.f, t.path, opt.BufferSize, verified); err != nil {
+		if err := sink.sums.verify(ctx, opt, t.f, t.path); err != nil {
 			return res, aftermath(err)
 		}
 		res.Verified = true

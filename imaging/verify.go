@@ -2,10 +2,12 @@ package imaging
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/maphash"
 	"io"
+	"math"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -21,48 +23,55 @@ import (
 // enough to say where a mismatch is, large enough to keep the table small.
 // sumUnit is the granularity at which zero and data regions are told
 // apart (4 MiB: at most 512k regions, 16 MiB of table, for 2 TB).
+// hashUnit is the piece of a data region hashed on its own (with its
+// offset): a region's sum is the sum of its pieces' hashes, so the
+// read-back checks pieces in any order, several at a time, and as soon as
+// each piece is written, without waiting for its region to end.
 const (
 	sumGroup = 64 << 20
 	sumUnit  = 4 << 20
+	hashUnit = 1 << 20
+)
+
+// verifyReaders is how many read-backs -verify has in flight, each of up
+// to verifyRead bytes (a hash piece) into its own aligned buffer: several
+// requests keep a device's queue busy (one 4 MiB read at a time left it
+// idle while the read was checked), and a 1 MiB buffer that the kernel
+// fills and the check reads stays in the CPU cache. 4 x 1 MiB: the same
+// memory as the single 4 MiB buffer before.
+const (
+	verifyReaders = 4
+	verifyRead    = hashUnit
 )
 
 // region is one contiguous written range and a digest of its content.
 type region struct {
 	off, n int64
 	zero   bool   // every byte written there was zero
-	sum    uint64 // maphash of the content when not zero
+	sum    uint64 // sum of the pieces' hashes (pieceHash) when not zero
 }
 
 // writeSums records what a restore wrote, region by region, so -verify can
 // read it back and compare without hashing the whole image a second time:
 // all-zero regions (most of a typical disk) are checked to read back as
-// zeros (or to be holes), the others by a seeded 64-bit hash.
+// zeros (or to be holes), the others by seeded 64-bit hashes of their
+// hashUnit pieces.
 //
 // The read-back proves the medium, not the page cache: it reads with
 // O_DIRECT where the target takes it (block devices, most filesystems),
-// else after fsync, BLKFLSBUF and FADV_DONTNEED. While the restore runs, a
-// background goroutine (start) already reads back every region that is
-// complete and whose writes have finished (the sink's frontier), so
-// region N is verified while N+1 is written; verify then checks the rest.
+// else after fsync, BLKFLSBUF and FADV_DONTNEED. While the restore runs,
+// background readers (start) already read back every piece whose writes
+// finished (below the sink's frontier), so what was written is verified
+// while the rest is written, zeros included; verify then checks the rest.
 type writeSums struct {
 	seed    maphash.Seed
-	mu      sync.Mutex // guards regions and cur against the background verifier
+	mu      sync.Mutex // guards regions, cur and the piece state against the readers
 	regions []region
 	cur     *region
-	h       maphash.Hash
+	h       maphash.Hash // the current data piece
+	inPiece bool         // h holds a piece not yet added to cur.sum
 
-	bg *bgVerify // nil when no background verifier runs
-}
-
-// bgVerify is the background verifier's state.
-type bgVerify struct {
-	kick     chan struct{}
-	quit     chan struct{}
-	done     chan struct{}
-	next     int   // regions before next are verified (read after done)
-	err      error // its first error (read after done)
-	bytes    int64 // bytes it verified
-	frontier func() int64
+	v *verifier // the read-back (nil until start or verify)
 }
 
 func newWriteSums() *writeSums {
@@ -71,8 +80,21 @@ func newWriteSums() *writeSums {
 	return w
 }
 
-// verifyHook, when set (tests), is called before a data region is read back.
-var verifyHook func(off, n int64)
+// verifyHook, when set (tests), is called before a data piece is read
+// back, one call at a time.
+var (
+	verifyHook   func(off, n int64)
+	verifyHookMu sync.Mutex
+)
+
+// pieceStart starts the hash of the piece at off: its offset first, so
+// that data read back from the wrong place does not match.
+func pieceStart(h *maphash.Hash, off int64) {
+	h.Reset()
+	var b [8]byte
+	binary.LittleEndian.PutUint64(b[:], uint64(off))
+	h.Write(b[:])
+}
 
 // add records b written at off.
 func (w *writeSums) add(b []byte, off int64) {
@@ -86,10 +108,23 @@ func (w *writeSums) add(b []byte, off int64) {
 			w.flush()
 			w.regions = append(w.regions, region{off: off, zero: zero})
 			w.cur = &w.regions[len(w.regions)-1]
-			w.h.Reset()
 		}
 		if !zero {
-			w.h.Write(part)
+			// Pieces end at multiples of hashUnit (which divides sumUnit)
+			// and where the region ends.
+			for p, o := part, off; len(p) > 0; {
+				if !w.inPiece {
+					pieceStart(&w.h, o)
+					w.inPiece = true
+				}
+				m := min(int64(len(p)), hashUnit-o%hashUnit)
+				w.h.Write(p[:m])
+				p, o = p[m:], o+m
+				if o%hashUnit == 0 {
+					w.cur.sum += w.h.Sum64()
+					w.inPiece = false
+				}
+			}
 		}
 		w.cur.n += k
 		off += k
@@ -112,67 +147,145 @@ func (w *writeSums) addZero(off, n int64) {
 // flush closes the current region; w.mu is held.
 func (w *writeSums) flush() {
 	if w.cur != nil {
-		w.cur.sum = w.h.Sum64()
+		if w.inPiece {
+			w.cur.sum += w.h.Sum64()
+			w.inPiece = false
+		}
 		w.cur = nil
 	}
 }
 
-// closed returns region i if it is complete (the writer moved past it).
-func (w *writeSums) closed(i int) (region, bool) {
+// regionAt returns region i as recorded so far, and whether it is
+// complete (the writer moved past it); ok is false when there is none.
+func (w *writeSums) regionAt(i int) (r region, closed, ok bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if i >= len(w.regions) || (w.cur != nil && i == len(w.regions)-1) {
-		return region{}, false
+	if i >= len(w.regions) {
+		return region{}, false, false
 	}
-	return w.regions[i], true
+	return w.regions[i], w.cur == nil || i < len(w.regions)-1, true
 }
 
-// readBack reads a target back for -verify, past the page cache.
-type readBack struct {
-	f      *os.File // the target as restored
-	direct *os.File // the same opened O_RDONLY|O_DIRECT (nil: none)
-	buf    []byte   // aligned
+// piece is one read-back: n bytes at off of region ri.
+type piece struct {
+	ri     int
+	off, n int64
+	zero   bool
 }
 
-// openReadBack opens path again with O_DIRECT for reading back f.
-func openReadBack(f *os.File, path string, bufSize int) *readBack {
-	rb := &readBack{f: f, buf: alignedBuf(bufSize + directAlign)}
-	if d, err := os.OpenFile(path, os.O_RDONLY|unix.O_DIRECT, 0); err == nil {
-		rb.direct = d
+// verifier reads a target back for -verify, past the page cache, with
+// verifyReaders reads in flight. Pieces are handed out in order; each
+// region is compared once it is complete and all its pieces were checked.
+type verifier struct {
+	w       *writeSums
+	f       *os.File // the target as restored
+	path    string
+	isBlock bool
+
+	dmu      sync.Mutex
+	direct   *os.File    // the target opened O_RDONLY|O_DIRECT (nil: none)
+	noDirect atomic.Bool // direct reads were refused: through the dropped page cache
+	dropped  bool        // dropCache ran since noDirect (dmu)
+
+	bufs chan []byte // the readers' aligned buffers
+
+	mu      sync.Mutex
+	ri      int   // the region being handed out
+	rel     int64 // bytes of region ri handed out
+	pend    map[int]*pendSum
+	err     error
+	checked int64 // bytes checked
+	early   int64 // of those, by the background readers (not yet reported)
+
+	// The background readers.
+	kick chan struct{}
+	quit chan struct{}
+	wg   sync.WaitGroup
+	bg   atomic.Bool
+}
+
+// pendSum is what was read back of a region so far.
+type pendSum struct {
+	sum  uint64
+	done int64
+}
+
+func newVerifier(w *writeSums, f *os.File, path string) *verifier {
+	v := &verifier{w: w, f: f, path: path, pend: map[int]*pendSum{}, bufs: make(chan []byte, verifyReaders)}
+	if st, err := f.Stat(); err == nil {
+		v.isBlock = st.Mode()&os.ModeDevice != 0
 	}
-	return rb
+	for range verifyReaders {
+		v.bufs <- alignedBuf(verifyRead + 2*directAlign)
+	}
+	return v
 }
 
-func (rb *readBack) close() {
-	if rb.direct != nil {
-		rb.direct.Close()
-		rb.direct = nil
+// openDirect opens the target with O_DIRECT for the read-back, once.
+func (v *verifier) openDirect() {
+	v.dmu.Lock()
+	defer v.dmu.Unlock()
+	if v.direct != nil || v.noDirect.Load() {
+		return
+	}
+	if d, err := os.OpenFile(v.path, os.O_RDONLY|unix.O_DIRECT, 0); err == nil {
+		v.direct = d
+	} else {
+		v.noDirect.Store(true)
 	}
 }
 
-// readAt returns the k <= len(buf)-directAlign bytes at off, read with
-// O_DIRECT through the aligned block envelope around them when possible.
-func (rb *readBack) readAt(off int64, k int64) ([]byte, error) {
-	if rb.direct != nil {
+func (v *verifier) closeDirect() {
+	v.dmu.Lock()
+	defer v.dmu.Unlock()
+	if v.direct != nil {
+		v.direct.Close()
+		v.direct = nil
+	}
+}
+
+// dropOnce flushes the target and drops its cache, once after the direct
+// reads were refused (final: everything was written).
+func (v *verifier) dropOnce() {
+	v.dmu.Lock()
+	defer v.dmu.Unlock()
+	if !v.dropped {
+		dropCache(v.f)
+		v.dropped = true
+	}
+}
+
+// readAt returns the k <= len(buf)-2*directAlign bytes at off, read with
+// O_DIRECT through the aligned block envelope around them when possible,
+// else through the page cache after writing the range back and dropping
+// it from the cache.
+func (v *verifier) readAt(buf []byte, off, k int64) ([]byte, error) {
+	v.dmu.Lock()
+	d := v.direct
+	v.dmu.Unlock()
+	if d != nil && !v.noDirect.Load() {
 		a0 := off &^ (directAlign - 1)
 		a1 := (off + k + directAlign - 1) &^ (directAlign - 1)
-		m, err := rb.direct.ReadAt(rb.buf[:a1-a0], a0)
+		m, err := d.ReadAt(buf[:a1-a0], a0)
 		if int64(m) >= off+k-a0 {
-			return rb.buf[off-a0 : off-a0+k], nil
+			return buf[off-a0 : off-a0+k], nil
 		}
 		if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, unix.EINVAL) {
 			return nil, err
 		}
-		// Refused (alignment) or short: read through the page cache,
-		// flushed and dropped first.
-		rb.close()
-		dropCache(rb.f)
+		// Refused (alignment) or short: read through the page cache.
+		v.noDirect.Store(true)
 	}
-	m, err := rb.f.ReadAt(rb.buf[:k], off)
+	// The range's writeback done and its pages dropped first, so the
+	// read comes from the medium.
+	fd := int(v.f.Fd())
+	_ = unix.SyncFileRange(fd, off, k, unix.SYNC_FILE_RANGE_WAIT_BEFORE|unix.SYNC_FILE_RANGE_WRITE|unix.SYNC_FILE_RANGE_WAIT_AFTER)
+	_ = unix.Fadvise(fd, off, k, unix.FADV_DONTNEED)
+	m, err := v.f.ReadAt(buf[:k], off)
 	if err != nil && !(errors.Is(err, io.EOF) && int64(m) == k) {
 		return nil, err
 	}
-	return rb.buf[:k], nil
+	return buf[:k], nil
 }
 
 // dropCache flushes f and drops its cached pages, so reads come from the medium.
@@ -183,160 +296,275 @@ func dropCache(f *os.File) {
 	_, _ = unix.IoctlRetInt(fd, unix.BLKFLSBUF)
 }
 
-// start runs the background verifier: it reads back, in order, each
-// complete region that ends at or below frontier() (everything before
-// the frontier has reached the target), woken by kick.
-func (w *writeSums) start(ctx context.Context, rb *readBack, frontier func() int64) {
-	bg := &bgVerify{kick: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{}), frontier: frontier}
-	w.bg = bg
-	go func() {
-		defer close(bg.done)
-		defer rb.close()
-		var h maphash.Hash
-		h.SetSeed(w.seed)
-		for {
-			for {
-				r, ok := w.closed(bg.next)
-				if !ok || r.off+r.n > bg.frontier() {
-					break
-				}
-				if err := verifyRegion(ctx, rb, &h, r, nil); err != nil {
-					bg.err = err
-					return
-				}
-				bg.next++
-				bg.bytes += r.n
+// claim hands out the next piece that ends at or below limit (everything
+// below it reached the target); ok is false when there is none yet.
+// Regions that became complete on the way are compared.
+func (v *verifier) claim(limit int64) (p piece, ok bool) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	for v.err == nil {
+		r, closed, exists := v.w.regionAt(v.ri)
+		if !exists {
+			return piece{}, false
+		}
+		a, end := r.off+v.rel, r.off+r.n
+		if a >= end {
+			if !closed {
+				return piece{}, false
+			}
+			v.finish(v.ri, r)
+			v.ri, v.rel = v.ri+1, 0
+			continue
+		}
+		if v.pend[v.ri] == nil {
+			v.pend[v.ri] = &pendSum{}
+		}
+		var b int64
+		switch {
+		case r.zero && !v.isBlock && isHole(int(v.f.Fd()), a, min(end, limit)-a):
+			// A hole of a file reads as zeros from the filesystem's map:
+			// nothing on the medium to read.
+			b = min(end, limit)
+			v.rel += b - a
+			v.done(piece{ri: v.ri, off: a, n: b - a, zero: true}, 0, nil)
+			continue
+		case r.zero:
+			b = min(a+verifyRead, end, limit)
+		default:
+			// A data piece is checked whole: it must not grow any more.
+			next := (a/hashUnit + 1) * hashUnit
+			b = min(next, end)
+			if (!closed && b < next) || b > limit {
+				return piece{}, false
+			}
+		}
+		if b <= a {
+			return piece{}, false
+		}
+		v.rel += b - a
+		return piece{ri: v.ri, off: a, n: b - a, zero: r.zero}, true
+	}
+	return piece{}, false
+}
+
+// done records piece p checked (h: its hash) or failed; v.mu is held.
+func (v *verifier) done(p piece, h uint64, err error) {
+	if err != nil {
+		if v.err == nil {
+			v.err = err
+		}
+		return
+	}
+	ps := v.pend[p.ri]
+	ps.sum += h
+	ps.done += p.n
+	v.checked += p.n
+	if r, closed, _ := v.w.regionAt(p.ri); closed {
+		v.finish(p.ri, r)
+	}
+}
+
+// finish compares region ri (complete) once all its pieces were checked;
+// v.mu is held.
+func (v *verifier) finish(ri int, r region) {
+	ps := v.pend[ri]
+	if ps == nil || ps.done < r.n {
+		return
+	}
+	delete(v.pend, ri)
+	if !r.zero && ps.sum != r.sum && v.err == nil {
+		v.err = fmt.Errorf("%w: bytes %d-%d read back from the medium differ from what was written", ErrVerify, r.off, r.off+r.n-1)
+	}
+}
+
+// check reads piece p back into buf and checks it: zeros, or its hash.
+func (v *verifier) check(ctx context.Context, p piece, buf []byte, h *maphash.Hash) (uint64, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	if !p.zero && verifyHook != nil {
+		verifyHookMu.Lock()
+		verifyHook(p.off, p.n)
+		verifyHookMu.Unlock()
+	}
+	b, err := v.readAt(buf, p.off, p.n)
+	if err != nil {
+		return 0, fmt.Errorf("verify: reading back at byte %d: %w", p.off, unwrapPath(err))
+	}
+	if p.zero {
+		if i := zeros.First(b); i >= 0 {
+			return 0, fmt.Errorf("%w: bytes %d-%d should read back as zeros but byte %d does not (the medium does not hold what was written)", ErrVerify, p.off, p.off+p.n-1, p.off+int64(i))
+		}
+		return 0, nil
+	}
+	pieceStart(h, p.off)
+	h.Write(b)
+	return h.Sum64(), nil
+}
+
+// run is one reader: it checks the pieces below limit() until there are
+// none left (final) or it is told to quit (background, woken by kick).
+func (v *verifier) run(ctx context.Context, limit func() int64, final bool, count func(int64)) {
+	buf := <-v.bufs
+	defer func() { v.bufs <- buf }()
+	var h maphash.Hash
+	h.SetSeed(v.w.seed)
+	var timer *time.Timer
+	for {
+		if !final {
+			select {
+			case <-v.quit:
+				return
+			default:
+			}
+		}
+		p, ok := v.claim(limit())
+		if !ok {
+			if final {
+				return
+			}
+			if timer == nil {
+				timer = time.NewTimer(50 * time.Millisecond)
+				defer timer.Stop()
+			} else {
+				timer.Reset(50 * time.Millisecond)
 			}
 			select {
-			case <-bg.kick:
-			case <-bg.quit:
+			case <-v.kick:
+			case <-timer.C:
+			case <-v.quit:
 				return
 			case <-ctx.Done():
 				return
-			case <-time.After(100 * time.Millisecond):
+			}
+			continue
+		}
+		sum, err := v.check(ctx, p, buf, &h)
+		v.mu.Lock()
+		v.done(p, sum, err)
+		if !final && err == nil {
+			v.early += p.n
+		}
+		v.mu.Unlock()
+		if count != nil && err == nil {
+			count(p.n)
+		}
+	}
+}
+
+// start runs the background readers: they read back, in order, each
+// piece that ends at or below frontier() (everything before the frontier
+// has reached the target), woken by poke.
+func (w *writeSums) start(ctx context.Context, f *os.File, path string, frontier func() int64) {
+	if w.v == nil {
+		w.v = newVerifier(w, f, path)
+	}
+	v := w.v
+	v.openDirect()
+	v.kick, v.quit = make(chan struct{}, verifyReaders), make(chan struct{})
+	v.bg.Store(true)
+	for range verifyReaders {
+		v.wg.Add(1)
+		go func() {
+			defer v.wg.Done()
+			v.run(ctx, frontier, false, nil)
+		}()
+	}
+}
+
+// stop stops the background readers, if any, once their reads are done.
+func (w *writeSums) stop() {
+	if v := w.v; v != nil && v.bg.Load() {
+		close(v.quit)
+		v.wg.Wait()
+		v.bg.Store(false)
+	}
+}
+
+// close stops the background readers and closes the read-back's descriptor.
+func (w *writeSums) close() {
+	w.stop()
+	if w.v != nil {
+		w.v.closeDirect()
+	}
+}
+
+// poke wakes the background readers, if any.
+func (w *writeSums) poke() {
+	if v := w.v; v != nil && v.bg.Load() {
+		for range verifyReaders {
+			select {
+			case v.kick <- struct{}{}:
+			default:
+				return
 			}
 		}
-	}()
-}
-
-// stop stops the background verifier, if any, and returns its state.
-func (w *writeSums) stop() *bgVerify {
-	bg := w.bg
-	if bg == nil {
-		return nil
-	}
-	close(bg.quit)
-	<-bg.done
-	w.bg = nil
-	return bg
-}
-
-// poke wakes the background verifier, if any.
-func (w *writeSums) poke() {
-	if w.bg != nil {
-		select {
-		case w.bg.kick <- struct{}{}:
-		default:
-		}
 	}
 }
 
-// verify reads the recorded regions from index from on back from f and
-// compares; it returns the index past the last region checked. The
-// background verifier, if running, is stopped first and what it checked
-// is not read again.
-func (w *writeSums) verify(ctx context.Context, opt *Options, f *os.File, path string, bufSize int, from int) (int, error) {
-	var early int64
-	if bg := w.stop(); bg != nil {
-		if bg.err != nil {
-			return from, bg.err
-		}
-		from = max(from, bg.next)
-		early = bg.bytes
-	}
+// verify reads back from f whatever was recorded and not checked yet
+// (by the background readers or an earlier verify) and compares.
+func (w *writeSums) verify(ctx context.Context, opt *Options, f *os.File, path string) error {
+	w.stop()
 	w.mu.Lock()
 	w.flush()
-	regions := w.regions[from:]
-	next := len(w.regions)
-	w.mu.Unlock()
-	if err := w.verifyRegions(ctx, opt, f, path, bufSize, regions, early); err != nil {
-		return from, err
-	}
-	return next, nil
-}
-
-func (w *writeSums) verifyRegions(ctx context.Context, opt *Options, f *os.File, path string, bufSize int, regions []region, early int64) error {
-	rb := openReadBack(f, path, bufSize)
-	defer rb.close()
-	if rb.direct == nil {
-		dropCache(f)
-	}
 	var total int64
-	for _, r := range regions {
+	for _, r := range w.regions {
 		total += r.n
 	}
-	if early > 0 {
-		opt.logf("verifying: reading back %s (%s were read back while writing)", gpt.HumanBytes(total), gpt.HumanBytes(early))
-	} else {
-		opt.logf("verifying: reading back %s", gpt.HumanBytes(total))
+	w.mu.Unlock()
+	if w.v == nil {
+		w.v = newVerifier(w, f, path)
 	}
-	var done atomic.Int64
-	stop := startProgress(opt, "verify", total, done.Load)
-	defer stop()
-	var h maphash.Hash
-	h.SetSeed(w.seed)
-	for _, r := range regions {
-		if err := verifyRegion(ctx, rb, &h, r, &done); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// verifyRegion reads region r back and compares it with what was written.
-func verifyRegion(ctx context.Context, rb *readBack, h *maphash.Hash, r region, done *atomic.Int64) error {
-	if err := ctx.Err(); err != nil {
+	v := w.v
+	defer v.closeDirect()
+	v.mu.Lock()
+	err, checked, early := v.err, v.checked, v.early
+	v.early = 0
+	v.mu.Unlock()
+	if err != nil {
 		return err
 	}
-	count := func(n int64) {
-		if done != nil {
-			done.Add(n)
+	v.openDirect()
+	if v.noDirect.Load() {
+		v.dropOnce()
+	}
+	if early > 0 {
+		opt.logf("verifying: reading back %s (%s were read back while writing)", gpt.HumanBytes(total-checked), gpt.HumanBytes(early))
+	} else {
+		opt.logf("verifying: reading back %s", gpt.HumanBytes(total-checked))
+	}
+	var done atomic.Int64
+	stopProgress := startProgress(opt, "verify", total-checked, done.Load)
+	defer stopProgress()
+	all := func() int64 { return math.MaxInt64 }
+	var wg sync.WaitGroup
+	for range verifyReaders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			v.run(ctx, all, true, func(n int64) { done.Add(n) })
+		}()
+	}
+	wg.Wait()
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.err == nil {
+		if err := ctx.Err(); err != nil {
+			v.err = err
+		} else if _, _, more := w.regionAt(v.ri); more || len(v.pend) > 0 {
+			v.err = fmt.Errorf("verify: internal error: %d regions left unchecked", len(v.pend))
 		}
 	}
-	if r.zero && isHole(int(rb.f.Fd()), r.off, r.n) {
-		count(r.n)
-		return nil
-	}
-	if !r.zero && verifyHook != nil {
-		verifyHook(r.off, r.n)
-	}
-	h.Reset()
-	step := int64(len(rb.buf) - directAlign)
-	for off := r.off; off < r.off+r.n; {
-		k := min(step, r.off+r.n-off)
-		b, err := rb.readAt(off, k)
-		if err != nil {
-			return fmt.Errorf("verify: reading back at byte %d: %w", off, unwrapPath(err))
-		}
-		if r.zero {
-			if i := zeros.First(b); i >= 0 {
-				return fmt.Errorf("%w: bytes %d-%d should read back as zeros but byte %d does not (the medium does not hold what was written)", ErrVerify, off, off+k-1, off+int64(i))
-			}
-		} else {
-			h.Write(b)
-		}
-		off += k
-		count(k)
-	}
-	if !r.zero && h.Sum64() != r.sum {
-		return fmt.Errorf("%w: bytes %d-%d read back from the medium differ from what was written", ErrVerify, r.off, r.off+r.n-1)
-	}
-	return nil
+	return v.err
 }
 
 // isHole reports whether [off, off+n) of a file is one hole (reads as
 // zeros without data); false when unknown (block devices, no SEEK_DATA).
 func isHole(fd int, off, n int64) bool {
+	if n <= 0 {
+		return false
+	}
 	data, err := unix.Seek(fd, off, unix.SEEK_DATA)
 	if errors.Is(err, unix.ENXIO) {
 		return true
