@@ -3,13 +3,10 @@ package imaging
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -235,15 +232,8 @@ func TestKilledDeltaRestore(t *testing.T) {
 	gpttest.Need(t, "sgdisk")
 	imgcopy := buildCmd(t, "imgcopy")
 	dir := t.TempDir()
-	const imgSize = 32 << 20
-	img := sgdiskImage(t, dir, imgSize, testParts[:2])
-	for off := int64(1 << 20); off < imgSize-(1<<20); off += 2 << 20 {
-		fillRandom(t, img, off, 1<<20, uint64(off))
-	}
-	image, err := os.ReadFile(img)
-	if err != nil {
-		t.Fatal(err)
-	}
+	const imgSize = killImageSize
+	_, image := killImage(t, dir)
 	back := filepath.Join(dir, "disk")
 	if err := os.WriteFile(back, image, 0o644); err != nil {
 		t.Fatal(err)
@@ -256,108 +246,11 @@ func TestKilledDeltaRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	scatter(orig[1<<20:imgSize-(1<<20)], 0.01, 8)
-	dst := gpttest.Loop(t, back)
-	regions := tableRegions(imgSize)
-	rng := rand.New(rand.NewPCG(16, 3))
-	type point struct {
-		feed  int64
-		delay time.Duration
-	}
-	var points []point
-	for k := int64(0); k <= imgSize>>20; k += 4 {
-		points = append(points, point{k << 20, time.Duration(rng.IntN(20)) * time.Millisecond})
-	}
-	for _, ms := range []int{0, 2, 5, 10, 20, 40, 80} {
-		points = append(points, point{imgSize, time.Duration(ms)*time.Millisecond + time.Duration(rng.IntN(1000))*time.Microsecond})
-	}
-	counts := map[string]int{}
-	for i, pt := range points {
-		if err := writeWhole(dst, orig); err != nil {
-			t.Fatal(err)
-		}
-		undo := filepath.Join(dir, fmt.Sprintf("undo-%d.json", i))
-		cmd := exec.Command(imgcopy, "-q", "-progress", "none", "-delta", "-yes", "-sha256", sha256Of(image), "-undo", undo, "-", dst)
-		stdin, err := cmd.StdinPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
-		_, werr := stdin.Write(image[:pt.feed])
-		if pt.feed == imgSize {
-			stdin.Close()
-		}
-		if werr == nil {
-			time.Sleep(pt.delay)
-		}
-		cmd.Process.Signal(syscall.SIGKILL)
-		err = <-done
-		stdin.Close()
-		exited := err == nil
-		now, rerr := readWhole(dst, imgSize)
-		if rerr != nil {
-			t.Fatal(rerr)
-		}
-		st := readState(t, dst)
-		// As in TestKilledRestoreNeverValid: complete once every byte of
-		// data is the image's and a table is valid (a kill between the
-		// backup GPT and the head, both written only after the checksum
-		// matched, leaves the image's backup valid and the head pending).
-		complete := bytes.Equal(now[1<<20:imgSize-(1<<20)], image[1<<20:imgSize-(1<<20)]) && st.ours
-		state := "invalid"
-		switch {
-		case bytes.Equal(now, orig):
-			state = "untouched"
-		case complete:
-			state = "complete"
-		case st.valid():
-			t.Errorf("kill %d (after %d MiB + %v): the target is valid and wrong (ours %v, sgdisk %v):\n%s\nstderr: %s",
-				i, pt.feed>>20, pt.delay, st.ours, st.sgdisk, st.sgdiskOut, stderr.String())
-		}
-		if exited && state != "complete" {
-			t.Errorf("kill %d: imgcopy exited normally but the target is %s: %s", i, state, stderr.String())
-		}
-		counts[state]++
-		tu := strings.TrimSuffix(undo, ".json") + ".before-restore.json"
-		if _, err := os.Stat(tu); err == nil && state != "complete" {
-			if err := applyUndo(t, dst, tu); err != nil && bytes.Equal(now[1<<20:imgSize-(1<<20)], image[1<<20:imgSize-(1<<20)]) {
-				// Killed while the held tables went out, after the checksum
-				// matched: the old table's undo refuses to go back over the
-				// image's data (some of its sectors changed again); running
-				// the restore again must complete the target.
-				counts["finishing"]++
-				rerunRestore(t, imgcopy, image, dst, "-delta", "-sha256", sha256Of(image))
-				if again, _ := readWhole(dst, imgSize); !bytes.Equal(again, image) {
-					t.Errorf("kill %d: the restore run again after a kill in its last writes (%v) did not complete the target", i, err)
-				}
-			} else if err != nil {
-				t.Errorf("kill %d: the undo file %s: %v", i, tu, err)
-			} else if now, _ := readWhole(dst, imgSize); !sameRegions(now, orig, regions) {
-				t.Errorf("kill %d: the undo file did not put the old table back byte for byte", i)
-			}
-			counts["undone"]++
-		} else if state == "invalid" {
-			t.Errorf("kill %d: the table was invalidated but no undo file %s is there", i, tu)
-		}
-	}
-	t.Logf("%d kills: %v", len(points), counts)
-	if counts["invalid"] < len(points)/3 || counts["complete"] == 0 {
-		t.Errorf("the kills did not spread over the restore (%v): the test proved little", counts)
-	}
-}
-
-// rerunRestore runs imgcopy -yes ARGS - DST with the whole image on stdin
-// and fails the test unless it succeeds.
-func rerunRestore(t *testing.T, imgcopy string, image []byte, dst string, args ...string) {
-	t.Helper()
-	cmd := exec.Command(imgcopy, append(append([]string{"-q", "-progress", "none", "-yes", "-undo", filepath.Join(t.TempDir(), "undo.json")}, args...), "-", dst)...)
-	cmd.Stdin = bytes.NewReader(image)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Errorf("imgcopy run again: %v: %s", err, out)
-	}
+	killRestores(t, killRun{
+		imgcopy: imgcopy, image: image, orig: orig,
+		dst: gpttest.Loop(t, back), size: imgSize, dir: dir,
+		args:       []string{"-delta"},
+		points:     killPoints(rand.New(rand.NewPCG(16, 3)), imgSize, 4, []int{0, 2, 5, 10, 20, 40, 80}),
+		rerunWhole: true,
+	})
 }
