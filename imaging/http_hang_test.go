@@ -78,27 +78,14 @@ func TestHTTPMisbehavingServers(t *testing.T) {
 	nines := len(data) * 99 / 100
 
 	// A TCP server that accepts and never answers.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); bufio.NewReader(c).ReadString(0) }()
-		}
-	}()
+	silent := serveTCP(t, func(c net.Conn) { bufio.NewReader(c).ReadString(0) })
 
 	for _, tc := range []struct {
 		name string
 		url  func(t *testing.T) string
 		want string // in the error; "" = must succeed
 	}{
-		{"never answers", func(t *testing.T) string { return "http://" + ln.Addr().String() + "/img" }, "no answer within"},
+		{"never answers", func(t *testing.T) string { return "http://" + silent + "/img" }, "no answer within"},
 		{"trickles", serve(&misbehave{data: data, body: func(i int, w http.ResponseWriter, r *http.Request, part []byte) {
 			for k := 0; k < len(part); k++ {
 				if _, err := w.Write(part[k : k+1]); err != nil {
@@ -166,6 +153,30 @@ func TestHTTPMisbehavingServers(t *testing.T) {
 	}
 }
 
+// serveTCP listens on a loopback port until the test ends and runs handle
+// on each connection it accepts (closed after); it returns its host:port.
+func serveTCP(t *testing.T, handle func(net.Conn)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				handle(c)
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
 func serve(h http.Handler) func(t *testing.T) string {
 	return func(t *testing.T) string {
 		srv := httptest.NewServer(h)
@@ -180,41 +191,27 @@ func serve(h http.Handler) func(t *testing.T) string {
 // channel"; the image is copied as announced.
 func TestHTTPNoJunkOnStderr(t *testing.T) {
 	data := bytes.Repeat([]byte("image data "), 1000)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
+	addr := serveTCP(t, func(c net.Conn) {
+		br := bufio.NewReader(c)
 		for {
-			c, err := ln.Accept()
+			line, err := br.ReadString('\n')
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					line, err := br.ReadString('\n')
-					if err != nil {
-						return
-					}
-					if line == "\r\n" {
-						break
-					}
-				}
-				fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", len(data))
-				c.Write(data)
-				c.Write([]byte("\x00\x01\x02\xff\xfe junk \x1b[2J"))
-				time.Sleep(time.Second)
-			}()
+			if line == "\r\n" {
+				break
+			}
 		}
-	}()
+		fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", len(data))
+		c.Write(data)
+		c.Write([]byte("\x00\x01\x02\xff\xfe junk \x1b[2J"))
+		time.Sleep(time.Second)
+	})
 	var logged lockedBuffer
 	log.SetOutput(&logged)
 	defer log.SetOutput(os.Stderr)
 	dst := tmp(t, "out")
-	mustCopy(t, httpOpts(t, "http://"+ln.Addr().String()+"/img", dst))
+	mustCopy(t, httpOpts(t, "http://"+addr+"/img", dst))
 	time.Sleep(300 * time.Millisecond) // the transport's read loop logs asynchronously
 	if got, _ := os.ReadFile(dst); !bytes.Equal(got, data) {
 		t.Errorf("the copy differs")

@@ -86,6 +86,45 @@ func (s *imageServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// httpImage makes a test image of size bytes (makeImage with density and
+// seed) and its zstd compression by zstd(1): the image's file and the
+// bytes of both.
+func httpImage(t *testing.T, size int64, density float64, seed uint64) (raw string, plain, zst []byte) {
+	t.Helper()
+	raw = t.TempDir() + "/img"
+	makeImage(t, raw, size, 64<<10, density, seed)
+	gpttest.Run(t, "zstd", "-q", raw, "-o", raw+".zst")
+	plain, _ = os.ReadFile(raw)
+	zst, _ = os.ReadFile(raw + ".zst")
+	return raw, plain, zst
+}
+
+// wantHTTPError fails the test unless err is an ErrHTTP containing want,
+// and checks that the image's start was not written to dst.
+func wantHTTPError(t *testing.T, err error, want, dst string) {
+	t.Helper()
+	if err == nil || !strings.Contains(err.Error(), want) || !errors.Is(err, ErrHTTP) {
+		t.Fatalf("want an HTTP error containing %q, got %v", want, err)
+	}
+	t.Logf("error (as expected): %v", err)
+	if b, _ := os.ReadFile(dst); len(b) > 0 && !zeros.Is(b[:min(len(b), 1<<20)]) {
+		t.Errorf("the image's start was written despite the failure")
+	}
+}
+
+// checkHTTPCopy fails the test unless the Copy (res, err) succeeded, dst
+// is raw byte for byte (cmp) and res has plain's SHA-256.
+func checkHTTPCopy(t *testing.T, res *Result, err error, raw, dst string, plain []byte) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmpFiles(t, raw, dst, -1)
+	if res.SHA256 != sha256Of(plain) {
+		t.Errorf("SHA256 mismatch")
+	}
+}
+
 func httpOpts(t *testing.T, url, dst string) Options {
 	opt := copyOpts(t, url, dst)
 	opt.RetryDelay = 10 * time.Millisecond
@@ -96,12 +135,7 @@ func httpOpts(t *testing.T, url, dst string) Options {
 
 func TestHTTP(t *testing.T) {
 	gpttest.Need(t, "zstd", "cmp")
-	dir := t.TempDir()
-	raw := dir + "/img"
-	makeImage(t, raw, 6<<20, 64<<10, 0.6, 21)
-	gpttest.Run(t, "zstd", "-q", raw, "-o", raw+".zst")
-	plain, _ := os.ReadFile(raw)
-	zst, _ := os.ReadFile(raw + ".zst")
+	raw, plain, zst := httpImage(t, 6<<20, 0.6, 21)
 	for _, tc := range []struct {
 		name    string
 		srv     *imageServer
@@ -127,22 +161,10 @@ func TestHTTP(t *testing.T) {
 			dst := t.TempDir() + "/out"
 			res, err := Copy(context.Background(), httpOpts(t, srv.URL+"/image", dst))
 			if tc.wantErr != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.wantErr) || !errors.Is(err, ErrHTTP) {
-					t.Fatalf("want an HTTP error containing %q, got %v", tc.wantErr, err)
-				}
-				t.Logf("error (as expected): %v", err)
-				if b, _ := os.ReadFile(dst); len(b) > 0 && !zeros.Is(b[:min(len(b), 1<<20)]) {
-					t.Errorf("the image's start was written despite the failure")
-				}
+				wantHTTPError(t, err, tc.wantErr, dst)
 				return
 			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			cmpFiles(t, raw, dst, -1)
-			if res.SHA256 != sha256Of(plain) {
-				t.Errorf("SHA256 mismatch")
-			}
+			checkHTTPCopy(t, res, err, raw, dst, plain)
 			if got := tc.srv.requests.Load(); got < tc.minReq {
 				tc.srv.mu.Lock()
 				t.Errorf("%d requests, want at least %d (ranges %q)", got, tc.minReq, tc.srv.ranges)
