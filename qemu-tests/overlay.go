@@ -40,39 +40,13 @@ func EsxibootInitramfs(base, dst string) error {
 		return err
 	}
 
-	out, err := os.Create(dst)
-	if err != nil {
-		return err
-	}
-	defer out.Close()
-	in, err := os.Open(base)
-	if err != nil {
-		return fmt.Errorf("rescue initramfs: %w", err)
-	}
-	n, err := io.Copy(out, in)
-	in.Close()
-	if err != nil {
-		return err
-	}
-	// Archives in an initramfs start on 4-byte boundaries.
-	if pad := (4 - n%4) % 4; pad > 0 {
-		out.Write(make([]byte, pad))
-	}
-	w := cpio.Newc.Writer(out)
-	recs := []cpio.Record{
+	// No /bbin/uinit may shadow ours: u-root's init tries /bbin/uinit first.
+	return withOverlay(base, dst, []cpio.Record{
 		cpio.Directory("bin", 0o755),
 		cpio.Directory("etc", 0o755),
 		cpio.StaticRecord(prog, cpio.Info{Name: "bin/uinit", Mode: cpio.S_IFREG | 0o755}),
 		cpio.StaticFile("etc/uinit.flags", "", 0o444),
-	}
-	// No /bbin/uinit may shadow ours: u-root's init tries /bbin/uinit first.
-	if err := cpio.WriteRecords(w, recs); err != nil {
-		return fmt.Errorf("overlay cpio: %w", err)
-	}
-	if err := cpio.WriteTrailer(w); err != nil {
-		return fmt.Errorf("overlay cpio: %w", err)
-	}
-	return out.Close()
+	})
 }
 
 // InitramfsWithFiles writes dst: the rescue initramfs base followed by a
@@ -80,23 +54,6 @@ func EsxibootInitramfs(base, dst string) error {
 // without the leading slash → contents, mode 0644; their directories are
 // made), e.g. a layout file a test passes as rescue.ref=/PATH.
 func InitramfsWithFiles(base, dst string, files map[string][]byte) error {
-	out, err := os.Create(dst)
-	if err != nil {
-		return err
-	}
-	defer out.Close()
-	in, err := os.Open(base)
-	if err != nil {
-		return fmt.Errorf("rescue initramfs: %w", err)
-	}
-	n, err := io.Copy(out, in)
-	in.Close()
-	if err != nil {
-		return err
-	}
-	if pad := (4 - n%4) % 4; pad > 0 { // archives in an initramfs start on 4-byte boundaries
-		out.Write(make([]byte, pad))
-	}
 	var recs []cpio.Record
 	dirs := map[string]bool{}
 	names := make([]string, 0, len(files))
@@ -114,6 +71,31 @@ func InitramfsWithFiles(base, dst string, files map[string][]byte) error {
 			recs = append(recs, cpio.Directory(d, 0o755))
 		}
 		recs = append(recs, cpio.StaticRecord(files[name], cpio.Info{Name: name, Mode: cpio.S_IFREG | 0o644}))
+	}
+	return withOverlay(base, dst, recs)
+}
+
+// withOverlay writes dst: the initramfs base followed by a small
+// uncompressed cpio archive of recs. The kernel unpacks concatenated
+// archives in order, later files replacing earlier ones.
+func withOverlay(base, dst string, recs []cpio.Record) error {
+	out, err := os.Create(dst)
+	if err != nil {
+		return err
+	}
+	defer out.Close()
+	in, err := os.Open(base)
+	if err != nil {
+		return fmt.Errorf("rescue initramfs: %w", err)
+	}
+	n, err := io.Copy(out, in)
+	in.Close()
+	if err != nil {
+		return err
+	}
+	// Archives in an initramfs start on 4-byte boundaries.
+	if pad := (4 - n%4) % 4; pad > 0 {
+		out.Write(make([]byte, pad))
 	}
 	w := cpio.Newc.Writer(out)
 	if err := cpio.WriteRecords(w, recs); err != nil {
