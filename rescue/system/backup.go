@@ -2,8 +2,6 @@ package system
 
 import (
 	"context"
-	"fmt"
-	"strings"
 	"time"
 
 	"github.com/esxi-rescue/rescue/imaging"
@@ -21,34 +19,7 @@ func (s *System) Source(ctx context.Context, c *cmdline.Config) (string, any, er
 	for _, d := range s.disks {
 		facts = append(facts, target.Examine(d, nil, s.medium))
 	}
-	if c.BackupSource != cmdline.TargetAuto {
-		for _, f := range facts {
-			if f.Disk.Path != c.BackupSource {
-				continue
-			}
-			switch {
-			case f.RescueMedium:
-				return "", f, fmt.Errorf("%s is the rescue system's own boot medium", c.BackupSource)
-			case len(f.Disk.Mounted) > 0:
-				return "", f, fmt.Errorf("%s is mounted on %s (its image would not be consistent)", c.BackupSource, strings.Join(f.Disk.Mounted, ","))
-			case f.ReadErr != "":
-				return "", f, fmt.Errorf("%s cannot be read: %s", c.BackupSource, f.ReadErr)
-			}
-			s.Con.Printf("source: %s (named on the command line)", f.Disk.Describe())
-			return f.Disk.Path, f, nil
-		}
-		var names []string
-		for _, d := range s.disks {
-			names = append(names, d.Path)
-		}
-		return "", nil, fmt.Errorf("%s is not among the disks found (%s)", c.BackupSource, strings.Join(names, ", "))
-	}
-	chosen, why, err := target.Select(facts, target.Need{Purpose: target.ForBackup})
-	if err != nil {
-		return "", facts, err
-	}
-	s.Con.Printf("source: %s", why)
-	return chosen.Disk.Path, map[string]any{"chosen": chosen.Disk.Path, "why": why, "disks": facts}, nil
+	return s.pickDisk("source", c.BackupSource, facts, target.Need{Purpose: target.ForBackup})
 }
 
 // Backup writes the image of src to rescue.dest= (implements

@@ -333,36 +333,30 @@ func (s *System) Target(ctx context.Context, c *cmdline.Config) (string, any, er
 	for _, d := range s.disks {
 		facts = append(facts, target.Examine(d, refForMatch, s.medium))
 	}
-	if c.Target != cmdline.TargetAuto {
-		for _, f := range facts {
-			if f.Disk.Path != c.Target {
-				continue
-			}
-			switch {
-			case f.RescueMedium:
-				return "", f, fmt.Errorf("%s is the rescue system's own boot medium", c.Target)
-			case need.Writes && len(f.Disk.Mounted) > 0:
-				return "", f, fmt.Errorf("%s is mounted on %s", c.Target, strings.Join(f.Disk.Mounted, ","))
-			case need.Writes && f.Disk.ReadOnly:
-				return "", f, fmt.Errorf("%s is read-only", c.Target)
-			case need.Purpose == target.ForRestore && f.Disk.Size < need.MinSize:
-				return "", f, fmt.Errorf("%s is too small (%s, the image needs %s)", c.Target,
-					inventory.HumanSize(f.Disk.Size), inventory.HumanSize(need.MinSize))
-			}
-			s.Con.Printf("target: %s (named on the command line)", f.Disk.Describe())
-			return f.Disk.Path, f, nil
+	return s.pickDisk("target", c.Target, facts, need)
+}
+
+// pickDisk resolves a disk named on the command line (target.Named's
+// refusals) or, with auto, target.Select's choice; role ("target",
+// "source") starts the console line saying which and why. The details
+// are the disk's facts, or with auto the choice, why, and all disks.
+func (s *System) pickDisk(role, name string, facts []target.Facts, need target.Need) (string, any, error) {
+	if name != cmdline.TargetAuto {
+		f, err := target.Named(facts, name, need)
+		switch {
+		case f == nil:
+			return "", nil, err
+		case err != nil:
+			return "", *f, err
 		}
-		var names []string
-		for _, d := range s.disks {
-			names = append(names, d.Path)
-		}
-		return "", nil, fmt.Errorf("%s is not among the disks found (%s)", c.Target, strings.Join(names, ", "))
+		s.Con.Printf("%s: %s (named on the command line)", role, f.Disk.Describe())
+		return f.Disk.Path, *f, nil
 	}
 	chosen, why, err := target.Select(facts, need)
 	if err != nil {
 		return "", facts, err
 	}
-	s.Con.Printf("target: %s", why)
+	s.Con.Printf("%s: %s", role, why)
 	return chosen.Disk.Path, map[string]any{"chosen": chosen.Disk.Path, "why": why, "disks": facts}, nil
 }
 

@@ -85,3 +85,52 @@ func TestSelect(t *testing.T) {
 		})
 	}
 }
+
+// TestNamed: a disk named on the command line is refused for what it
+// cannot serve, and an unknown name lists the disks found.
+func TestNamed(t *testing.T) {
+	stick := Facts{Disk: disk("sdz", 8*gib), RescueMedium: true, HasGPT: true}
+	esxiA := Facts{Disk: disk("sda", 40*gib), HasGPT: true, ESXi: "5.x"}
+	mounted := esxiA
+	mounted.Disk = disk("sdm", 40*gib)
+	mounted.Disk.Mounted = []string{"/mnt", "/boot"}
+	ro := esxiA
+	ro.Disk = disk("sdr", 40*gib)
+	ro.Disk.ReadOnly = true
+	unreadable := Facts{Disk: disk("sdh", 40*gib), ReadErr: "input/output error"}
+	facts := []Facts{stick, esxiA, mounted, ro, unreadable}
+
+	restore := Need{Purpose: ForRestore, MinSize: 50 * gib, HaveRef: true, Writes: true}
+	fix := Need{Purpose: ForFix, Writes: true}
+	verify := Need{Purpose: ForFix}
+	backup := Need{Purpose: ForBackup}
+	for _, tc := range []struct {
+		path    string
+		need    Need
+		wantErr string // "": accepted
+	}{
+		{"/dev/sdz", verify, "/dev/sdz is the rescue system's own boot medium"},
+		{"/dev/sdz", backup, "/dev/sdz is the rescue system's own boot medium"},
+		{"/dev/sda", fix, ""},
+		{"/dev/sda", backup, ""},
+		{"/dev/sda", restore, "/dev/sda is too small (40.0 GiB, the image needs 50.0 GiB)"},
+		{"/dev/sdm", fix, "/dev/sdm is mounted on /mnt,/boot"},
+		{"/dev/sdm", verify, ""},
+		{"/dev/sdm", backup, "/dev/sdm is mounted on /mnt,/boot (its image would not be consistent)"},
+		{"/dev/sdr", fix, "/dev/sdr is read-only"},
+		{"/dev/sdr", backup, ""},
+		{"/dev/sdh", verify, ""},
+		{"/dev/sdh", backup, "/dev/sdh cannot be read: input/output error"},
+		{"/dev/sdq", backup, "/dev/sdq is not among the disks found (/dev/sdz, /dev/sda, /dev/sdm, /dev/sdr, /dev/sdh)"},
+	} {
+		f, err := Named(facts, tc.path, tc.need)
+		switch {
+		case tc.wantErr == "" && err != nil:
+			t.Errorf("Named(%s, %s): %v", tc.path, tc.need.Purpose, err)
+		case tc.wantErr != "" && (err == nil || err.Error() != tc.wantErr):
+			t.Errorf("Named(%s, %s) = %v, want %q", tc.path, tc.need.Purpose, err, tc.wantErr)
+		case tc.path == "/dev/sdq" && f != nil, tc.path != "/dev/sdq" && (f == nil || f.Disk.Path != tc.path):
+			t.Errorf("Named(%s, %s) gave the facts of %v", tc.path, tc.need.Purpose, f)
+		}
+	}
+}

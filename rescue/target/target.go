@@ -152,6 +152,42 @@ func Select(facts []Facts, need Need) (chosen *Facts, why string, err error) {
 	return nil, "", fmt.Errorf("%s=auto: no disk %s: %s", key, what, explain())
 }
 
+// Named looks up the disk named on the command line (rescue.target=,
+// rescue.source=) among facts and refuses it, as Select would, where it
+// cannot serve need: the rescue system's own boot medium always; a
+// mounted or read-only disk when need writes; a disk too small for a
+// restore; a mounted or unreadable disk for a backup. It returns the
+// disk's facts, also with the refusal, and nil when no disk is named path.
+func Named(facts []Facts, path string, need Need) (*Facts, error) {
+	for i := range facts {
+		f := &facts[i]
+		if f.Disk.Path != path {
+			continue
+		}
+		switch {
+		case f.RescueMedium:
+			return f, fmt.Errorf("%s is the rescue system's own boot medium", path)
+		case need.Writes && len(f.Disk.Mounted) > 0:
+			return f, fmt.Errorf("%s is mounted on %s", path, strings.Join(f.Disk.Mounted, ","))
+		case need.Purpose == ForBackup && len(f.Disk.Mounted) > 0:
+			return f, fmt.Errorf("%s is mounted on %s (its image would not be consistent)", path, strings.Join(f.Disk.Mounted, ","))
+		case need.Writes && f.Disk.ReadOnly:
+			return f, fmt.Errorf("%s is read-only", path)
+		case need.Purpose == ForRestore && f.Disk.Size < need.MinSize:
+			return f, fmt.Errorf("%s is too small (%s, the image needs %s)", path,
+				inventory.HumanSize(f.Disk.Size), inventory.HumanSize(need.MinSize))
+		case need.Purpose == ForBackup && f.ReadErr != "":
+			return f, fmt.Errorf("%s cannot be read: %s", path, f.ReadErr)
+		}
+		return f, nil
+	}
+	var names []string
+	for _, f := range facts {
+		names = append(names, f.Disk.Path)
+	}
+	return nil, fmt.Errorf("%s is not among the disks found (%s)", path, strings.Join(names, ", "))
+}
+
 func orDefault(s, def string) string {
 	if s == "" {
 		return def
