@@ -6,11 +6,17 @@ package netnstest
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
+
+	"github.com/insomniacslk/dhcp/dhcpv4"
+	"github.com/insomniacslk/dhcp/dhcpv4/server4"
+	"github.com/vishvananda/netns"
 )
 
 // NS is a network namespace with one interface on the private link.
@@ -72,4 +78,83 @@ func Pair(t testing.TB) (a, b *NS) {
 		Run(t, "ip", "-n", ns.Name, "link", "set", "lo", "up")
 	}
 	return a, b
+}
+
+// DHCPServer serves offer to DHCP clients on srv's end of the link until
+// the test ends: a /24 with router and server srv.Addr, a lease of an
+// hour, and the DNS servers dns (none: the client, whose /etc may be the
+// host's, writes no resolv.conf). Its socket (insomniacslk's server4) is
+// made inside srv's namespace, on a locked thread that goes back to the
+// test's namespace; it is bound when DHCPServer returns, so a request
+// sent after that waits in it until served.
+func DHCPServer(t testing.TB, srv *NS, offer string, dns ...string) {
+	t.Helper()
+	me := net.ParseIP(srv.Addr).To4()
+	mods := []dhcpv4.Modifier{
+		dhcpv4.WithYourIP(net.ParseIP(offer).To4()),
+		dhcpv4.WithServerIP(me),
+		dhcpv4.WithNetmask(net.CIDRMask(24, 32)),
+		dhcpv4.WithRouter(me),
+		dhcpv4.WithLeaseTime(3600),
+		dhcpv4.WithOption(dhcpv4.OptServerIdentifier(me)),
+	}
+	if len(dns) > 0 {
+		var ips []net.IP
+		for _, d := range dns {
+			ips = append(ips, net.ParseIP(d).To4())
+		}
+		mods = append(mods, dhcpv4.WithDNS(ips...))
+	}
+	handler := func(conn net.PacketConn, peer net.Addr, m *dhcpv4.DHCPv4) {
+		reply, err := dhcpv4.NewReplyFromRequest(m, mods...)
+		if err != nil {
+			return
+		}
+		switch m.MessageType() {
+		case dhcpv4.MessageTypeDiscover:
+			reply.UpdateOption(dhcpv4.OptMessageType(dhcpv4.MessageTypeOffer))
+		case dhcpv4.MessageTypeRequest:
+			reply.UpdateOption(dhcpv4.OptMessageType(dhcpv4.MessageTypeAck))
+		default:
+			return
+		}
+		conn.WriteTo(reply.ToBytes(), peer)
+	}
+	type made struct {
+		s   *server4.Server
+		err error
+	}
+	ch := make(chan made)
+	go func() {
+		runtime.LockOSThread()
+		// The thread stays locked (and is thrown away when this goroutine
+		// ends) should going back fail.
+		orig, err := netns.Get()
+		if err != nil {
+			ch <- made{nil, err}
+			return
+		}
+		defer orig.Close()
+		h, err := netns.GetFromName(srv.Name)
+		if err != nil {
+			ch <- made{nil, err}
+			return
+		}
+		defer h.Close()
+		if err := netns.Set(h); err != nil {
+			ch <- made{nil, err}
+			return
+		}
+		s, err := server4.NewServer(srv.Dev, &net.UDPAddr{IP: net.IPv4zero, Port: dhcpv4.ServerPort}, handler)
+		if netns.Set(orig) == nil {
+			runtime.UnlockOSThread()
+		}
+		ch <- made{s, err}
+	}()
+	r := <-ch
+	if r.err != nil {
+		t.Fatalf("DHCP server in %s: %v", srv.Name, r.err)
+	}
+	go r.s.Serve()
+	t.Cleanup(func() { r.s.Close() })
 }

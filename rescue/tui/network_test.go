@@ -6,16 +6,11 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"runtime"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/esxi-rescue/rescue/internal/netnstest"
 	"github.com/esxi-rescue/rescue/rescue/inventory"
-	"github.com/insomniacslk/dhcp/dhcpv4"
-	"github.com/insomniacslk/dhcp/dhcpv4/server4"
-	"github.com/vishvananda/netns"
 )
 
 // TestNetworkScreen drives the Network screen through its keys onto a
@@ -24,8 +19,8 @@ import (
 // has. The screen runs in a child process of this test binary started by
 // `ip netns exec`: the screen configures the NIC from a goroutine of its
 // own, and only a whole process in the namespace keeps every thread of it
-// off the host's network. DHCP is served by insomniacslk's server4 on the
-// other end of the veth (its socket made inside that namespace). Needs
+// off the host's network. DHCP is served on the other end of the veth
+// (netnstest.DHCPServer). Needs
 // root; skipped without it unless CI is set.
 func TestNetworkScreen(t *testing.T) {
 	if os.Getenv(netChildEnv) != "" {
@@ -41,7 +36,7 @@ func TestNetworkScreen(t *testing.T) {
 	srv, cli := netnstest.Pair(t)
 	prefix := strings.TrimSuffix(srv.Addr, ".1")
 	netnstest.Run(t, "ip", "-n", cli.Name, "addr", "flush", "dev", cli.Dev)
-	dhcpServer(t, srv, prefix+".50")
+	netnstest.DHCPServer(t, srv, prefix+".50")
 
 	for _, tc := range []struct {
 		name     string
@@ -167,72 +162,4 @@ func kernelNet(t *testing.T, ns *netnstest.NS) (addrs, gws []string) {
 		}
 	}
 	return addrs, gws
-}
-
-// dhcpServer serves offer to clients on srv's end of the veth: router and
-// server srv.Addr, /24, no DNS server (so the client, whose /etc is the
-// host's, writes no resolv.conf). Its socket is made inside srv's
-// namespace, on a locked thread that goes back to the test's namespace.
-func dhcpServer(t *testing.T, srv *netnstest.NS, offer string) {
-	t.Helper()
-	me := net.ParseIP(srv.Addr).To4()
-	handler := func(conn net.PacketConn, peer net.Addr, m *dhcpv4.DHCPv4) {
-		reply, err := dhcpv4.NewReplyFromRequest(m,
-			dhcpv4.WithYourIP(net.ParseIP(offer).To4()),
-			dhcpv4.WithServerIP(me),
-			dhcpv4.WithNetmask(net.CIDRMask(24, 32)),
-			dhcpv4.WithRouter(me),
-			dhcpv4.WithLeaseTime(3600),
-			dhcpv4.WithOption(dhcpv4.OptServerIdentifier(me)))
-		if err != nil {
-			return
-		}
-		switch m.MessageType() {
-		case dhcpv4.MessageTypeDiscover:
-			reply.UpdateOption(dhcpv4.OptMessageType(dhcpv4.MessageTypeOffer))
-		case dhcpv4.MessageTypeRequest:
-			reply.UpdateOption(dhcpv4.OptMessageType(dhcpv4.MessageTypeAck))
-		default:
-			return
-		}
-		conn.WriteTo(reply.ToBytes(), peer)
-	}
-	type made struct {
-		s   *server4.Server
-		err error
-	}
-	ch := make(chan made)
-	go func() {
-		runtime.LockOSThread()
-		// The thread stays locked (and is thrown away when this goroutine
-		// ends) should going back fail.
-		orig, err := netns.Get()
-		if err != nil {
-			ch <- made{nil, err}
-			return
-		}
-		defer orig.Close()
-		h, err := netns.GetFromName(srv.Name)
-		if err != nil {
-			ch <- made{nil, err}
-			return
-		}
-		defer h.Close()
-		if err := netns.Set(h); err != nil {
-			ch <- made{nil, err}
-			return
-		}
-		s, err := server4.NewServer(srv.Dev, &net.UDPAddr{IP: net.IPv4zero, Port: dhcpv4.ServerPort}, handler)
-		if netns.Set(orig) == nil {
-			runtime.UnlockOSThread()
-		}
-		ch <- made{s, err}
-	}()
-	r := <-ch
-	if r.err != nil {
-		t.Fatalf("DHCP server in %s: %v", srv.Name, r.err)
-	}
-	go r.s.Serve()
-	t.Cleanup(func() { r.s.Close() })
-	time.Sleep(100 * time.Millisecond)
 }
