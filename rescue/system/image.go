@@ -1,9 +1,6 @@
 package system
 
 import (
-	"bufio"
-	"bytes"
-	"compress/gzip"
 	"context"
 	"fmt"
 	"io"
@@ -11,12 +8,11 @@ import (
 	"os"
 
 	"github.com/esxi-rescue/rescue/gpt"
+	"github.com/esxi-rescue/rescue/imaging"
 	"github.com/esxi-rescue/rescue/remote"
 	"github.com/esxi-rescue/rescue/remote/cred"
 	"github.com/esxi-rescue/rescue/remote/dial"
 	"github.com/esxi-rescue/rescue/rescue/cmdline"
-	"github.com/klauspost/compress/zstd"
-	"github.com/ulikunitz/xz"
 )
 
 // headBytes is how much of an image's start is read to find its GPT: the
@@ -25,7 +21,8 @@ import (
 const headBytes = 64 << 10
 
 // openStream opens a file, an http(s) URL or a share URL (with the
-// credentials c, which may be nil).
+// credentials c, which may be nil) that is not an image: a layout file,
+// credentials. An image is opened by imaging.OpenImage.
 func openStream(ctx context.Context, src string, c *cred.Cred) (io.ReadCloser, error) {
 	if cmdline.IsShare(src) {
 		return dial.Open(ctx, src, &remote.Options{Cred: c, Retries: 3})
@@ -48,30 +45,10 @@ func openStream(ctx context.Context, src string, c *cred.Cred) (io.ReadCloser, e
 	return resp.Body, nil
 }
 
-// decompress wraps r according to its magic bytes (gzip, zstd, xz or
-// none) and names the compression.
-func decompress(r io.Reader) (io.Reader, string, error) {
-	br := bufio.NewReader(r)
-	magic, _ := br.Peek(6)
-	switch {
-	case bytes.HasPrefix(magic, []byte{0x1f, 0x8b}):
-		z, err := gzip.NewReader(br)
-		return z, "gzip", err
-	case bytes.HasPrefix(magic, []byte{0x28, 0xb5, 0x2f, 0xfd}):
-		z, err := zstd.NewReader(br)
-		if err != nil {
-			return nil, "zstd", err
-		}
-		return z.IOReadCloser(), "zstd", nil
-	case bytes.HasPrefix(magic, []byte{0xfd, '7', 'z', 'X', 'Z', 0}):
-		z, err := xz.NewReader(br)
-		return z, "xz", err
-	}
-	return br, "none", nil
-}
-
 // ImageTable reads the primary GPT at the start of an image (file or URL,
 // compressed or not, 512- or 4096-byte sectors) without reading the rest.
+// It opens and decompresses the image with imaging.OpenImage, as a
+// restore does.
 // The returned table has no backup copy; its DiskSize is the size of the
 // disk the image was taken from (from the header's AlternateLBA).
 func ImageTable(ctx context.Context, src string) (*gpt.Table, string, error) {
@@ -80,15 +57,13 @@ func ImageTable(ctx context.Context, src string) (*gpt.Table, string, error) {
 
 // imageTable is ImageTable with credentials for share URLs.
 func imageTable(ctx context.Context, src string, c *cred.Cred) (*gpt.Table, string, error) {
-	rc, err := openStream(ctx, src, c)
+	// Opened and decompressed as a restore reads it; one connection: only
+	// its start is read.
+	r, comp, err := imaging.OpenImage(ctx, imaging.Options{Src: src, Cred: c, Retries: 3, HTTPConns: 1})
 	if err != nil {
 		return nil, "", fmt.Errorf("opening the image: %w", err)
 	}
-	defer rc.Close()
-	r, comp, err := decompress(rc)
-	if err != nil {
-		return nil, comp, fmt.Errorf("reading the image (%s): %w", comp, err)
-	}
+	defer r.Close()
 	head := make([]byte, headBytes)
 	n, err := io.ReadFull(r, head)
 	if err != nil && err != io.ErrUnexpectedEOF {

@@ -13,9 +13,10 @@ import (
 )
 
 // TestImageTable reads the GPT at the start of images, plain and
-// compressed (gzip, xz, zstd by the Debian tools), from files and over
-// HTTP, with 512- and 4096-byte sectors, and checks it against sfdisk's
-// reading of the whole image.
+// compressed (gzip, xz with several checks, zstd with and without a long
+// window, by the Debian tools), from files and over HTTP, with 512- and
+// 4096-byte sectors, and checks it against sfdisk's reading of the whole
+// image.
 func TestImageTable(t *testing.T) {
 	dir := t.TempDir()
 	for _, tc := range []struct {
@@ -33,10 +34,14 @@ func TestImageTable(t *testing.T) {
 		// Only the image's start matters: compress its first MiB.
 		head := img + ".head"
 		tool(t, "sh", "-c", `head -c 1048576 "$1" > "$2"`, "sh", img, head)
-		tool(t, "sh", "-c", `gzip -c "$1" > "$1.gz" && xz -k -c "$1" > "$1.xz" && zstd -q -c "$1" > "$1.zst"`, "sh", head)
+		tool(t, "sh", "-c", `gzip -c "$1" > "$1.gz" && xz -k -c "$1" > "$1.xz" && zstd -q -c "$1" > "$1.zst" &&
+			xz -k -c --check=sha256 "$1" > "$1.sha256.xz" && xz -k -c -0 --check=none "$1" > "$1.none.xz" &&
+			zstd -q -c --long=27 --no-check "$1" > "$1.long.zst"`, "sh", head)
 		srv := httptest.NewServer(http.FileServer(http.Dir(dir)))
 		defer srv.Close()
-		for _, src := range []string{img, head + ".gz", head + ".xz", head + ".zst", srv.URL + "/" + filepath.Base(head) + ".zst"} {
+		url := srv.URL + "/" + filepath.Base(head)
+		for _, src := range []string{img, head + ".gz", head + ".xz", head + ".zst", head + ".sha256.xz", head + ".none.xz", head + ".long.zst",
+			srv.URL + "/" + filepath.Base(img), url + ".gz", url + ".xz", url + ".zst"} {
 			tab, comp, err := ImageTable(context.Background(), src)
 			if err != nil {
 				t.Errorf("ImageTable(%s): %v", src, err)
