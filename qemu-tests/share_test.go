@@ -230,7 +230,7 @@ func nfsRoundTrip(t *testing.T, s *remotetest.Share, vm VM) (*Running, error) {
 		if _, err := r.Expect(regexp.MustCompile(`(?m)NFS-`+c.mark+`-START\r?$`), Scaled(30*time.Second)); err != nil {
 			return r, fmt.Errorf("nfs: step %s did not start: %w\n%s", c.mark, err, r.Tail(30))
 		}
-		before := len(r.Output())
+		before := r.Seen() // the end of the START line: the step's lines may have come with it
 		m, err := r.Expect(regexp.MustCompile(`(?m)NFS-`+c.mark+`-RC=(\d+)\r?$`), Scaled(40*time.Second))
 		if err != nil {
 			return r, fmt.Errorf("nfs: step %s (%s) did not end within %v: %w\n%s", c.mark, c.cmd, Scaled(40*time.Second), err, r.Tail(30))

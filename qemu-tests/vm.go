@@ -449,6 +449,16 @@ func (r *Running) Output() string {
 	return r.out.String()
 }
 
+// Seen is the offset in Output up to which Expect has consumed (the end
+// of its last match): what the guest printed after that marker is
+// Output()[Seen():]. len(Output()) after an Expect is not: more may have
+// arrived by then, in the same read from the serial port even.
+func (r *Running) Seen() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.seen
+}
+
 // LogPath is where the console is kept.
 func (r *Running) LogPath() string { return r.logPath }
 
