@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -53,9 +54,19 @@ func TestUdpcastRestore(t *testing.T) {
 
 	t.Run("sender dies", func(t *testing.T) {
 		cmd := send("--max-bitrate", "10m")
-		go func() { time.Sleep(3 * time.Second); cmd.Process.Kill() }()
 		o := opt
 		o.SHA256, o.UndoPath = res.SHA256, filepath.Join(t.TempDir(), "undo.json")
+		// Killed halfway: once the receiver has 1 MiB of the ~6 MiB
+		// image (at 10 Mbit/s the rest takes seconds more). A kill at a
+		// fixed time could come before the receiver even started (the
+		// restore's table work and fsyncs first, on a loaded machine).
+		var once sync.Once
+		o.ProgressInterval = 20 * time.Millisecond
+		o.OnProgress = func(p Progress) {
+			if p.Phase == "restore" && p.Done >= 1<<20 {
+				once.Do(func() { cmd.Process.Kill() })
+			}
+		}
 		r, err := Copy(context.Background(), o)
 		if err == nil || !strings.Contains(err.Error(), "partition table was not written") {
 			t.Fatalf("want a failed restore, got %v", err)
