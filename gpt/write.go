@@ -2,10 +2,14 @@ package gpt
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
+
+	"golang.org/x/sys/unix"
 )
 
 // Disk is what plans and undo files are written through: a Device's
@@ -68,27 +72,64 @@ func verifySectors(d Disk, ws []Write, want func(Write) []byte) error {
 }
 
 // writeFileSync creates path (which must not exist yet) with data and
-// makes it durable: the file and its directory are fsynced.
+// makes it durable: the file and its directory are fsynced. The data is
+// written under a temporary name in the same directory and renamed to
+// path only once it is whole and on the medium, without replacing a file
+// of that name: a run killed (or a power cut) while an undo file is being
+// written leaves no empty or half undo file under its name, only the
+// temporary one (the disk is written only after this returns).
 func writeFileSync(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return err
 	}
+	tmp := f.Name()
 	if _, err := f.Write(data); err != nil {
 		f.Close()
+		os.Remove(tmp)
 		return err
 	}
 	if err := f.Sync(); err != nil {
 		f.Close()
+		os.Remove(tmp)
 		return err
 	}
 	if err := f.Close(); err != nil {
+		os.Remove(tmp)
 		return err
 	}
-	dir, err := os.Open(filepath.Dir(path))
+	if err := renameNoReplace(tmp, path); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	d, err := os.Open(dir)
 	if err != nil {
 		return err
 	}
-	defer dir.Close()
-	return dir.Sync()
+	defer d.Close()
+	return d.Sync()
+}
+
+// renameNoReplace renames from to to, failing (fs.ErrExist) when to
+// exists: renameat2(RENAME_NOREPLACE), or on a filesystem without it a
+// hard link (which fails on an existing name too) and, where links are
+// not possible either, a check before a plain rename.
+func renameNoReplace(from, to string) error {
+	err := unix.Renameat2(unix.AT_FDCWD, from, unix.AT_FDCWD, to, unix.RENAME_NOREPLACE)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOSYS) && !errors.Is(err, unix.EOPNOTSUPP) {
+		return &os.LinkError{Op: "rename", Old: from, New: to, Err: err}
+	}
+	if err := os.Link(from, to); err == nil {
+		return os.Remove(from)
+	} else if errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	if _, err := os.Lstat(to); err == nil {
+		return &os.LinkError{Op: "rename", Old: from, New: to, Err: fs.ErrExist}
+	}
+	return os.Rename(from, to)
 }
