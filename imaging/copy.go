@@ -154,7 +154,11 @@ type Options struct {
 	// over, in ranges of 2 MiB reassembled in order (default 4, at most 8;
 	// 1: one stream). Ranges are used only when the server announces them
 	// and sends the image's size and an ETag or Last-Modified; every range
-	// must come from the same image, else the restore fails.
+	// must come from the same image, else the restore fails. s3:// and
+	// smb:// images are read the same way (S3: ranged GETs over
+	// HTTPConns connections; SMB: HTTPConns READs in flight on one
+	// session), checked by ETag (else Last-Modified) and by size and
+	// modification time.
 	HTTPConns int
 	// httpChunk is the size of one ranged request (0: 2 MiB); tests make it small.
 	httpChunk int64

@@ -299,7 +299,8 @@ func (r *rangeReader) fetch(i int, buf []byte, body *rangeBody) ([]byte, error) 
 			err = fmt.Errorf("less than %s arrived in %v: the server stalled", "64 KiB", r.opt.IdleTimeout)
 		}
 		pos := start + int64(got)
-		if errors.Is(err, errRangeFatal) {
+		var stop *stopErr
+		if errors.Is(err, errRangeFatal) || errors.As(err, &stop) {
 			return nil, r.fail("bytes %d-%d: %w", start, end-1, err)
 		}
 		r.opt.logf("%s: connection lost at byte %d (range %d-%d): %v", r.name, pos, start, end-1, err)
@@ -321,6 +322,14 @@ func (r *rangeReader) fetch(i int, buf []byte, body *rangeBody) ([]byte, error) 
 	}
 	return buf, nil
 }
+
+// stopErr wraps an error of a body's Read that no retry can mend (the
+// object changed): it ends the download even when the range's bytes all
+// came.
+type stopErr struct{ err error }
+
+func (e *stopErr) Error() string { return e.err.Error() }
+func (e *stopErr) Unwrap() error { return e.err }
 
 // errRangeFatal marks an answer that no retry can mend (the server sent
 // more than asked for).

@@ -74,13 +74,28 @@ func openRemoteRanges(ctx context.Context, opt *Options) (*source, error) {
 			}
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
-		return b, nil
+		return remoteBody{b}, nil
 	}
 	r := newRangeReader(ctx, opt, name, nil, size, chunk, conns, open)
 	r.closers = append(r.closers, rs.Close)
 	opt.logf("%s: reading %d ranges of %s at once", name, conns, gpt.HumanBytes(chunk))
 	r.start(nil)
 	return &source{name: name, r: r, size: size, closers: []func() error{r.Close}}, nil
+}
+
+// remoteBody is a range's body from package remote: its errors without
+// secrets, and those that retrying cannot mend marked so (stopErr).
+type remoteBody struct{ io.ReadCloser }
+
+func (b remoteBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF {
+		err = cred.ScrubError(err)
+		if remote.Permanent(err) {
+			err = &stopErr{err}
+		}
+	}
+	return n, err
 }
 
 // redact is s without passwords or signatures, for messages.

@@ -89,8 +89,8 @@ func TestRemoteRestore(t *testing.T) {
 			if !strings.Contains(logs.String(), "resumed at byte") {
 				t.Errorf("no resume in the log:\n%s", logs.String())
 			}
-			if ranged := strings.Contains(logs.String(), "ranges of 2.0 MiB at once"); ranged != (sh.Name == "s3") {
-				t.Errorf("read in parallel ranges: %v, want %v; the log:\n%s", ranged, sh.Name == "s3", logs.String())
+			if ranged := strings.Contains(logs.String(), "ranges of 2.0 MiB at once"); ranged != (sh.Name != "sftp") {
+				t.Errorf("read in parallel ranges: %v, want %v; the log:\n%s", ranged, sh.Name != "sftp", logs.String())
 			}
 			s.NoSecrets(t, logs.String())
 		})

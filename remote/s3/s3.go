@@ -220,7 +220,12 @@ func (s *session) ReadFrom(ctx context.Context, key string, off int64) (io.ReadC
 func (b *Backend) OpenRanges(ctx context.Context, key string) (remote.Ranges, error) {
 	oi, err := b.core.StatObject(ctx, b.bucket, key, minio.StatObjectOptions{})
 	if err != nil {
-		return nil, b.mapErr(ctx, err, key)
+		// Size tells a wrong key from a missing permission.
+		_, err = (&session{b}).Size(ctx, key)
+		if err == nil {
+			err = fmt.Errorf("bucket %q object %q: the server answered HEAD with an error and GET without", b.bucket, key)
+		}
+		return nil, err
 	}
 	if oi.ETag == "" && oi.LastModified.IsZero() {
 		return nil, fmt.Errorf("%w: the server sends neither ETag nor Last-Modified for %q, so ranges could not be checked to come from the same object", remote.ErrNoRanges, key)

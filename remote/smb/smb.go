@@ -12,8 +12,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cloudsoda/go-smb2"
@@ -132,7 +134,7 @@ type session struct {
 	b    *Backend
 	s    *smb2.Session
 	fs   *smb2.Share
-	conn interface{ Close() error }
+	conn net.Conn
 }
 
 func (s *session) smbPath(p string) string {
@@ -216,4 +218,173 @@ func (s *session) Close() error {
 	s.fs.Umount()
 	s.s.Logoff()
 	return s.conn.Close()
+}
+
+// OpenRanges implements remote.RangeBackend: one session, one open
+// file, and ReadAt from several goroutines at once, so that several READ
+// requests are in flight on the connection (go-smb2 sends each with its
+// credits and matches the answers by message id; a range is read in
+// requests of up to 1 MiB). After each range the file's size and
+// modification time are checked to be those it had when opened (a write
+// to it fails the download: the bytes handed out were all read before
+// it). When the connection breaks, the next range reconnects (one new
+// session for all ranges) and checks the same.
+func (b *Backend) OpenRanges(ctx context.Context, p string) (remote.Ranges, error) {
+	r := &ranges{b: b, p: p}
+	if _, _, err := r.file(ctx); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+type ranges struct {
+	b    *Backend
+	p    string
+	size int64
+	mod  time.Time
+
+	mu     sync.Mutex
+	s      *session
+	f      *smb2.File
+	gen    int  // connections made
+	broken bool // the current one failed
+}
+
+func (r *ranges) Size() int64 { return r.size }
+
+// file returns the open file (and its connection's generation),
+// reconnecting when the last connection failed.
+func (r *ranges) file(ctx context.Context) (*smb2.File, int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.f != nil && !r.broken {
+		return r.f, r.gen, nil
+	}
+	r.drop()
+	sess, err := r.b.Connect(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	s := sess.(*session)
+	f, err := s.fs.Open(s.smbPath(r.p))
+	if err != nil {
+		s.Close()
+		return nil, 0, s.b.mapErr(err, r.p)
+	}
+	fi, err := f.Stat()
+	if err == nil && fi.IsDir() {
+		err = fmt.Errorf("%s is a directory", r.p)
+	}
+	if err != nil {
+		f.Close()
+		s.Close()
+		return nil, 0, s.b.mapErr(err, r.p)
+	}
+	if r.gen == 0 {
+		r.size, r.mod = fi.Size(), fi.ModTime()
+	} else if err := r.check(f); err != nil {
+		f.Close()
+		s.Close()
+		return nil, 0, err
+	}
+	r.s, r.f, r.broken = s, f, false
+	r.gen++
+	return f, r.gen, nil
+}
+
+// check returns ErrChanged when the file's size or modification time
+// are no longer those it had when opened.
+func (r *ranges) check(f *smb2.File) error {
+	fi, err := f.Stat()
+	if err != nil {
+		return r.b.mapErr(err, r.p)
+	}
+	if fi.Size() != r.size || !fi.ModTime().Equal(r.mod) {
+		return fmt.Errorf("%w: %s: size %d, modified %v; was %d, %v", remote.ErrChanged, r.p, fi.Size(), fi.ModTime(), r.size, r.mod)
+	}
+	return nil
+}
+
+// fail marks connection gen as broken (the next range reconnects).
+func (r *ranges) fail(gen int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if gen == r.gen && r.s != nil && !r.broken {
+		r.broken = true
+		r.s.conn.Close() // every read in flight on it ends now
+	}
+}
+
+// drop ends the current session. A broken one only loses its TCP
+// connection (closed already by fail): reads of other ranges may still
+// be waiting on it, and go-smb2 hands them an empty answer instead of an
+// error when the session is logged off under them.
+func (r *ranges) drop() {
+	switch {
+	case r.s == nil:
+	case r.broken:
+		r.s.conn.Close()
+	default:
+		r.f.Close()
+		r.s.Close()
+	}
+	r.s, r.f = nil, nil
+}
+
+func (r *ranges) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.drop()
+	return nil
+}
+
+func (r *ranges) ReadRange(ctx context.Context, off, end int64) (io.ReadCloser, error) {
+	f, gen, err := r.file(ctx)
+	if err != nil {
+		return nil, err
+	}
+	b := &rangeBody{r: r, f: f, gen: gen, off: off, end: end}
+	// go-smb2 reads take no context: ending the request (a stalled
+	// server, the download cancelled) ends the connection.
+	b.stop = context.AfterFunc(ctx, func() { r.fail(gen) })
+	return b, nil
+}
+
+// rangeBody reads [off, end) of the file with ReadAt.
+type rangeBody struct {
+	r        *ranges
+	f        *smb2.File
+	gen      int
+	off, end int64
+	stop     func() bool
+}
+
+func (b *rangeBody) Read(p []byte) (int, error) {
+	if b.off >= b.end {
+		return 0, io.EOF
+	}
+	p = p[:min(int64(len(p)), b.end-b.off)]
+	n, err := b.f.ReadAt(p, b.off)
+	b.off += int64(n)
+	switch {
+	case (err == nil || err == io.EOF) && b.off == b.end:
+		// The range is read: the file must still be the one opened
+		// (a write to it since would have changed its modification
+		// time), so that the bytes handed out are all the image's.
+		if err := b.r.check(b.f); err != nil {
+			return n, err
+		}
+		return n, nil
+	case err == nil:
+		return n, nil
+	case err == io.EOF:
+		return n, fmt.Errorf("%w: %s ends at byte %d, was %d bytes long", remote.ErrChanged, b.r.p, b.off, b.r.size)
+	}
+	b.r.fail(b.gen)
+	return n, b.r.b.mapErr(err, b.r.p)
+}
+
+func (b *rangeBody) Close() error {
+	b.stop()
+	return nil
 }
