@@ -1,6 +1,8 @@
 # bench/remote.sh — section 6 of bench/run.sh (sourced by it): restores over
 # SMB, SFTP and S3 on loopback against the matching stock client in the same
-# run. Servers: smbd, sshd and versitygw with their own configurations under
+# run, and imgcopy -conns 1 (one stream) beside imgcopy's default 4 ranges
+# (S3: ranged GETs over 4 connections; SMB: 4 READs in flight). The same
+# over a 20 ms link is in bench/net.sh. Servers: smbd, sshd and versitygw with their own configurations under
 # $DIR, bound to 127.0.0.1 only, stopped at the end. NFS needs a kernel NFS
 # client and server; where the kernel has none (containers, microVMs) the row
 # is skipped with that reason.
@@ -98,10 +100,12 @@ remote_section() {
 	cp "$DIR/dense.img" "$r/s3/images/dense.img"
 	local S3URL="http://127.0.0.1:$S3_PORT/images/dense.img"
 	timed "smb: imgcopy" "$DIR/out" "$DENSE" -- $IMG -cred "$r/cred" "smb://127.0.0.1:$SMB_PORT/images/dense.img" "$DIR/out"
+	timed "smb: imgcopy -conns 1" "$DIR/out" "$DENSE" -- $IMG -conns 1 -cred "$r/cred" "smb://127.0.0.1:$SMB_PORT/images/dense.img" "$DIR/out"
 	timed "smb: smbclient -c get + sync" "$DIR/out" "$DENSE" -- sh -c "smbclient -q -p $SMB_PORT -A '$r/smbauth' //127.0.0.1/images -c 'get dense.img $DIR/out' >/dev/null && sync '$DIR/out'"
 	timed "sftp: imgcopy" "$DIR/out" "$DENSE" -- $IMG -cred "$r/cred" "sftp://nobody@127.0.0.1:$SSH_PORT$r/images/dense.img" "$DIR/out"
 	timed "sftp: sftp get + sync" "$DIR/out" "$DENSE" -- sh -c "sftp -q -i '$r/client' -P $SSH_PORT -o UserKnownHostsFile='$r/known_hosts' -o BatchMode=yes 'nobody@127.0.0.1:$r/images/dense.img' '$DIR/out' >/dev/null && sync '$DIR/out'"
 	timed "s3: imgcopy" "$DIR/out" "$DENSE" -- $IMG -cred "$r/cred" "s3://images/dense.img?endpoint=http://127.0.0.1:$S3_PORT&region=us-east-1" "$DIR/out"
+	timed "s3: imgcopy -conns 1" "$DIR/out" "$DENSE" -- $IMG -conns 1 -cred "$r/cred" "s3://images/dense.img?endpoint=http://127.0.0.1:$S3_PORT&region=us-east-1" "$DIR/out"
 	timed "s3: curl --aws-sigv4 + sync" "$DIR/out" "$DENSE" -- sh -c "curl -sf -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' --aws-sigv4 aws:amz:us-east-1:s3 --user bench:bench-S3cret-key -o '$DIR/out' '$S3URL' && sync '$DIR/out'"
 	run_queued
 	cmp "$DIR/dense.img" "$DIR/out" || { echo "bench: the S3 restore differs from the image" >&2; exit 1; }
@@ -118,7 +122,9 @@ remote_section() {
 remote_ratios() {
 	[[ ${REMOTE_DONE:-} ]] || return 0
 	echo "  smb:    imgcopy / smbclient get     $(ratio "$T_smb__smbclient__c_get___sync" "$T_smb__imgcopy")   (goal >= 0.9)"
+	echo "  smb:    imgcopy / imgcopy -conns 1  $(ratio "$T_smb__imgcopy__conns_1" "$T_smb__imgcopy")   (4 READs in flight vs one)"
 	echo "  sftp:   imgcopy / sftp get          $(ratio "$T_sftp__sftp_get___sync" "$T_sftp__imgcopy")   (goal >= 0.9)"
 	echo "  s3:     imgcopy / curl sigv4 GET    $(ratio "$T_s3__curl___aws_sigv4___sync" "$T_s3__imgcopy")   (goal >= 0.9)"
+	echo "  s3:     imgcopy / imgcopy -conns 1  $(ratio "$T_s3__imgcopy__conns_1" "$T_s3__imgcopy")   (4 ranged GETs at once vs one stream)"
 	echo "  $NFS_NOTE"
 }
