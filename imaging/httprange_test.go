@@ -1,3 +1,9 @@
+// Tests of the parallel ranged HTTP download (httprange.go) against fault
+// servers, a file changed mid-download, memory bounds and real nginx. The
+// file is over 500 lines because its fault servers (faultServer,
+// stallWriter, cuttingProxy, startNginx) serve only these tests and are
+// read with them.
+
 package imaging
 
 import (

@@ -3,6 +3,11 @@
 // the reference table, chooses the target, and runs the disk tools —
 // imaging.Copy for a restore, gpt.PlanFix/Apply for a fix, gpt.Compare
 // and esxi.Recognize for verification, u-root's esxiboot for booting.
+//
+// This file is over 500 lines because it holds the Machine's steps, in
+// the order the flow runs them (Drivers to BootCheck), as methods sharing
+// System's state; what they use lives beside it (image.go: an image's
+// table, backup.go: rescue.source and the backup, cred.go, reread.go).
 package system
 
 import (
