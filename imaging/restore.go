@@ -226,7 +226,7 @@ func restoreTo(ctx context.Context, opt *Options, partial *string) (*Result, err
 	}
 	hd := newHeld(sink, holds)
 	var w consumer = hd
-	dw, err := startDelta(ctx, opt, t, hd, imgSize)
+	dw, err := startDelta(ctx, opt, src, res.Compression, t, hd, imgSize)
 	if err != nil {
 		return nil, err
 	}
