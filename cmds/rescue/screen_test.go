@@ -4,101 +4,30 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
-	"github.com/esxi-rescue/rescue/internal/gpttest"
-	"math/rand"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/esxi-rescue/rescue/esxi"
 	"github.com/esxi-rescue/rescue/gpt"
+	"github.com/esxi-rescue/rescue/internal/gpttest"
+	"github.com/esxi-rescue/rescue/internal/tmuxtest"
 )
 
-// tmuxPane is the rescue program running in a tmux pane of its own
-// server (tmux -L), driven with send-keys and read with capture-pane.
-type tmuxPane struct {
-	t      *testing.T
-	socket string
-}
-
-func startPane(t *testing.T, w, h int, dir, command string) *tmuxPane {
+// startPane runs command (then "EXIT=$?") in a w x h tmux pane in dir,
+// its screen captured with wrapped lines joined.
+func startPane(t *testing.T, w, h int, dir, command string) *tmuxtest.Pane {
 	t.Helper()
 	if _, err := exec.LookPath("tmux"); err != nil {
 		t.Skip("tmux is not installed (build.sh installs it)")
 	}
-	p := &tmuxPane{t: t, socket: fmt.Sprintf("rescue-test-%d", rand.Int63())}
-	p.tmux("-f", "/dev/null", "new-session", "-d", "-s", "main", "-x", fmt.Sprint(w), "-y", fmt.Sprint(h), "-c", dir,
-		"sh", "-c", command+`; echo "EXIT=$?"; sleep 600`)
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("last screen:\n%s", p.capture())
-		}
-		exec.Command("tmux", "-L", p.socket, "kill-server").Run()
-	})
-	return p
-}
-
-func (p *tmuxPane) tmux(args ...string) string {
-	p.t.Helper()
-	out, err := exec.Command("tmux", append([]string{"-L", p.socket}, args...)...).CombinedOutput()
-	if err != nil {
-		p.t.Fatalf("tmux %v: %v\n%s", args, err, out)
-	}
-	return string(out)
-}
-
-// keys sends tmux key names (Enter, Escape, PageDown) or, with a "text:"
-// prefix, literal text.
-func (p *tmuxPane) keys(keys ...string) {
-	for _, k := range keys {
-		if s, ok := strings.CutPrefix(k, "text:"); ok {
-			p.tmux("send-keys", "-t", "main", "-l", s)
-		} else {
-			p.tmux("send-keys", "-t", "main", k)
-		}
-		time.Sleep(150 * time.Millisecond)
-	}
-}
-
-// capture is the screen; -J joins lines the terminal wrapped, so a line
-// wider than the screen shows as one long line.
-func (p *tmuxPane) capture() string {
-	out, _ := exec.Command("tmux", "-L", p.socket, "capture-pane", "-p", "-J", "-t", "main").Output()
-	return string(out)
-}
-
-// wait polls the screen until re matches it.
-func (p *tmuxPane) wait(re string, timeout time.Duration) string {
-	p.t.Helper()
-	rx := regexp.MustCompile(re)
-	return p.waitFor(fmt.Sprintf("%q", re), timeout, rx.MatchString)
-}
-
-// waitFor polls the screen until ok accepts it. The program redraws
-// asynchronously (the disks are examined in the background, a window
-// change reaches it later, tmux may take a frame in pieces), so a test
-// waits for the state it then looks at, never for text that an earlier
-// screen already showed. The limits are generous: CI runs this beside
-// other packages' tests on 2 loaded cores.
-func (p *tmuxPane) waitFor(what string, timeout time.Duration, ok func(string) bool) string {
-	p.t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		s := p.capture()
-		if ok(s) {
-			return s
-		}
-		if time.Now().After(deadline) {
-			p.t.Fatalf("after %s the screen does not show %s:\n%s", timeout, what, s)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	return tmuxtest.Start(t, tmuxtest.Config{Socket: "rescue-test", W: w, H: h, Dir: dir,
+		Command: command + `; echo "EXIT=$?"; sleep 600`, Join: true})
 }
 
 // isFrame: the screen holds one whole frame drawn for a w x h terminal:
@@ -167,7 +96,7 @@ func TestScreenFix(t *testing.T) {
 	bin := build(t)
 	dir := screenFixture(t)
 	p := startPane(t, 80, 24, dir, menuCommand(bin))
-	s := p.wait(`entries 5,6,7,8,9 out of place`, 60*time.Second)
+	s := p.Wait(`entries 5,6,7,8,9 out of place`, 60*time.Second)
 	checkLayout(t, s, 80, 24)
 	if b, _ := os.ReadFile(filepath.Join(dir, "printk")); strings.TrimSpace(string(b)) != "1" {
 		t.Errorf("console log level while the screen is up: %q, want 1", b)
@@ -175,8 +104,8 @@ func TestScreenFix(t *testing.T) {
 	head := gpttest.ReadAt(t, filepath.Join(dir, "sda.img"), 0, 34*512)
 
 	// A resize redraws the screen at the new size.
-	p.tmux("resize-window", "-t", "main", "-x", "100", "-y", "30")
-	s = p.wait(`(?m)^ ESXi rescue dev \| home {70,}$`, 30*time.Second)
+	p.Tmux("resize-window", "-t", "main", "-x", "100", "-y", "30")
+	s = p.Wait(`(?m)^ ESXi rescue dev \| home {70,}$`, 30*time.Second)
 	checkLayout(t, s, 100, 30)
 	if lines := strings.Split(strings.TrimRight(s, "\n"), "\n"); len([]rune(lines[0])) != 100 {
 		t.Errorf("title line %d wide after resizing to 100 columns: %q", len([]rune(lines[0])), lines[0])
@@ -184,29 +113,29 @@ func TestScreenFix(t *testing.T) {
 	// Back to 80x24: wait for the frame drawn at that size (tmux may
 	// hold the window change back, and SIGWINCH reaches the program
 	// later); a key typed before it would get a screen drawn 100 wide.
-	p.tmux("resize-window", "-t", "main", "-x", "80", "-y", "24")
-	p.waitFor("the home screen redrawn at 80x24", 30*time.Second, func(s string) bool {
+	p.Tmux("resize-window", "-t", "main", "-x", "80", "-y", "24")
+	p.WaitFor("the home screen redrawn at 80x24", 30*time.Second, func(s string) bool {
 		return isFrame(s, 80, 24, "home", homeHelp) && strings.Contains(s, "out of place")
 	})
 
-	p.keys("1")
-	s = p.wait(`\[f\] Fix it now`, 30*time.Second)
+	p.Keys("1")
+	s = p.Wait(`\[f\] Fix it now`, 30*time.Second)
 	checkLayout(t, s, 80, 24)
-	p.keys("PageDown")
-	checkLayout(t, p.wait(`lines 2[0-9]-`, 30*time.Second), 80, 24)
-	p.keys("f")
-	p.wait(`type the device name`, 30*time.Second)
-	p.keys("text:/dev/sda", "Enter")
-	p.wait(`You typed "/dev/sda", not sda.img: nothing written`, 30*time.Second)
+	p.Keys("PageDown")
+	checkLayout(t, p.Wait(`lines 2[0-9]-`, 30*time.Second), 80, 24)
+	p.Keys("f")
+	p.Wait(`type the device name`, 30*time.Second)
+	p.Keys("text:/dev/sda", "Enter")
+	p.Wait(`You typed "/dev/sda", not sda.img: nothing written`, 30*time.Second)
 	if got := gpttest.ReadAt(t, filepath.Join(dir, "sda.img"), 0, 34*512); string(got) != string(head) {
 		t.Fatal("the disk changed after a wrong device name")
 	}
 	if ents, _ := os.ReadDir(filepath.Join(dir, "undo")); len(ents) != 0 {
 		t.Errorf("undo files after a refusal: %v", ents)
 	}
-	p.keys("text:sda.img", "Enter")
+	p.Keys("text:sda.img", "Enter")
 	// The whole summary: its key help, the last line, is drawn last.
-	s = p.waitFor("the fix's summary", 60*time.Second, func(s string) bool {
+	s = p.WaitFor("the fix's summary", 60*time.Second, func(s string) bool {
 		return strings.Contains(s, "written and verified") && strings.Contains(s, "Enter/Esc back to home")
 	})
 	checkLayout(t, s, 80, 24)
@@ -225,13 +154,13 @@ func TestScreenFix(t *testing.T) {
 	if a, b := gpttest.ReadAt(t, filepath.Join(dir, "orig.img"), 1024, 32*512), gpttest.ReadAt(t, filepath.Join(dir, "sda.img"), 1024, 32*512); string(a) != string(b) {
 		t.Error("the fixed entry array differs from the original's")
 	}
-	p.keys("Enter")
-	s = p.wait(`sda.img .*\n.*entries in their slots`, 60*time.Second)
+	p.Keys("Enter")
+	s = p.Wait(`sda.img .*\n.*entries in their slots`, 60*time.Second)
 	if strings.Contains(s, "out of place") {
 		t.Errorf("home still shows the damage:\n%s", s)
 	}
-	p.keys("s")
-	s = p.wait(`EXIT=0`, 30*time.Second)
+	p.Keys("s")
+	s = p.Wait(`EXIT=0`, 30*time.Second)
 	if !strings.Contains(s, "gptfix") || !strings.Contains(s, "RESCUE: SHELL") {
 		t.Errorf("no banner after Shell:\n%s", s)
 	}
@@ -274,21 +203,21 @@ func TestScreenRestore(t *testing.T) {
 	p := startPane(t, 80, 24, dir, menuCommand(bin))
 	// "[r] Restore" shows while the disks are still being examined: the
 	// restore offers the disks of a finished scan, so wait for it.
-	p.waitFor("the home screen with the disks examined", 60*time.Second, func(s string) bool {
+	p.WaitFor("the home screen with the disks examined", 60*time.Second, func(s string) bool {
 		return strings.Contains(s, "[r] Restore") && strings.Contains(s, "out of place")
 	})
-	p.keys("r", "text:http://"+ln.Addr().String()+"/image.raw", "Tab", "text:"+hex.EncodeToString(sum[:]), "Enter")
-	s := p.wait(`Disk to write the image onto`, 30*time.Second)
+	p.Keys("r", "text:http://"+ln.Addr().String()+"/image.raw", "Tab", "text:"+hex.EncodeToString(sum[:]), "Enter")
+	s := p.Wait(`Disk to write the image onto`, 30*time.Second)
 	if strings.Contains(s, "orig.img") {
 		t.Errorf("a non-disk offered:\n%s", s)
 	}
-	p.keys("2")
-	p.wait(`type the device name \(sdb.img\)`, 30*time.Second)
-	p.keys("text:sdb.img", "Enter")
-	s = p.wait(`\[#+-+\] +\d+%\s+restore: [0-9.]+ MiB of 96.0 MiB, [0-9.]+ MiB/s, \d+:\d\d left`, 30*time.Second)
+	p.Keys("2")
+	p.Wait(`type the device name \(sdb.img\)`, 30*time.Second)
+	p.Keys("text:sdb.img", "Enter")
+	s = p.Wait(`\[#+-+\] +\d+%\s+restore: [0-9.]+ MiB of 96.0 MiB, [0-9.]+ MiB/s, \d+:\d\d left`, 30*time.Second)
 	checkLayout(t, s, 80, 24)
 	// The whole summary: its key help, the last line, is drawn last.
-	s = p.waitFor("the restore's summary", 120*time.Second, func(s string) bool {
+	s = p.WaitFor("the restore's summary", 120*time.Second, func(s string) bool {
 		return strings.Contains(s, "Done in") && strings.Contains(s, "Enter/Esc back to home")
 	})
 	checkLayout(t, s, 80, 24)
