@@ -87,7 +87,7 @@ func (p *Plan) apply(d Disk, name string, size int64, ss int, undoPath string, p
 	if err != nil {
 		return fmt.Errorf("gpt: encoding the undo file: %w", err)
 	}
-	if err := writeFileSync(undoPath, data); err != nil {
+	if err := WriteNewFile(undoPath, data); err != nil {
 		return fmt.Errorf("gpt: saving the undo file (nothing was written to the disk): %w", err)
 	}
 	// 3 and 4. Backup, flush, primary, flush.

@@ -71,14 +71,15 @@ func verifySectors(d Disk, ws []Write, want func(Write) []byte) error {
 	return nil
 }
 
-// writeFileSync creates path (which must not exist yet) with data and
+// WriteNewFile creates path (which must not exist yet) with data and
 // makes it durable: the file and its directory are fsynced. The data is
 // written under a temporary name in the same directory and renamed to
 // path only once it is whole and on the medium, without replacing a file
 // of that name: a run killed (or a power cut) while an undo file is being
 // written leaves no empty or half undo file under its name, only the
-// temporary one (the disk is written only after this returns).
-func writeFileSync(path string, data []byte) error {
+// temporary one (the disk is written only after this returns). Undo
+// files are written this way, gpt's own and imaging's.
+func WriteNewFile(path string, data []byte) error {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {

@@ -8,14 +8,14 @@ import (
 	"testing"
 )
 
-// TestWriteFileSync: an undo file appears whole under its name (written
+// TestWriteNewFile: an undo file appears whole under its name (written
 // under a temporary name, renamed into place), never replaces a file of
 // that name, and leaves nothing else in the directory.
-func TestWriteFileSync(t *testing.T) {
+func TestWriteNewFile(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "gptfix-undo-sda-1.json")
 	data := []byte(`{"undo": 1}`)
-	if err := writeFileSync(p, data); err != nil {
+	if err := WriteNewFile(p, data); err != nil {
 		t.Fatal(err)
 	}
 	if b, err := os.ReadFile(p); err != nil || string(b) != string(data) {
@@ -24,7 +24,7 @@ func TestWriteFileSync(t *testing.T) {
 	if fi, _ := os.Stat(p); fi.Mode().Perm() != 0o600 {
 		t.Errorf("mode %v, want 0600", fi.Mode().Perm())
 	}
-	err := writeFileSync(p, []byte("other"))
+	err := WriteNewFile(p, []byte("other"))
 	if !errors.Is(err, fs.ErrExist) {
 		t.Errorf("writing over an existing undo file: %v, want fs.ErrExist", err)
 	}

@@ -160,7 +160,7 @@ func guardTarget(f *os.File, name string, size int64, unit int, sizes []int, und
 	if err != nil {
 		return nil, fmt.Errorf("encoding the undo file: %w", err)
 	}
-	if err := writeNewFileSync(undoPath, data); err != nil {
+	if err := gpt.WriteNewFile(undoPath, data); err != nil {
 		return nil, fmt.Errorf("saving the target's partition table to %s (nothing was written to %s): %w", undoPath, name, err)
 	}
 	for _, s := range secs {
@@ -189,29 +189,6 @@ func (g *guard) ranges() [][2]int64 {
 		out = append(out, [2]int64{s.off, end})
 	}
 	return out
-}
-
-// writeNewFileSync creates path (which must not exist), writes data,
-// fsyncs the file and its directory.
-func writeNewFileSync(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		os.Remove(path)
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		os.Remove(path)
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return syncDir(filepath.Dir(path))
 }
 
 // syncDir fsyncs a directory, so a new or renamed entry in it is durable.
