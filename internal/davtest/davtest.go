@@ -124,10 +124,12 @@ func (s *Server) Requests() []string {
 	return strings.Split(strings.TrimSpace(string(b)), "\n")
 }
 
-// HasRequest waits up to a second (nginx logs a request after answering
-// it) for a line of the access log equal to want.
+// HasRequest waits up to 30 s for a line of the access log equal to
+// want: nginx logs a request after answering it, so the client may be on
+// before the line is there (a second was short with the worker
+// descheduled on a loaded machine; the wait ends as soon as it comes).
 func (s *Server) HasRequest(want string) bool {
-	for deadline := time.Now().Add(time.Second); ; time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		for _, l := range s.Requests() {
 			if l == want {
 				return true
