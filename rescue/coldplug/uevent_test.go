@@ -118,10 +118,11 @@ func (f *fakeEvents) send(t *testing.T, b []byte) {
 }
 
 // waitLoaded polls p until module m is loaded (the follower runs in the
-// background) or a second passes.
+// background), failing after 30 s (generous: the wait ends as soon as it
+// is loaded; 2 s was short with the follower descheduled under load).
 func waitLoaded(t *testing.T, p *Plug, m string) {
 	t.Helper()
-	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+	for end := time.Now().Add(30 * time.Second); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
 		if contains(p.Result().Loaded, m) {
 			return
 		}
@@ -228,7 +229,7 @@ func TestOpenUevents(t *testing.T) {
 		if err == nil {
 			t.Log("a real uevent arrived before Close")
 		}
-	case <-time.After(2 * time.Second):
-		t.Fatal("Close did not unblock Read")
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not unblock Read within 10s")
 	}
 }
