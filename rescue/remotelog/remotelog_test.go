@@ -90,7 +90,7 @@ template(name="fields" type="string" string="%%protocol-version%%|%%pri%%|%%host
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		if c, err := net.Dial("tcp", tcp); err == nil {
 			c.Close()
 			break
@@ -129,9 +129,10 @@ func TestRsyslog(t *testing.T) {
 		}
 		lines["host-"+c.proto] = want
 	}
-	// Wait for rsyslog to write everything.
+	// Wait for rsyslog to write everything (30 s at most: it writes
+	// asynchronously, later on a loaded machine).
 	var got []string
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
 		b, _ := os.ReadFile(out)
 		got = strings.Split(strings.TrimSpace(string(b)), "\n")
 		if len(got) >= 63 || time.Now().After(deadline) {
