@@ -1,8 +1,9 @@
 # bench/remote.sh — section 6 of bench/run.sh (sourced by it): restores over
 # SMB, SFTP and S3 on loopback against the matching stock client in the same
 # run, and imgcopy -conns 1 (one stream) beside imgcopy's default 4 ranges
-# (S3: ranged GETs over 4 connections; SMB: 4 READs in flight). The same
-# over a 20 ms link is in bench/net.sh. Servers: smbd, sshd and versitygw with their own configurations under
+# (S3: ranged GETs over 4 connections; SMB: 4 sessions). The same
+# over a 20 ms link is in bench/net.sh. versitygw runs with --keep-alive,
+# as S3 services keep their connections. Servers: smbd, sshd and versitygw with their own configurations under
 # $DIR, bound to 127.0.0.1 only, stopped at the end. NFS needs a kernel NFS
 # client and server; where the kernel has none (containers, microVMs) the row
 # is skipped with that reason.
@@ -66,7 +67,7 @@ remote_servers() { # starts the three servers, sets SMB_PORT SSH_PORT S3_PORT
 	"$(command -v sshd || echo /usr/sbin/sshd)" -D -e -f "$r/sshd_config" >"$r/sshd.out" 2>&1 &
 	REMOTE_PIDS+=($!)
 	echo "[127.0.0.1]:$SSH_PORT $(cat "$r/hostkey.pub")" >"$r/known_hosts"
-	"$VERSITYGW" --access bench --secret bench-S3cret-key --port "127.0.0.1:$S3_PORT" --quiet posix "$r/s3" >"$r/vgw.out" 2>&1 &
+	"$VERSITYGW" --access bench --secret bench-S3cret-key --port "127.0.0.1:$S3_PORT" --keep-alive --quiet posix "$r/s3" >"$r/vgw.out" 2>&1 &
 	REMOTE_PIDS+=($!)
 	printf 'user=nobody\npassword=bench-Pa55\nssh_key=%s\nknown_hosts=%s\ns3_access_key=bench\ns3_secret_key=bench-S3cret-key\n' \
 		"$r/client" "$r/known_hosts" >"$r/cred"
@@ -122,7 +123,7 @@ remote_section() {
 remote_ratios() {
 	[[ ${REMOTE_DONE:-} ]] || return 0
 	echo "  smb:    imgcopy / smbclient get     $(ratio "$T_smb__smbclient__c_get___sync" "$T_smb__imgcopy")   (goal >= 0.9)"
-	echo "  smb:    imgcopy / imgcopy -conns 1  $(ratio "$T_smb__imgcopy__conns_1" "$T_smb__imgcopy")   (4 READs in flight vs one)"
+	echo "  smb:    imgcopy / imgcopy -conns 1  $(ratio "$T_smb__imgcopy__conns_1" "$T_smb__imgcopy")   (4 sessions vs one)"
 	echo "  sftp:   imgcopy / sftp get          $(ratio "$T_sftp__sftp_get___sync" "$T_sftp__imgcopy")   (goal >= 0.9)"
 	echo "  s3:     imgcopy / curl sigv4 GET    $(ratio "$T_s3__curl___aws_sigv4___sync" "$T_s3__imgcopy")   (goal >= 0.9)"
 	echo "  s3:     imgcopy / imgcopy -conns 1  $(ratio "$T_s3__imgcopy__conns_1" "$T_s3__imgcopy")   (4 ranged GETs at once vs one stream)"

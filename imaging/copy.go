@@ -156,8 +156,8 @@ type Options struct {
 	// and sends the image's size and an ETag or Last-Modified; every range
 	// must come from the same image, else the restore fails. s3:// and
 	// smb:// images are read the same way (S3: ranged GETs over
-	// HTTPConns connections; SMB: HTTPConns READs in flight on one
-	// session), checked by ETag (else Last-Modified) and by size and
+	// HTTPConns connections; SMB: HTTPConns sessions, READs in flight
+	// on each), checked by ETag (else Last-Modified) and by size and
 	// modification time.
 	HTTPConns int
 	// httpChunk is the size of one ranged request (0: 2 MiB); tests make it small.

@@ -21,15 +21,16 @@ func isRemote(s string) bool { return remote.IsURL(s) }
 
 // remoteOptions are the remote.Options of a copy.
 func (o *Options) remoteOptions() *remote.Options {
-	ro := &remote.Options{Cred: o.Cred, ConnectTimeout: o.ConnectTimeout, Retries: o.Retries, RetryDelay: o.RetryDelay, Log: o.Log}
+	conns, _ := o.rangeParams()
+	ro := &remote.Options{Cred: o.Cred, ConnectTimeout: o.ConnectTimeout, Retries: o.Retries, RetryDelay: o.RetryDelay, Log: o.Log, Conns: conns}
 	ro.Defaults()
 	return ro
 }
 
 // openRemote opens a remote image (resumed after dropped connections):
 // in parallel ranges through the range engine when its protocol can
-// (S3: ranged GETs over several connections; SMB: several READs in flight
-// on one session) and it is large enough, as one stream otherwise.
+// (S3: ranged GETs over several connections; SMB: several sessions with
+// READs in flight) and it is large enough, as one stream otherwise.
 func openRemote(ctx context.Context, opt *Options) (*source, error) {
 	if s, err := openRemoteRanges(ctx, opt); s != nil || err != nil {
 		return s, err

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -144,16 +145,18 @@ func TestS3RangesBoundedMemory(t *testing.T) {
 }
 
 // smbReads is a loopback proxy to an SMB server that counts the READ
-// requests in flight on each connection (from the SMB2 headers: the test
-// share signs but does not encrypt). Until two are seen in flight at
-// once, it holds back the answer to a lone READ (up to 5 s) so that a
+// requests in flight on all its connections (from the SMB2 headers: the
+// test share signs but does not encrypt). Until two are seen in flight at
+// once, it holds back the answer to a lone READ (up to 20 s) so that a
 // client that does send several has the time to: the count does not
 // depend on how fast the machine is.
 type smbReads struct {
 	port int
 	mu   sync.Mutex
-	cond *sync.Cond
+	n    int // READs in flight
 	max  int
+	// conns counts the connections.
+	conns atomic.Int32
 }
 
 func newSMBReads(t *testing.T, target string) *smbReads {
@@ -163,7 +166,6 @@ func newSMBReads(t *testing.T, target string) *smbReads {
 	}
 	t.Cleanup(func() { l.Close() })
 	p := &smbReads{port: l.Addr().(*net.TCPAddr).Port}
-	p.cond = sync.NewCond(&p.mu)
 	go func() {
 		for {
 			in, err := l.Accept()
@@ -175,6 +177,7 @@ func newSMBReads(t *testing.T, target string) *smbReads {
 				in.Close()
 				continue
 			}
+			p.conns.Add(1)
 			t.Cleanup(func() { in.Close(); out.Close() })
 			go p.pipe(in, out)
 		}
@@ -190,7 +193,6 @@ func (p *smbReads) Max() int {
 
 // pipe forwards one connection, frame by frame (NetBIOS length + SMB2).
 func (p *smbReads) pipe(in, out net.Conn) {
-	var n int // READs in flight on this connection
 	frames := func(from, to net.Conn, request bool) {
 		defer from.Close()
 		defer to.Close()
@@ -208,17 +210,16 @@ func (p *smbReads) pipe(in, out net.Conn) {
 				p.mu.Lock()
 				switch {
 				case request:
-					n++
-					p.max = max(p.max, n)
-					p.cond.Broadcast()
+					p.n++
+					p.max = max(p.max, p.n)
 				case status != 0x103: // not STATUS_PENDING: the answer
-					deadline := time.Now().Add(5 * time.Second)
-					for p.max < 2 && n == 1 && time.Now().Before(deadline) {
+					deadline := time.Now().Add(20 * time.Second)
+					for p.max < 2 && p.n == 1 && time.Now().Before(deadline) {
 						p.mu.Unlock()
 						time.Sleep(time.Millisecond)
 						p.mu.Lock()
 					}
-					n--
+					p.n--
 				}
 				p.mu.Unlock()
 			}
@@ -231,9 +232,9 @@ func (p *smbReads) pipe(in, out net.Conn) {
 	frames(out, in, false)
 }
 
-// TestSMBRangesInFlight reads a file from Samba in ranges over one
-// session: several READ requests are in flight at once, the bytes come
-// in order, at most HTTPConns+1 chunks are held.
+// TestSMBRangesInFlight reads a file from Samba in ranges over
+// HTTPConns sessions: several READ requests are in flight at once, the
+// bytes come in order, at most HTTPConns+1 chunks are held.
 func TestSMBRangesInFlight(t *testing.T) {
 	s := remotetest.StartSMBShare(t)
 	data := pattern(6<<20+4321, 4)
@@ -254,6 +255,9 @@ func TestSMBRangesInFlight(t *testing.T) {
 	}
 	if m := proxy.Max(); m < 2 {
 		t.Errorf("at most %d READ in flight, want several", m)
+	}
+	if c := proxy.conns.Load(); c != int32(opt.HTTPConns) {
+		t.Errorf("%d connections, want %d (one session each)", c, opt.HTTPConns)
 	}
 	rr := src.r.(*rangeReader)
 	rr.mu.Lock()

@@ -167,6 +167,9 @@ type Options struct {
 	// RetryDelay the first back-off delay (default 1s, doubled each time).
 	Retries    int
 	RetryDelay time.Duration
+	// Conns is how many connections a parallel ranged read may use
+	// (OpenRanges; SMB: sessions); 0: one.
+	Conns int
 	// Log receives one-line messages (retries, resumes); nil discards them.
 	Log func(format string, args ...any)
 }

@@ -167,7 +167,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&opt.SectorSize, "sector-size", 0, "the image's sector size, 512 or 4096 (default: detected)")
 	fs.StringVar(&opt.UndoPath, "undo", "", "file for the GPT fix-up's undo copy (default: in $TMPDIR)")
 	fs.IntVar(&opt.Retries, "retries", 5, "HTTP retries after errors and dropped connections")
-	fs.IntVar(&opt.HTTPConns, "conns", 4, "read an http(s), s3:// or smb:// image in 2 MiB ranges, N at once (1-8; 1: one stream; http(s) needs a server with ranges and an ETag or Last-Modified; smb: N READs in flight on one session)")
+	fs.IntVar(&opt.HTTPConns, "conns", 4, "read an http(s), s3:// or smb:// image in 2 MiB ranges, N at once (1-8; 1: one stream; http(s) needs a server with ranges and an ETag or Last-Modified; smb: N sessions, READs in flight on each)")
 	fs.IntVar(&opt.HTTPConns, "http-conns", 4, "the same as -conns (its older name)")
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usage)

@@ -16,6 +16,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cloudsoda/go-smb2"
@@ -220,29 +221,42 @@ func (s *session) Close() error {
 	return s.conn.Close()
 }
 
-// OpenRanges implements remote.RangeBackend: one session, one open
-// file, and ReadAt from several goroutines at once, so that several READ
-// requests are in flight on the connection (go-smb2 sends each with its
+// OpenRanges implements remote.RangeBackend: Options.Conns sessions
+// (TCP connections, each with its own window, as SMB 3 multichannel
+// would have), each with the file open, the ranges dealt out to them in
+// turn; ReadAt may be called from several goroutines at once, so that
+// several READ requests are in flight (go-smb2 sends each with its
 // credits and matches the answers by message id; a range is read in
 // requests of up to 1 MiB). After each range the file's size and
 // modification time are checked to be those it had when opened (a write
 // to it fails the download: the bytes handed out were all read before
-// it). When the connection breaks, the next range reconnects (one new
-// session for all ranges) and checks the same.
+// it). When a connection breaks, the next range on it reconnects and
+// checks the same.
 func (b *Backend) OpenRanges(ctx context.Context, p string) (remote.Ranges, error) {
 	r := &ranges{b: b, p: p}
-	if _, _, err := r.file(ctx); err != nil {
+	for range max(b.opt.Conns, 1) {
+		r.slots = append(r.slots, &slot{r: r})
+	}
+	if _, _, err := r.slots[0].file(ctx); err != nil {
 		return nil, err
 	}
+	r.opened = true
 	return r, nil
 }
 
 type ranges struct {
-	b    *Backend
-	p    string
-	size int64
-	mod  time.Time
+	b      *Backend
+	p      string
+	size   int64
+	mod    time.Time
+	opened bool // size and mod are known
+	slots  []*slot
+	next   atomic.Uint32
+}
 
+// slot is one session with the file open.
+type slot struct {
+	r      *ranges
 	mu     sync.Mutex
 	s      *session
 	f      *smb2.File
@@ -252,15 +266,16 @@ type ranges struct {
 
 func (r *ranges) Size() int64 { return r.size }
 
-// file returns the open file (and its connection's generation),
-// reconnecting when the last connection failed.
-func (r *ranges) file(ctx context.Context) (*smb2.File, int, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.f != nil && !r.broken {
-		return r.f, r.gen, nil
+// file returns the slot's open file (and its connection's generation),
+// connecting when it has none or the last connection failed.
+func (sl *slot) file(ctx context.Context) (*smb2.File, int, error) {
+	sl.mu.Lock()
+	defer sl.mu.Unlock()
+	if sl.f != nil && !sl.broken {
+		return sl.f, sl.gen, nil
 	}
-	r.drop()
+	sl.drop()
+	r := sl.r
 	sess, err := r.b.Connect(ctx)
 	if err != nil {
 		return nil, 0, err
@@ -280,16 +295,16 @@ func (r *ranges) file(ctx context.Context) (*smb2.File, int, error) {
 		s.Close()
 		return nil, 0, s.b.mapErr(err, r.p)
 	}
-	if r.gen == 0 {
+	if !r.opened {
 		r.size, r.mod = fi.Size(), fi.ModTime()
 	} else if err := r.check(f); err != nil {
 		f.Close()
 		s.Close()
 		return nil, 0, err
 	}
-	r.s, r.f, r.broken = s, f, false
-	r.gen++
-	return f, r.gen, nil
+	sl.s, sl.f, sl.broken = s, f, false
+	sl.gen++
+	return f, sl.gen, nil
 }
 
 // check returns ErrChanged when the file's size or modification time
@@ -305,54 +320,59 @@ func (r *ranges) check(f *smb2.File) error {
 	return nil
 }
 
-// fail marks connection gen as broken (the next range reconnects).
-func (r *ranges) fail(gen int) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if gen == r.gen && r.s != nil && !r.broken {
-		r.broken = true
-		r.s.conn.Close() // every read in flight on it ends now
+// fail marks connection gen of the slot as broken (the next range on
+// it reconnects).
+func (sl *slot) fail(gen int) {
+	sl.mu.Lock()
+	defer sl.mu.Unlock()
+	if gen == sl.gen && sl.s != nil && !sl.broken {
+		sl.broken = true
+		sl.s.conn.Close() // every read in flight on it ends now
 	}
 }
 
-// drop ends the current session. A broken one only loses its TCP
+// drop ends the slot's session. A broken one only loses its TCP
 // connection (closed already by fail): reads of other ranges may still
 // be waiting on it, and go-smb2 hands them an empty answer instead of an
 // error when the session is logged off under them.
-func (r *ranges) drop() {
+func (sl *slot) drop() {
 	switch {
-	case r.s == nil:
-	case r.broken:
-		r.s.conn.Close()
+	case sl.s == nil:
+	case sl.broken:
+		sl.s.conn.Close()
 	default:
-		r.f.Close()
-		r.s.Close()
+		sl.f.Close()
+		sl.s.Close()
 	}
-	r.s, r.f = nil, nil
+	sl.s, sl.f = nil, nil
 }
 
 func (r *ranges) Close() error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.drop()
+	for _, sl := range r.slots {
+		sl.mu.Lock()
+		sl.drop()
+		sl.mu.Unlock()
+	}
 	return nil
 }
 
 func (r *ranges) ReadRange(ctx context.Context, off, end int64) (io.ReadCloser, error) {
-	f, gen, err := r.file(ctx)
+	sl := r.slots[int(r.next.Add(1)-1)%len(r.slots)]
+	f, gen, err := sl.file(ctx)
 	if err != nil {
 		return nil, err
 	}
-	b := &rangeBody{r: r, f: f, gen: gen, off: off, end: end}
+	b := &rangeBody{r: r, sl: sl, f: f, gen: gen, off: off, end: end}
 	// go-smb2 reads take no context: ending the request (a stalled
 	// server, the download cancelled) ends the connection.
-	b.stop = context.AfterFunc(ctx, func() { r.fail(gen) })
+	b.stop = context.AfterFunc(ctx, func() { sl.fail(gen) })
 	return b, nil
 }
 
 // rangeBody reads [off, end) of the file with ReadAt.
 type rangeBody struct {
 	r        *ranges
+	sl       *slot
 	f        *smb2.File
 	gen      int
 	off, end int64
@@ -380,7 +400,7 @@ func (b *rangeBody) Read(p []byte) (int, error) {
 	case err == io.EOF:
 		return n, fmt.Errorf("%w: %s ends at byte %d, was %d bytes long", remote.ErrChanged, b.r.p, b.off, b.r.size)
 	}
-	b.r.fail(b.gen)
+	b.sl.fail(b.gen)
 	return n, b.r.b.mapErr(err, b.r.p)
 }
 
