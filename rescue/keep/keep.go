@@ -24,6 +24,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/esxi-rescue/rescue/internal/durable"
 	"github.com/esxi-rescue/rescue/rescue/inventory"
 	"github.com/esxi-rescue/rescue/rescue/target"
 	"golang.org/x/sys/unix"
@@ -268,25 +269,10 @@ func WriteFile(dir, name string, data []byte) error {
 	if err != nil {
 		return err
 	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		os.Remove(tmp)
+	if err := durable.Commit(f, data, filepath.Join(dir, name), os.Rename); err != nil {
 		return err
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		os.Remove(tmp)
-		return err
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return syncDir(dir)
+	return durable.SyncDir(dir)
 }
 
 // mkdirAllSync creates root/rel directory by directory, fsyncing each
@@ -296,7 +282,7 @@ func mkdirAllSync(root, rel string) (string, error) {
 	for _, part := range strings.Split(rel, "/") {
 		next := filepath.Join(cur, part)
 		if err := os.Mkdir(next, 0o755); err == nil {
-			if err := syncDir(cur); err != nil {
+			if err := durable.SyncDir(cur); err != nil {
 				return "", err
 			}
 		} else if fi, serr := os.Stat(next); serr != nil || !fi.IsDir() {
@@ -305,18 +291,6 @@ func mkdirAllSync(root, rel string) (string, error) {
 		cur = next
 	}
 	return cur, nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("fsync of %s: %w", dir, err)
-	}
-	return nil
 }
 
 // mountPoint says where dev is mounted, from mountinfo (by major:minor).
