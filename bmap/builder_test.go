@@ -227,3 +227,69 @@ func TestBuilderErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestBuilderHashImage: with HashImage the Builder makes the same map and
+// records the image's SHA-256, whichever way the image is chunked, whether
+// its first range starts at block 0 (shared hashing) or later, with zero
+// runs inside or after a mapped block, and for an all-zero image.
+func TestBuilderHashImage(t *testing.T) {
+	const k4 = 4096
+	for _, tc := range []struct {
+		name    string
+		size    int64
+		extents []extent
+	}{
+		{"dense", 3<<20 + 5, []extent{{0, 3<<20 + 5}}},
+		{"dense, zero blocks merged", 3 << 20, []extent{{0, 1 << 20}, {1<<20 + 3*k4, 2<<20 - 3*k4}}},
+		{"first range from 0, then a gap of MergeGap", 4 << 20, []extent{{5, 100}, {1<<20 + 2*k4 + 7, 9}, {3 << 20, 1}}},
+		{"first range later", 4 << 20, []extent{{2<<20 + 11, 5000}, {4<<20 - 1, 1}}},
+		{"block 0 mapped late in the block", 2 << 20, []extent{{k4 - 1, 1}, {1 << 20, 1}}},
+		{"data ends mid-block, zeros after", 3<<20 + 100, []extent{{0, 10}, {2<<20 + 1, 1}}},
+		{"image ends mid-block", 1<<20 + 17, []extent{{0, 3}, {1<<20 + 16, 1}}},
+		{"all zero", 2<<20 + 3, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			img := makeImage(tc.size, 9, tc.extents...)
+			want := buildMap(t, img, k4, 1, 10000)
+			sum := sha256.Sum256(img)
+			for _, seed := range []uint64{1, 2, 3} {
+				b := NewBuilder(k4)
+				if err := b.HashImage(); err != nil {
+					t.Fatal(err)
+				}
+				if err := stream(b, img, seed, 1<<uint(12+seed*3)); err != nil {
+					t.Fatal(err)
+				}
+				m, err := b.Finish(nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !mapsEqual(m, want) {
+					t.Errorf("seed %d: map %+v, want %+v", seed, m, want)
+				}
+				if got := b.ImageSHA256(); string(got) != string(sum[:]) || string(m.ImageSHA256) != string(sum[:]) {
+					t.Errorf("seed %d: image SHA-256 %x (map %x), want %x", seed, got, m.ImageSHA256, sum)
+				}
+			}
+		})
+	}
+	b := NewBuilder(k4)
+	if err := b.Data([]byte{1}, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.HashImage(); err == nil {
+		t.Error("HashImage after the first byte: no error")
+	}
+	if b.ImageSHA256() != nil {
+		t.Error("ImageSHA256 without HashImage is not nil")
+	}
+	// An empty image has no map, but its SHA-256 is known.
+	e := NewBuilder(k4)
+	if err := e.HashImage(); err != nil {
+		t.Fatal(err)
+	}
+	empty := sha256.Sum256(nil)
+	if _, err := e.Finish(nil); err == nil || string(e.ImageSHA256()) != string(empty[:]) {
+		t.Errorf("empty image: Finish error %v, ImageSHA256 %x; want an error and %x", err, e.ImageSHA256(), empty)
+	}
+}

@@ -130,6 +130,18 @@ func FuzzBuilderChecker(f *testing.F) {
 		if back, err := Parse(m.Marshal()); err != nil || !mapsEqual(m, back) {
 			t.Fatalf("Parse(Marshal()) = %+v, %v; want %+v", back, err, m)
 		}
+		// A Builder hashing the image itself makes the same map, with the
+		// image's SHA-256.
+		hb := NewBuilder(bs)
+		if err := hb.HashImage(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := fuzzImage(hb, prog); err != nil {
+			t.Fatal(err)
+		}
+		if hm, err := hb.Finish(nil); err != nil || !mapsEqual(m, hm) || string(hb.ImageSHA256()) != string(sum[:]) {
+			t.Fatalf("with HashImage: %+v, %v, image SHA-256 %x; want %+v, %x", hm, err, hb.ImageSHA256(), m, sum)
+		}
 		c := NewChecker(m)
 		if err := stream(c, img, uint64(flipAt), 1<<16); err != nil {
 			t.Fatal(err)

@@ -134,7 +134,8 @@ func backupTo(ctx context.Context, opt *Options) (*Result, error) {
 	switch opt.Compress {
 	case "none":
 		if toStdout || outFile == nil {
-			sw := &streamWriter{w: io.MultiWriter(out, fileHash), name: dstName}
+			// The file is the image: the manifest lists the image's SHA-256.
+			sw := &streamWriter{w: out, name: dstName}
 			if toStdout {
 				sw.name = "stdout"
 			}
@@ -152,7 +153,10 @@ func backupTo(ctx context.Context, opt *Options) (*Result, error) {
 			return nil
 		}
 	default:
-		bw := bufio.NewWriterSize(io.MultiWriter(out, fileHash), 1<<20)
+		// The compressed file's SHA-256 (for the manifest) is computed
+		// beside its writes, not in the encoder's output stage.
+		bw := newHashWriter(out, fileHash, 4, 1<<20)
+		defer bw.Close()
 		var enc io.WriteCloser
 		if opt.Compress == "zstd" {
 			enc, err = zstd.NewWriter(bw, zstd.WithEncoderConcurrency(runtime.NumCPU()), zstd.WithEncoderLevel(zstd.SpeedDefault))
@@ -174,7 +178,7 @@ func backupTo(ctx context.Context, opt *Options) (*Result, error) {
 			if err := enc.Close(); err != nil {
 				return fmt.Errorf("writing %s: %w", dstName, unwrapPath(err))
 			}
-			if err := bw.Flush(); err != nil {
+			if err := bw.Close(); err != nil {
 				return fmt.Errorf("writing %s: %w", dstName, unwrapPath(err))
 			}
 			return nil
@@ -184,9 +188,14 @@ func backupTo(ctx context.Context, opt *Options) (*Result, error) {
 	opt.logf("backing up %s to %s (%s)", opt.Src, dstName, opt.Compress)
 	pool := newPool(opt.Buffers, opt.BufferSize)
 	stop := startProgress(opt, "backup", src.size, src.count.Load)
-	sha := &shaDigest{h: sha256.New()}
+	// The block map's builder hashes the whole image too: on a dense disk
+	// (one range from block 0) the range's checksum and the image's
+	// SHA-256 are one computation (bmap.Builder.HashImage).
 	build := bmapBuild{bmap.NewBuilder(bmapBlockSize)}
-	total, err := runPipeline(ctx, src, pool, nil, false, w, sha, build)
+	if err := build.b.HashImage(); err != nil {
+		return nil, err
+	}
+	total, err := runPipeline(ctx, src, pool, nil, false, w, build)
 	stop()
 	res.Bytes, res.SourceBytes = total, src.count.Load()
 	if src.dev != nil {
@@ -195,7 +204,8 @@ func backupTo(ctx context.Context, opt *Options) (*Result, error) {
 	if err != nil {
 		return res, fmt.Errorf("backup failed after %s: %w", gpt.HumanBytes(total), err)
 	}
-	sum := sha.h.Sum(nil)
+	bm, bmErr := build.b.Finish(nil)
+	sum := build.b.ImageSHA256()
 	res.SHA256 = hex.EncodeToString(sum)
 	if err := finish(total); err != nil {
 		return res, err
@@ -250,9 +260,8 @@ func backupTo(ctx context.Context, opt *Options) (*Result, error) {
 		opt.logf("%s has no GPT: no layout file written", opt.Src)
 		dest.Drop(base + ".gpt.json")
 	}
-	bm, err := build.b.Finish(sum)
-	if err != nil {
-		return res, fmt.Errorf("block map of %s: %w", opt.Src, err)
+	if bmErr != nil {
+		return res, fmt.Errorf("block map of %s: %w", opt.Src, bmErr)
 	}
 	bmData := bm.Marshal()
 	if err := putBytes(base+".bmap", bmData); err != nil {

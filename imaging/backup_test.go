@@ -3,6 +3,8 @@ package imaging
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"io"
 	"math/rand/v2"
@@ -14,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/esxi-rescue/rescue/bmap"
 	"github.com/esxi-rescue/rescue/gpt"
 	"github.com/esxi-rescue/rescue/internal/gpttest"
 )
@@ -234,5 +237,65 @@ func TestBackupKilledKeepsOldSet(t *testing.T) {
 	res := mustCopy(t, copyOpts(t, out, filepath.Join(dir, "back")))
 	if got := res.SHA256 + res.BmapSHA256; got != sha256Of(next) {
 		t.Errorf("the new backup restores to %s, want %s", got, sha256Of(next))
+	}
+}
+
+// TestBackupHashes: a backup's three checksums (the image's SHA-256, the
+// block map's range checksums, the compressed file's SHA-256) are right
+// when the image's hash is shared with its first range (a dense image, one
+// range from block 0) and when it is not (the first range starts later);
+// the stock zstd tool accepts and decompresses the file.
+func TestBackupHashes(t *testing.T) {
+	gpttest.Need(t, "zstd", "sha256sum", "cmp")
+	for _, tc := range []struct {
+		name       string
+		size, data int64 // random bytes from data on, zeros before
+		ranges     int
+	}{
+		{"dense", 6<<20 + 4097, 0, 1},
+		{"first range later", 6<<20 + 4097, 2<<20 + 5, 1},
+		{"all zeros", 3 << 20, 3 << 20, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			img := filepath.Join(dir, "disk.img")
+			b := make([]byte, tc.size)
+			r := rand.New(rand.NewPCG(uint64(tc.size), uint64(tc.data)))
+			for i := tc.data; i < tc.size; i++ {
+				b[i] = byte(r.Uint32())
+			}
+			if err := os.WriteFile(img, b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			want := sha256.Sum256(b)
+			out := filepath.Join(dir, "bk.img.zst")
+			opt := copyOpts(t, img, out)
+			opt.Compress = "zstd"
+			res := mustCopy(t, opt)
+			if res.SHA256 != hex.EncodeToString(want[:]) {
+				t.Errorf("SHA-256 %s, want %x", res.SHA256, want)
+			}
+			gpttest.Run(t, "zstd", "-q", "-t", out)
+			if o, err := exec.Command("sh", "-c", "zstd -q -dc "+out+" | cmp - "+img).CombinedOutput(); err != nil {
+				t.Errorf("zstd -dc | cmp: %v %s", err, o)
+			}
+			checkManifest(t, res.ManifestPath) // the compressed file's SHA-256
+			m, err := bmap.ReadFile(res.BmapPath)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(m.ImageSHA256, want[:]) || len(m.Ranges) != tc.ranges {
+				t.Errorf("block map: image SHA-256 %x (want %x), %d ranges (want %d)", m.ImageSHA256, want, len(m.Ranges), tc.ranges)
+			}
+			for _, rg := range m.Ranges {
+				off, end := m.ByteRange(rg)
+				if sum := sha256.Sum256(b[off:min(end, tc.size)]); !bytes.Equal(rg.Checksum, sum[:]) {
+					t.Errorf("range %d-%d: checksum %x, want %x", rg.First, rg.Last, rg.Checksum, sum)
+				}
+			}
+			back := filepath.Join(dir, "restored")
+			mustCopy(t, copyOpts(t, out, back))
+			cmpFiles(t, img, back, -1)
+		})
 	}
 }
