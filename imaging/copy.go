@@ -43,6 +43,10 @@ const (
 	ProgressPlain
 )
 
+// NoRetries as Options.Retries: no HTTP or share request is retried and a
+// dropped download is not resumed (Retries 0 means the default, 5).
+const NoRetries = -1
+
 // Options says what Copy copies where and how.
 type Options struct {
 	// Src is a file, a block device, "-" for stdin, or an http:// or https:// URL.
@@ -139,8 +143,9 @@ type Options struct {
 	// BufferSize is the pipeline buffer size (default 4 MiB) and Buffers their number (default 4;
 	// a restore onto a block device uses at least 8, to keep 4 writes in flight).
 	BufferSize, Buffers int
-	// Retries is how often a failed HTTP request or dropped connection is retried (default 5),
-	// RetryDelay the first back-off delay (default 1s, doubled each time).
+	// Retries is how often a failed HTTP request or dropped connection is retried: 0 means
+	// the default, 5; NoRetries (or any negative number) none, not even resuming a dropped
+	// download. RetryDelay is the first back-off delay (default 1s, doubled each time).
 	Retries    int
 	RetryDelay time.Duration
 	// HTTPClient is used for URLs; nil means a client of its own (no
@@ -282,8 +287,11 @@ func (o *Options) defaults() {
 	if o.Buffers < 2 {
 		o.Buffers = 4
 	}
-	if o.Retries == 0 {
+	switch {
+	case o.Retries == 0:
 		o.Retries = 5
+	case o.Retries < 0:
+		o.Retries = 0 // NoRetries; remoteOptions passes it on as such
 	}
 	if o.RetryDelay == 0 {
 		o.RetryDelay = time.Second

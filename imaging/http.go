@@ -129,6 +129,9 @@ func (h *httpReader) connect() error {
 		}
 		last = err
 	}
+	if h.opt.Retries == 0 {
+		return fmt.Errorf("%w: %s: %w (not retried: retries 0)", ErrHTTP, h.url, last)
+	}
 	return fmt.Errorf("%w: %s: giving up after %d retries: %w", ErrHTTP, h.url, h.opt.Retries, last)
 }
 
@@ -292,6 +295,9 @@ func (h *httpReader) read(p []byte) (int, error) {
 		h.opt.logf("%s: connection lost at byte %d: %v", h.url, h.off, err)
 		if !h.ranges {
 			return n, fmt.Errorf("%w: %s: connection lost at byte %d and the server does not support resuming (no Accept-Ranges: bytes): %v", ErrHTTP, h.url, h.off, err)
+		}
+		if h.opt.Retries == 0 {
+			return n, fmt.Errorf("%w: %s: connection lost at byte %d, not resumed (retries 0): %v", ErrHTTP, h.url, h.off, err)
 		}
 		if h.progress {
 			h.stalls = 0

@@ -304,6 +304,9 @@ func (r *rangeReader) fetch(i int, buf []byte, body *rangeBody) ([]byte, error) 
 			return nil, r.fail("bytes %d-%d: %w", start, end-1, err)
 		}
 		r.opt.logf("%s: connection lost at byte %d (range %d-%d): %v", r.name, pos, start, end-1, err)
+		if r.opt.Retries == 0 {
+			return nil, r.fail("connection lost at byte %d, not resumed (retries 0): %v", pos, err)
+		}
 		lost = true
 		if progress {
 			stalls = 0
@@ -409,6 +412,9 @@ func (r *rangeReader) requestRetry(off, end int64) (*rangeBody, error) {
 			return nil, err
 		}
 		last = re.err
+	}
+	if r.opt.Retries == 0 {
+		return nil, r.fail("range %d-%d: %w (not retried: retries 0)", off, end-1, last)
 	}
 	return nil, r.fail("range %d-%d: giving up after %d retries: %w", off, end-1, r.opt.Retries, last)
 }

@@ -22,7 +22,11 @@ func isRemote(s string) bool { return remote.IsURL(s) }
 // remoteOptions are the remote.Options of a copy.
 func (o *Options) remoteOptions() *remote.Options {
 	conns, _ := o.rangeParams()
-	ro := &remote.Options{Cred: o.Cred, ConnectTimeout: o.ConnectTimeout, Retries: o.Retries, RetryDelay: o.RetryDelay, Log: o.Log, Conns: conns}
+	retries := o.Retries
+	if retries == 0 {
+		retries = -1 // defaults() made NoRetries 0, which remote.Options takes for its default
+	}
+	ro := &remote.Options{Cred: o.Cred, ConnectTimeout: o.ConnectTimeout, Retries: retries, RetryDelay: o.RetryDelay, Log: o.Log, Conns: conns}
 	ro.Defaults()
 	return ro
 }

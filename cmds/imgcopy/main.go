@@ -166,7 +166,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&opt.Compress, "compress", "", "back up: write DST compressed with zstd, gzip or none, plus layout and manifest files")
 	fs.IntVar(&opt.SectorSize, "sector-size", 0, "the image's sector size, 512 or 4096 (default: detected)")
 	fs.StringVar(&opt.UndoPath, "undo", "", "file for the GPT fix-up's undo copy (default: in $TMPDIR)")
-	fs.IntVar(&opt.Retries, "retries", 5, "HTTP retries after errors and dropped connections")
+	fs.IntVar(&opt.Retries, "retries", 5, "HTTP retries after errors and dropped connections (0: none, a dropped download is not resumed)")
 	fs.IntVar(&opt.HTTPConns, "conns", 4, "read an http(s), s3:// or smb:// image in 2 MiB ranges, N at once (1-8; 1: one stream; http(s) needs a server with ranges and an ETag or Last-Modified; smb: N sessions, READs in flight on each)")
 	fs.IntVar(&opt.HTTPConns, "http-conns", 4, "the same as -conns (its older name)")
 	fs.Usage = func() {
@@ -178,6 +178,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 0
 		}
 		return 2
+	}
+	switch {
+	case opt.Retries < 0:
+		fmt.Fprintf(stderr, "imgcopy: -retries %d: want 0 (none) or more\n", opt.Retries)
+		return 2
+	case opt.Retries == 0:
+		opt.Retries = imaging.NoRetries // imaging takes 0 for its default
 	}
 	if opt.HTTPConns < 1 || opt.HTTPConns > 8 {
 		fmt.Fprintf(stderr, "imgcopy: -http-conns %d: want 1 to 8\n", opt.HTTPConns)
