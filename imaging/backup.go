@@ -156,7 +156,6 @@ func backupTo(ctx context.Context, opt *Options) (*Result, error) {
 		// The compressed file's SHA-256 (for the manifest) is computed
 		// beside its writes, not in the encoder's output stage.
 		bw := newHashWriter(out, fileHash, 4, 1<<20)
-		defer bw.Close()
 		var enc io.WriteCloser
 		if opt.Compress == "zstd" {
 			enc, err = zstd.NewWriter(bw, zstd.WithEncoderConcurrency(runtime.NumCPU()), zstd.WithEncoderLevel(zstd.SpeedDefault))
@@ -169,12 +168,24 @@ func backupTo(ctx context.Context, opt *Options) (*Result, error) {
 			enc = gz
 		}
 		if err != nil {
+			bw.Close()
 			return nil, fmt.Errorf("%s encoder: %w", opt.Compress, err)
 		}
+		// A failed backup stops the encoder's goroutines (they write into
+		// bw until it is closed) without writing the rest anywhere.
+		encOpen := true
+		defer func() {
+			if encOpen {
+				bw.abort()
+				enc.Close()
+			}
+			bw.Close()
+		}()
 		sw := &streamWriter{w: enc, name: dstName}
 		w = sw
 		finish = func(int64) error {
 			res.DataBytes = sw.n
+			encOpen = false
 			if err := enc.Close(); err != nil {
 				return fmt.Errorf("writing %s: %w", dstName, unwrapPath(err))
 			}

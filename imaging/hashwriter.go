@@ -1,6 +1,7 @@
 package imaging
 
 import (
+	"errors"
 	"hash"
 	"io"
 	"sync"
@@ -85,7 +86,18 @@ func (hw *hashWriter) setError(err error) {
 	hw.mu.Unlock()
 }
 
+// errHashWriterDone is what a hashWriter's Write returns after Close or
+// abort.
+var errHashWriterDone = errors.New("write after the end of the backup file")
+
+// abort makes every later Write fail and drops what is not written yet
+// (a failed backup: the encoder's last writes go nowhere).
+func (hw *hashWriter) abort() { hw.setError(errHashWriterDone) }
+
 func (hw *hashWriter) Write(p []byte) (int, error) {
+	if hw.closed {
+		return 0, errHashWriterDone
+	}
 	if err := hw.error(); err != nil {
 		return 0, err
 	}

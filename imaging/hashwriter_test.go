@@ -80,3 +80,26 @@ func TestHashWriterError(t *testing.T) {
 		t.Errorf("Write: %v, Close: %v; want disk full", err, cerr)
 	}
 }
+
+// TestHashWriterAbort: after abort nothing more is written, every Write
+// fails and Close returns.
+func TestHashWriterAbort(t *testing.T) {
+	var out bytes.Buffer
+	hw := newHashWriter(&out, sha256.New(), 2, 64)
+	if _, err := hw.Write(make([]byte, 200)); err != nil {
+		t.Fatal(err)
+	}
+	hw.abort()
+	if _, err := hw.Write([]byte{1}); !errors.Is(err, errHashWriterDone) {
+		t.Errorf("Write after abort: %v", err)
+	}
+	if err := hw.Close(); !errors.Is(err, errHashWriterDone) {
+		t.Errorf("Close after abort: %v", err)
+	}
+	if out.Len() > 200 {
+		t.Errorf("%d bytes written", out.Len())
+	}
+	if _, err := hw.Write([]byte{1}); !errors.Is(err, errHashWriterDone) {
+		t.Errorf("Write after Close: %v", err)
+	}
+}
