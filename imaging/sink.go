@@ -38,9 +38,8 @@ type rawSink struct {
 	// keep is the pipeline's hold on the current chunk (see keeper).
 	q    *ioQueue
 	keep func() func()
-	// pos is the end of the stream handled so far and durable the offset
-	// below which a file's writeback finished (see frontier).
-	pos, durable atomic.Int64
+	// pos is the end of the stream handled so far (see frontier).
+	pos atomic.Int64
 
 	dataBytes, zeroBytes, discarded int64
 	directBytes                     int64      // of dataBytes, written with O_DIRECT (without q)
@@ -129,22 +128,19 @@ func (s *rawSink) handled(end int64) {
 	if end > s.pos.Load() {
 		s.pos.Store(end)
 	}
-	d := s.pos.Load()
-	if len(s.pending) > 0 {
-		d = min(d, s.pending[0][0])
-	}
-	s.durable.Store(d)
 	if s.sums != nil {
 		s.sums.poke()
 	}
 }
 
 // frontier returns the offset below which everything handed to the sink
-// reached the target: written (a block device's queued writes done, a
-// file's writeback waited for), zeroed or skipped. It may be called from
-// any goroutine.
+// was written to the target (a block device's queued writes done, a
+// file's in its page cache at least), zeroed or skipped: what -verify may
+// read back (it waits for the writeback of a range before reading it, so
+// it reads the medium, see verifier.readAt). It may be called from any
+// goroutine.
 func (s *rawSink) frontier() int64 {
-	f := s.durable.Load()
+	f := s.pos.Load()
 	if s.q != nil {
 		f = min(f, s.q.low())
 	}
@@ -321,11 +317,7 @@ func (s *rawSink) writeZeros(off, n int64) error {
 
 // writebackLag is how much written data may still be in flight (dirty or
 // under writeback) before write waits for it.
-// With -verify it is smaller, so the read-back follows the writing closely.
-const (
-	writebackLag       = 128 << 20
-	writebackLagVerify = 32 << 20
-)
+const writebackLag = 128 << 20
 
 // writeback starts writeback of what was just written and waits for data
 // written writebackLag bytes earlier, so the page cache holds a bounded
@@ -336,11 +328,7 @@ func (s *rawSink) writeback(off, n int64) {
 	_ = unix.SyncFileRange(fd, off, n, unix.SYNC_FILE_RANGE_WRITE)
 	s.pending = append(s.pending, [2]int64{off, n})
 	s.inflight += n
-	lag := int64(writebackLag)
-	if s.sums != nil {
-		lag = writebackLagVerify
-	}
-	for s.inflight > lag && len(s.pending) > 1 {
+	for s.inflight > writebackLag && len(s.pending) > 1 {
 		r := s.pending[0]
 		s.pending = s.pending[1:]
 		s.inflight -= r[1]

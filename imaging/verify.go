@@ -255,11 +255,15 @@ func (v *verifier) dropOnce() {
 	}
 }
 
-// readAt returns the k <= len(buf)-2*directAlign bytes at off, read with
-// O_DIRECT through the aligned block envelope around them when possible,
-// else through the page cache after writing the range back and dropping
-// it from the cache.
+// readAt returns the k <= len(buf)-2*directAlign bytes at off, read from
+// the medium: the range's writeback done first (a file's pages may still
+// be dirty behind the frontier; a direct read would write them back
+// itself, this says so), then read with O_DIRECT through the aligned block
+// envelope around them when possible, else through the page cache after
+// dropping the range from it.
 func (v *verifier) readAt(buf []byte, off, k int64) ([]byte, error) {
+	fd := int(v.f.Fd())
+	_ = unix.SyncFileRange(fd, off, k, unix.SYNC_FILE_RANGE_WAIT_BEFORE|unix.SYNC_FILE_RANGE_WRITE|unix.SYNC_FILE_RANGE_WAIT_AFTER)
 	v.dmu.Lock()
 	d := v.direct
 	v.dmu.Unlock()
@@ -276,10 +280,7 @@ func (v *verifier) readAt(buf []byte, off, k int64) ([]byte, error) {
 		// Refused (alignment) or short: read through the page cache.
 		v.noDirect.Store(true)
 	}
-	// The range's writeback done and its pages dropped first, so the
-	// read comes from the medium.
-	fd := int(v.f.Fd())
-	_ = unix.SyncFileRange(fd, off, k, unix.SYNC_FILE_RANGE_WAIT_BEFORE|unix.SYNC_FILE_RANGE_WRITE|unix.SYNC_FILE_RANGE_WAIT_AFTER)
+	// Its pages dropped (they are clean), so the read comes from the medium.
 	_ = unix.Fadvise(fd, off, k, unix.FADV_DONTNEED)
 	m, err := v.f.ReadAt(buf[:k], off)
 	if err != nil && !(errors.Is(err, io.EOF) && int64(m) == k) {
