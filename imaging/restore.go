@@ -282,7 +282,11 @@ func restoreTo(ctx context.Context, opt *Options, partial *string) (*Result, err
 		sink.sums.start(ctx, t.f, t.path, sink.frontier)
 		defer sink.sums.close()
 	}
-	total, err := runPipeline(ctx, stream, newPool(nbuf, opt.BufferSize), first, firstEOF, w, digests...)
+	newBufs := newPool
+	if dw != nil {
+		newBufs = hugePool // huge pages: see hugeBuf
+	}
+	total, err := runPipeline(ctx, stream, newBufs(nbuf, opt.BufferSize), first, firstEOF, w, digests...)
 	if werr := sink.wait(); werr != nil && err == nil {
 		err = werr
 	}
