@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -234,7 +235,8 @@ func (p *smbReads) pipe(in, out net.Conn) {
 
 // TestSMBRangesInFlight reads a file from Samba in ranges over
 // HTTPConns sessions: several READ requests are in flight at once, the
-// bytes come in order, at most HTTPConns+1 chunks are held.
+// bytes come in order, at most HTTPConns+1 chunks are held, the soft
+// memory limit is lowered while reading and put back by Close.
 func TestSMBRangesInFlight(t *testing.T) {
 	s := remotetest.StartSMBShare(t)
 	data := pattern(6<<20+4321, 4)
@@ -245,6 +247,7 @@ func TestSMBRangesInFlight(t *testing.T) {
 	opt := Options{Src: s.URL("obj", proxy.port), Cred: s.Cred, HTTPConns: 4, httpChunk: 512 << 10,
 		Retries: 2, RetryDelay: 10 * time.Millisecond, ConnectTimeout: 5 * time.Second,
 		Log: func(f string, a ...any) { t.Logf(f, a...) }}
+	prev := debug.SetMemoryLimit(-1)
 	src := rangeSource(t, &opt)
 	got, err := io.ReadAll(src.r)
 	if err != nil {
@@ -253,6 +256,15 @@ func TestSMBRangesInFlight(t *testing.T) {
 	if !bytes.Equal(got, data) {
 		t.Fatal("the reassembled file differs")
 	}
+	if l := debug.SetMemoryLimit(-1); prev > smbMemoryLimit && l != smbMemoryLimit {
+		t.Errorf("memory limit %d while reading, want %d", l, smbMemoryLimit)
+	}
+	defer func() {
+		src.Close()
+		if l := debug.SetMemoryLimit(-1); l != prev {
+			t.Errorf("memory limit %d after Close, want the previous %d", l, prev)
+		}
+	}()
 	if m := proxy.Max(); m < 2 {
 		t.Errorf("at most %d READ in flight, want several", m)
 	}
