@@ -47,6 +47,12 @@ func TestHarness(t *testing.T) {
 	t.Run("timeout", func(t *testing.T) {
 		t.Parallel()
 		r := boot(t, "", VM{Kernel: kernel, Cmdline: "bootUUID=" + uuid, Timeout: Scaled(quick)})
+		// The console must have said something before the short wait
+		// begins (under load QEMU may take longer than 3 s to print
+		// the stub's line); the tail of the failed wait must show it.
+		if _, err := r.Expect(regexp.MustCompile(regexp.QuoteMeta(stubkernel.Marker)), 0); err != nil {
+			t.Fatalf("the stub kernel printed no marker: %v", err)
+		}
 		_, err := r.Expect(regexp.MustCompile(`never printed`), 3*time.Second)
 		var ee *ExpectError
 		if !errors.As(err, &ee) {

@@ -121,7 +121,16 @@ func TestIncident(t *testing.T) {
 	if res.Booted != b.RightBank {
 		t.Errorf("after the fix the stub kernel was booted from bank %s, want the primary bank %s%s", res.Booted, b.RightBank, Diagnose(res.Lines))
 	}
-	if res.Loaded != res.Booted {
+	// esxiboot's "Cmdline: ... bootUUID=" line may not reach the serial
+	// console: the kexec into the stub can come before the kernel's
+	// console has written it (seen under load: "Loaded image:
+	// MultibootImage(" directly followed by the stub's line). The bank
+	// the stub kernel itself reports is what proves the boot; the
+	// loader's line, when it is there, must agree with it.
+	switch {
+	case res.Loaded == "":
+		t.Logf("esxiboot's Cmdline line was cut off by the kexec; the stub kernel reports bank %s", res.Booted)
+	case res.Loaded != res.Booted:
 		t.Errorf("esxiboot loaded bank %q but the kernel says %q", res.Loaded, res.Booted)
 	}
 }
