@@ -93,7 +93,10 @@ func newTargetReader(ctx context.Context, path string, fb *os.File, size int64) 
 	}
 	ctx, tr.cancel = context.WithCancel(ctx)
 	bufs := hugeBufs(deltaReaders*deltaBufs, deltaChunk)
-	for r := range deltaReaders {
+	// All channels first, then the readers: a reader started while the
+	// slices were still being appended to read their headers as they
+	// were rewritten (a data race, go test -race).
+	for range deltaReaders {
 		tr.out = append(tr.out, make(chan *targetChunk, deltaBufs))
 		free := make(chan []byte, deltaBufs)
 		for range deltaBufs {
@@ -101,6 +104,8 @@ func newTargetReader(ctx context.Context, path string, fb *os.File, size int64) 
 			bufs = bufs[1:]
 		}
 		tr.free = append(tr.free, free)
+	}
+	for r := range deltaReaders {
 		tr.wg.Add(1)
 		go tr.run(ctx, r)
 	}
