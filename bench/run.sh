@@ -26,7 +26,9 @@
 #      smbclient -c get, sftp get, curl --aws-sigv4 (each + sync); ONLY=remote runs only this
 #   7. delta restore (bench/delta.sh; root: a loop device with direct I/O holding the dense image
 #      with 1% of its blocks changed): imgcopy -delta vs a full imgcopy restore and dd oflag=direct,
-#      bytes written from -json and /sys/block/loopN/stat; ONLY=delta runs only this
+#      bytes written from -json and /sys/block/loopN/stat; reading the device, the image and both at
+#      once with dd iflag=direct (the floor; full / floor is the most a delta can gain here), and the
+#      restores again from a copy of the image in /dev/shm (DELTA_SHM=0: not); ONLY=delta runs only this
 #   8. a zstd image from nginx (bench/net.sh): on loopback, and over a 20 ms RTT link between two
 #      network namespaces it makes; imgcopy (parallel ranges) vs curl | zstd -d | dd oflag=direct
 #      into a loop device with direct I/O; ONLY=net runs only this
