@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -36,6 +37,11 @@ type httpReader struct {
 	idle    *idleWatch
 	connOff int64
 	err     error // the error that ended the download
+	// mu guards body, cancel, idle and closed against Close, which may
+	// come from another goroutine while a read is blocked (a zstd
+	// decoder reading ahead when the restore is done or stops).
+	mu     sync.Mutex
+	closed bool
 }
 
 // minIdleBytes is how much an HTTP download must receive per IdleTimeout
@@ -175,6 +181,13 @@ func (h *httpReader) try() (err error, retry bool) {
 		return e, retry
 	}
 	accept := func() (error, bool) {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		if h.closed {
+			resp.Body.Close()
+			cancel()
+			return fmt.Errorf("%w: %s: closed", ErrHTTP, h.url), false
+		}
 		h.body, h.cancel, h.connOff = resp.Body, cancel, h.off
 		h.idle = newIdleWatch(h.opt.IdleTimeout, h.off, cancel)
 		return nil, false
@@ -263,12 +276,18 @@ func (h *httpReader) Read(p []byte) (int, error) {
 
 func (h *httpReader) read(p []byte) (int, error) {
 	for {
-		if h.body == nil {
+		h.mu.Lock()
+		body, idle, closed := h.body, h.idle, h.closed
+		h.mu.Unlock()
+		if closed {
+			return 0, fmt.Errorf("%w: %s: closed", ErrHTTP, h.url)
+		}
+		if body == nil {
 			return 0, fmt.Errorf("%w: %s: not connected", ErrHTTP, h.url)
 		}
-		t0 := h.idle.start(h.off)
-		n, err := h.body.Read(p)
-		h.idle.stop(t0)
+		t0 := idle.start(h.off)
+		n, err := body.Read(p)
+		idle.stop(t0)
 		h.off += int64(n)
 		// Progress: this connection brought a useful amount (a trickle
 		// of bytes between stalls is no progress).
@@ -287,7 +306,13 @@ func (h *httpReader) read(p []byte) (int, error) {
 		if h.ctx.Err() != nil {
 			return n, h.ctx.Err()
 		}
-		if h.idle.fired.Load() {
+		h.mu.Lock()
+		closed = h.closed
+		h.mu.Unlock()
+		if closed { // Close ended the read: no resuming
+			return n, fmt.Errorf("%w: %s: closed", ErrHTTP, h.url)
+		}
+		if idle.fired.Load() {
 			err = fmt.Errorf("less than %s arrived in %v: the server stalled", "64 KiB", h.opt.IdleTimeout)
 		}
 		// The connection dropped (or ended early): resume from h.off.
@@ -327,18 +352,26 @@ func (h *httpReader) read(p []byte) (int, error) {
 
 // closeBody ends the current request.
 func (h *httpReader) closeBody() error {
+	h.mu.Lock()
+	body, idle, cancel := h.body, h.idle, h.cancel
+	h.body, h.idle, h.cancel = nil, nil, nil
+	h.mu.Unlock()
 	var err error
-	if h.body != nil {
-		err = h.body.Close()
-		h.body = nil
+	if body != nil {
+		err = body.Close()
 	}
-	h.idle.close()
-	h.idle = nil
-	if h.cancel != nil {
-		h.cancel()
-		h.cancel = nil
+	idle.close()
+	if cancel != nil {
+		cancel()
 	}
 	return err
 }
 
-func (h *httpReader) Close() error { return h.closeBody() }
+// Close ends the download; a read blocked meanwhile (in another
+// goroutine) returns an error and does not resume.
+func (h *httpReader) Close() error {
+	h.mu.Lock()
+	h.closed = true
+	h.mu.Unlock()
+	return h.closeBody()
+}
