@@ -321,9 +321,10 @@ func dropCache(f *os.File) {
 }
 
 // claim hands out the next piece that ends at or below limit (everything
-// below it reached the target); ok is false when there is none yet.
+// below it reached the target; final: the writing is over); ok is false
+// when there is none yet.
 // Regions that became complete on the way are compared.
-func (v *verifier) claim(limit int64) (p piece, ok bool) {
+func (v *verifier) claim(limit int64, final bool) (p piece, ok bool) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	for v.err == nil {
@@ -360,6 +361,20 @@ func (v *verifier) claim(limit int64) (p piece, ok bool) {
 			b = min(next, end)
 			if (!closed && b < next) || b > limit {
 				return piece{}, false
+			}
+		}
+		// While a file is written, zeros the sink skipped (a hole to be)
+		// can leave it shorter than the frontier until the sink sets its
+		// size at the end: a data piece whose zeros lie past the file's
+		// current end waits for that (or for the final check); a zero
+		// piece stops there, and what lies past it is a hole (isHole, on
+		// the next claim). Never a short read taken as a failure.
+		if !final && !v.isBlock && b > a {
+			if fi, err := v.f.Stat(); err == nil && b > fi.Size() {
+				if !r.zero || a >= fi.Size() {
+					return piece{}, false
+				}
+				b = fi.Size()
 			}
 		}
 		if b <= a {
@@ -454,7 +469,7 @@ func (v *verifier) run(ctx context.Context, limit func() int64, final bool, coun
 			default:
 			}
 		}
-		p, ok := v.claim(limit())
+		p, ok := v.claim(limit(), final)
 		if !ok {
 			if final {
 				return
