@@ -12,7 +12,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -188,8 +187,7 @@ type verifier struct {
 	noDirect atomic.Bool // direct reads were refused: through the dropped page cache
 	dropped  bool        // dropCache ran since noDirect (dmu)
 
-	bufs    chan []byte // the readers' buffers (verifyRead bytes, aligned)
-	freeBuf func()      // releases them
+	bufs chan []byte // the readers' buffers (verifyRead bytes, aligned)
 
 	mu      sync.Mutex
 	ri      int   // the region being handed out
@@ -217,32 +215,10 @@ func newVerifier(w *writeSums, f *os.File, path string) *verifier {
 	if st, err := f.Stat(); err == nil {
 		v.isBlock = st.Mode()&os.ModeDevice != 0
 	}
-	var mem []byte
-	mem, v.freeBuf = hugeBuf(verifyReaders * verifyRead)
-	for i := range verifyReaders {
-		v.bufs <- mem[i*verifyRead : (i+1)*verifyRead : (i+1)*verifyRead]
+	for _, b := range hugeBufs(verifyReaders, verifyRead) {
+		v.bufs <- b
 	}
 	return v
-}
-
-// hugeBuf returns n bytes aligned to 2 MiB that the kernel may back with
-// huge pages (transparent huge pages, madvise), and the function freeing
-// them: a direct read into them pins a few huge pages instead of 256 small
-// ones per MiB (that pinning was a tenth of -verify's CPU time on zeros).
-// Without mmap it falls back to the heap.
-func hugeBuf(n int) ([]byte, func()) {
-	const huge = 2 << 20
-	m, err := unix.Mmap(-1, 0, n+huge, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
-	if err != nil {
-		return alignedBuf(n), func() {}
-	}
-	a := int(uintptr(unsafe.Pointer(&m[0])) & (huge - 1))
-	if a != 0 {
-		a = huge - a
-	}
-	b := m[a : a+n : a+n]
-	_ = unix.Madvise(b, unix.MADV_HUGEPAGE)
-	return b, func() { _ = unix.Munmap(m) }
 }
 
 // openDirect opens the target with O_DIRECT for the read-back, once.
@@ -537,7 +513,6 @@ func (w *writeSums) close() {
 	w.stop()
 	if w.v != nil {
 		w.v.closeDirect()
-		w.v.freeBuf()
 		w.v = nil
 	}
 }
