@@ -191,28 +191,7 @@ net_remote_link() {
 	done
 	mkdir -p "$r"/{private,state,lock,cache,pid,ncalrpc,s3/images}
 	ln "$DIR/net/www/net.img.zst" "$r/s3/images/net.img.zst"
-	cat >"$r/smb.conf" <<-CONF
-	[global]
-	smb ports = 4445
-	disable netbios = yes
-	server role = standalone server
-	passdb backend = tdbsam:$r/private/passdb.tdb
-	private dir = $r/private
-	state directory = $r/state
-	lock directory = $r/lock
-	cache directory = $r/cache
-	pid directory = $r/pid
-	ncalrpc dir = $r/ncalrpc
-	log file = $r/log.smbd
-	load printers = no
-	printcap name = /dev/null
-	disable spoolss = yes
-	server min protocol = SMB2_02
-	[images]
-	path = $DIR/net/www
-	read only = yes
-	valid users = nobody
-	CONF
+	bench_smb_conf "$r" 4445 "$DIR/net/www" yes
 	printf 'bench-Pa55\nbench-Pa55\n' | pdbedit -s "$r/smb.conf" -a -u nobody -t >/dev/null
 	ip netns exec "$NET_NSS" setsid smbd --foreground --no-process-group -s "$r/smb.conf" >"$r/smbd.out" 2>&1 &
 	NET_PIDS+=($!)

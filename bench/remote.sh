@@ -8,6 +8,41 @@
 # client and server; where the kernel has none (containers, microVMs) the row
 # is skipped with that reason.
 
+# bench_smb_conf ROOT PORT SHARE READONLY [GLOBAL...] writes ROOT/smb.conf:
+# a standalone smbd on PORT whose state lives under ROOT, sharing SHARE as
+# [images] to the user nobody (read only = READONLY), with the extra
+# [global] lines GLOBAL (remote.sh's loopback server and net.sh's server in
+# its namespace share it).
+bench_smb_conf() {
+	local r=$1 port=$2 share=$3 ro=$4 g
+	shift 4
+	{
+		echo "[global]"
+		echo "smb ports = $port"
+		for g in "$@"; do echo "$g"; done
+		cat <<-CONF
+		disable netbios = yes
+		server role = standalone server
+		passdb backend = tdbsam:$r/private/passdb.tdb
+		private dir = $r/private
+		state directory = $r/state
+		lock directory = $r/lock
+		cache directory = $r/cache
+		pid directory = $r/pid
+		ncalrpc dir = $r/ncalrpc
+		log file = $r/log.smbd
+		load printers = no
+		printcap name = /dev/null
+		disable spoolss = yes
+		server min protocol = SMB2_02
+		[images]
+		path = $share
+		read only = $ro
+		valid users = nobody
+		CONF
+	} >"$r/smb.conf"
+}
+
 remote_servers() { # starts the three servers, sets SMB_PORT SSH_PORT S3_PORT
 	local r=$DIR/remote
 	mkdir -p "$r"/{images,private,state,lock,cache,pid,ncalrpc,s3/images}
@@ -16,30 +51,7 @@ remote_servers() { # starts the three servers, sets SMB_PORT SSH_PORT S3_PORT
 	free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 	SMB_PORT=$(free_port) SSH_PORT=$(free_port) S3_PORT=$(free_port)
 	REMOTE_PIDS=()
-	cat >"$r/smb.conf" <<-CONF
-	[global]
-	smb ports = $SMB_PORT
-	interfaces = 127.0.0.1
-	bind interfaces only = yes
-	disable netbios = yes
-	server role = standalone server
-	passdb backend = tdbsam:$r/private/passdb.tdb
-	private dir = $r/private
-	state directory = $r/state
-	lock directory = $r/lock
-	cache directory = $r/cache
-	pid directory = $r/pid
-	ncalrpc dir = $r/ncalrpc
-	log file = $r/log.smbd
-	load printers = no
-	printcap name = /dev/null
-	disable spoolss = yes
-	server min protocol = SMB2_02
-	[images]
-	path = $r/images
-	read only = no
-	valid users = nobody
-	CONF
+	bench_smb_conf "$r" "$SMB_PORT" "$r/images" no "interfaces = 127.0.0.1" "bind interfaces only = yes"
 	printf 'bench-Pa55\nbench-Pa55\n' | pdbedit -s "$r/smb.conf" -a -u nobody -t >/dev/null
 	# its own session: smbd stopping signals its whole process group, which
 	# would otherwise be this script's (and end it before the summary).
